@@ -1,0 +1,71 @@
+"""Plain data types shared by the indexer stages (probe -> plan -> decode -> caption)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+
+__all__ = ["CaptionOutput", "ParsedEvent", "VideoInfo", "Window", "WindowClip"]
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """What probing a video file found out."""
+
+    path: str
+    fps: float
+    frame_count: int
+    duration: float
+    width: int
+    height: int
+    codec: str = ""
+    rotation: int = 0
+
+
+@dataclass(frozen=True)
+class Window:
+    """A span of the source video captioned in one model call.
+
+    Frame indices are absolute indices into the source video; seconds are
+    ``index / fps`` of the source, so the model reads absolute timestamps.
+    """
+
+    index: int
+    start_seconds: float
+    end_seconds: float
+    frame_indices: tuple[int, ...]
+
+
+@dataclass
+class WindowClip:
+    """A decoded window, ready for a captioner.
+
+    ``frames`` is ``(T, H, W, 3)`` uint8 RGB with H and W multiples of 32 and T
+    even (Qwen3-VL merges frames in temporal pairs).
+    """
+
+    window: Window
+    frames: npt.NDArray[np.uint8]
+    fps: float
+    total_frames: int
+
+
+@dataclass(frozen=True)
+class CaptionOutput:
+    """The raw answer of a captioner for one window, kept verbatim for audit."""
+
+    text: str
+    prompt_tokens: int = 0
+    output_tokens: int = 0
+
+
+@dataclass(frozen=True)
+class ParsedEvent:
+    """One event parsed from model output, clamped to its window."""
+
+    start_seconds: float
+    end_seconds: float
+    description: str
+    extra: dict[str, str] = field(default_factory=dict)

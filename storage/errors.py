@@ -1,0 +1,84 @@
+"""The one exception hierarchy of vidseek's domain code.
+
+Every error a user can cause or see is a :class:`VidseekError`. Each class names
+the gRPC status code the server answers with (as a string, so that domain code
+never imports grpc); one server interceptor does the mapping.
+
+::
+
+    VidseekError                      INTERNAL
+    ├── InvalidArgument               INVALID_ARGUMENT
+    │   └── VideoError                INVALID_ARGUMENT   (a file is not a usable video)
+    │       └── DecodeTimeout         DEADLINE_EXCEEDED  (the decoder hung)
+    ├── NotFound                      NOT_FOUND
+    ├── PermissionDenied              PERMISSION_DENIED
+    ├── ResourceExhausted             RESOURCE_EXHAUSTED
+    ├── SchemaOutdated                FAILED_PRECONDITION
+    └── ConfigError                   INVALID_ARGUMENT   (a bad setting; raised at start-up)
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ConfigError",
+    "DecodeTimeout",
+    "InvalidArgument",
+    "NotFound",
+    "PermissionDenied",
+    "ResourceExhausted",
+    "SchemaOutdated",
+    "VideoError",
+    "VidseekError",
+]
+
+
+class VidseekError(Exception):
+    """Base of every vidseek domain error."""
+
+    grpc_code: str = "INTERNAL"
+    retriable: bool = False
+
+
+class InvalidArgument(VidseekError):
+    """The request or its input is malformed."""
+
+    grpc_code = "INVALID_ARGUMENT"
+
+
+class VideoError(InvalidArgument):
+    """A file cannot be probed or decoded as a video."""
+
+
+class DecodeTimeout(VideoError):
+    """The decoder did not answer within its deadline (damaged file or decoder hang)."""
+
+    grpc_code = "DEADLINE_EXCEEDED"
+
+
+class NotFound(VidseekError):
+    """A named video, job or file does not exist."""
+
+    grpc_code = "NOT_FOUND"
+
+
+class PermissionDenied(VidseekError):
+    """A path lies outside the configured allowed roots."""
+
+    grpc_code = "PERMISSION_DENIED"
+
+
+class ResourceExhausted(VidseekError):
+    """A queue or limit is full; try again later."""
+
+    grpc_code = "RESOURCE_EXHAUSTED"
+    retriable = True
+
+
+class SchemaOutdated(VidseekError):
+    """The database schema is older than this code; run `vidseek db upgrade`."""
+
+    grpc_code = "FAILED_PRECONDITION"
+
+
+class ConfigError(InvalidArgument):
+    """A setting is unknown or has an invalid value."""
