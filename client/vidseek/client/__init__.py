@@ -1,0 +1,42 @@
+"""vidseek Python SDK: search hours of video by text and get moments back.
+
+>>> from vidseek.client import Client
+>>> with Client("localhost:50051") as c:
+...     for m in c.search("a man opens a door", top_k=5):
+...         print(m.video_id, m.start_seconds, m.end_seconds, m.description)
+"""
+
+from vidseek.client._client import AsyncClient, Client
+from vidseek.client.errors import (
+    DeadlineExceededError,
+    FailedPreconditionError,
+    InvalidArgumentError,
+    NotFoundError,
+    PermissionDeniedError,
+    ResourceExhaustedError,
+    ServerError,
+    UnauthenticatedError,
+    UnavailableError,
+    VidseekClientError,
+)
+from vidseek.client.models import Event, IngestJob, JobState, Moment, Video
+
+__all__ = [
+    "AsyncClient",
+    "Client",
+    "DeadlineExceededError",
+    "Event",
+    "FailedPreconditionError",
+    "IngestJob",
+    "InvalidArgumentError",
+    "JobState",
+    "Moment",
+    "NotFoundError",
+    "PermissionDeniedError",
+    "ResourceExhaustedError",
+    "ServerError",
+    "UnauthenticatedError",
+    "UnavailableError",
+    "Video",
+    "VidseekClientError",
+]

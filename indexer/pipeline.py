@@ -1,0 +1,179 @@
+"""The ingestion pipeline: uri -> probe -> plan -> decode -> caption -> parse -> embed -> commit.
+
+A window is the unit of work and of commit: each window's events are committed
+in one transaction as soon as it is done, so an interrupted ingest resumes at
+the first uncommitted window, and re-running an ingest of the same content
+commits nothing twice (window and event ids derive from the content hash).
+Decoding of the next batch of windows overlaps captioning of the current one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from vidseek.indexer.captioner import Captioner
+from vidseek.indexer.embedder import Embedder
+from vidseek.indexer.parse import parse_events
+from vidseek.indexer.planner import PlanConfig, WindowPlan, plan_windows
+from vidseek.indexer.prompt import PROMPT_VERSION
+from vidseek.indexer.types import VideoInfo, Window, WindowClip
+from vidseek.indexer.video import FrameReader, probe
+from vidseek.storage.errors import InvalidArgument, NotFound
+from vidseek.storage.store import NewEvent, NewWindow, Store, window_id_for
+
+__all__ = ["IngestConfig", "IngestProgress", "IngestResult", "Ingestor", "content_hash"]
+
+log = logging.getLogger(__name__)
+
+
+def content_hash(path: Path, chunk: int = 1 << 22) -> str:
+    """sha256 of the file's bytes (hex)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while data := f.read(chunk):
+            h.update(data)
+    return h.hexdigest()
+
+
+@dataclass(frozen=True)
+class IngestConfig:
+    plan: PlanConfig = field(default_factory=PlanConfig)
+    decode_backend: str = "decord"
+    decode_timeout: float = 120.0
+    batch_windows: int = 4
+
+
+@dataclass
+class IngestProgress:
+    """Counters reported to the job while a video is ingested."""
+
+    video_id: str = ""
+    plan: str = ""
+    windows_total: int = 0
+    windows_done: int = 0
+    windows_unparsed: int = 0
+    events_indexed: int = 0
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    video_id: str
+    progress: IngestProgress
+    skipped_windows: int
+    interrupted: bool
+
+
+class Ingestor:
+    """Runs the pipeline for one video at a time against a store."""
+
+    def __init__(self, store: Store, captioner: Captioner, embedder: Embedder,
+                 config: IngestConfig) -> None:
+        self.store = store
+        self.captioner = captioner
+        self.embedder = embedder
+        self.config = config
+
+    def ingest(
+        self,
+        uri: str,
+        *,
+        on_progress: Callable[[IngestProgress], None] | None = None,
+        should_stop: Callable[[], bool] = lambda: False,
+    ) -> IngestResult:
+        """Index one video file; commits window by window.
+
+        ``should_stop`` is checked between windows: the current window is
+        committed, the rest are left for a later run (``interrupted=True``).
+        """
+        path = Path(uri)
+        if not path.exists():
+            raise NotFound(f"video file not found: {uri}")
+        if not path.is_file():
+            raise InvalidArgument(f"not a regular file: {uri}")
+        info = probe(str(path), timeout=self.config.decode_timeout)
+        chash = content_hash(path)
+        video_id = self.store.upsert_video(
+            uri=str(path.resolve()), content_hash=chash, duration=info.duration, fps=info.fps,
+            width=info.width, height=info.height, frame_count=info.frame_count)
+        plan = plan_windows(info, self.config.plan)
+        model = self.captioner.model_id
+        ids = {w.index: window_id_for(chash, w.start_seconds, w.end_seconds, model,
+                                      PROMPT_VERSION) for w in plan.windows}
+        done_ids = self.store.committed_window_ids(video_id)
+        todo = [w for w in plan.windows if ids[w.index] not in done_ids]
+        progress = IngestProgress(video_id=video_id, plan=plan.summary(),
+                                  windows_total=len(plan.windows),
+                                  windows_done=len(plan.windows) - len(todo))
+        log.info("ingest %s (%s): %s; %d to do", uri, video_id, progress.plan, len(todo))
+        if on_progress:
+            on_progress(progress)
+        interrupted = False
+        with FrameReader(str(path), backend=self.config.decode_backend,
+                         timeout=self.config.decode_timeout) as reader:
+            for clips in self._decoded_batches(reader, info, plan, todo):
+                outputs = self.captioner.describe(clips)
+                if len(outputs) != len(clips):
+                    raise RuntimeError(f"captioner returned {len(outputs)} outputs for "
+                                       f"{len(clips)} windows")
+                for clip, out in zip(clips, outputs, strict=True):
+                    w = clip.window
+                    self._commit(video_id, ids[w.index], w, clip, out.text, out.prompt_tokens,
+                                 model, progress)
+                    if on_progress:
+                        on_progress(progress)
+                if should_stop():
+                    interrupted = progress.windows_done < progress.windows_total
+                    break
+        return IngestResult(video_id=video_id, progress=progress,
+                            skipped_windows=len(plan.windows) - len(todo),
+                            interrupted=interrupted)
+
+    def _commit(self, video_id: str, window_id: int, w: Window, clip: WindowClip, raw: str,
+                prompt_tokens: int, model: str, progress: IngestProgress) -> None:
+        parsed = parse_events(raw, w.start_seconds, w.end_seconds)
+        vecs = self.embedder.embed([e.description for e in parsed.events])
+        events = [NewEvent(start_seconds=e.start_seconds, end_seconds=e.end_seconds,
+                           text=e.description, embedding=vecs[i])
+                  for i, e in enumerate(parsed.events)]
+        status = "parsed" if parsed.error is None else "unparsed"
+        committed = self.store.commit_window(NewWindow(
+            id=window_id, video_id=video_id, window_index=w.index,
+            start_seconds=w.start_seconds, end_seconds=w.end_seconds,
+            frame_count=len(clip.frames), status=status, raw_output=raw,
+            parse_error=parsed.error or "", dropped=parsed.dropped, model=model,
+            prompt_version=PROMPT_VERSION, prompt_tokens=prompt_tokens), events)
+        progress.windows_done += 1
+        if committed:
+            progress.events_indexed += len(events)
+            if status == "unparsed":
+                progress.windows_unparsed += 1
+                log.warning("window %d of %s: unparseable model output (%s)", w.index,
+                            video_id, parsed.error)
+
+    def _decoded_batches(self, reader: FrameReader, info: VideoInfo, plan: WindowPlan,
+                         todo: Sequence[Window]) -> Iterator[list[WindowClip]]:
+        """Decoded batches of windows; the next batch decodes while the caller captions."""
+        n = max(1, self.config.batch_windows)
+        batches = [list(todo[i:i + n]) for i in range(0, len(todo), n)]
+
+        def decode(batch: list[Window]) -> list[WindowClip]:
+            return [WindowClip(window=w, fps=info.fps, total_frames=info.frame_count,
+                               frames=reader.read(list(w.frame_indices), plan.frame_height,
+                                                  plan.frame_width))
+                    for w in batch]
+
+        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="decode")
+        try:
+            pending = [pool.submit(decode, b) for b in batches[:1]]
+            for i in range(len(batches)):
+                clips = pending.pop().result()
+                if i + 1 < len(batches):
+                    pending.append(pool.submit(decode, batches[i + 1]))
+                yield clips
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)

@@ -1,0 +1,1 @@
+"""vidseek server: gRPC service, search, ingest job runner, CLI."""

@@ -1,0 +1,159 @@
+"""Application start-up: build the store, services and gRPC server from settings."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from collections.abc import Callable
+from concurrent import futures
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from vidseek.indexer.captioner import Captioner
+from vidseek.indexer.embedder import Embedder, load_embedder
+from vidseek.indexer.pipeline import IngestConfig
+from vidseek.indexer.planner import PlanConfig
+from vidseek.server.interceptors import ErrorAndAuthInterceptor
+from vidseek.server.jobs import JobRunner
+from vidseek.server.search import SearchService
+from vidseek.server.service import VideoSearchServicer
+from vidseek.server.settings import Settings
+from vidseek.storage.store import Store
+from vidseek.v1 import video_search_pb2 as pb
+from vidseek.v1 import video_search_pb2_grpc as pb_grpc
+
+__all__ = ["App", "create_server", "load_captioner", "serve"]
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["VideoSearch"].full_name
+HEALTH_SERVICE_NAME = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
+
+
+def _device(settings: Settings) -> str:
+    if settings.device != "auto":
+        return settings.device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def load_captioner(settings: Settings) -> Captioner:
+    """The captioner backend the settings select (imported only when selected)."""
+    if settings.captioner == "vllm":
+        from vidseek.indexer.captioner_vllm import VllmCaptioner
+
+        return VllmCaptioner(settings.model, max_new_tokens=settings.max_new_tokens,
+                             constrained_json=settings.constrained_output,
+                             gpu_memory_utilization=settings.vllm_gpu_memory_utilization,
+                             max_model_len=settings.vllm_max_model_len)
+    from vidseek.indexer.captioner_transformers import TransformersCaptioner
+
+    return TransformersCaptioner(settings.model, device=_device(settings),
+                                 max_new_tokens=settings.max_new_tokens,
+                                 constrained_json=settings.constrained_output)
+
+
+def ingest_config(settings: Settings) -> IngestConfig:
+    """The pipeline configuration named by the settings."""
+    return IngestConfig(
+        plan=PlanConfig(sample_fps=settings.sample_fps, max_frame_pixels=settings.max_frame_pixels,
+                        window_seconds=settings.window_seconds,
+                        overlap_seconds=settings.window_overlap_seconds,
+                        context_tokens=settings.context_tokens,
+                        max_output_tokens=settings.max_new_tokens),
+        decode_backend=settings.decode_backend, decode_timeout=settings.decode_timeout,
+        batch_windows=settings.batch_windows)
+
+
+@dataclass
+class App:
+    """Everything a running server holds."""
+
+    settings: Settings
+    store: Store
+    embedder: Embedder
+    search: SearchService
+    jobs: JobRunner
+    health: health.HealthServicer
+
+    def shutdown(self, grace: float | None = None) -> None:
+        """Stop ingest after its current window, then snapshot and close storage."""
+        self.health.enter_graceful_shutdown()
+        self.jobs.stop(timeout=grace)
+        self.store.close()
+
+
+def build_app(settings: Settings, *, embedder: Embedder | None = None,
+              captioner_factory: Callable[[], Captioner] | None = None) -> App:
+    """Open storage and build the services (the captioner loads on the first job)."""
+    Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
+    emb = embedder or load_embedder(settings.embedder, device=_device(settings))
+    store = Store(settings.resolved_database_url, settings.index_path, emb.dim)
+    search = SearchService(store, emb, default_top_k=settings.default_top_k,
+                           max_top_k=settings.max_top_k, max_query_chars=settings.max_query_chars)
+    roots = [Path(r.strip()) for r in settings.allowed_roots.split(",") if r.strip()]
+    jobs = JobRunner(store, emb, captioner_factory or (lambda: load_captioner(settings)),
+                     ingest_config(settings), roots)
+    return App(settings=settings, store=store, embedder=emb, search=search, jobs=jobs,
+               health=health.HealthServicer())
+
+
+def create_server(settings: Settings, *, embedder: Embedder | None = None,
+                  captioner_factory: Callable[[], Captioner] | None = None,
+                  ) -> tuple[grpc.Server, int, App]:
+    """Build and start a server; returns (server, bound port, app). Port 0 picks a free one."""
+    app = build_app(settings, embedder=embedder, captioner_factory=captioner_factory)
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=settings.grpc_workers),
+                         interceptors=[ErrorAndAuthInterceptor(settings.auth_token)])
+    pb_grpc.add_VideoSearchServicer_to_server(
+        VideoSearchServicer(app.store, app.search, app.jobs), server)
+    health_pb2_grpc.add_HealthServicer_to_server(app.health, server)
+    reflection.enable_server_reflection(
+        (SERVICE_NAME, HEALTH_SERVICE_NAME, reflection.SERVICE_NAME), server)
+    address = f"{settings.host}:{settings.port}"
+    if settings.tls_cert_file:
+        creds = grpc.ssl_server_credentials([(Path(settings.tls_key_file).read_bytes(),
+                                              Path(settings.tls_cert_file).read_bytes())])
+        port = server.add_secure_port(address, creds)
+    else:
+        port = server.add_insecure_port(address)
+    if port == 0:
+        raise OSError(f"could not bind {address}")
+    app.jobs.start()
+    server.start()
+    for name in ("", SERVICE_NAME):
+        app.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+    return server, port, app
+
+
+def serve(settings: Settings, *, ready: Callable[[int], None] | None = None) -> None:
+    """Run the server until SIGTERM/SIGINT, then shut down gracefully."""
+    server, port, app = create_server(settings)
+    log.info("vidseek serving on %s:%d (data in %s)", settings.host, port, settings.data_dir)
+    if ready:
+        ready(port)
+    done = threading.Event()
+
+    def _on_signal(signum: int, _frame: FrameType | None) -> None:
+        log.info("signal %d: shutting down (grace %.0f s)", signum, settings.grace_seconds)
+        done.set()
+
+    signal.signal(signal.SIGTERM, _on_signal)
+    signal.signal(signal.SIGINT, _on_signal)
+    last_snapshot = time.monotonic()
+    while not done.wait(1.0):
+        if time.monotonic() - last_snapshot > settings.snapshot_interval_seconds:
+            app.store.snapshot()
+            last_snapshot = time.monotonic()
+    app.health.enter_graceful_shutdown()
+    stopped = server.stop(settings.grace_seconds)
+    app.shutdown(settings.grace_seconds)
+    stopped.wait()

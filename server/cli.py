@@ -1,0 +1,250 @@
+"""The ``vidseek`` command: parses arguments and calls library functions.
+
+Exit codes: 0 success; 1 some videos failed to ingest or a request failed;
+2 bad usage or configuration; 3 the server could not be reached.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from vidseek.client import Client, IngestJob, UnavailableError, VidseekClientError
+from vidseek.server.settings import Settings, load_settings
+from vidseek.storage.errors import ConfigError
+
+__all__ = ["VIDEO_SUFFIXES", "collect_paths", "main"]
+
+VIDEO_SUFFIXES = frozenset({".mp4", ".mkv", ".mov", ".avi", ".webm", ".m4v", ".mpg", ".mpeg",
+                            ".ts", ".flv", ".wmv", ".3gp"})
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNAVAILABLE = 0, 1, 2, 3
+
+
+def collect_paths(paths: Sequence[str], recursive: bool, glob: str | None) -> list[Path]:
+    """Expand the command-line paths: files as given, directories by suffix or glob."""
+    out: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            if not recursive:
+                raise ConfigError(f"{p} is a directory; pass --recursive to ingest its videos")
+            pattern = glob or "*"
+            out.extend(sorted(f for f in p.rglob(pattern) if f.is_file()
+                              and (glob or f.suffix.lower() in VIDEO_SUFFIXES)))
+        else:
+            out.append(p)
+    return [p.absolute() for p in out]
+
+
+def _add_setting_flags(parser: argparse.ArgumentParser) -> None:
+    for name, help_text in Settings.help().items():
+        parser.add_argument(f"--{name.replace('_', '-')}", dest=name, default=None,
+                            help=help_text, metavar=name.upper())
+
+
+def _client(ns: argparse.Namespace) -> Client:
+    return Client(ns.server, token=ns.token or None, timeout=ns.timeout)
+
+
+def _print_json(obj: Any) -> None:
+    print(json.dumps(obj, indent=2, default=str))
+
+
+def cmd_serve(ns: argparse.Namespace) -> int:
+    from vidseek.server.app import serve
+
+    overrides = {k: getattr(ns, k) for k in Settings.help() if getattr(ns, k, None) is not None}
+    settings = load_settings(overrides=overrides)
+    serve(settings, ready=lambda port: print(f"vidseek listening on {settings.host}:{port}",
+                                             flush=True))
+    return EXIT_OK
+
+
+def cmd_ingest(ns: argparse.Namespace) -> int:
+    paths = collect_paths(ns.paths, ns.recursive, ns.glob)
+    if ns.manifest:
+        paths += [Path(line.strip()).absolute()
+                  for line in Path(ns.manifest).read_text().splitlines() if line.strip()]
+    results: dict[str, dict[str, Any]] = {}
+    jobs: dict[str, str] = {}
+    with _client(ns) as client:
+        for p in paths:
+            try:
+                job = client.ingest(str(p))
+                jobs[job.job_id] = str(p)
+            except UnavailableError:
+                raise
+            except VidseekClientError as exc:
+                results[str(p)] = {"status": "failed", "error": exc.message}
+        if ns.no_wait:
+            for job_id, p in jobs.items():
+                results[p] = {"status": "queued", "job_id": job_id}
+        else:
+            results.update(_wait_all(client, jobs, quiet=ns.json))
+    failed = sum(r["status"] == "failed" for r in results.values())
+    if ns.json:
+        _print_json({"results": results, "failed": failed})
+    else:
+        _summary(results)
+    return EXIT_FAILED if failed else EXIT_OK
+
+
+def _wait_all(client: Client, jobs: dict[str, str], quiet: bool) -> dict[str, dict[str, Any]]:
+    """Poll jobs until all are done, with an overall bar (videos) and one for windows (ETA)."""
+    from tqdm import tqdm
+
+    out: dict[str, dict[str, Any]] = {}
+    videos = tqdm(total=len(jobs), unit="video", desc="videos ", disable=quiet, file=sys.stderr)
+    windows = tqdm(total=0, unit="window", desc="windows", disable=quiet, file=sys.stderr)
+    counts: dict[str, tuple[int, int]] = {}  # job -> (windows done, windows total)
+    pending = dict(jobs)
+    while pending:
+        for job_id in list(pending):
+            job = client.get_job(job_id)
+            counts[job_id] = (job.windows_done, job.windows_total)
+            if job.state.done:
+                out[pending.pop(job_id)] = _job_result(job)
+                videos.update(1)
+        windows.total = sum(t for _, t in counts.values())
+        windows.update(sum(d for d, _ in counts.values()) - windows.n)
+        if pending:
+            time.sleep(0.5)
+    videos.close()
+    windows.close()
+    return out
+
+
+def _job_result(job: IngestJob) -> dict[str, Any]:
+    return {"status": "indexed" if job.state.value == "succeeded" else "failed",
+            "job_id": job.job_id, "video_id": job.video_id, "error": job.error,
+            "windows": job.windows_total, "events": job.events_indexed,
+            "windows_unparsed": job.windows_unparsed, "plan": job.plan}
+
+
+def _summary(results: dict[str, dict[str, Any]]) -> None:
+    for path, r in results.items():
+        detail = r.get("error") or (f"{r.get('events', 0)} events in {r.get('windows', 0)} "
+                                    f"windows ({r.get('windows_unparsed', 0)} unparsed)"
+                                    if r["status"] == "indexed" else r.get("job_id", ""))
+        print(f"{r['status']:<8} {path}  {detail}")
+    counts: dict[str, int] = {}
+    for r in results.values():
+        counts[r["status"]] = counts.get(r["status"], 0) + 1
+    print(", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "nothing to ingest")
+
+
+def cmd_search(ns: argparse.Namespace) -> int:
+    with _client(ns) as client:
+        moments = client.search(ns.query, top_k=ns.top_k, video_ids=ns.video_id or (),
+                                min_score=ns.min_score)
+    if ns.json:
+        _print_json([asdict(m) for m in moments])
+        return EXIT_OK
+    if not moments:
+        print("no matches")
+    for m in moments:
+        print(f"{m.score:6.3f}  {m.video_id}  {_hms(m.start_seconds)}-{_hms(m.end_seconds)}  "
+              f"{m.description}")
+    return EXIT_OK
+
+
+def _hms(seconds: float) -> str:
+    s = int(seconds)
+    return f"{s // 3600:d}:{s // 60 % 60:02d}:{s % 60:02d}"
+
+
+def _rows(items: Iterable[Any], ns: argparse.Namespace, columns: Sequence[str]) -> int:
+    rows = [asdict(i) for i in items]
+    if ns.json:
+        _print_json(rows)
+        return EXIT_OK
+    print("  ".join(columns))
+    for r in rows:
+        print("  ".join(str(r[c].value if hasattr(r[c], "value") else r[c]) for c in columns))
+    return EXIT_OK
+
+
+def cmd_jobs(ns: argparse.Namespace) -> int:
+    with _client(ns) as client:
+        return _rows(client.list_jobs(), ns, ["job_id", "state", "windows_done",
+                                              "windows_total", "events_indexed", "uri", "error"])
+
+
+def cmd_videos(ns: argparse.Namespace) -> int:
+    with _client(ns) as client:
+        return _rows(client.list_videos(), ns, ["video_id", "duration_seconds", "event_count",
+                                                "uri"])
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="vidseek", description="Long-video search service.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("serve", help="run the gRPC server (settings: flags or VIDSEEK_* env)")
+    _add_setting_flags(p)
+    p.set_defaults(func=cmd_serve)
+
+    def client_flags(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--server", default="localhost:50051", help="server address host:port")
+        p.add_argument("--token", default="", help="bearer token, if the server requires one")
+        p.add_argument("--timeout", type=float, default=60.0, help="seconds per request")
+        p.add_argument("--json", action="store_true", help="machine-readable output")
+
+    p = sub.add_parser("ingest", help="index video files through the server")
+    p.add_argument("paths", nargs="*", help="video files or directories")
+    p.add_argument("-r", "--recursive", action="store_true", help="descend into directories")
+    p.add_argument("--glob", default=None, help="file pattern inside directories")
+    p.add_argument("--manifest", default=None, help="file with one video path per line")
+    p.add_argument("--no-wait", action="store_true", help="queue and return at once")
+    client_flags(p)
+    p.set_defaults(func=cmd_ingest)
+
+    p = sub.add_parser("search", help="find moments matching a text query")
+    p.add_argument("query")
+    p.add_argument("-k", "--top-k", type=int, default=10)
+    p.add_argument("--video-id", action="append", help="restrict to this video (repeatable)")
+    p.add_argument("--min-score", type=float, default=0.0)
+    client_flags(p)
+    p.set_defaults(func=cmd_search)
+
+    p = sub.add_parser("jobs", help="list ingest jobs")
+    client_flags(p)
+    p.set_defaults(func=cmd_jobs)
+
+    p = sub.add_parser("videos", help="list indexed videos")
+    client_flags(p)
+    p.set_defaults(func=cmd_videos)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``vidseek`` command."""
+    ns = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if ns.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return int(ns.func(ns))
+    except ConfigError as exc:
+        print(f"vidseek: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except UnavailableError as exc:
+        print(f"vidseek: server {getattr(ns, 'server', '')} unavailable: {exc.message}",
+              file=sys.stderr)
+        return EXIT_UNAVAILABLE
+    except VidseekClientError as exc:
+        print(f"vidseek: {exc.code}: {exc.message}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        print("vidseek: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

