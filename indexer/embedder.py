@@ -33,8 +33,9 @@ class Embedder(Protocol):
 class SentenceTransformerEmbedder:
     """A sentence-transformers model, by hub name, local path, or the offline default."""
 
-    def __init__(self, model: str = DEFAULT_EMBEDDER, *, device: str = "cpu",
-                 batch_size: int = 64) -> None:
+    def __init__(
+        self, model: str = DEFAULT_EMBEDDER, *, device: str = "cpu", batch_size: int = 64
+    ) -> None:
         from sentence_transformers import SentenceTransformer
 
         path = model
@@ -45,8 +46,10 @@ class SentenceTransformerEmbedder:
         self._model = SentenceTransformer(path, device=device)
         self._name = model
         self._batch_size = batch_size
-        get_dim = getattr(self._model, "get_embedding_dimension", None) or getattr(
-            self._model, "get_sentence_embedding_dimension")
+        get_dim = (
+            getattr(self._model, "get_embedding_dimension", None)
+            or self._model.get_sentence_embedding_dimension
+        )
         dim = get_dim()
         if not dim:
             raise ValueError(f"embedding model {model!r} does not report its dimension")
@@ -66,9 +69,13 @@ class SentenceTransformerEmbedder:
         if not texts:
             return np.empty((0, self._dim), dtype=np.float32)
         with self._lock:
-            out = self._model.encode(list(texts), batch_size=self._batch_size,
-                                     normalize_embeddings=True, convert_to_numpy=True,
-                                     show_progress_bar=False)
+            out = self._model.encode(
+                list(texts),
+                batch_size=self._batch_size,
+                normalize_embeddings=True,
+                convert_to_numpy=True,
+                show_progress_bar=False,
+            )
         return np.ascontiguousarray(out, dtype=np.float32)
 
 

@@ -71,8 +71,9 @@ class IngestResult:
 class Ingestor:
     """Runs the pipeline for one video at a time against a store."""
 
-    def __init__(self, store: Store, captioner: Captioner, embedder: Embedder,
-                 config: IngestConfig) -> None:
+    def __init__(
+        self, store: Store, captioner: Captioner, embedder: Embedder, config: IngestConfig
+    ) -> None:
         self.store = store
         self.captioner = captioner
         self.embedder = embedder
@@ -98,74 +99,135 @@ class Ingestor:
         info = probe(str(path), timeout=self.config.decode_timeout)
         chash = content_hash(path)
         video_id = self.store.upsert_video(
-            uri=str(path.resolve()), content_hash=chash, duration=info.duration, fps=info.fps,
-            width=info.width, height=info.height, frame_count=info.frame_count)
+            uri=str(path.resolve()),
+            content_hash=chash,
+            duration=info.duration,
+            fps=info.fps,
+            width=info.width,
+            height=info.height,
+            frame_count=info.frame_count,
+        )
         plan = plan_windows(info, self.config.plan)
         model = self.captioner.model_id
-        ids = {w.index: window_id_for(chash, w.start_seconds, w.end_seconds, model,
-                                      PROMPT_VERSION) for w in plan.windows}
+        ids = {
+            w.index: window_id_for(chash, w.start_seconds, w.end_seconds, model, PROMPT_VERSION)
+            for w in plan.windows
+        }
         done_ids = self.store.committed_window_ids(video_id)
         todo = [w for w in plan.windows if ids[w.index] not in done_ids]
-        progress = IngestProgress(video_id=video_id, plan=plan.summary(),
-                                  windows_total=len(plan.windows),
-                                  windows_done=len(plan.windows) - len(todo))
+        progress = IngestProgress(
+            video_id=video_id,
+            plan=plan.summary(),
+            windows_total=len(plan.windows),
+            windows_done=len(plan.windows) - len(todo),
+        )
         log.info("ingest %s (%s): %s; %d to do", uri, video_id, progress.plan, len(todo))
         if on_progress:
             on_progress(progress)
         interrupted = False
-        with FrameReader(str(path), backend=self.config.decode_backend,
-                         timeout=self.config.decode_timeout) as reader:
+        with FrameReader(
+            str(path), backend=self.config.decode_backend, timeout=self.config.decode_timeout
+        ) as reader:
             for clips in self._decoded_batches(reader, info, plan, todo):
                 outputs = self.captioner.describe(clips)
                 if len(outputs) != len(clips):
-                    raise RuntimeError(f"captioner returned {len(outputs)} outputs for "
-                                       f"{len(clips)} windows")
+                    raise RuntimeError(
+                        f"captioner returned {len(outputs)} outputs for {len(clips)} windows"
+                    )
                 for clip, out in zip(clips, outputs, strict=True):
                     w = clip.window
-                    self._commit(video_id, ids[w.index], w, clip, out.text, out.prompt_tokens,
-                                 model, progress)
+                    self._commit(
+                        video_id,
+                        ids[w.index],
+                        w,
+                        clip,
+                        out.text,
+                        out.prompt_tokens,
+                        model,
+                        progress,
+                    )
                     if on_progress:
                         on_progress(progress)
                 if should_stop():
                     interrupted = progress.windows_done < progress.windows_total
                     break
-        return IngestResult(video_id=video_id, progress=progress,
-                            skipped_windows=len(plan.windows) - len(todo),
-                            interrupted=interrupted)
+        return IngestResult(
+            video_id=video_id,
+            progress=progress,
+            skipped_windows=len(plan.windows) - len(todo),
+            interrupted=interrupted,
+        )
 
-    def _commit(self, video_id: str, window_id: int, w: Window, clip: WindowClip, raw: str,
-                prompt_tokens: int, model: str, progress: IngestProgress) -> None:
+    def _commit(
+        self,
+        video_id: str,
+        window_id: int,
+        w: Window,
+        clip: WindowClip,
+        raw: str,
+        prompt_tokens: int,
+        model: str,
+        progress: IngestProgress,
+    ) -> None:
         parsed = parse_events(raw, w.start_seconds, w.end_seconds)
         vecs = self.embedder.embed([e.description for e in parsed.events])
-        events = [NewEvent(start_seconds=e.start_seconds, end_seconds=e.end_seconds,
-                           text=e.description, embedding=vecs[i])
-                  for i, e in enumerate(parsed.events)]
+        events = [
+            NewEvent(
+                start_seconds=e.start_seconds,
+                end_seconds=e.end_seconds,
+                text=e.description,
+                embedding=vecs[i],
+            )
+            for i, e in enumerate(parsed.events)
+        ]
         status = "parsed" if parsed.error is None else "unparsed"
-        committed = self.store.commit_window(NewWindow(
-            id=window_id, video_id=video_id, window_index=w.index,
-            start_seconds=w.start_seconds, end_seconds=w.end_seconds,
-            frame_count=len(clip.frames), status=status, raw_output=raw,
-            parse_error=parsed.error or "", dropped=parsed.dropped, model=model,
-            prompt_version=PROMPT_VERSION, prompt_tokens=prompt_tokens), events)
+        committed = self.store.commit_window(
+            NewWindow(
+                id=window_id,
+                video_id=video_id,
+                window_index=w.index,
+                start_seconds=w.start_seconds,
+                end_seconds=w.end_seconds,
+                frame_count=len(clip.frames),
+                status=status,
+                raw_output=raw,
+                parse_error=parsed.error or "",
+                dropped=parsed.dropped,
+                model=model,
+                prompt_version=PROMPT_VERSION,
+                prompt_tokens=prompt_tokens,
+            ),
+            events,
+        )
         progress.windows_done += 1
         if committed:
             progress.events_indexed += len(events)
             if status == "unparsed":
                 progress.windows_unparsed += 1
-                log.warning("window %d of %s: unparseable model output (%s)", w.index,
-                            video_id, parsed.error)
+                log.warning(
+                    "window %d of %s: unparseable model output (%s)",
+                    w.index,
+                    video_id,
+                    parsed.error,
+                )
 
-    def _decoded_batches(self, reader: FrameReader, info: VideoInfo, plan: WindowPlan,
-                         todo: Sequence[Window]) -> Iterator[list[WindowClip]]:
+    def _decoded_batches(
+        self, reader: FrameReader, info: VideoInfo, plan: WindowPlan, todo: Sequence[Window]
+    ) -> Iterator[list[WindowClip]]:
         """Decoded batches of windows; the next batch decodes while the caller captions."""
         n = max(1, self.config.batch_windows)
-        batches = [list(todo[i:i + n]) for i in range(0, len(todo), n)]
+        batches = [list(todo[i : i + n]) for i in range(0, len(todo), n)]
 
         def decode(batch: list[Window]) -> list[WindowClip]:
-            return [WindowClip(window=w, fps=info.fps, total_frames=info.frame_count,
-                               frames=reader.read(list(w.frame_indices), plan.frame_height,
-                                                  plan.frame_width))
-                    for w in batch]
+            return [
+                WindowClip(
+                    window=w,
+                    fps=info.fps,
+                    total_frames=info.frame_count,
+                    frames=reader.read(list(w.frame_indices), plan.frame_height, plan.frame_width),
+                )
+                for w in batch
+            ]
 
         pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="decode")
         try:

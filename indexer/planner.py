@@ -70,7 +70,8 @@ def plan_windows(info: VideoInfo, cfg: PlanConfig) -> WindowPlan:
         raise InvalidArgument(f"sample_fps must be > 0, got {cfg.sample_fps}")
     if not 0 <= cfg.overlap_seconds < cfg.window_seconds:
         raise InvalidArgument(
-            f"overlap_seconds ({cfg.overlap_seconds}) must be in [0, window_seconds)")
+            f"overlap_seconds ({cfg.overlap_seconds}) must be in [0, window_seconds)"
+        )
     h, w = resized_shape(info.width, info.height, cfg.max_frame_pixels)
     per_pair = tokens_per_frame_pair(h, w)
     budget = cfg.context_tokens - PROMPT_OVERHEAD_TOKENS - cfg.max_output_tokens
@@ -79,7 +80,8 @@ def plan_windows(info: VideoInfo, cfg: PlanConfig) -> WindowPlan:
     if max_by_context < 2 / cfg.sample_fps:
         raise InvalidArgument(
             f"context of {cfg.context_tokens} tokens cannot hold one frame pair of "
-            f"{w}x{h} ({per_pair} tokens) plus the prompt; lower max_frame_pixels")
+            f"{w}x{h} ({per_pair} tokens) plus the prompt; lower max_frame_pixels"
+        )
     length = min(cfg.window_seconds, max_by_context)
     # Whole sampling steps per window, so windows start on sample boundaries.
     length = max(2 / cfg.sample_fps, math.floor(length * cfg.sample_fps) / cfg.sample_fps)
@@ -90,12 +92,24 @@ def plan_windows(info: VideoInfo, cfg: PlanConfig) -> WindowPlan:
         end = min(start + length, info.duration)
         indices = sample_indices(info, start, end, cfg.sample_fps)
         if indices:
-            windows.append(Window(index=len(windows), start_seconds=start, end_seconds=end,
-                                  frame_indices=tuple(indices)))
+            windows.append(
+                Window(
+                    index=len(windows),
+                    start_seconds=start,
+                    end_seconds=end,
+                    frame_indices=tuple(indices),
+                )
+            )
         if end >= info.duration:
             break
         start += step
     pairs_full = math.ceil(length * cfg.sample_fps / 2)
-    return WindowPlan(windows=windows, frame_height=h, frame_width=w, tokens_per_pair=per_pair,
-                      window_seconds=length, max_window_seconds_by_context=max_by_context,
-                      prompt_tokens_per_window=pairs_full * per_pair + PROMPT_OVERHEAD_TOKENS)
+    return WindowPlan(
+        windows=windows,
+        frame_height=h,
+        frame_width=w,
+        tokens_per_pair=per_pair,
+        window_seconds=length,
+        max_window_seconds_by_context=max_by_context,
+        prompt_tokens_per_window=pairs_full * per_pair + PROMPT_OVERHEAD_TOKENS,
+    )

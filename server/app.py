@@ -50,27 +50,38 @@ def load_captioner(settings: Settings) -> Captioner:
     if settings.captioner == "vllm":
         from vidseek.indexer.captioner_vllm import VllmCaptioner
 
-        return VllmCaptioner(settings.model, max_new_tokens=settings.max_new_tokens,
-                             constrained_json=settings.constrained_output,
-                             gpu_memory_utilization=settings.vllm_gpu_memory_utilization,
-                             max_model_len=settings.vllm_max_model_len)
+        return VllmCaptioner(
+            settings.model,
+            max_new_tokens=settings.max_new_tokens,
+            constrained_json=settings.constrained_output,
+            gpu_memory_utilization=settings.vllm_gpu_memory_utilization,
+            max_model_len=settings.vllm_max_model_len,
+        )
     from vidseek.indexer.captioner_transformers import TransformersCaptioner
 
-    return TransformersCaptioner(settings.model, device=_device(settings),
-                                 max_new_tokens=settings.max_new_tokens,
-                                 constrained_json=settings.constrained_output)
+    return TransformersCaptioner(
+        settings.model,
+        device=_device(settings),
+        max_new_tokens=settings.max_new_tokens,
+        constrained_json=settings.constrained_output,
+    )
 
 
 def ingest_config(settings: Settings) -> IngestConfig:
     """The pipeline configuration named by the settings."""
     return IngestConfig(
-        plan=PlanConfig(sample_fps=settings.sample_fps, max_frame_pixels=settings.max_frame_pixels,
-                        window_seconds=settings.window_seconds,
-                        overlap_seconds=settings.window_overlap_seconds,
-                        context_tokens=settings.context_tokens,
-                        max_output_tokens=settings.max_new_tokens),
-        decode_backend=settings.decode_backend, decode_timeout=settings.decode_timeout,
-        batch_windows=settings.batch_windows)
+        plan=PlanConfig(
+            sample_fps=settings.sample_fps,
+            max_frame_pixels=settings.max_frame_pixels,
+            window_seconds=settings.window_seconds,
+            overlap_seconds=settings.window_overlap_seconds,
+            context_tokens=settings.context_tokens,
+            max_output_tokens=settings.max_new_tokens,
+        ),
+        decode_backend=settings.decode_backend,
+        decode_timeout=settings.decode_timeout,
+        batch_windows=settings.batch_windows,
+    )
 
 
 @dataclass
@@ -91,37 +102,65 @@ class App:
         self.store.close()
 
 
-def build_app(settings: Settings, *, embedder: Embedder | None = None,
-              captioner_factory: Callable[[], Captioner] | None = None) -> App:
+def build_app(
+    settings: Settings,
+    *,
+    embedder: Embedder | None = None,
+    captioner_factory: Callable[[], Captioner] | None = None,
+) -> App:
     """Open storage and build the services (the captioner loads on the first job)."""
     Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
     emb = embedder or load_embedder(settings.embedder, device=_device(settings))
     store = Store(settings.resolved_database_url, settings.index_path, emb.dim)
-    search = SearchService(store, emb, default_top_k=settings.default_top_k,
-                           max_top_k=settings.max_top_k, max_query_chars=settings.max_query_chars)
+    search = SearchService(
+        store,
+        emb,
+        default_top_k=settings.default_top_k,
+        max_top_k=settings.max_top_k,
+        max_query_chars=settings.max_query_chars,
+    )
     roots = [Path(r.strip()) for r in settings.allowed_roots.split(",") if r.strip()]
-    jobs = JobRunner(store, emb, captioner_factory or (lambda: load_captioner(settings)),
-                     ingest_config(settings), roots)
-    return App(settings=settings, store=store, embedder=emb, search=search, jobs=jobs,
-               health=health.HealthServicer())
+    jobs = JobRunner(
+        store,
+        emb,
+        captioner_factory or (lambda: load_captioner(settings)),
+        ingest_config(settings),
+        roots,
+    )
+    return App(
+        settings=settings,
+        store=store,
+        embedder=emb,
+        search=search,
+        jobs=jobs,
+        health=health.HealthServicer(),
+    )
 
 
-def create_server(settings: Settings, *, embedder: Embedder | None = None,
-                  captioner_factory: Callable[[], Captioner] | None = None,
-                  ) -> tuple[grpc.Server, int, App]:
+def create_server(
+    settings: Settings,
+    *,
+    embedder: Embedder | None = None,
+    captioner_factory: Callable[[], Captioner] | None = None,
+) -> tuple[grpc.Server, int, App]:
     """Build and start a server; returns (server, bound port, app). Port 0 picks a free one."""
     app = build_app(settings, embedder=embedder, captioner_factory=captioner_factory)
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=settings.grpc_workers),
-                         interceptors=[ErrorAndAuthInterceptor(settings.auth_token)])
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=settings.grpc_workers),
+        interceptors=[ErrorAndAuthInterceptor(settings.auth_token)],
+    )
     pb_grpc.add_VideoSearchServicer_to_server(
-        VideoSearchServicer(app.store, app.search, app.jobs), server)
+        VideoSearchServicer(app.store, app.search, app.jobs), server
+    )
     health_pb2_grpc.add_HealthServicer_to_server(app.health, server)
     reflection.enable_server_reflection(
-        (SERVICE_NAME, HEALTH_SERVICE_NAME, reflection.SERVICE_NAME), server)
+        (SERVICE_NAME, HEALTH_SERVICE_NAME, reflection.SERVICE_NAME), server
+    )
     address = f"{settings.host}:{settings.port}"
     if settings.tls_cert_file:
-        creds = grpc.ssl_server_credentials([(Path(settings.tls_key_file).read_bytes(),
-                                              Path(settings.tls_cert_file).read_bytes())])
+        creds = grpc.ssl_server_credentials(
+            [(Path(settings.tls_key_file).read_bytes(), Path(settings.tls_cert_file).read_bytes())]
+        )
         port = server.add_secure_port(address, creds)
     else:
         port = server.add_insecure_port(address)

@@ -22,8 +22,22 @@ from vidseek.storage.errors import ConfigError
 
 __all__ = ["VIDEO_SUFFIXES", "collect_paths", "main"]
 
-VIDEO_SUFFIXES = frozenset({".mp4", ".mkv", ".mov", ".avi", ".webm", ".m4v", ".mpg", ".mpeg",
-                            ".ts", ".flv", ".wmv", ".3gp"})
+VIDEO_SUFFIXES = frozenset(
+    {
+        ".mp4",
+        ".mkv",
+        ".mov",
+        ".avi",
+        ".webm",
+        ".m4v",
+        ".mpg",
+        ".mpeg",
+        ".ts",
+        ".flv",
+        ".wmv",
+        ".3gp",
+    }
+)
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNAVAILABLE = 0, 1, 2, 3
 
 
@@ -35,8 +49,13 @@ def collect_paths(paths: Sequence[str], recursive: bool, glob: str | None) -> li
             if not recursive:
                 raise ConfigError(f"{p} is a directory; pass --recursive to ingest its videos")
             pattern = glob or "*"
-            out.extend(sorted(f for f in p.rglob(pattern) if f.is_file()
-                              and (glob or f.suffix.lower() in VIDEO_SUFFIXES)))
+            out.extend(
+                sorted(
+                    f
+                    for f in p.rglob(pattern)
+                    if f.is_file() and (glob or f.suffix.lower() in VIDEO_SUFFIXES)
+                )
+            )
         else:
             out.append(p)
     return [p.absolute() for p in out]
@@ -44,12 +63,19 @@ def collect_paths(paths: Sequence[str], recursive: bool, glob: str | None) -> li
 
 def _add_setting_flags(parser: argparse.ArgumentParser) -> None:
     for name, help_text in Settings.help().items():
-        parser.add_argument(f"--{name.replace('_', '-')}", dest=name, default=None,
-                            help=help_text, metavar=name.upper())
+        parser.add_argument(
+            f"--{name.replace('_', '-')}",
+            dest=name,
+            default=None,
+            help=help_text,
+            metavar=name.upper(),
+        )
 
 
 def _client(ns: argparse.Namespace) -> Client:
-    return Client(ns.server, token=ns.token or None, timeout=ns.timeout)
+    client = Client(ns.server, token=ns.token or None, timeout=ns.timeout)
+    client.wait_until_ready(ns.connect_timeout)
+    return client
 
 
 def _print_json(obj: Any) -> None:
@@ -61,16 +87,21 @@ def cmd_serve(ns: argparse.Namespace) -> int:
 
     overrides = {k: getattr(ns, k) for k in Settings.help() if getattr(ns, k, None) is not None}
     settings = load_settings(overrides=overrides)
-    serve(settings, ready=lambda port: print(f"vidseek listening on {settings.host}:{port}",
-                                             flush=True))
+    serve(
+        settings,
+        ready=lambda port: print(f"vidseek listening on {settings.host}:{port}", flush=True),
+    )
     return EXIT_OK
 
 
 def cmd_ingest(ns: argparse.Namespace) -> int:
     paths = collect_paths(ns.paths, ns.recursive, ns.glob)
     if ns.manifest:
-        paths += [Path(line.strip()).absolute()
-                  for line in Path(ns.manifest).read_text().splitlines() if line.strip()]
+        paths += [
+            Path(line.strip()).absolute()
+            for line in Path(ns.manifest).read_text().splitlines()
+            if line.strip()
+        ]
     results: dict[str, dict[str, Any]] = {}
     jobs: dict[str, str] = {}
     with _client(ns) as client:
@@ -83,8 +114,8 @@ def cmd_ingest(ns: argparse.Namespace) -> int:
             except VidseekClientError as exc:
                 results[str(p)] = {"status": "failed", "error": exc.message}
         if ns.no_wait:
-            for job_id, p in jobs.items():
-                results[p] = {"status": "queued", "job_id": job_id}
+            for job_id, queued in jobs.items():
+                results[queued] = {"status": "queued", "job_id": job_id}
         else:
             results.update(_wait_all(client, jobs, quiet=ns.json))
     failed = sum(r["status"] == "failed" for r in results.values())
@@ -121,17 +152,26 @@ def _wait_all(client: Client, jobs: dict[str, str], quiet: bool) -> dict[str, di
 
 
 def _job_result(job: IngestJob) -> dict[str, Any]:
-    return {"status": "indexed" if job.state.value == "succeeded" else "failed",
-            "job_id": job.job_id, "video_id": job.video_id, "error": job.error,
-            "windows": job.windows_total, "events": job.events_indexed,
-            "windows_unparsed": job.windows_unparsed, "plan": job.plan}
+    return {
+        "status": "indexed" if job.state.value == "succeeded" else "failed",
+        "job_id": job.job_id,
+        "video_id": job.video_id,
+        "error": job.error,
+        "windows": job.windows_total,
+        "events": job.events_indexed,
+        "windows_unparsed": job.windows_unparsed,
+        "plan": job.plan,
+    }
 
 
 def _summary(results: dict[str, dict[str, Any]]) -> None:
     for path, r in results.items():
-        detail = r.get("error") or (f"{r.get('events', 0)} events in {r.get('windows', 0)} "
-                                    f"windows ({r.get('windows_unparsed', 0)} unparsed)"
-                                    if r["status"] == "indexed" else r.get("job_id", ""))
+        detail = r.get("error") or (
+            f"{r.get('events', 0)} events in {r.get('windows', 0)} "
+            f"windows ({r.get('windows_unparsed', 0)} unparsed)"
+            if r["status"] == "indexed"
+            else r.get("job_id", "")
+        )
         print(f"{r['status']:<8} {path}  {detail}")
     counts: dict[str, int] = {}
     for r in results.values():
@@ -141,16 +181,19 @@ def _summary(results: dict[str, dict[str, Any]]) -> None:
 
 def cmd_search(ns: argparse.Namespace) -> int:
     with _client(ns) as client:
-        moments = client.search(ns.query, top_k=ns.top_k, video_ids=ns.video_id or (),
-                                min_score=ns.min_score)
+        moments = client.search(
+            ns.query, top_k=ns.top_k, video_ids=ns.video_id or (), min_score=ns.min_score
+        )
     if ns.json:
         _print_json([asdict(m) for m in moments])
         return EXIT_OK
     if not moments:
         print("no matches")
     for m in moments:
-        print(f"{m.score:6.3f}  {m.video_id}  {_hms(m.start_seconds)}-{_hms(m.end_seconds)}  "
-              f"{m.description}")
+        print(
+            f"{m.score:6.3f}  {m.video_id}  {_hms(m.start_seconds)}-{_hms(m.end_seconds)}  "
+            f"{m.description}"
+        )
     return EXIT_OK
 
 
@@ -172,14 +215,18 @@ def _rows(items: Iterable[Any], ns: argparse.Namespace, columns: Sequence[str]) 
 
 def cmd_jobs(ns: argparse.Namespace) -> int:
     with _client(ns) as client:
-        return _rows(client.list_jobs(), ns, ["job_id", "state", "windows_done",
-                                              "windows_total", "events_indexed", "uri", "error"])
+        return _rows(
+            client.list_jobs(),
+            ns,
+            ["job_id", "state", "windows_done", "windows_total", "events_indexed", "uri", "error"],
+        )
 
 
 def cmd_videos(ns: argparse.Namespace) -> int:
     with _client(ns) as client:
-        return _rows(client.list_videos(), ns, ["video_id", "duration_seconds", "event_count",
-                                                "uri"])
+        return _rows(
+            client.list_videos(), ns, ["video_id", "duration_seconds", "event_count", "uri"]
+        )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -195,6 +242,12 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--server", default="localhost:50051", help="server address host:port")
         p.add_argument("--token", default="", help="bearer token, if the server requires one")
         p.add_argument("--timeout", type=float, default=60.0, help="seconds per request")
+        p.add_argument(
+            "--connect-timeout",
+            type=float,
+            default=60.0,
+            help="seconds to wait for the server to come up",
+        )
         p.add_argument("--json", action="store_true", help="machine-readable output")
 
     p = sub.add_parser("ingest", help="index video files through the server")
@@ -227,16 +280,20 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``vidseek`` command."""
     ns = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if ns.verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if ns.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
     try:
         return int(ns.func(ns))
     except ConfigError as exc:
         print(f"vidseek: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except UnavailableError as exc:
-        print(f"vidseek: server {getattr(ns, 'server', '')} unavailable: {exc.message}",
-              file=sys.stderr)
+        print(
+            f"vidseek: server {getattr(ns, 'server', '')} unavailable: {exc.message}",
+            file=sys.stderr,
+        )
         return EXIT_UNAVAILABLE
     except VidseekClientError as exc:
         print(f"vidseek: {exc.code}: {exc.message}", file=sys.stderr)

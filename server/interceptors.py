@@ -20,16 +20,17 @@ log = logging.getLogger(__name__)
 _OPEN_PREFIXES = ("/grpc.health.v1.", "/grpc.reflection.")
 
 
-class ErrorAndAuthInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
+class ErrorAndAuthInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
     """Maps :class:`VidseekError` to its status code and checks the bearer token."""
 
     def __init__(self, auth_token: str = "") -> None:
         self._token = auth_token
 
     def intercept_service(
-        self, continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler | None],
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler[Any, Any] | None],
         details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler | None:
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
         handler = continuation(details)
         method: str = details.method
         if handler is None or handler.unary_unary is None or method.startswith(_OPEN_PREFIXES):
@@ -54,5 +55,7 @@ class ErrorAndAuthInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
             context.abort(*failure)
 
         return grpc.unary_unary_rpc_method_handler(
-            wrapped, request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer)
+            wrapped,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )

@@ -39,9 +39,14 @@ def check_ingest_path(uri: str, allowed_roots: list[Path]) -> Path:
 class JobRunner:
     """Runs queued ingest jobs on a background thread."""
 
-    def __init__(self, store: Store, embedder: Embedder,
-                 captioner_factory: Callable[[], Captioner], config: IngestConfig,
-                 allowed_roots: list[Path]) -> None:
+    def __init__(
+        self,
+        store: Store,
+        embedder: Embedder,
+        captioner_factory: Callable[[], Captioner],
+        config: IngestConfig,
+        allowed_roots: list[Path],
+    ) -> None:
         self.store = store
         self.embedder = embedder
         self._captioner_factory = captioner_factory
@@ -95,10 +100,15 @@ class JobRunner:
         self.store.update_job(job_id, state="running")
 
         def report(p: IngestProgress) -> None:
-            self.store.update_job(job_id, video_id=p.video_id, plan=p.plan,
-                                  windows_total=p.windows_total, windows_done=p.windows_done,
-                                  windows_unparsed=p.windows_unparsed,
-                                  events_indexed=p.events_indexed)
+            self.store.update_job(
+                job_id,
+                video_id=p.video_id,
+                plan=p.plan,
+                windows_total=p.windows_total,
+                windows_done=p.windows_done,
+                windows_unparsed=p.windows_unparsed,
+                events_indexed=p.events_indexed,
+            )
 
         try:
             check_ingest_path(job.uri, self.allowed_roots)

@@ -27,35 +27,59 @@ JOB_STATES = {
 
 
 def search_query_from_proto(req: pb.SearchRequest) -> SearchQuery:
-    return SearchQuery(text=req.query, top_k=req.top_k, video_ids=tuple(req.video_ids),
-                       min_score=req.min_score)
+    return SearchQuery(
+        text=req.query, top_k=req.top_k, video_ids=tuple(req.video_ids), min_score=req.min_score
+    )
 
 
 def moment_to_proto(m: MomentResult) -> pb.Moment:
-    return pb.Moment(video_id=m.video_id, start_seconds=m.start_seconds,
-                     end_seconds=m.end_seconds, description=m.description, score=m.score,
-                     event_ids=list(m.event_ids), video_uri=m.video_uri)
+    return pb.Moment(
+        video_id=m.video_id,
+        start_seconds=m.start_seconds,
+        end_seconds=m.end_seconds,
+        description=m.description,
+        score=m.score,
+        event_ids=list(m.event_ids),
+        video_uri=m.video_uri,
+    )
 
 
 def video_to_proto(v: VideoRecord) -> pb.Video:
-    return pb.Video(video_id=v.id, uri=v.uri, content_hash=v.content_hash,
-                    duration_seconds=v.duration, fps=v.fps, width=v.width, height=v.height,
-                    frame_count=v.frame_count, event_count=v.event_count,
-                    created_at=v.created_at)
+    return pb.Video(
+        video_id=v.id,
+        uri=v.uri,
+        content_hash=v.content_hash,
+        duration_seconds=v.duration,
+        fps=v.fps,
+        width=v.width,
+        height=v.height,
+        frame_count=v.frame_count,
+        event_count=v.event_count,
+        created_at=v.created_at,
+    )
 
 
 def job_to_proto(j: IngestJobRow) -> pb.IngestJob:
-    return pb.IngestJob(job_id=j.id, uri=j.uri,
-                        state=JOB_STATES.get(j.state, pb.JOB_STATE_UNSPECIFIED),
-                        video_id=j.video_id or "", windows_total=j.windows_total,
-                        windows_done=j.windows_done, windows_unparsed=j.windows_unparsed,
-                        events_indexed=j.events_indexed, error=j.error, plan=j.plan,
-                        created_at=j.created_at, updated_at=j.updated_at)
+    return pb.IngestJob(
+        job_id=j.id,
+        uri=j.uri,
+        state=JOB_STATES.get(j.state, pb.JOB_STATE_UNSPECIFIED),
+        video_id=j.video_id or "",
+        windows_total=j.windows_total,
+        windows_done=j.windows_done,
+        windows_unparsed=j.windows_unparsed,
+        events_indexed=j.events_indexed,
+        error=j.error,
+        plan=j.plan,
+        created_at=j.created_at,
+        updated_at=j.updated_at,
+    )
 
 
 def event_to_proto(e: EventRecord) -> pb.Event:
-    return pb.Event(event_id=e.id, start_seconds=e.start_seconds, end_seconds=e.end_seconds,
-                    description=e.text)
+    return pb.Event(
+        event_id=e.id, start_seconds=e.start_seconds, end_seconds=e.end_seconds, description=e.text
+    )
 
 
 def parse_page_token(token: str) -> int:

@@ -72,18 +72,30 @@ def merge_moments(
 
 def _moment(video_id: str, group: list[tuple[EventRecord, float]]) -> MomentResult:
     best_ev, best = max(group, key=lambda it: it[1])
-    return MomentResult(video_id=video_id, start_seconds=min(e.start_seconds for e, _ in group),
-                        end_seconds=max(e.end_seconds for e, _ in group),
-                        description=best_ev.text, score=best,
-                        event_ids=tuple(e.id for e, _ in group))
+    return MomentResult(
+        video_id=video_id,
+        start_seconds=min(e.start_seconds for e, _ in group),
+        end_seconds=max(e.end_seconds for e, _ in group),
+        description=best_ev.text,
+        score=best,
+        event_ids=tuple(e.id for e, _ in group),
+    )
 
 
 class SearchService:
     """Answers text queries with moments, validating the request first."""
 
-    def __init__(self, store: Store, embedder: Embedder, *, default_top_k: int = 10,
-                 max_top_k: int = 1000, max_query_chars: int = 2000,
-                 merge_gap_seconds: float = 1.0, candidates_per_result: int = 5) -> None:
+    def __init__(
+        self,
+        store: Store,
+        embedder: Embedder,
+        *,
+        default_top_k: int = 10,
+        max_top_k: int = 1000,
+        max_query_chars: int = 2000,
+        merge_gap_seconds: float = 1.0,
+        candidates_per_result: int = 5,
+    ) -> None:
         self.store = store
         self.embedder = embedder
         self.default_top_k = default_top_k
@@ -99,7 +111,8 @@ class SearchService:
             raise InvalidArgument("query is empty")
         if len(q.text) > self.max_query_chars:
             raise InvalidArgument(
-                f"query is {len(q.text)} characters; the limit is {self.max_query_chars}")
+                f"query is {len(q.text)} characters; the limit is {self.max_query_chars}"
+            )
         if q.top_k < 0 or q.top_k > self.max_top_k:
             raise InvalidArgument(f"top_k must be between 1 and {self.max_top_k}, got {q.top_k}")
         if q.video_ids:
@@ -115,9 +128,13 @@ class SearchService:
         allowed = self.store.event_ids_of_videos(q.video_ids) if q.video_ids else None
         scores, ids = self.store.index.search(vec, top_k * self.candidates_per_result, allowed)
         events = self.store.hydrate([int(i) for i in ids])
-        hits = [(events[int(i)], float(s)) for s, i in zip(scores, ids, strict=True)
-                if int(i) in events and float(s) >= q.min_score]
+        hits = [
+            (events[int(i)], float(s))
+            for s, i in zip(scores, ids, strict=True)
+            if int(i) in events and float(s) >= q.min_score
+        ]
         moments = merge_moments(hits, self.merge_gap_seconds)[:top_k]
         uris = self.store.video_uris({m.video_id for m in moments})
-        return [MomentResult(**{**m.__dict__, "video_uri": uris.get(m.video_id, "")})
-                for m in moments]
+        return [
+            MomentResult(**{**m.__dict__, "video_uri": uris.get(m.video_id, "")}) for m in moments
+        ]

@@ -35,54 +35,62 @@ class VideoSearchServicer(pb_grpc.VideoSearchServicer):
         self.search_service = search
         self.jobs = jobs
 
-    def IngestVideo(self, request: pb.IngestVideoRequest,
-                    context: grpc.ServicerContext) -> pb.IngestJob:
+    def IngestVideo(
+        self, request: pb.IngestVideoRequest, context: grpc.ServicerContext
+    ) -> pb.IngestJob:
         job_id = self.jobs.submit(_required(request.uri, "uri"))
         return mapping.job_to_proto(self.store.get_job(job_id))
 
-    def GetIngestJob(self, request: pb.GetIngestJobRequest,
-                     context: grpc.ServicerContext) -> pb.IngestJob:
+    def GetIngestJob(
+        self, request: pb.GetIngestJobRequest, context: grpc.ServicerContext
+    ) -> pb.IngestJob:
         return mapping.job_to_proto(self.store.get_job(_required(request.job_id, "job_id")))
 
-    def ListIngestJobs(self, request: pb.ListIngestJobsRequest,
-                       context: grpc.ServicerContext) -> pb.ListIngestJobsResponse:
+    def ListIngestJobs(
+        self, request: pb.ListIngestJobsRequest, context: grpc.ServicerContext
+    ) -> pb.ListIngestJobsResponse:
         offset = mapping.parse_page_token(request.page_token)
         size = _page_size(request.page_size)
         jobs = self.store.list_jobs(offset, size)
         return pb.ListIngestJobsResponse(
             jobs=[mapping.job_to_proto(j) for j in jobs],
-            next_page_token=mapping.page_token(offset, size, len(jobs)))
+            next_page_token=mapping.page_token(offset, size, len(jobs)),
+        )
 
-    def Search(self, request: pb.SearchRequest,
-               context: grpc.ServicerContext) -> pb.SearchResponse:
+    def Search(self, request: pb.SearchRequest, context: grpc.ServicerContext) -> pb.SearchResponse:
         moments = self.search_service.search(mapping.search_query_from_proto(request))
         return pb.SearchResponse(moments=[mapping.moment_to_proto(m) for m in moments])
 
     def GetVideo(self, request: pb.GetVideoRequest, context: grpc.ServicerContext) -> pb.Video:
-        return mapping.video_to_proto(self.store.get_video(_required(request.video_id,
-                                                                     "video_id")))
+        return mapping.video_to_proto(self.store.get_video(_required(request.video_id, "video_id")))
 
-    def ListVideos(self, request: pb.ListVideosRequest,
-                   context: grpc.ServicerContext) -> pb.ListVideosResponse:
+    def ListVideos(
+        self, request: pb.ListVideosRequest, context: grpc.ServicerContext
+    ) -> pb.ListVideosResponse:
         offset = mapping.parse_page_token(request.page_token)
         size = _page_size(request.page_size)
         videos = self.store.list_videos(offset, size)
         return pb.ListVideosResponse(
             videos=[mapping.video_to_proto(v) for v in videos],
-            next_page_token=mapping.page_token(offset, size, len(videos)))
+            next_page_token=mapping.page_token(offset, size, len(videos)),
+        )
 
-    def DeleteVideo(self, request: pb.DeleteVideoRequest,
-                    context: grpc.ServicerContext) -> pb.DeleteVideoResponse:
+    def DeleteVideo(
+        self, request: pb.DeleteVideoRequest, context: grpc.ServicerContext
+    ) -> pb.DeleteVideoResponse:
         n = self.store.delete_video(_required(request.video_id, "video_id"))
         return pb.DeleteVideoResponse(events_deleted=n)
 
-    def GetTimeline(self, request: pb.GetTimelineRequest,
-                    context: grpc.ServicerContext) -> pb.GetTimelineResponse:
+    def GetTimeline(
+        self, request: pb.GetTimelineRequest, context: grpc.ServicerContext
+    ) -> pb.GetTimelineResponse:
         video_id = _required(request.video_id, "video_id")
         end = request.end_seconds or None
         if request.start_seconds < 0 or (end is not None and end < request.start_seconds):
             raise InvalidArgument(
-                f"invalid time range [{request.start_seconds}, {request.end_seconds}]")
+                f"invalid time range [{request.start_seconds}, {request.end_seconds}]"
+            )
         events = self.store.timeline(video_id, request.start_seconds, end)
-        return pb.GetTimelineResponse(video_id=video_id,
-                                      events=[mapping.event_to_proto(e) for e in events])
+        return pb.GetTimelineResponse(
+            video_id=video_id, events=[mapping.event_to_proto(e) for e in events]
+        )

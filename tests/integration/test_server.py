@@ -33,13 +33,20 @@ class Running:
 
 def _start(data_dir: Path, embedder, **overrides) -> tuple[grpc.Server, Running]:
     settings = load_settings(
-        overrides={"port": 0, "data_dir": str(data_dir), "window_seconds": 4.0,
-                   "sample_fps": 2.0, "batch_windows": 2, **overrides},
+        overrides={
+            "port": 0,
+            "data_dir": str(data_dir),
+            "window_seconds": 4.0,
+            "sample_fps": 2.0,
+            "batch_windows": 2,
+            **overrides,
+        },
         environ={},
     )
     captioner = ColourCaptioner()
-    server, port, app = create_server(settings, embedder=embedder,
-                                      captioner_factory=lambda: captioner)
+    server, port, app = create_server(
+        settings, embedder=embedder, captioner_factory=lambda: captioner
+    )
     client = Client(f"127.0.0.1:{port}", token=overrides.get("auth_token"), timeout=30)
     return server, Running(client, app, port, captioner)
 
@@ -67,7 +74,7 @@ def test_ingest_then_search_lands_on_the_right_seconds(running: Running, colour_
     assert best.video_id == done.video_id
     assert best.description == "a blue screen"
     # Blue is seconds 4-6 of the video: the moment must be there, in absolute time.
-    assert 3.9 <= best.start_seconds and best.end_seconds <= 6.6
+    assert best.start_seconds >= 3.9 and best.end_seconds <= 6.6
     for m in moments:
         assert 0 <= m.start_seconds < m.end_seconds <= 12.01
 
@@ -80,22 +87,25 @@ def test_ingest_then_search_lands_on_the_right_seconds(running: Running, colour_
     assert video.fps == pytest.approx(30) and video.event_count == done.events_indexed
     timeline = running.client.timeline(done.video_id, 2.5, 5.5)
     assert [(e.description, e.start_seconds, e.end_seconds) for e in timeline] == [
-        ("a green screen", 2.0, 4.0), ("a blue screen", 4.0, 6.0)]
+        ("a green screen", 2.0, 4.0),
+        ("a blue screen", 4.0, 6.0),
+    ]
 
 
 def test_reingest_of_same_content_adds_nothing(running: Running, colour_video: Path):
-    first = running.client.wait_for_job(running.client.ingest(str(colour_video)).job_id,
-                                        timeout=120)
-    again = running.client.wait_for_job(running.client.ingest(str(colour_video)).job_id,
-                                        timeout=120)
+    first = running.client.wait_for_job(
+        running.client.ingest(str(colour_video)).job_id, timeout=120
+    )
+    again = running.client.wait_for_job(
+        running.client.ingest(str(colour_video)).job_id, timeout=120
+    )
     assert again.state is JobState.SUCCEEDED
     assert again.video_id == first.video_id
     assert again.events_indexed == 0
     assert running.client.get_video(first.video_id).event_count == first.events_indexed
 
 
-def test_bad_inputs_get_clear_errors_and_server_keeps_serving(running: Running,
-                                                              tmp_path: Path):
+def test_bad_inputs_get_clear_errors_and_server_keeps_serving(running: Running, tmp_path: Path):
     missing = tmp_path / "nope.mp4"
     with pytest.raises(NotFoundError) as e:
         running.client.ingest(str(missing))
@@ -121,8 +131,7 @@ def test_bad_inputs_get_clear_errors_and_server_keeps_serving(running: Running,
 
 
 def test_delete_removes_video_from_search(running: Running, colour_video: Path):
-    job = running.client.wait_for_job(running.client.ingest(str(colour_video)).job_id,
-                                      timeout=120)
+    job = running.client.wait_for_job(running.client.ingest(str(colour_video)).job_id, timeout=120)
     assert running.client.search("a red screen")
     assert running.client.delete_video(job.video_id) == job.events_indexed
     assert running.client.search("a red screen") == []
@@ -135,7 +144,8 @@ def test_reflection_lists_the_services(running: Running):
     channel = grpc.insecure_channel(f"127.0.0.1:{running.port}")
     stub = reflection_pb2_grpc.ServerReflectionStub(channel)
     responses = stub.ServerReflectionInfo(
-        iter([reflection_pb2.ServerReflectionRequest(list_services="")]))
+        iter([reflection_pb2.ServerReflectionRequest(list_services="")])
+    )
     names = {s.name for r in responses for s in r.list_services_response.service}
     assert {"vidseek.v1.VideoSearch", "grpc.health.v1.Health"} <= names
 
@@ -146,8 +156,9 @@ def test_bearer_token_is_required_when_configured(data_dir: Path, embedder):
         assert r.client.search("a door") == []
         with Client(f"127.0.0.1:{r.port}") as anonymous, pytest.raises(UnauthenticatedError):
             anonymous.search("a door")
-        with Client(f"127.0.0.1:{r.port}", token="wrong") as wrong, pytest.raises(
-            UnauthenticatedError
+        with (
+            Client(f"127.0.0.1:{r.port}", token="wrong") as wrong,
+            pytest.raises(UnauthenticatedError),
         ):
             wrong.search("a door")
     finally:

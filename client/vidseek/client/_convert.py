@@ -14,25 +14,53 @@ _STATES = {
 
 
 def moment(m: pb.Moment) -> Moment:
-    return Moment(video_id=m.video_id, start_seconds=m.start_seconds, end_seconds=m.end_seconds,
-                  description=m.description, score=m.score, event_ids=tuple(m.event_ids),
-                  video_uri=m.video_uri)
+    return Moment(
+        video_id=m.video_id,
+        start_seconds=m.start_seconds,
+        end_seconds=m.end_seconds,
+        description=m.description,
+        score=m.score,
+        event_ids=tuple(m.event_ids),
+        video_uri=m.video_uri,
+    )
 
 
 def job(j: pb.IngestJob) -> IngestJob:
-    return IngestJob(job_id=j.job_id, uri=j.uri, state=_STATES.get(j.state, JobState.QUEUED),
-                     video_id=j.video_id, windows_total=j.windows_total,
-                     windows_done=j.windows_done, windows_unparsed=j.windows_unparsed,
-                     events_indexed=j.events_indexed, error=j.error, plan=j.plan,
-                     created_at=j.created_at, updated_at=j.updated_at)
+    return IngestJob(
+        job_id=j.job_id,
+        uri=j.uri,
+        state=_STATES.get(j.state, JobState.QUEUED),
+        video_id=j.video_id,
+        windows_total=j.windows_total,
+        windows_done=j.windows_done,
+        windows_unparsed=j.windows_unparsed,
+        events_indexed=j.events_indexed,
+        error=j.error,
+        plan=j.plan,
+        created_at=j.created_at,
+        updated_at=j.updated_at,
+    )
 
 
 def video(v: pb.Video) -> Video:
-    return Video(video_id=v.video_id, uri=v.uri, content_hash=v.content_hash,
-                 duration_seconds=v.duration_seconds, fps=v.fps, width=v.width, height=v.height,
-                 frame_count=v.frame_count, event_count=v.event_count, created_at=v.created_at)
+    return Video(
+        video_id=v.video_id,
+        uri=v.uri,
+        content_hash=v.content_hash,
+        duration_seconds=v.duration_seconds,
+        fps=v.fps,
+        width=v.width,
+        height=v.height,
+        frame_count=v.frame_count,
+        event_count=v.event_count,
+        created_at=v.created_at,
+    )
 
 
 def event(e: pb.Event) -> Event:
-    return Event(event_id=e.event_id, start_seconds=e.start_seconds, end_seconds=e.end_seconds,
-                 description=e.description)
+    return Event(
+        event_id=e.event_id,
+        start_seconds=e.start_seconds,
+        end_seconds=e.end_seconds,
+        description=e.description,
+    )

@@ -1,0 +1,1 @@
+"""vidseek indexer: probe, plan windows, decode, caption, parse, embed, commit."""

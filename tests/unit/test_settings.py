@@ -1,0 +1,62 @@
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from vidseek.server.settings import Settings, load_settings
+from vidseek.storage.errors import ConfigError
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+
+def test_defaults_and_env_and_overrides():
+    s = load_settings(
+        environ={
+            "VIDSEEK_PORT": "6000",
+            "VIDSEEK_SAMPLE_FPS": "2",
+            "VIDSEEK_CONSTRAINED_OUTPUT": "false",
+            "OTHER": "x",
+        },
+        overrides={"port": 7000},
+    )
+    assert s.port == 7000 and s.sample_fps == 2.0 and s.constrained_output is False
+    assert s.model == "Qwen/Qwen3-VL-4B-Instruct-FP8"
+    assert s.resolved_database_url.startswith("sqlite:///")
+
+
+def test_unknown_setting_fails_with_its_name():
+    with pytest.raises(ConfigError, match="VIDSEEK_SAMPLE_FSP"):
+        load_settings(environ={"VIDSEEK_SAMPLE_FSP": "2"})
+    with pytest.raises(ConfigError, match="bogus"):
+        load_settings(overrides={"bogus": 1}, environ={})
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "problem"),
+    [
+        ("VIDSEEK_PORT", "http", "expected int"),
+        ("VIDSEEK_PORT", "70000", "0-65535"),
+        ("VIDSEEK_CAPTIONER", "openai-magic", "transformers"),
+        ("VIDSEEK_SAMPLE_FPS", "0", "> 0"),
+        ("VIDSEEK_CONSTRAINED_OUTPUT", "maybe", "expected bool"),
+    ],
+)
+def test_bad_values_fail_clearly(name: str, value: str, problem: str):
+    with pytest.raises(ConfigError, match=re.escape(problem)):
+        load_settings(environ={name: value})
+
+
+def test_every_setting_has_help_and_is_documented_in_readme():
+    text = README.read_text()
+    for name, help_text in Settings.help().items():
+        assert help_text.strip(), f"{name} has no help text"
+        assert f"VIDSEEK_{name.upper()}" in text, f"README does not document {name}"
+
+
+def test_replace_validates():
+    s = load_settings(environ={})
+    assert s.replace(port=0).port == 0
+    with pytest.raises(ConfigError):
+        s.replace(window_overlap_seconds=1e9)
