@@ -39,7 +39,15 @@ class Settings:
         "SQLAlchemy database URL; empty means SQLite at <data_dir>/vidseek.db. "
         "PostgreSQL: postgresql+psycopg://user@host/db.",
     )
-    captioner: str = _s("transformers", "Captioner backend: 'transformers' or 'vllm'.")
+    captioner: str = _s(
+        "transformers",
+        "Captioner backend: 'transformers' (in-process), 'vllm' (in-process vLLM on a GPU) "
+        "or 'openai' (an OpenAI-compatible server such as `vllm serve`).",
+    )
+    openai_base_url: str = _s(
+        "http://localhost:8000/v1", "Base URL of the OpenAI-compatible server (captioner openai)."
+    )
+    openai_api_key: str = _s("EMPTY", "API key sent to the OpenAI-compatible server.")
     model: str = _s(
         "Qwen/Qwen3-VL-4B-Instruct-FP8", "Vision-language model: hub id or local directory."
     )
@@ -160,7 +168,11 @@ def load_settings(
 def _validate(s: Settings) -> None:
     checks = [
         (0 <= s.port <= 65535, "port", "must be 0-65535"),
-        (s.captioner in ("transformers", "vllm"), "captioner", "must be 'transformers' or 'vllm'"),
+        (
+            s.captioner in ("transformers", "vllm", "openai"),
+            "captioner",
+            "must be 'transformers', 'vllm' or 'openai'",
+        ),
         (s.device in ("auto", "cpu", "cuda"), "device", "must be 'auto', 'cpu' or 'cuda'"),
         (s.decode_backend in ("decord", "pyav"), "decode_backend", "must be 'decord' or 'pyav'"),
         (s.sample_fps > 0, "sample_fps", "must be > 0"),
