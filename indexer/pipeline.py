@@ -22,7 +22,7 @@ from vidseek.indexer.parse import parse_events
 from vidseek.indexer.planner import PlanConfig, WindowPlan, plan_windows
 from vidseek.indexer.prompt import PROMPT_VERSION
 from vidseek.indexer.types import VideoInfo, Window, WindowClip
-from vidseek.indexer.video import FrameReader, probe
+from vidseek.indexer.video import DecodeWorker, FrameReader, probe
 from vidseek.storage.errors import InvalidArgument, NotFound
 from vidseek.storage.store import NewEvent, NewWindow, Store, window_id_for
 
@@ -78,6 +78,12 @@ class Ingestor:
         self.captioner = captioner
         self.embedder = embedder
         self.config = config
+        # One decoder process for probing and reading every video of this ingestor.
+        self._worker = DecodeWorker(config.decode_backend)
+
+    def close(self) -> None:
+        """Stop the decoder process."""
+        self._worker.close()
 
     def ingest(
         self,
@@ -96,7 +102,7 @@ class Ingestor:
             raise NotFound(f"video file not found: {uri}")
         if not path.is_file():
             raise InvalidArgument(f"not a regular file: {uri}")
-        info = probe(str(path), timeout=self.config.decode_timeout)
+        info = probe(str(path), timeout=self.config.decode_timeout, worker=self._worker)
         chash = content_hash(path)
         video_id = self.store.upsert_video(
             uri=str(path.resolve()),
@@ -126,7 +132,7 @@ class Ingestor:
             on_progress(progress)
         interrupted = False
         with FrameReader(
-            str(path), backend=self.config.decode_backend, timeout=self.config.decode_timeout
+            str(path), timeout=self.config.decode_timeout, worker=self._worker
         ) as reader:
             for clips in self._decoded_batches(reader, info, plan, todo):
                 outputs = self.captioner.describe(clips)

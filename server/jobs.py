@@ -16,8 +16,13 @@ from pathlib import Path
 from vidseek.indexer.captioner import Captioner
 from vidseek.indexer.embedder import Embedder
 from vidseek.indexer.pipeline import IngestConfig, Ingestor, IngestProgress
-from vidseek.indexer.video import probe
-from vidseek.storage.errors import NotFound, PermissionDenied, VidseekError
+from vidseek.indexer.video import DecodeWorker, probe
+from vidseek.storage.errors import (
+    CaptionerUnavailable,
+    NotFound,
+    PermissionDenied,
+    VidseekError,
+)
 from vidseek.storage.store import Store
 
 __all__ = ["JobRunner", "check_ingest_path"]
@@ -50,7 +55,10 @@ class JobRunner:
         self.store = store
         self.embedder = embedder
         self._captioner_factory = captioner_factory
-        self._captioner: Captioner | None = None
+        self._ingestor: Ingestor | None = None
+        # Probing at submit time runs in its own decoder process, so RPCs never
+        # wait behind the ingest job's decoding.
+        self._probe_worker = DecodeWorker(config.decode_backend)
         self.config = config
         self.allowed_roots = allowed_roots
         self._queue: queue.Queue[str | None] = queue.Queue()
@@ -69,7 +77,7 @@ class JobRunner:
         path = check_ingest_path(uri, self.allowed_roots)
         if not path.is_file():
             raise NotFound(f"not a file: {uri}")
-        probe(str(path), timeout=self.config.decode_timeout)
+        probe(str(path), timeout=self.config.decode_timeout, worker=self._probe_worker)
         job_id = uuid.uuid4().hex
         self.store.create_job(job_id, str(path))
         self._queue.put(job_id)
@@ -81,8 +89,10 @@ class JobRunner:
         self._queue.put(None)
         if self._thread.is_alive():
             self._thread.join(timeout)
-        if self._captioner is not None:
-            self._captioner.close()
+        self._probe_worker.close()
+        if self._ingestor is not None:
+            self._ingestor.close()
+            self._ingestor.captioner.close()
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -112,10 +122,11 @@ class JobRunner:
 
         try:
             check_ingest_path(job.uri, self.allowed_roots)
-            if self._captioner is None:
-                self._captioner = self._captioner_factory()
-            ingestor = Ingestor(self.store, self._captioner, self.embedder, self.config)
-            result = ingestor.ingest(job.uri, on_progress=report, should_stop=self._stop.is_set)
+            if self._ingestor is None:
+                self._ingestor = Ingestor(
+                    self.store, self._load_captioner(), self.embedder, self.config
+                )
+            result = self._ingestor.ingest(job.uri, on_progress=report, should_stop=self._stop.is_set)
         except VidseekError as exc:
             log.warning("ingest job %s (%s) failed: %s", job_id, job.uri, exc)
             self.store.update_job(job_id, state="failed", error=str(exc))
@@ -125,6 +136,13 @@ class JobRunner:
             return
         self.store.snapshot()
         self.store.update_job(job_id, state="succeeded")
+
+    def _load_captioner(self) -> Captioner:
+        try:
+            return self._captioner_factory()
+        except Exception as exc:  # model files missing, out of memory, bad weights...
+            log.exception("could not load the captioner")
+            raise CaptionerUnavailable(f"could not load the captioning model: {exc}") from exc
 
     def _safe_update(self, job_id: str, **fields: object) -> None:
         try:

@@ -14,12 +14,14 @@ never imports grpc); one server interceptor does the mapping.
     ├── PermissionDenied              PERMISSION_DENIED
     ├── ResourceExhausted             RESOURCE_EXHAUSTED
     ├── SchemaOutdated                FAILED_PRECONDITION
+    ├── CaptionerUnavailable          UNAVAILABLE        (the model could not be loaded)
     └── ConfigError                   INVALID_ARGUMENT   (a bad setting; raised at start-up)
 """
 
 from __future__ import annotations
 
 __all__ = [
+    "CaptionerUnavailable",
     "ConfigError",
     "DecodeTimeout",
     "InvalidArgument",
@@ -78,6 +80,13 @@ class SchemaOutdated(VidseekError):
     """The database schema is older than this code; run `vidseek db upgrade`."""
 
     grpc_code = "FAILED_PRECONDITION"
+
+
+class CaptionerUnavailable(VidseekError):
+    """The captioning model could not be loaded or its engine failed."""
+
+    grpc_code = "UNAVAILABLE"
+    retriable = True
 
 
 class ConfigError(InvalidArgument):
