@@ -19,6 +19,7 @@ from vidseek.indexer.pipeline import IngestConfig, Ingestor, IngestProgress
 from vidseek.indexer.video import DecodeWorker, probe
 from vidseek.storage.errors import (
     CaptionerUnavailable,
+    InvalidArgument,
     NotFound,
     PermissionDenied,
     VidseekError,
@@ -31,7 +32,13 @@ log = logging.getLogger(__name__)
 
 
 def check_ingest_path(uri: str, allowed_roots: list[Path]) -> Path:
-    """The resolved path of ``uri``; NotFound if absent, PermissionDenied if outside the roots."""
+    """The resolved path of ``uri``; NotFound if absent, PermissionDenied if outside the roots.
+
+    Symlinks and ``..`` are resolved before the check, so neither leads out of a root.
+    """
+    if "://" in uri:
+        scheme = uri.split("://", 1)[0]
+        raise InvalidArgument(f"{uri}: {scheme} URLs are not supported; give a file path")
     path = Path(uri).expanduser()
     if not path.exists():
         raise NotFound(f"video file not found: {uri}")
@@ -126,7 +133,9 @@ class JobRunner:
                 self._ingestor = Ingestor(
                     self.store, self._load_captioner(), self.embedder, self.config
                 )
-            result = self._ingestor.ingest(job.uri, on_progress=report, should_stop=self._stop.is_set)
+            result = self._ingestor.ingest(
+                job.uri, on_progress=report, should_stop=self._stop.is_set
+            )
         except VidseekError as exc:
             log.warning("ingest job %s (%s) failed: %s", job_id, job.uri, exc)
             self.store.update_job(job_id, state="failed", error=str(exc))
