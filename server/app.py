@@ -57,6 +57,16 @@ def load_captioner(settings: Settings) -> Captioner:
             gpu_memory_utilization=settings.vllm_gpu_memory_utilization,
             max_model_len=settings.vllm_max_model_len,
         )
+    if settings.captioner == "openai":
+        from vidseek.indexer.captioner_openai import OpenAICaptioner
+
+        return OpenAICaptioner(
+            settings.openai_base_url,
+            settings.model,
+            api_key=settings.openai_api_key,
+            max_new_tokens=settings.max_new_tokens,
+            constrained_json=settings.constrained_output,
+        )
     from vidseek.indexer.captioner_transformers import TransformersCaptioner
 
     return TransformersCaptioner(

@@ -1,0 +1,277 @@
+"""Caption throughput of the vLLM backend: random weights of the real Qwen3-VL-4B shape.
+
+Runs the production code path (:class:`~vidseek.indexer.captioner_vllm.VllmCaptioner`:
+the same requests, prompt layout and processor kwargs as ingestion) on synthetic
+windows of a long video, all in flight in one ``LLM.generate`` call, and prints
+video-hours captioned per GPU-hour and prompt tokens per second.
+
+No weights are downloaded: the model directory holds the real Qwen tokenizer and
+processor (built offline by ``tests/support/tiny_qwen.py``) and a ``config.json`` of
+the real 4B shape (text: hidden 2560, 36 layers, 32 heads / 8 KV heads, MLP 9728,
+vocab 151936; vision: depth 24, hidden 1024, patch 16, temporal patch 2, merge 2,
+deepstack [5, 11, 17]); vLLM fills the weights at random (``load_format="dummy"``). The
+``fp8`` variant adds the FP8 checkpoint's ``quantization_config`` (fine-grained FP8,
+128x128 weight blocks, dynamic activations), so vLLM runs its block-FP8 kernels. Speed
+does not depend on weight values, except through answer length: answers are forced
+to exactly ``--output-tokens`` tokens (``ignore_eos``, no grammar) unless
+``--constrained``.
+
+On the lent H100 (vLLM 0.26, no FlashInfer, no DeepGEMM)::
+
+    VLLM_USE_FLASHINFER_SAMPLER=0 VLLM_USE_DEEP_GEMM=0 \\
+        python benchmarks/caption_throughput.py --variants bf16 fp8 --windows 64
+
+The script touches CUDA only through vLLM, after the engine is built. VllmCaptioner
+makes vLLM spawn (not fork) its engine process, which re-imports this module: hence
+the ``__main__`` guard.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vidseek.indexer.types import Window, WindowClip
+
+# Qwen3-VL-4B-Instruct's config.json (text_config / vision_config), the fields that
+# decide compute; the rest are Qwen3VLConfig defaults.
+TEXT_CONFIG: dict[str, Any] = {
+    "vocab_size": 151936,
+    "hidden_size": 2560,
+    "intermediate_size": 9728,
+    "num_hidden_layers": 36,
+    "num_attention_heads": 32,
+    "num_key_value_heads": 8,
+    "head_dim": 128,
+    "hidden_act": "silu",
+    "max_position_embeddings": 262144,
+    "rms_norm_eps": 1e-6,
+    "rope_parameters": {
+        "rope_type": "default",
+        "rope_theta": 5000000.0,
+        "mrope_section": [24, 20, 20],
+        "mrope_interleaved": True,
+    },
+    "bos_token_id": 151643,
+    "eos_token_id": 151645,
+    "tie_word_embeddings": True,
+    "dtype": "bfloat16",
+}
+VISION_CONFIG: dict[str, Any] = {
+    "depth": 24,
+    "hidden_size": 1024,
+    "intermediate_size": 4096,
+    "num_heads": 16,
+    "hidden_act": "gelu_pytorch_tanh",
+    "in_channels": 3,
+    "patch_size": 16,
+    "temporal_patch_size": 2,
+    "spatial_merge_size": 2,
+    "out_hidden_size": 2560,
+    "num_position_embeddings": 2304,
+    "deepstack_visual_indexes": [5, 11, 17],
+}
+FP8_QUANTIZATION_CONFIG: dict[str, Any] = {
+    "quant_method": "fp8",
+    "fmt": "e4m3",
+    "activation_scheme": "dynamic",
+    "weight_block_size": [128, 128],
+}
+
+
+def build_model_dir(directory: Path, fp8: bool) -> Path:
+    """A weightless Qwen3-VL-4B directory: real tokenizer/processor, real-shape config."""
+    from transformers import Qwen3VLConfig
+
+    repo = str(Path(__file__).resolve().parents[1])
+    if repo not in sys.path:
+        sys.path.insert(0, repo)  # tests.support, when run as a script
+    from tests.support.tiny_qwen import build_tiny_qwen3_vl
+
+    directory.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as scratch:
+        tiny = build_tiny_qwen3_vl(Path(scratch) / "tiny")
+        for path in tiny.iterdir():
+            if path.name != "config.json" and not path.name.endswith(".safetensors"):
+                shutil.copy2(path, directory / path.name)
+    config = Qwen3VLConfig(
+        text_config=TEXT_CONFIG,
+        vision_config=VISION_CONFIG,
+        image_token_id=151655,
+        video_token_id=151656,
+        vision_start_token_id=151652,
+        vision_end_token_id=151653,
+        tie_word_embeddings=True,
+    )
+    config.architectures = ["Qwen3VLForConditionalGeneration"]
+    config.save_pretrained(directory)
+    if fp8:
+        path = directory / "config.json"
+        data = json.loads(path.read_text())
+        data["quantization_config"] = FP8_QUANTIZATION_CONFIG
+        path.write_text(json.dumps(data, indent=2))
+    return directory
+
+
+def synthetic_clips(
+    count: int,
+    window_seconds: float,
+    sample_fps: float,
+    height: int,
+    width: int,
+    source_fps: float,
+    seed: int = 0,
+) -> list[WindowClip]:
+    """Consecutive windows of one long video, distinct random frames, absolute indices."""
+    frames_per_window = round(window_seconds * sample_fps)
+    frames_per_window += frames_per_window % 2
+    rng = np.random.default_rng(seed)
+    total_frames = round(count * window_seconds * source_fps)
+    clips = []
+    for index in range(count):
+        start = index * window_seconds
+        indices = tuple(
+            round((start + k / sample_fps) * source_fps) for k in range(frames_per_window)
+        )
+        frames = rng.integers(0, 256, size=(frames_per_window, height, width, 3), dtype=np.uint8)
+        window = Window(
+            index=index,
+            start_seconds=start,
+            end_seconds=start + window_seconds,
+            frame_indices=indices,
+        )
+        clips.append(
+            WindowClip(window=window, frames=frames, fps=source_fps, total_frames=total_frames)
+        )
+    return clips
+
+
+def run_variant(
+    variant: str, clips: Sequence[WindowClip], args: argparse.Namespace
+) -> dict[str, Any]:
+    """Build the engine for one variant, warm it up, and time one pass over ``clips``."""
+    from vidseek.indexer.captioner_vllm import VllmCaptioner
+
+    model_dir = build_model_dir(Path(args.work_dir) / variant, fp8=(variant == "fp8"))
+    engine_options: dict[str, Any] = {"load_format": "dummy", "dtype": "bfloat16"}
+    if args.max_num_batched_tokens:
+        engine_options["max_num_batched_tokens"] = args.max_num_batched_tokens
+    if args.max_num_seqs:
+        engine_options["max_num_seqs"] = args.max_num_seqs
+    sampling_options = {} if args.constrained else {"ignore_eos": True}
+
+    started = time.perf_counter()
+    captioner = VllmCaptioner(
+        str(model_dir),
+        max_new_tokens=args.output_tokens,
+        constrained_json=args.constrained,
+        gpu_memory_utilization=args.gpu_memory_utilization,
+        max_model_len=args.max_model_len,
+        enforce_eager=args.enforce_eager,
+        engine_options=engine_options,
+        sampling_options=sampling_options,
+    )
+    build_seconds = time.perf_counter() - started
+    try:
+        captioner.describe(clips[: args.warmup])
+        started = time.perf_counter()
+        results = captioner.describe_detailed(clips)
+        elapsed = time.perf_counter() - started
+    finally:
+        captioner.close()
+
+    import torch
+    import vllm
+
+    video_seconds = sum(c.window.end_seconds - c.window.start_seconds for c in clips)
+    prompt_tokens = sum(r.output.prompt_tokens for r in results)
+    output_tokens = sum(r.output.output_tokens for r in results)
+    height, width = clips[0].frames.shape[1:3]
+    return {
+        "variant": variant,
+        "device": torch.cuda.get_device_name(0),
+        "vllm": vllm.__version__,
+        "windows": len(clips),
+        "window_seconds": clips[0].window.end_seconds - clips[0].window.start_seconds,
+        "frames_per_window": int(clips[0].frames.shape[0]),
+        "frame_size": f"{width}x{height}",
+        "output_tokens_per_window": args.output_tokens,
+        "constrained": args.constrained,
+        "enforce_eager": args.enforce_eager,
+        "engine_build_s": round(build_seconds, 1),
+        "elapsed_s": round(elapsed, 2),
+        "video_hours_per_gpu_hour": round(video_seconds / elapsed, 1),
+        "prompt_tokens_per_window": round(prompt_tokens / len(clips), 1),
+        "prompt_tokens_per_s": round(prompt_tokens / elapsed),
+        "output_tokens_per_s": round(output_tokens / elapsed),
+        "windows_per_s": round(len(clips) / elapsed, 2),
+    }
+
+
+def _size(text: str) -> tuple[int, int]:
+    height, width = (int(part) for part in text.lower().split("x"))
+    if height % 32 or width % 32:
+        raise argparse.ArgumentTypeError("frame size must be multiples of 32 (HxW)")
+    return height, width
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Parse arguments, run each variant, print one JSON line per variant and a table."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--variants", nargs="+", default=["bf16", "fp8"], choices=["bf16", "fp8"])
+    parser.add_argument("--windows", type=int, default=64, help="windows in flight")
+    parser.add_argument("--window-seconds", type=float, default=60.0)
+    parser.add_argument("--sample-fps", type=float, default=1.0)
+    parser.add_argument("--frame-size", type=_size, default=(256, 448), help="HxW, e.g. 352x640")
+    parser.add_argument("--source-fps", type=float, default=30.0)
+    parser.add_argument("--output-tokens", type=int, default=256)
+    parser.add_argument("--constrained", action="store_true", help="grammar on, no forced length")
+    parser.add_argument("--gpu-memory-utilization", type=float, default=0.85)
+    parser.add_argument("--max-model-len", type=int, default=16384)
+    parser.add_argument("--max-num-batched-tokens", type=int, default=0)
+    parser.add_argument("--max-num-seqs", type=int, default=0)
+    parser.add_argument("--enforce-eager", action="store_true")
+    parser.add_argument("--warmup", type=int, default=2, help="windows run once before timing")
+    parser.add_argument("--work-dir", default="", help="model directories go here (temp dir)")
+    parser.add_argument("--json-out", default="", help="append one JSON line per variant here")
+    args = parser.parse_args(argv)
+
+    if not args.work_dir:
+        args.work_dir = tempfile.mkdtemp(prefix="vidseek-bench-")
+    height, width = args.frame_size
+    clips = synthetic_clips(
+        args.windows, args.window_seconds, args.sample_fps, height, width, args.source_fps
+    )
+    rows = []
+    for variant in args.variants:
+        row = run_variant(variant, clips, args)
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+        if args.json_out:
+            with open(args.json_out, "a", encoding="utf-8") as handle:
+                handle.write(json.dumps(row) + "\n")
+
+    print(
+        f"\n{'variant':8} {'video-h/GPU-h':>13} {'prompt tok/s':>12} {'out tok/s':>9} "
+        f"{'s/pass':>7} {'tok/window':>10}"
+    )
+    for row in rows:
+        print(
+            f"{row['variant']:8} {row['video_hours_per_gpu_hour']:>13} "
+            f"{row['prompt_tokens_per_s']:>12} {row['output_tokens_per_s']:>9} "
+            f"{row['elapsed_s']:>7} {row['prompt_tokens_per_window']:>10}"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
