@@ -186,7 +186,11 @@ class Ingestor:
             )
             for i, e in enumerate(parsed.events)
         ]
-        status = "parsed" if parsed.error is None else "unparsed"
+        # "partial": complete events were salvaged from an answer that was cut short.
+        if parsed.error is None:
+            status = "parsed"
+        else:
+            status = "partial" if events else "unparsed"
         committed = self.store.commit_window(
             NewWindow(
                 id=window_id,
