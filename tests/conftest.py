@@ -14,6 +14,8 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 from tests.support.videos import write_video
 from vidseek.indexer.embedder import SentenceTransformerEmbedder
 
+pytest_plugins = ["tests.support.fixtures"]
+
 
 @pytest.fixture(scope="session")
 def embedder() -> SentenceTransformerEmbedder:
