@@ -39,17 +39,26 @@ def test_tiny_qwen_runs_through_the_whole_pipeline(
     embedder: Any,
 ):
     settings = load_settings(
-        overrides={"port": 0, "data_dir": str(data_dir), "model": str(tiny_qwen_dir),
-                   "device": "cpu", "window_seconds": 4.0, "sample_fps": 1.0,
-                   "max_new_tokens": model_inputs.max_constrained_output_tokens()},
+        overrides={
+            "port": 0,
+            "data_dir": str(data_dir),
+            "model": str(tiny_qwen_dir),
+            "device": "cpu",
+            "window_seconds": 4.0,
+            "sample_fps": 1.0,
+            "max_new_tokens": model_inputs.max_constrained_output_tokens(),
+        },
         environ={},
     )
     holder: dict[str, RecordingCaptioner] = {}
 
     def factory() -> RecordingCaptioner:
-        holder["c"] = RecordingCaptioner(settings.model, device="cpu",
-                                         max_new_tokens=settings.max_new_tokens,
-                                         constrained_json=True)
+        holder["c"] = RecordingCaptioner(
+            settings.model,
+            device="cpu",
+            max_new_tokens=settings.max_new_tokens,
+            constrained_json=True,
+        )
         return holder["c"]
 
     server, port, app = create_server(settings, embedder=embedder, captioner_factory=factory)
@@ -84,8 +93,10 @@ def test_tiny_qwen_runs_through_the_whole_pipeline(
             assert len(events) == job.events_indexed
             for e in events:
                 assert e.start_seconds < e.end_seconds
-                assert any(w.start_seconds <= e.start_seconds and e.end_seconds <= w.end_seconds
-                           for w in windows), f"event outside every window: {e}"
+                assert any(
+                    w.start_seconds <= e.start_seconds and e.end_seconds <= w.end_seconds
+                    for w in windows
+                ), f"event outside every window: {e}"
             if events:
                 moments = client.search(events[0].text, top_k=5)
                 stored = {e.text for e in events}

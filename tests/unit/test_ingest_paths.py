@@ -38,7 +38,7 @@ def test_dotdot_and_symlinks_out_of_the_root_are_refused(tree: Path):
 
 
 def test_missing_files_and_urls_get_clear_errors(tree: Path):
-    with pytest.raises(NotFound, match="nope.mp4"):
+    with pytest.raises(NotFound, match=r"nope\.mp4"):
         check_ingest_path(str(tree / "root" / "nope.mp4"), [])
     with pytest.raises(InvalidArgument, match="https URLs are not supported"):
         check_ingest_path("https://example.com/v.mp4", [])

@@ -14,8 +14,14 @@ from vidseek.storage.errors import InvalidArgument
 
 
 def _info(seconds: float, fps: float = 30.0, w: int = 1920, h: int = 1080) -> VideoInfo:
-    return VideoInfo(path="/v.mp4", fps=fps, frame_count=round(seconds * fps), duration=seconds,
-                     width=w, height=h)
+    return VideoInfo(
+        path="/v.mp4",
+        fps=fps,
+        frame_count=round(seconds * fps),
+        duration=seconds,
+        width=w,
+        height=h,
+    )
 
 
 def test_tokens_per_pair_is_the_qwen3_vl_arithmetic():
