@@ -8,8 +8,6 @@ from typing import Any
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
-from vidseek.storage.models import Base
-
 __all__ = ["create_schema", "make_engine", "make_sessionmaker"]
 
 
@@ -36,5 +34,11 @@ def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
 
 
 def create_schema(engine: Engine) -> None:
-    """Create all tables that do not exist yet."""
-    Base.metadata.create_all(engine)
+    """Bring the database behind ``engine`` to the newest schema (Alembic migrations).
+
+    Kept for callers of the skeleton API; prefer
+    :func:`vidseek.storage.schema.upgrade_database`.
+    """
+    from vidseek.storage.schema import upgrade_database
+
+    upgrade_database(engine.url.render_as_string(hide_password=False))

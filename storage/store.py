@@ -1,12 +1,22 @@
 """The store: keeps SQL (source of truth) and the FAISS index (derived) consistent.
 
-Write path: one SQL transaction per window inserts the window, its events and
-their change-log entries; only after it commits are the vectors added to FAISS.
-A crash between the two loses nothing: on start the index loads its snapshot
-and replays the change log after the snapshot's sequence number.
+Write path: one SQL transaction per window inserts the window, its events (the
+full-text index follows by trigger or generated column) and their change-log
+entries; only after it commits are the vectors applied to FAISS: straight from
+the committed window when the log holds nothing else the index lacks, else by
+replaying the log. A crash between the two loses nothing: on start the index
+loads its snapshot and replays the change log after the snapshot's sequence number.
+Deletes go the same way (``del`` entries), so every FAISS copy, in this process
+or a search replica, converges on SQL.
 
 Read path: FAISS returns ids; ids are hydrated from SQL, and ids SQL does not
 know (deleted meanwhile) are dropped and counted.
+
+Concurrency: one writer at a time (``_write_lock`` in-process; on PostgreSQL an
+advisory lock across processes, see :meth:`Store._lock_change_log`), any number
+of readers. A rebuild builds a new index from SQL without blocking either, then
+catches it up and swaps it in under the write lock; searches already running
+finish on the old index.
 """
 
 from __future__ import annotations
@@ -16,33 +26,48 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
-from sqlalchemy import delete, func, select
+from sqlalchemy import Engine, delete, func, insert, select, text
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
 
-from vidseek.storage.db import create_schema, make_engine, make_sessionmaker
-from vidseek.storage.errors import NotFound
+from vidseek.storage import fulltext
+from vidseek.storage.db import make_engine, make_sessionmaker
+from vidseek.storage.errors import ConfigError, InvalidArgument, NotFound
+from vidseek.storage.gpu import GpuMirror, gpu_count, make_gpu_converter
 from vidseek.storage.models import ChangeLog, EventRow, IngestJobRow, VideoRow, WindowRow
-from vidseek.storage.vector_index import SnapshotError, VectorIndex
+from vidseek.storage.schema import check_schema, schema_status, upgrade_database
+from vidseek.storage.vector_index import INDEX_KINDS, HnswParams, SnapshotError, VectorIndex
 
 __all__ = [
+    "EXACT_FILTER_LIMIT",
     "EventRecord",
     "NewEvent",
     "NewWindow",
     "Store",
     "VideoRecord",
+    "build_index_from_sql",
+    "catch_up_index",
     "event_id_for",
+    "rebuild_snapshot",
     "window_id_for",
 ]
 
 log = logging.getLogger(__name__)
 
 _INT63 = (1 << 63) - 1
+_CATCH_UP_BATCH = 5_000
+_BUILD_BATCH = 20_000
+_PG_CHANGE_LOG_LOCK = 0x7669_6473_636C  # "vidscl": serialises change-log writers
+EXACT_FILTER_LIMIT = 50_000
+"""With an approximate index, a video filter admitting at most this many events is
+answered by an exact scan of their embeddings instead of a filtered graph walk."""
 
 
 def _id64(*parts: object) -> int:
@@ -54,8 +79,9 @@ def window_id_for(
     content_hash: str, start_seconds: float, end_seconds: float, model: str, prompt_version: str
 ) -> int:
     """Deterministic window id: the same content and window always get the same id."""
-    return _id64("w", content_hash, f"{start_seconds:.3f}", f"{end_seconds:.3f}", model,
-                 prompt_version)
+    return _id64(
+        "w", content_hash, f"{start_seconds:.3f}", f"{end_seconds:.3f}", model, prompt_version
+    )
 
 
 def event_id_for(window_id: int, ordinal: int) -> int:
@@ -65,6 +91,8 @@ def event_id_for(window_id: int, ordinal: int) -> int:
 
 @dataclass(frozen=True)
 class VideoRecord:
+    """A registered video and how many events it has."""
+
     id: str
     uri: str
     content_hash: str
@@ -79,6 +107,8 @@ class VideoRecord:
 
 @dataclass(frozen=True)
 class EventRecord:
+    """A committed event, as search hydrates it."""
+
     id: int
     video_id: str
     start_seconds: float
@@ -88,6 +118,8 @@ class EventRecord:
 
 @dataclass(frozen=True)
 class NewEvent:
+    """An event to commit: its span, caption and L2-normalised embedding."""
+
     start_seconds: float
     end_seconds: float
     text: str
@@ -96,6 +128,8 @@ class NewEvent:
 
 @dataclass(frozen=True)
 class NewWindow:
+    """A captioned window to commit, with the model output it came from."""
+
     id: int
     video_id: str
     window_index: int
@@ -112,85 +146,219 @@ class NewWindow:
 
 
 class Store:
-    """SQL + FAISS behind one object. Writes are serialised; reads run concurrently."""
+    """SQL + FAISS behind one object. Writes are serialised; reads run concurrently.
 
-    def __init__(self, database_url: str, index_path: Path, dim: int) -> None:
+    ``index_kind``: ``"flat"`` (exact, default) or ``"hnsw"`` (approximate; see
+    :mod:`vidseek.storage.vector_index` for its tombstone deletes and rebuilds),
+    tuned by ``hnsw``. ``use_gpu``: ``None`` searches on a GPU copy of a flat index
+    when FAISS sees a GPU, ``True`` requires one, ``False`` never uses one.
+    ``create_empty_schema``: create the schema in an empty database (the embedded
+    default needs no extra step); a database at an older revision is always
+    refused with :class:`~vidseek.storage.errors.SchemaOutdated`.
+    """
+
+    def __init__(
+        self,
+        database_url: str,
+        index_path: Path,
+        dim: int,
+        *,
+        index_kind: str = "flat",
+        hnsw: HnswParams | None = None,
+        use_gpu: bool | None = None,
+        create_empty_schema: bool = True,
+    ) -> None:
+        if index_kind not in INDEX_KINDS:
+            raise ConfigError(
+                f"unknown index kind {index_kind!r}; expected one of {', '.join(INDEX_KINDS)}"
+            )
+        self.index_kind = index_kind
+        self.hnsw = hnsw or HnswParams()
+        self.hnsw.validate()
+        self._gpu_factory = _gpu_factory(use_gpu, index_kind)
         self.engine = make_engine(database_url)
-        create_schema(self.engine)
+        try:
+            if create_empty_schema and schema_status(self.engine).state == "empty":
+                log.info("empty database: creating the vidseek schema")
+                upgrade_database(database_url)
+            check_schema(self.engine)
+        except BaseException:
+            self.engine.dispose()
+            raise
         self._session = make_sessionmaker(self.engine)
+        self._keywords = fulltext.for_dialect(self.engine.dialect.name)
         self.index_path = index_path
         self.dim = dim
+        # Lock order: _rebuild_lock, _write_lock, _snapshot_lock, then the index's lock.
         self._write_lock = threading.Lock()
+        self._snapshot_lock = threading.Lock()
+        self._rebuild_lock = threading.Lock()
+        self._background_lock = threading.Lock()
+        self._background: threading.Thread | None = None
+        self._stats_lock = threading.Lock()
         self.unknown_ids_dropped = 0
-        self.index = self._load_index()
+        self._index = self._load_index()
         self.catch_up()
 
     # ---- vector index lifecycle -------------------------------------------------
 
+    @property
+    def index(self) -> VectorIndex:
+        """The current vector index (replaced wholesale by a rebuild)."""
+        return self._index
+
+    def _new_index(self) -> VectorIndex:
+        gpu = self._gpu_factory() if self._gpu_factory else None
+        return VectorIndex(self.dim, self.index_kind, self.hnsw, gpu)
+
     def _load_index(self) -> VectorIndex:
+        gpu = self._gpu_factory() if self._gpu_factory else None
         try:
-            return VectorIndex.load(self.index_path, self.dim)
+            return VectorIndex.load(self.index_path, self.dim, self.index_kind, self.hnsw, gpu)
         except SnapshotError as exc:
             if self.index_path.exists():
                 log.warning("vector index snapshot is unusable, rebuilding from SQL: %s", exc)
-            return self._build_from_sql()
-
-    def _build_from_sql(self) -> VectorIndex:
-        index = VectorIndex(self.dim)
-        with self._session() as s:
-            max_seq = s.scalar(select(func.max(ChangeLog.seq))) or 0
-            rows = s.execute(select(EventRow.id, EventRow.embedding)).all()
-        if rows:
-            ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
-            vecs = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32)
-            index.add(ids, vecs.reshape(len(rows), self.dim))
-        index.applied_seq = int(max_seq)
-        return index
+            index = build_index_from_sql(self.engine, self._new_index())
+            # Save at once, so a bad snapshot costs one rebuild, not one per start.
+            with self._snapshot_lock:
+                index.save(self.index_path)
+            return index
 
     def rebuild_index(self) -> int:
-        """Rebuild the vector index from SQL, swap it in, snapshot it; returns its size."""
-        fresh = self._build_from_sql()
-        with self._write_lock:
-            self.index = fresh
-            self._catch_up_locked()
-            self.index.save(self.index_path)
-        return self.index.ntotal
+        """Rebuild the vector index from SQL, swap it in, snapshot it; returns its size.
+
+        Searches and commits continue during the build; the new index is caught
+        up with what they committed meanwhile before it replaces the old one.
+        """
+        with self._rebuild_lock:
+            fresh = build_index_from_sql(self.engine, self._new_index())
+            with self._write_lock:
+                catch_up_index(self._session, fresh)
+                self._index = fresh
+            self.snapshot()
+            return fresh.ntotal
+
+    def start_rebuild(self) -> bool:
+        """Start :meth:`rebuild_index` in a background thread; False if one is running."""
+        with self._background_lock:
+            if self._background is not None and self._background.is_alive():
+                return False
+            self._background = threading.Thread(
+                target=self._rebuild_in_background, name="vidseek-index-rebuild", daemon=True
+            )
+            self._background.start()
+            return True
+
+    def wait_for_rebuild(self, timeout: float | None = None) -> None:
+        """Wait for a background rebuild (if any) to finish."""
+        with self._background_lock:
+            thread = self._background
+        if thread is not None:
+            thread.join(timeout)
+
+    def _rebuild_in_background(self) -> None:
+        try:
+            n = self.rebuild_index()
+            log.info("vector index rebuilt from SQL: %d vectors", n)
+        except Exception:
+            log.exception("background vector index rebuild failed; the old index stays in use")
 
     def catch_up(self) -> int:
-        """Apply change-log entries newer than the index; returns how many were applied."""
-        with self._write_lock:
-            return self._catch_up_locked()
+        """Apply change-log entries newer than the index; returns how many were applied.
 
-    def _catch_up_locked(self) -> int:
-        applied = 0
-        while True:
-            with self._session() as s:
-                entries = s.execute(
-                    select(ChangeLog.seq, ChangeLog.op, ChangeLog.event_id)
-                    .where(ChangeLog.seq > self.index.applied_seq)
-                    .order_by(ChangeLog.seq)
-                    .limit(10_000)
-                ).all()
-                if not entries:
-                    return applied
-                add_ids = [e.event_id for e in entries if e.op == "add"]
-                vecs = dict(
-                    s.execute(
-                        select(EventRow.id, EventRow.embedding).where(EventRow.id.in_(add_ids))
-                    ).all()
-                ) if add_ids else {}
-            for e in entries:
-                if e.op == "add" and e.event_id in vecs:
-                    vec = np.frombuffer(vecs[e.event_id], dtype=np.float32)
-                    self.index.add(np.array([e.event_id]), vec, seq=e.seq)
-                else:  # a delete, or an add whose row was deleted since
-                    self.index.remove(np.array([e.event_id]), seq=e.seq)
-                applied += 1
-
-    def snapshot(self) -> None:
-        """Write the vector index to disk atomically."""
+        Call it periodically in a search replica that does not write itself.
+        """
         with self._write_lock:
-            self.index.save(self.index_path)
+            return catch_up_index(self._session, self._index)
+
+    def snapshot(self, force: bool = False) -> bool:
+        """Write the vector index to disk atomically if it changed since the last one.
+
+        Returns whether a snapshot was written. Searches and commits continue
+        while the file is written; memory briefly holds a second copy of the index
+        (the serialised blob).
+        """
+        with self._snapshot_lock:
+            index = self._index
+            if not force and index.saved_version == index.version and self.index_path.exists():
+                return False
+            index.save(self.index_path)
+            return True
+
+    # ---- search -----------------------------------------------------------------
+
+    def vector_search(
+        self, query: npt.NDArray[np.float32], k: int, video_ids: Sequence[str] | None = None
+    ) -> list[tuple[int, float]]:
+        """(event id, cosine) of the ``k`` nearest events, best first.
+
+        ``video_ids`` restricts the search to those videos. On an approximate
+        index a filter admitting at most :data:`EXACT_FILTER_LIMIT` events is
+        answered exactly from their SQL embeddings.
+        """
+        if video_ids is None:
+            scores, ids = self._index.search(query, k)
+            return [(int(i), float(s)) for s, i in zip(scores, ids, strict=True)]
+        if not video_ids or k <= 0:
+            return []
+        if self.index_kind == "flat":
+            allowed = self.event_ids_of_videos(video_ids)
+            scores, ids = self._index.search(query, k, allowed)
+            return [(int(i), float(s)) for s, i in zip(scores, ids, strict=True)]
+        with self._session() as s:
+            n = s.scalar(select(func.count()).where(EventRow.video_id.in_(list(video_ids)))) or 0
+            if n > EXACT_FILTER_LIMIT:
+                allowed = self.event_ids_of_videos(video_ids)
+                scores, ids = self._index.search(query, k, allowed)
+                return [(int(i), float(s)) for s, i in zip(scores, ids, strict=True)]
+            rows = s.execute(
+                select(EventRow.id, EventRow.embedding).where(
+                    EventRow.video_id.in_(list(video_ids))
+                )
+            ).all()
+        if not rows:
+            return []
+        ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+        vecs = _vectors(b"".join(r[1] for r in rows), len(rows), self.dim)
+        sims = vecs @ np.asarray(query, dtype=np.float32).reshape(self.dim)
+        top = np.argsort(-sims, kind="stable")[:k]
+        return [(int(ids[i]), float(sims[i])) for i in top]
+
+    def keyword_search(
+        self,
+        query: str,
+        k: int,
+        video_ids: Sequence[str] | None = None,
+        *,
+        match: str = "any",
+    ) -> list[tuple[int, float]]:
+        """(event id, score) of the ``k`` events whose text best matches ``query``.
+
+        Best first; higher is better (``-bm25`` on SQLite, ``ts_rank_cd`` on
+        PostgreSQL). Any user text is safe: it is split into words, which are
+        passed as data, never as query syntax. An event matches if it contains
+        any of the words (``match="any"``) or all of them (``"all"``; much
+        cheaper when some words are common), after stemming. ``video_ids``
+        restricts to those videos. See :mod:`vidseek.storage.fulltext`.
+        """
+        with self.engine.connect() as conn:
+            return self._keywords.search(conn, query, k, video_ids, match)
+
+    # ---- writes -----------------------------------------------------------------
+
+    @staticmethod
+    def _lock_change_log(s: Session) -> None:
+        """Serialise change-log writers across processes (PostgreSQL).
+
+        Readers apply the log in ``seq`` order and remember the last one applied,
+        so a smaller ``seq`` must never become visible after a larger one.
+        PostgreSQL hands out sequence values at insert, not at commit; holding a
+        transaction-scoped advisory lock from before the first insert to the
+        commit makes commit order equal ``seq`` order. SQLite's single database
+        write lock already does.
+        """
+        if s.get_bind().dialect.name == "postgresql":
+            s.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_CHANGE_LOG_LOCK})
 
     # ---- videos and jobs --------------------------------------------------------
 
@@ -210,9 +378,19 @@ class Store:
         with self._write_lock, self._session.begin() as s:
             row = s.get(VideoRow, video_id)
             if row is None:
-                s.add(VideoRow(id=video_id, uri=uri, content_hash=content_hash, duration=duration,
-                               fps=fps, width=width, height=height, frame_count=frame_count,
-                               created_at=time.time()))
+                s.add(
+                    VideoRow(
+                        id=video_id,
+                        uri=uri,
+                        content_hash=content_hash,
+                        duration=duration,
+                        fps=fps,
+                        width=width,
+                        height=height,
+                        frame_count=frame_count,
+                        created_at=time.time(),
+                    )
+                )
         return video_id
 
     def get_video(self, video_id: str) -> VideoRecord:
@@ -248,26 +426,49 @@ class Store:
             return set(s.scalars(select(VideoRow.id).where(VideoRow.id.in_(ids))).all())
 
     def delete_video(self, video_id: str) -> int:
-        """Delete a video, its windows and events (SQL, change log, then FAISS)."""
+        """Delete a video, its windows and events (SQL, change log, then FAISS).
+
+        On an ``hnsw`` index the vectors become tombstones; once they exceed the
+        configured share, a background rebuild compacts the index.
+        """
         with self._write_lock:
             with self._session.begin() as s:
+                self._lock_change_log(s)
                 if s.get(VideoRow, video_id) is None:
                     raise NotFound(f"video {video_id!r} not found")
                 ids = list(s.scalars(select(EventRow.id).where(EventRow.video_id == video_id)))
-                s.add_all([ChangeLog(op="del", event_id=i) for i in ids])
+                if ids:
+                    s.connection().execute(
+                        insert(ChangeLog), [{"op": "del", "event_id": i} for i in ids]
+                    )
                 s.execute(delete(EventRow).where(EventRow.video_id == video_id))
                 s.execute(delete(WindowRow).where(WindowRow.video_id == video_id))
                 s.execute(delete(VideoRow).where(VideoRow.id == video_id))
-            self._catch_up_locked()
+            catch_up_index(self._session, self._index)
+            compact = self._index.needs_compaction
+        if compact:
+            self.start_rebuild()
         return len(ids)
 
     def create_job(self, job_id: str, uri: str) -> None:
         """Insert a queued ingest job."""
         now = time.time()
         with self._session.begin() as s:
-            s.add(IngestJobRow(id=job_id, uri=uri, state="queued", created_at=now,
-                               updated_at=now, windows_total=0, windows_done=0,
-                               windows_unparsed=0, events_indexed=0, error="", plan=""))
+            s.add(
+                IngestJobRow(
+                    id=job_id,
+                    uri=uri,
+                    state="queued",
+                    created_at=now,
+                    updated_at=now,
+                    windows_total=0,
+                    windows_done=0,
+                    windows_unparsed=0,
+                    events_indexed=0,
+                    error="",
+                    plan="",
+                )
+            )
 
     def update_job(self, job_id: str, **fields: object) -> None:
         """Update columns of a job and its ``updated_at``."""
@@ -304,50 +505,102 @@ class Store:
             return set(s.scalars(select(WindowRow.id).where(WindowRow.video_id == video_id)))
 
     def commit_window(self, window: NewWindow, events: Sequence[NewEvent]) -> bool:
-        """Commit a window and its events atomically; False if it was already committed."""
+        """Commit a window and its events atomically; False if it was already committed.
+
+        Each embedding must be ``dim`` finite float32 values (L2-normalised).
+        """
+        vectors = np.zeros((len(events), self.dim), np.float32)
+        for i, e in enumerate(events):
+            vec = np.asarray(e.embedding, dtype=np.float32)
+            if vec.size != self.dim or not np.isfinite(vec).all():
+                raise InvalidArgument(
+                    f"event embedding must be {self.dim} finite floats, got shape {vec.shape}"
+                )
+            vectors[i] = vec.reshape(self.dim)
+        ids = np.array([event_id_for(window.id, i) for i in range(len(events))], np.int64)
         rows = [
-            EventRow(id=event_id_for(window.id, i), video_id=window.video_id, window_id=window.id,
-                     start_seconds=e.start_seconds, end_seconds=e.end_seconds, text=e.text,
-                     model=window.model, prompt_version=window.prompt_version,
-                     embedding=np.ascontiguousarray(e.embedding, dtype=np.float32).tobytes())
+            {
+                "id": int(ids[i]),
+                "video_id": window.video_id,
+                "window_id": window.id,
+                "start_seconds": e.start_seconds,
+                "end_seconds": e.end_seconds,
+                "text": e.text,
+                "model": window.model,
+                "prompt_version": window.prompt_version,
+                "embedding": vectors[i].tobytes(),
+            }
             for i, e in enumerate(events)
         ]
         with self._write_lock:
+            index = self._index
             try:
                 with self._session.begin() as s:
+                    self._lock_change_log(s)
                     if s.get(WindowRow, window.id) is not None:
                         return False
-                    s.add(WindowRow(
-                        id=window.id, video_id=window.video_id, window_index=window.window_index,
-                        start_seconds=window.start_seconds, end_seconds=window.end_seconds,
-                        frame_count=window.frame_count, status=window.status,
-                        raw_output=window.raw_output, parse_error=window.parse_error,
-                        dropped=json.dumps(list(window.dropped)), model=window.model,
-                        prompt_version=window.prompt_version, prompt_tokens=window.prompt_tokens,
-                        created_at=time.time()))
-                    s.flush()
-                    s.add_all(rows)
-                    s.flush()
-                    s.add_all([ChangeLog(op="add", event_id=r.id) for r in rows])
+                    conn = s.connection()
+                    conn.execute(
+                        insert(WindowRow),
+                        {
+                            "id": window.id,
+                            "video_id": window.video_id,
+                            "window_index": window.window_index,
+                            "start_seconds": window.start_seconds,
+                            "end_seconds": window.end_seconds,
+                            "frame_count": window.frame_count,
+                            "status": window.status,
+                            "raw_output": window.raw_output,
+                            "parse_error": window.parse_error,
+                            "dropped": json.dumps(list(window.dropped)),
+                            "model": window.model,
+                            "prompt_version": window.prompt_version,
+                            "prompt_tokens": window.prompt_tokens,
+                            "created_at": time.time(),
+                        },
+                    )
+                    last_seq = None
+                    if rows:
+                        conn.execute(insert(EventRow), rows)
+                        conn.execute(
+                            insert(ChangeLog),
+                            [{"op": "add", "event_id": r["id"]} for r in rows],
+                        )
+                        # If every change-log entry the index has not applied is one of
+                        # ours, apply our vectors directly instead of reading them back.
+                        pending, last_seq = conn.execute(
+                            select(func.count(), func.max(ChangeLog.seq)).where(
+                                ChangeLog.seq > index.applied_seq
+                            )
+                        ).one()
+                        if pending != len(rows):
+                            last_seq = None
             except IntegrityError:
                 # A concurrent writer (another process) committed the same window first.
                 return False
-            self._catch_up_locked()
+            if last_seq is not None:
+                index.apply(add_ids=ids, add_vectors=vectors, seq=int(last_seq))
+            else:
+                catch_up_index(self._session, index)
         return True
 
     def window_rows(self, video_id: str) -> list[WindowRow]:
         """All committed windows of a video in time order."""
         with self._session() as s:
-            return list(s.scalars(select(WindowRow).where(WindowRow.video_id == video_id)
-                                  .order_by(WindowRow.start_seconds)))
+            return list(
+                s.scalars(
+                    select(WindowRow)
+                    .where(WindowRow.video_id == video_id)
+                    .order_by(WindowRow.start_seconds)
+                )
+            )
 
     def timeline(self, video_id: str, start: float, end: float | None) -> list[EventRecord]:
         """Events of a video overlapping [start, end] in time order."""
         with self._session() as s:
             if s.get(VideoRow, video_id) is None:
                 raise NotFound(f"video {video_id!r} not found")
-            q = select(EventRow).where(EventRow.video_id == video_id,
-                                       EventRow.end_seconds >= start)
+            q = select(EventRow).where(EventRow.video_id == video_id, EventRow.end_seconds >= start)
             if end is not None:
                 q = q.where(EventRow.start_seconds <= end)
             q = q.order_by(EventRow.start_seconds, EventRow.end_seconds, EventRow.id)
@@ -366,31 +619,176 @@ class Store:
         with self._session() as s:
             rows = s.scalars(select(EventRow).where(EventRow.id.in_(list(ids)))).all()
         out = {r.id: _event_record(r) for r in rows}
-        self.unknown_ids_dropped += len(set(ids)) - len(out)
+        with self._stats_lock:
+            self.unknown_ids_dropped += len(set(ids)) - len(out)
         return out
 
     def video_uris(self, video_ids: Iterable[str]) -> dict[str, str]:
         """uri of each known video id."""
         with self._session() as s:
-            rows = s.execute(select(VideoRow.id, VideoRow.uri)
-                             .where(VideoRow.id.in_(list(video_ids)))).all()
+            rows = s.execute(
+                select(VideoRow.id, VideoRow.uri).where(VideoRow.id.in_(list(video_ids)))
+            ).all()
             return {r[0]: r[1] for r in rows}
 
-    def close(self) -> None:
-        """Snapshot the index and release the engine."""
+    def close(self, snapshot: bool = True) -> None:
+        """Wait for a background rebuild, snapshot the index (if asked) and release
+        the engine."""
+        self.wait_for_rebuild()
         try:
-            self.snapshot()
+            if snapshot:
+                self.snapshot()
         finally:
             self.engine.dispose()
 
 
 def _video_record(row: VideoRow, event_count: int) -> VideoRecord:
-    return VideoRecord(id=row.id, uri=row.uri, content_hash=row.content_hash,
-                       duration=row.duration, fps=row.fps, width=row.width, height=row.height,
-                       frame_count=row.frame_count, event_count=event_count,
-                       created_at=row.created_at)
+    return VideoRecord(
+        id=row.id,
+        uri=row.uri,
+        content_hash=row.content_hash,
+        duration=row.duration,
+        fps=row.fps,
+        width=row.width,
+        height=row.height,
+        frame_count=row.frame_count,
+        event_count=event_count,
+        created_at=row.created_at,
+    )
 
 
 def _event_record(row: EventRow) -> EventRecord:
-    return EventRecord(id=row.id, video_id=row.video_id, start_seconds=row.start_seconds,
-                       end_seconds=row.end_seconds, text=row.text)
+    return EventRecord(
+        id=row.id,
+        video_id=row.video_id,
+        start_seconds=row.start_seconds,
+        end_seconds=row.end_seconds,
+        text=row.text,
+    )
+
+
+def _gpu_factory(use_gpu: bool | None, index_kind: str) -> Callable[[], GpuMirror] | None:
+    """How each new index gets its GPU mirror, or None for CPU-only search."""
+    if use_gpu is False or (use_gpu is None and (gpu_count() == 0 or index_kind != "flat")):
+        return None
+    if index_kind != "flat":
+        raise ConfigError("GPU search needs index_kind 'flat' (FAISS has no GPU HNSW)")
+    converter = make_gpu_converter()
+    return lambda: GpuMirror(converter)
+
+
+def _vectors(blob: bytes, n: int, dim: int) -> npt.NDArray[np.float32]:
+    """``n`` float32 vectors of ``dim`` from concatenated embedding blobs."""
+    if len(blob) != n * dim * 4:
+        raise ConfigError(
+            f"stored embeddings have {len(blob) // max(n, 1) // 4} dimensions, but the store "
+            f"was opened with dim={dim} (a different embedder?)"
+        )
+    return np.frombuffer(blob, dtype=np.float32).reshape(n, dim)
+
+
+def build_index_from_sql(engine: Engine, index: VectorIndex) -> VectorIndex:
+    """Fill the empty ``index`` with every event of SQL; set its ``applied_seq``.
+
+    Streams rows in batches (memory: the index plus two batches); the next batch
+    is read from SQL while FAISS adds the current one. Returns ``index``.
+    """
+    with engine.connect() as conn:
+        # Invariant: read the sequence number before the rows. Rows read later may
+        # include changes after it, and replaying those is idempotent; a row older
+        # than the number but missing from the scan would be lost for good.
+        max_seq = conn.scalar(select(func.max(ChangeLog.seq))) or 0
+    with engine.connect() as conn, ThreadPoolExecutor(1, "vidseek-sql-read") as reader:
+        result = conn.execution_options(yield_per=_BUILD_BATCH).execute(
+            select(EventRow.id, EventRow.embedding)
+        )
+        parts = result.partitions()
+
+        def read() -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]] | None:
+            part = next(parts, None)
+            if part is None:
+                return None
+            ids = np.fromiter((r[0] for r in part), dtype=np.int64, count=len(part))
+            return ids, _vectors(b"".join(r[1] for r in part), len(part), index.dim)
+
+        pending = reader.submit(read)
+        while (batch := pending.result()) is not None:
+            pending = reader.submit(read)  # the reader alone fetches from `result`
+            index.add(*batch)
+    index.apply(seq=int(max_seq))
+    return index
+
+
+def catch_up_index(session: sessionmaker[Session], index: VectorIndex) -> int:
+    """Apply change-log entries newer than ``index.applied_seq``; returns how many.
+
+    Entries are read in batches; within a batch only each id's last operation
+    matters, and an add whose row has since been deleted becomes a removal. The
+    caller serialises catch-ups of one index (the store's write lock).
+    """
+    applied = 0
+    while True:
+        with session() as s:
+            entries = s.execute(
+                select(ChangeLog.seq, ChangeLog.op, ChangeLog.event_id)
+                .where(ChangeLog.seq > index.applied_seq)
+                .order_by(ChangeLog.seq)
+                .limit(_CATCH_UP_BATCH)
+            ).all()
+            if not entries:
+                return applied
+            last_op: dict[int, str] = {}
+            for e in entries:
+                last_op[int(e.event_id)] = e.op
+            wanted = [i for i, op in last_op.items() if op == "add"]
+            rows = (
+                s.execute(
+                    select(EventRow.id, EventRow.embedding).where(EventRow.id.in_(wanted))
+                ).all()
+                if wanted
+                else []
+            )
+        found = {int(r[0]) for r in rows}
+        add_ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+        vectors = _vectors(b"".join(r[1] for r in rows), len(rows), index.dim)
+        index.apply(
+            add_ids=add_ids,
+            add_vectors=vectors,
+            remove_ids=[i for i in last_op if i not in found],
+            seq=int(entries[-1].seq),
+        )
+        applied += len(entries)
+
+
+def rebuild_snapshot(
+    database_url: str,
+    index_path: Path,
+    *,
+    dim: int | None = None,
+    index_kind: str = "flat",
+    hnsw: HnswParams | None = None,
+) -> int:
+    """Rebuild the vector index snapshot from SQL (``vidseek index rebuild``).
+
+    For a stopped server, or a change of index kind: the server loads the new
+    snapshot on its next start. (A running server rebuilds in place with
+    :meth:`Store.rebuild_index`.) ``dim`` defaults to the stored embeddings'
+    dimension. Refuses an outdated schema. Returns the number of vectors.
+    """
+    engine = make_engine(database_url)
+    try:
+        check_schema(engine)
+        if dim is None:
+            with engine.connect() as conn:
+                nbytes = conn.scalar(select(func.length(EventRow.embedding)).limit(1))
+            if nbytes is None:
+                raise ConfigError("the database has no events; pass the embedding dimension")
+            dim = int(nbytes) // 4
+        if index_kind not in INDEX_KINDS:
+            raise ConfigError(f"unknown index kind {index_kind!r}")
+        index = build_index_from_sql(engine, VectorIndex(dim, index_kind, hnsw))
+        catch_up_index(make_sessionmaker(engine), index)
+        index.save(index_path)
+        return index.ntotal
+    finally:
+        engine.dispose()

@@ -1,10 +1,30 @@
-"""The FAISS vector index: ids and L2-normalised vectors only, derived from SQL.
+"""The FAISS vector index: event ids and L2-normalised vectors only, derived from SQL.
 
-The index is an ``IndexIDMap2`` over an inner-product index, so scores are cosine
-similarities. It remembers ``applied_seq``: the last change-log sequence number
-it reflects. Snapshots are written atomically (temp file, fsync, rename) with
-that number, so a loaded snapshot plus the change log after it is always the
-full state.
+Scores are inner products of normalised vectors, i.e. cosine similarities.
+Two kinds:
+
+``flat`` (default)
+    ``IndexIDMap(IndexFlatIP)``: exact. Removal is physical (``remove_ids``,
+    one O(n) pass per batch).
+``hnsw``
+    ``IndexIDMap(IndexHNSWFlat)``: approximate, for large corpora. HNSW graphs
+    cannot remove nodes, so a removed id becomes a *tombstone*: its ``id_map``
+    slot is overwritten with ``-1`` (plain ``IndexIDMap``, not ``IndexIDMap2``,
+    whose reverse map would then disagree), and every search carries an
+    ``IDSelector`` that only admits ids >= 0. Tombstones still cost graph
+    traversal; once more than ``HnswParams.max_dead_fraction`` of the nodes are
+    dead, :attr:`VectorIndex.needs_compaction` turns true and the store rebuilds
+    the index from SQL in the background and swaps it in. A removed id that is
+    added again gets a fresh node, so a stale vector can never answer for it.
+
+Every index remembers ``applied_seq``: the last change-log sequence number it
+reflects. Snapshots are one file written atomically (temp file, fsync, rename,
+fsync of the directory) holding that number, a CRC of the FAISS blob and the
+blob, so a loaded snapshot plus the change log after its number is always the
+full state, and a torn or corrupted file is detected, never half-trusted.
+
+Concurrency: searches share a read lock and run in parallel (FAISS releases the
+GIL); adds and removals take the write lock.
 """
 
 from __future__ import annotations
@@ -13,129 +33,413 @@ import json
 import logging
 import os
 import struct
-import threading
+import zlib
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import faiss
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["SnapshotError", "VectorIndex"]
+from vidseek.storage.errors import ConfigError
+from vidseek.storage.gpu import GpuMirror
+from vidseek.storage.locks import ReadWriteLock
+
+__all__ = ["INDEX_KINDS", "HnswParams", "SnapshotError", "VectorIndex"]
 
 log = logging.getLogger(__name__)
 
 FloatArray = npt.NDArray[np.float32]
 IdArray = npt.NDArray[np.int64]
 
+INDEX_KINDS = ("flat", "hnsw")
 
-_MAGIC = b"VSKFAISS1"
+_MAGIC_V1 = b"VSKFAISS1"  # skeleton format: IndexIDMap2(IndexFlatIP), no CRC
+_MAGIC = b"VSKFAISS2"
+_INT64_MAX = (1 << 63) - 1
+# The bundled FAISS stubs lack the HNSW search parameters and the attributes of
+# downcast index classes; go through an untyped alias for those.
+_faiss: Any = faiss
 
 
 class SnapshotError(Exception):
-    """A snapshot on disk is missing, truncated or not a FAISS index."""
+    """A snapshot on disk is missing, truncated, corrupt or of another shape."""
+
+
+@dataclass(frozen=True)
+class HnswParams:
+    """Build and search parameters of the ``hnsw`` index kind.
+
+    ``m``: graph degree (memory ~ 8*m bytes per vector on top of the vector);
+    ``ef_construction``: build beam width (build time vs graph quality);
+    ``ef_search``: search beam width (latency vs recall; raised to ``k`` if lower);
+    ``max_dead_fraction``: share of tombstoned nodes that triggers a rebuild.
+    """
+
+    m: int = 32
+    ef_construction: int = 40
+    ef_search: int = 256
+    max_dead_fraction: float = 0.2
+
+    def validate(self) -> None:
+        """Raise :class:`ConfigError` for values FAISS would reject or misuse."""
+        if self.m < 4 or self.ef_construction < 1 or self.ef_search < 1:
+            raise ConfigError(f"HNSW parameters out of range: {self}")
+        if not 0.0 < self.max_dead_fraction <= 1.0:
+            raise ConfigError(f"max_dead_fraction must be in (0, 1], got {self.max_dead_fraction}")
+
+
+@contextmanager
+def _omp_threads(n: int) -> Iterator[None]:
+    """Run this thread's FAISS calls on ``n`` OpenMP threads (the setting is per thread).
+
+    One query, or a window's handful of vectors, is work for one core: waking a
+    team of OpenMP threads for it costs more than it saves, and on a loaded
+    machine waiting for the team took 20-30 ms where the search itself took 1.
+    Concurrent searches from several threads use the cores instead.
+    """
+    before = faiss.omp_get_max_threads()
+    if before == n:
+        yield
+        return
+    faiss.omp_set_num_threads(n)
+    try:
+        yield
+    finally:
+        faiss.omp_set_num_threads(before)
+
+
+_SMALL_BATCH = 1000
+
+
+def _new_faiss_index(dim: int, kind: str, hnsw: HnswParams) -> Any:
+    if kind == "flat":
+        return faiss.IndexIDMap(faiss.IndexFlatIP(dim))
+    if kind == "hnsw":
+        inner = faiss.IndexHNSWFlat(dim, hnsw.m, faiss.METRIC_INNER_PRODUCT)
+        inner.hnsw.efConstruction = hnsw.ef_construction
+        inner.hnsw.efSearch = hnsw.ef_search
+        return faiss.IndexIDMap(inner)
+    raise ConfigError(f"unknown index kind {kind!r}; expected one of {', '.join(INDEX_KINDS)}")
 
 
 class VectorIndex:
-    """A thread-safe FAISS index of event ids -> normalised vectors."""
+    """A thread-safe FAISS index of event ids -> normalised vectors (see module doc)."""
 
-    def __init__(self, dim: int) -> None:
+    def __init__(
+        self,
+        dim: int,
+        kind: str = "flat",
+        hnsw: HnswParams | None = None,
+        gpu: GpuMirror | None = None,
+    ) -> None:
         self.dim = dim
-        self._index = faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
+        self.kind = kind
+        self.hnsw = hnsw or HnswParams()
+        self.hnsw.validate()
+        self._index = _new_faiss_index(dim, kind, self.hnsw)
+        if gpu is not None and kind != "flat":
+            raise ConfigError("GPU search is only available for the flat index kind")
+        self._gpu = gpu
         self.applied_seq = 0
-        self._lock = threading.Lock()
+        # Live ids. Lets adds skip the O(n) removal pass when ids are new (the common
+        # case), and makes `ntotal` and membership O(1). ~64 bytes per id.
+        self._live: set[int] = set()
+        self._dead = 0
+        self._lock = ReadWriteLock()
+        self.version = 0
+        """Bumped by every change; snapshots and GPU copies compare it."""
+        self.saved_version = -1
+        """``version`` of the last snapshot this object wrote or was loaded from."""
+
+    # ---- state -----------------------------------------------------------------------
 
     @property
     def ntotal(self) -> int:
-        """Number of vectors in the index."""
-        return int(self._index.ntotal)
+        """Number of live (searchable) vectors."""
+        return len(self._live)
 
-    def add(self, ids: IdArray, vectors: FloatArray, seq: int | None = None) -> None:
+    @property
+    def dead(self) -> int:
+        """Tombstoned HNSW nodes still in the graph (always 0 for ``flat``)."""
+        return self._dead
+
+    @property
+    def needs_compaction(self) -> bool:
+        """True when tombstones exceed ``HnswParams.max_dead_fraction`` of the graph."""
+        physical = int(self._index.ntotal)
+        return self._dead > 0 and self._dead > self.hnsw.max_dead_fraction * physical
+
+    @property
+    def gpu(self) -> GpuMirror | None:
+        """The GPU copy used for unfiltered searches, if any."""
+        return self._gpu
+
+    def __contains__(self, event_id: object) -> bool:
+        return event_id in self._live
+
+    def ids(self) -> IdArray:
+        """All live ids, sorted."""
+        with self._lock.read():
+            arr = faiss.vector_to_array(self._index.id_map).astype(np.int64)
+        return np.sort(arr[arr >= 0])
+
+    # ---- changes ---------------------------------------------------------------------
+
+    def add(
+        self, ids: IdArray | Sequence[int], vectors: FloatArray, seq: int | None = None
+    ) -> None:
         """Add (or replace) vectors under ``ids``; ``seq`` advances ``applied_seq``."""
-        vectors = np.ascontiguousarray(vectors, dtype=np.float32).reshape(-1, self.dim)
-        ids = np.ascontiguousarray(ids, dtype=np.int64)
-        with self._lock:
-            if len(ids):
-                # IndexIDMap2 allows duplicate ids; remove first so replays are idempotent.
-                self._index.remove_ids(ids)
-                self._index.add_with_ids(vectors, ids)
-            if seq is not None:
-                self.applied_seq = max(self.applied_seq, seq)
+        self.apply(add_ids=ids, add_vectors=vectors, seq=seq)
 
-    def remove(self, ids: IdArray, seq: int | None = None) -> int:
+    def remove(self, ids: IdArray | Sequence[int], seq: int | None = None) -> int:
         """Remove ``ids``; returns how many were present."""
-        ids = np.ascontiguousarray(ids, dtype=np.int64)
-        with self._lock:
-            n = int(self._index.remove_ids(ids)) if len(ids) else 0
+        return self.apply(remove_ids=ids, seq=seq)
+
+    def apply(
+        self,
+        *,
+        add_ids: IdArray | Sequence[int] = (),
+        add_vectors: FloatArray | None = None,
+        remove_ids: IdArray | Iterable[int] = (),
+        seq: int | None = None,
+    ) -> int:
+        """Remove ``remove_ids``, then add or replace ``add_ids``, atomically for readers.
+
+        Replays are idempotent: an id that is already present is replaced, never
+        duplicated. Returns how many of ``remove_ids`` were present.
+        """
+        ids = np.ascontiguousarray(np.asarray(add_ids, dtype=np.int64).reshape(-1))
+        if len(ids):
+            if add_vectors is None:
+                raise ValueError("add_ids given without add_vectors")
+            vectors = np.ascontiguousarray(add_vectors, dtype=np.float32).reshape(-1, self.dim)
+            if len(vectors) != len(ids):
+                raise ValueError(f"{len(ids)} ids but {len(vectors)} vectors")
+            if len(np.unique(ids)) != len(ids):
+                raise ValueError("duplicate ids in one add")
+            if (ids < 0).any():
+                raise ValueError("ids must be >= 0")
+        else:
+            vectors = np.empty((0, self.dim), np.float32)
+        with self._lock.write():
+            gone = {int(i) for i in remove_ids} & self._live
+            replaced = {int(i) for i in ids} & self._live
+            if gone or replaced:
+                self._drop(gone | replaced)
+            if len(ids):
+                if len(ids) < _SMALL_BATCH:
+                    with _omp_threads(1):
+                        self._index.add_with_ids(vectors, ids)
+                else:
+                    self._index.add_with_ids(vectors, ids)
+                self._live.update(int(i) for i in ids)
+                if self._gpu is not None:
+                    self._gpu.add(ids, vectors)
             if seq is not None:
                 self.applied_seq = max(self.applied_seq, seq)
-            return n
+            if gone or replaced or len(ids) or seq is not None:
+                self.version += 1
+            return len(gone)
+
+    def _drop(self, present: set[int]) -> None:
+        """Remove ids known to be live. Caller holds the write lock."""
+        arr = np.fromiter(present, dtype=np.int64, count=len(present))
+        if self.kind == "flat":
+            self._index.remove_ids(faiss.IDSelectorBatch(arr))
+        else:
+            id_map = faiss.vector_to_array(self._index.id_map)
+            hit = np.isin(id_map, arr)
+            id_map[hit] = -1
+            faiss.copy_array_to_vector(id_map, self._index.id_map)
+            self._dead += int(hit.sum())
+        self._live -= present
+        if self._gpu is not None:
+            self._gpu.invalidate()
+
+    # ---- search ----------------------------------------------------------------------
 
     def search(
         self, query: FloatArray, k: int, allowed_ids: IdArray | None = None
     ) -> tuple[FloatArray, IdArray]:
-        """Top-``k`` (scores, ids) for one query vector; missing slots are dropped."""
+        """Top-``k`` (scores, ids) for one query vector, best first; missing slots dropped.
+
+        ``allowed_ids`` restricts results to those ids. On ``hnsw`` a very
+        selective filter can return fewer than ``k`` hits (the graph walk meets few
+        admitted nodes); use an exact scan of the allowed vectors for small sets.
+        """
         q = np.ascontiguousarray(query, dtype=np.float32).reshape(1, self.dim)
-        with self._lock:
-            if self._index.ntotal == 0 or k <= 0:
+        with self._lock.read():
+            n = self.ntotal
+            if n == 0 or k <= 0 or (allowed_ids is not None and len(allowed_ids) == 0):
                 return np.empty(0, np.float32), np.empty(0, np.int64)
-            k = min(k, int(self._index.ntotal))
-            params = None
-            if allowed_ids is not None:
-                sel = faiss.IDSelectorBatch(np.ascontiguousarray(allowed_ids, dtype=np.int64))
-                params = faiss.SearchParameters(sel=sel)
-            scores, ids = self._index.search(q, k, params=params)
+            k = min(k, n)
+            if allowed_ids is None and self._gpu is not None:
+                scores, ids = self._gpu.search(self._index, q, k)
+            else:
+                with _omp_threads(1):
+                    scores, ids = self._cpu_search(q, k, allowed_ids)
         keep = ids[0] >= 0
         return scores[0][keep].astype(np.float32), ids[0][keep].astype(np.int64)
 
-    def ids(self) -> IdArray:
-        """All ids in the index."""
-        with self._lock:
-            return faiss.vector_to_array(self._index.id_map).astype(np.int64)
+    def _cpu_search(
+        self, q: FloatArray, k: int, allowed_ids: IdArray | None
+    ) -> tuple[FloatArray, IdArray]:
+        sel: Any = None
+        if allowed_ids is not None:
+            # Tombstones carry id -1, which no allowed id equals.
+            sel = faiss.IDSelectorBatch(np.ascontiguousarray(allowed_ids, dtype=np.int64))
+        elif self._dead:
+            sel = faiss.IDSelectorRange(0, _INT64_MAX)
+        if self.kind == "hnsw":
+            params: Any = _faiss.SearchParametersHNSW(efSearch=max(self.hnsw.ef_search, k))
+            if sel is not None:
+                params.sel = sel
+        else:
+            params = _faiss.SearchParameters(sel=sel) if sel is not None else None
+        scores, ids = self._index.search(q, k, params=params)
+        del sel  # kept alive until here: params only borrows it
+        return scores, ids
+
+    # ---- snapshots -------------------------------------------------------------------
 
     def save(self, path: Path) -> None:
-        """Write an atomic snapshot of the index and its ``applied_seq``."""
+        """Write an atomic snapshot of the index and its ``applied_seq``.
+
+        Serialises under the read lock (searches continue; writers wait for the
+        in-memory copy only), then writes the file without holding it.
+        """
         path.parent.mkdir(parents=True, exist_ok=True)
-        with self._lock:
-            blob = bytes(faiss.serialize_index(self._index))
-            meta = {"applied_seq": self.applied_seq, "dim": self.dim, "ntotal": self.ntotal}
-        header = json.dumps({**meta, "nbytes": len(blob)}).encode()
-        # One file: magic, header length, JSON header, FAISS blob. A torn or
-        # truncated write can never pair one snapshot's vectors with another's seq.
-        _atomic_write(path, _MAGIC + struct.pack("<I", len(header)) + header + blob)
+        with self._lock.read():
+            blob: Any = faiss.serialize_index(self._index)
+            version = self.version
+            meta = {
+                "applied_seq": self.applied_seq,
+                "dim": self.dim,
+                "kind": self.kind,
+                "hnsw": asdict(self.hnsw),
+                "ntotal": int(self._index.ntotal),
+                "live": self.ntotal,
+            }
+        view = memoryview(blob)
+        header = json.dumps({**meta, "nbytes": len(view), "crc32": zlib.crc32(view)}).encode()
+        _atomic_write(path, [_MAGIC, struct.pack("<I", len(header)), header, view])
+        self.saved_version = version
 
     @classmethod
-    def load(cls, path: Path, dim: int) -> VectorIndex:
-        """Load a snapshot; raises :class:`SnapshotError` if it is unusable."""
+    def load(
+        cls,
+        path: Path,
+        dim: int,
+        kind: str = "flat",
+        hnsw: HnswParams | None = None,
+        gpu: GpuMirror | None = None,
+    ) -> VectorIndex:
+        """Load a snapshot; raises :class:`SnapshotError` if it is unusable, or of
+        another dimension, kind or HNSW degree (the caller then rebuilds from SQL).
+
+        The file is read twice, streaming: once to verify length and checksum, then
+        into FAISS. Garbage never reaches the deserialiser (a corrupt size field
+        could make it allocate without bound), and memory peaks at one index.
+        """
         try:
-            data = path.read_bytes()
+            f = open(path, "rb")  # noqa: SIM115 (closed below; `with` would hide the error)
         except FileNotFoundError as exc:
             raise SnapshotError(f"no snapshot at {path}") from exc
+        with f:
+            magic = f.read(len(_MAGIC))
+            if magic == _MAGIC_V1:
+                return cls._load_v1(path, magic + f.read(), dim, kind, gpu)
+            try:
+                if magic != _MAGIC:
+                    raise ValueError("bad magic")
+                (hlen,) = struct.unpack("<I", f.read(4))
+                meta = json.loads(f.read(hlen))
+                start = f.tell()
+                size = os.fstat(f.fileno()).st_size - start
+                if size != int(meta["nbytes"]):
+                    raise ValueError(f"truncated: {size} of {meta['nbytes']} bytes")
+                crc = 0
+                while chunk := f.read(1 << 24):
+                    crc = zlib.crc32(chunk, crc)
+                if crc != int(meta["crc32"]):
+                    raise ValueError("checksum mismatch")
+                if int(meta["dim"]) != dim:
+                    raise SnapshotError(f"snapshot {path} has dimension {meta['dim']}, not {dim}")
+                if meta["kind"] != kind:
+                    raise SnapshotError(
+                        f"snapshot {path} is a {meta['kind']!r} index, wanted {kind!r}"
+                    )
+                if kind == "hnsw" and hnsw is not None and int(meta["hnsw"]["m"]) != hnsw.m:
+                    raise SnapshotError(
+                        f"snapshot {path} has HNSW M={meta['hnsw']['m']}, wanted {hnsw.m}"
+                    )
+                f.seek(start)
+                index: Any = faiss.read_index(_faiss.PyCallbackIOReader(f.read))
+            except SnapshotError:
+                raise
+            except Exception as exc:  # FAISS raises RuntimeError; struct/json raise others
+                raise SnapshotError(f"unreadable snapshot {path}: {exc}") from exc
+        params = HnswParams(**meta["hnsw"]) if hnsw is None else hnsw
+        out = cls(dim, kind, params, gpu)
+        id_map = faiss.vector_to_array(index.id_map).astype(np.int64)
+        if (
+            index.d != dim
+            or int(index.ntotal) != int(meta["ntotal"])
+            or len(id_map) != index.ntotal
+        ):
+            raise SnapshotError(f"snapshot {path} and its metadata disagree")
+        live = id_map[id_map >= 0]
+        if kind == "flat" and len(live) != len(id_map):
+            raise SnapshotError(f"snapshot {path}: flat index with tombstones")
+        out._live = set(live.tolist())
+        if len(out._live) != len(live) or len(live) != int(meta["live"]):
+            raise SnapshotError(f"snapshot {path} holds duplicate or miscounted ids")
+        if kind == "hnsw":
+            graph = _faiss.downcast_index(index.index).hnsw
+            graph.efSearch = out.hnsw.ef_search
+            graph.efConstruction = out.hnsw.ef_construction
+        out._index = index
+        out._dead = len(id_map) - len(live)
+        out.applied_seq = int(meta["applied_seq"])
+        out.saved_version = out.version
+        return out
+
+    @classmethod
+    def _load_v1(
+        cls, path: Path, data: bytes, dim: int, kind: str, gpu: GpuMirror | None
+    ) -> VectorIndex:
+        """Read a skeleton-format snapshot (IndexIDMap2 over a flat index)."""
+        if kind != "flat":
+            raise SnapshotError(f"snapshot {path} is a 'flat' index, wanted {kind!r}")
         try:
-            if data[: len(_MAGIC)] != _MAGIC:
-                raise ValueError("bad magic")
-            (hlen,) = struct.unpack_from("<I", data, len(_MAGIC))
-            start = len(_MAGIC) + 4
+            (hlen,) = struct.unpack_from("<I", data, len(_MAGIC_V1))
+            start = len(_MAGIC_V1) + 4
             meta = json.loads(data[start : start + hlen])
-            blob = data[start + hlen :]
+            blob = memoryview(data)[start + hlen :]
             if len(blob) != int(meta["nbytes"]):
                 raise ValueError(f"truncated: {len(blob)} of {meta['nbytes']} bytes")
-            index = faiss.deserialize_index(np.frombuffer(blob, dtype=np.uint8))
-        except Exception as exc:  # FAISS raises RuntimeError; struct/json raise others
+            old: Any = faiss.deserialize_index(np.frombuffer(blob, dtype=np.uint8))
+            ids = faiss.vector_to_array(old.id_map).astype(np.int64)
+            vectors = _faiss.downcast_index(old.index).reconstruct_n(0, int(old.ntotal))
+        except Exception as exc:
             raise SnapshotError(f"unreadable snapshot {path}: {exc}") from exc
-        if index.d != dim or int(meta.get("dim", -1)) != dim:
-            raise SnapshotError(f"snapshot {path} has dimension {index.d}, expected {dim}")
-        if int(meta.get("ntotal", -1)) != int(index.ntotal):
-            raise SnapshotError(f"snapshot {path} and its metadata disagree on size")
-        out = cls(dim)
-        out._index = faiss.IndexIDMap2(index) if not isinstance(index, faiss.IndexIDMap2) else index
-        out.applied_seq = int(meta["applied_seq"])
+        if old.d != dim:
+            raise SnapshotError(f"snapshot {path} has dimension {old.d}, expected {dim}")
+        out = cls(dim, "flat", None, gpu)
+        out.add(ids, vectors, seq=int(meta["applied_seq"]))
         return out
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
+def _atomic_write(path: Path, chunks: Sequence[bytes | memoryview]) -> None:
+    """Write ``chunks`` to ``path`` so that readers see the old file or the new one."""
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "wb") as f:
-        f.write(data)
+        for chunk in chunks:
+            f.write(chunk)
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
