@@ -22,6 +22,9 @@ class VideoInfo:
     height: int
     codec: str = ""
     rotation: int = 0
+    vfr: bool = False
+    """Variable frame rate: frame ``i`` is then the frame on screen at ``i / fps``
+    (see :mod:`vidseek.indexer.video`), not the ``i``-th frame of the stream."""
 
 
 @dataclass(frozen=True)

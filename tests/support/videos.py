@@ -16,6 +16,8 @@ The module also holds test decoders for the worker process (:class:`FaultyBacken
 
 from __future__ import annotations
 
+import ctypes.util
+import importlib.util
 import os
 import signal
 import time
@@ -28,7 +30,7 @@ import numpy as np
 import numpy.typing as npt
 
 from vidseek.indexer.types import VideoInfo
-from vidseek.indexer.video import DecordBackend, Frames, PyAVBackend
+from vidseek.indexer.video import DecordBackend, Frames, PyAVBackend, _StreamFacts
 
 __all__ = [
     "BLUE",
@@ -40,14 +42,18 @@ __all__ = [
     "WHITE",
     "DecordWithoutPyAV",
     "FaultyBackend",
+    "PyAVDecodingEveryFrame",
     "available_codec",
+    "corrupt_frames",
     "read_counter",
     "region_color",
+    "torchcodec_missing",
     "truncate",
     "write_audio_only",
     "write_frameless_video",
     "write_garbage",
     "write_text_as_mp4",
+    "write_unknown_codec",
     "write_video",
 ]
 
@@ -60,6 +66,18 @@ WHITE: RGB = (255, 255, 255)
 _PALETTE: tuple[RGB, ...] = (RED, GREEN, BLUE, (255, 255, 0), (255, 0, 255), (0, 255, 255))
 
 COUNTER_BITS = 10
+
+
+def torchcodec_missing() -> str | None:
+    """Why the torchcodec backend cannot run here, or None when it can.
+
+    Checked without importing torchcodec (which imports torch, seconds of start-up).
+    """
+    if importlib.util.find_spec("torchcodec") is None:
+        return "torchcodec is not installed"
+    if ctypes.util.find_library("avcodec") is None:
+        return "torchcodec needs the FFmpeg shared libraries (apt-get install ffmpeg)"
+    return None
 
 
 def available_codec(preferred: str = "libx264") -> str:
@@ -83,7 +101,7 @@ def _frame(index: int, width: int, height: int, color: RGB, counter: bool) -> np
 def write_video(
     path: str | os.PathLike[str],
     *,
-    seconds: float,
+    seconds: float | None = None,
     fps: float = 30,
     width: int = 160,
     height: int = 96,
@@ -93,39 +111,58 @@ def write_video(
     gop: int = 30,
     rotation: int = 0,
     faststart: bool = False,
+    timestamps: Sequence[float] | None = None,
+    sample_aspect_ratio: Fraction | None = None,
 ) -> str:
     """Write a video of ``round(seconds * fps)`` frames and return its path.
 
     ``colors[k]`` is the colour of second ``k`` (the last one repeats); by default
     the colour changes every second through red, green, blue, yellow, magenta,
-    cyan. ``gop`` is the keyframe interval. ``rotation`` sets the display matrix
-    (counter-clockwise degrees). ``faststart`` puts the MP4 index first, so that a
-    truncated copy still opens and fails only when decoding reaches the cut.
+    cyan. ``gop`` is the keyframe interval (exact: x264's scene-cut keyframes
+    are off). ``rotation`` sets the display matrix (counter-clockwise degrees).
+    ``faststart`` puts the MP4 index first, so that a truncated copy still opens
+    and fails only when decoding reaches the cut. ``timestamps`` (seconds, one
+    per frame, increasing) replaces ``seconds``: frame ``i`` (counter ``i``) is
+    shown from ``timestamps[i]``, which makes variable-frame-rate video.
+    ``sample_aspect_ratio`` makes the pixels non-square (anamorphic video).
     """
     schedule = tuple(colors) if colors else _PALETTE
     rate = Fraction(fps).limit_denominator(1001)
-    n_frames = round(seconds * fps)
-    if n_frames <= 0:
+    if timestamps is not None:
+        times = [Fraction(t).limit_denominator(1000) for t in timestamps]
+        time_base = Fraction(1, 1000)
+    else:
+        if seconds is None:
+            raise ValueError("give seconds or timestamps")
+        times = [Fraction(i) / rate for i in range(round(seconds * fps))]
+        time_base = 1 / rate
+    if not times:
         raise ValueError("a video needs at least one frame; see write_frameless_video")
     options = {"movflags": "faststart"} if faststart else {}
+    codec_options = {"x264-params": "scenecut=0"} if codec == "libx264" else {}
+    if codec == "libx264" and width * height > 1920 * 1080:
+        codec_options["preset"] = "ultrafast"  # 8K at the default preset takes seconds a frame
     with av.open(str(path), "w", options=options) as out:
-        stream = out.add_stream(codec, rate=rate)
+        stream = out.add_stream(codec, rate=rate, options=codec_options)
         assert isinstance(stream, av.VideoStream)
         stream.width = width
         stream.height = height
         stream.pix_fmt = "yuv420p"
         stream.codec_context.gop_size = gop
+        stream.codec_context.time_base = time_base
         if codec == "mpeg4":
             stream.codec_context.bit_rate = 2_000_000
+        if sample_aspect_ratio is not None:
+            stream.codec_context.sample_aspect_ratio = sample_aspect_ratio
         if rotation:
             stream.set_display_rotation(rotation)
-        for i in range(n_frames):
-            color = schedule[min(int(i / fps), len(schedule) - 1)]
+        for i, t in enumerate(times):
+            color = schedule[min(int(t), len(schedule) - 1)]
             frame = av.VideoFrame.from_ndarray(
                 _frame(i, width, height, color, counter), format="rgb24"
             )
-            frame.pts = i
-            frame.time_base = 1 / rate
+            frame.pts = round(t / time_base)
+            frame.time_base = time_base
             out.mux(stream.encode(frame))
         out.mux(stream.encode(None))
     return str(path)
@@ -183,6 +220,46 @@ def truncate(path: str | os.PathLike[str], keep_fraction: float) -> str:
     return str(path)
 
 
+def write_unknown_codec(path: str | os.PathLike[str]) -> str:
+    """Write an MP4 whose video track names a codec nobody has (fourcc ``vsk0``).
+
+    It is a real H.264 (or MPEG-4) file with the sample entry's fourcc in the
+    ``stsd`` box overwritten, so demuxers find a video track that no decoder reads.
+    """
+    codec = available_codec("libx264")
+    write_video(path, seconds=1, codec=codec)
+    data = bytearray(Path(path).read_bytes())
+    entry = data.index(b"stsd")
+    fourcc = data.index(b"avc1" if codec == "libx264" else b"mp4v", entry)
+    data[fourcc : fourcc + 4] = b"vsk0"
+    Path(path).write_bytes(bytes(data))
+    return str(path)
+
+
+def corrupt_frames(path: str | os.PathLike[str], first: int, end: int, *, seed: int = 0) -> str:
+    """Overwrite the packets of frames ``first <= i < end`` (presentation order) with noise.
+
+    The container and its index stay intact, so the damage shows only when
+    those frames are decoded. Returns the path.
+    """
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        packets = [
+            (int(p.pts), int(p.pos), int(p.size))
+            for p in container.demux(stream)
+            if p.size and p.pts is not None and p.pos is not None
+        ]
+    order = sorted(pts for pts, _, _ in packets)
+    lo, hi = order[first], order[end] if end < len(order) else order[-1] + 1
+    data = bytearray(Path(path).read_bytes())
+    rng = np.random.default_rng(seed)
+    for pts, pos, size in packets:
+        if lo <= pts < hi:
+            data[pos : pos + size] = rng.bytes(size)
+    Path(path).write_bytes(bytes(data))
+    return str(path)
+
+
 def read_counter(frame: npt.NDArray[np.uint8]) -> int:
     """The frame index that :func:`write_video` drew into ``frame`` (any size, same aspect)."""
     height, width = frame.shape[:2]
@@ -229,12 +306,20 @@ class FaultyBackend(PyAVBackend):
             time.sleep(3600)
         return super().probe(path)
 
-    def read(self, path: str, indices: Sequence[int], size: tuple[int, int], out: Frames) -> None:
+    def read(
+        self,
+        path: str,
+        indices: Sequence[int],
+        size: tuple[int, int],
+        out: Frames,
+        *,
+        skip_errors: bool = False,
+    ) -> dict[int, str]:
         if CRASH_INDEX in indices:
             os.kill(os.getpid(), signal.SIGSEGV)
         if HANG_INDEX in indices:
             time.sleep(3600)
-        super().read(path, indices, size, out)
+        return super().read(path, indices, size, out, skip_errors=skip_errors)
 
 
 class DecordWithoutPyAV(DecordBackend):
@@ -242,5 +327,12 @@ class DecordWithoutPyAV(DecordBackend):
 
     name = "decord-without-pyav"
 
-    def _stream_facts(self, path: str) -> tuple[str, int] | None:
+    def _stream_facts(self, path: str) -> _StreamFacts | None:
         return None
+
+
+class PyAVDecodingEveryFrame(PyAVBackend):
+    """PyAV without dropping unwanted non-reference frames: the reference for that shortcut."""
+
+    name = "pyav-every-frame"
+    skip_nonref = False

@@ -26,9 +26,11 @@ from tests.support.videos import (
     RED,
     DecordWithoutPyAV,
     FaultyBackend,
+    PyAVDecodingEveryFrame,
     available_codec,
     read_counter,
     region_color,
+    torchcodec_missing,
     truncate,
     write_audio_only,
     write_frameless_video,
@@ -38,15 +40,25 @@ from tests.support.videos import (
 )
 from vidseek.indexer.types import VideoInfo
 from vidseek.indexer.video import (
+    DecodedFrames,
     DecodeWorker,
     FrameReader,
+    _frame_timeline,
     probe,
     resized_shape,
     sample_indices,
 )
 from vidseek.storage.errors import ConfigError, DecodeTimeout, NotFound, VideoError
 
-BACKENDS = ["decord", "pyav"]
+_NO_TORCHCODEC = torchcodec_missing()
+BACKENDS = [
+    "decord",
+    "pyav",
+    pytest.param(
+        "torchcodec", marks=pytest.mark.skipif(bool(_NO_TORCHCODEC), reason=str(_NO_TORCHCODEC))
+    ),
+]
+AVAILABLE = ["decord", "pyav"] + ([] if _NO_TORCHCODEC else ["torchcodec"])
 H264 = available_codec("libx264")
 
 
@@ -80,7 +92,7 @@ def long_video(videos: Path) -> str:
 @pytest.fixture(scope="module")
 def workers() -> Iterator[dict[str, DecodeWorker]]:
     """One shared worker per backend."""
-    shared = {name: DecodeWorker(name) for name in BACKENDS}
+    shared = {name: DecodeWorker(name) for name in AVAILABLE}
     yield shared
     for each in shared.values():
         each.close()
@@ -266,6 +278,50 @@ def test_sample_indices_timestamps_stay_in_window_for_ntsc() -> None:
         assert len(set(indices)) == math.ceil((end - start) * fps)
 
 
+# --------------------------------------------------------------------------- frame timelines
+
+
+def test_timeline_constant_rate_keeps_the_header_rate() -> None:
+    ntsc = 30000 / 1001
+    timeline = _frame_timeline(np.arange(300) / ntsc, ntsc)
+    assert (timeline.fps, timeline.frame_count, timeline.vfr) == (ntsc, 300, False)
+    assert timeline.frames([0, 17, 299]).tolist() == [0, 17, 299]
+    # Millisecond timestamps (Matroska) jitter by a tick: still constant.
+    assert not _frame_timeline(np.round(np.arange(100) / ntsc, 3), ntsc).vfr
+
+
+def test_timeline_prefers_timestamps_over_a_wrong_header_and_sorts_them() -> None:
+    stamps = np.arange(50) / 25.0
+    timeline = _frame_timeline(stamps[::-1], 30.0)  # decode order does not matter
+    assert (timeline.fps, timeline.frame_count, timeline.vfr) == (25.0, 50, False)
+
+
+def test_timeline_variable_rate_maps_slots_to_the_frame_on_screen() -> None:
+    times = [0.0, 0.1, 0.15, 0.5, 1.5, 1.55, 1.6, 3.0, 3.2, 3.25]
+    timeline = _frame_timeline(np.asarray(times) + 7.0, 0.0)  # any start time
+    assert timeline.vfr and timeline.fps == pytest.approx(10.0)
+    assert timeline.frame_count == 34  # slots 0..33: slot 33 (3.3 s) shows the last frame
+    # Slot i is shown at i / 10 s: the last frame that started by then.
+    assert timeline.frames([0, 1, 2, 4, 5, 14, 15, 16, 30, 32, 33]).tolist() == [
+        0, 1, 2, 2, 3, 3, 4, 6, 7, 8, 9
+    ]  # fmt: skip
+
+
+def test_timeline_dropped_frame_is_variable_and_repeats_the_frame_before() -> None:
+    stamps = np.delete(np.arange(60) / 30.0, 20)  # frame 20 dropped
+    timeline = _frame_timeline(stamps, 30.0)
+    assert timeline.vfr and timeline.fps == 30.0 and timeline.frame_count == 60
+    assert timeline.frames([19, 20, 21, 59]).tolist() == [19, 19, 20, 58]
+
+
+def test_timeline_single_frame_and_nothing() -> None:
+    assert _frame_timeline([0.0], 25.0).frame_count == 1
+    with pytest.raises(VideoError, match="no usable frame rate"):
+        _frame_timeline([0.0], 0.0)
+    with pytest.raises(VideoError, match="no frames"):
+        _frame_timeline([], 25.0)
+
+
 # --------------------------------------------------------------------------- decoding
 
 
@@ -331,7 +387,22 @@ def test_backends_decode_the_same_frames(workers: dict[str, DecodeWorker], rgb_v
         name: worker.read(rgb_video, indices, 64, 128, timeout=30).astype(np.int16)
         for name, worker in workers.items()
     }
-    assert np.abs(decoded["decord"] - decoded["pyav"]).mean() < 4.0
+    for name in AVAILABLE:
+        assert np.abs(decoded[name] - decoded["pyav"]).mean() < 4.0, name
+
+
+def test_pyav_dropping_non_reference_frames_changes_no_frame(
+    workers: dict[str, DecodeWorker], long_video: str, rgb_video: str
+) -> None:
+    # H.264 with B-frames (rgb_video) and MPEG-4 (long_video), windows back to back.
+    with DecodeWorker(PyAVDecodingEveryFrame) as every:
+        for path, frames in ((rgb_video, 180), (long_video, 600)):
+            for start in range(0, frames, frames // 3):
+                wanted = list(range(start, min(start + frames // 3, frames), 7))
+                fast = workers["pyav"].read(path, wanted, 48, 80, timeout=30)
+                slow = every.read(path, wanted, 48, 80, timeout=30)
+                assert np.array_equal(fast, slow), (path, start)
+                assert [read_counter(f) for f in fast] == wanted
 
 
 @pytest.mark.parametrize("rotation", [90, 180, 270])
@@ -361,6 +432,28 @@ def test_decord_without_pyav_still_decodes_rotated_video_upright(videos: Path) -
         frames = reader.read([3, 17], 80, 48)
         assert frames.shape == (2, 80, 48, 3)
         assert [read_counter(np.rot90(f, -1)) for f in frames] == [3, 17]
+
+
+def test_skip_mode_returns_frames_in_request_order(worker: DecodeWorker, rgb_video: str) -> None:
+    got = worker.read(rgb_video, [151, 31, 31, 91], 48, 80, timeout=30, on_error="skip")
+    assert isinstance(got, DecodedFrames) and got.complete and got.error == ""
+    assert got.indices == (151, 31, 31, 91) and got.missing == ()
+    assert [read_counter(f) for f in got.frames] == [151, 31, 31, 91]
+    paired = worker.read(rgb_video, [3, 4, 5], 48, 80, timeout=30, on_error="skip").paired()
+    assert paired.indices == (3, 4, 5, 5) and len(paired.frames) == 4
+    empty = worker.read(rgb_video, [], 48, 80, timeout=30, on_error="skip")
+    assert empty.frames.shape == (0, 48, 80, 3) and empty.indices == ()
+
+
+def test_skip_mode_still_raises_for_the_whole_file(worker: DecodeWorker, tmp_path: Path) -> None:
+    bad = write_text_as_mp4(tmp_path / "notes.mp4")
+    with pytest.raises(VideoError, match=r"notes\.mp4"):
+        worker.read(bad, [0, 1], 32, 32, timeout=30, on_error="skip")
+
+
+def test_on_error_must_be_raise_or_skip(rgb_video: str) -> None:
+    with FrameReader(rgb_video, backend="pyav") as reader, pytest.raises(ValueError, match="skip"):
+        reader.read([0], 32, 32, on_error="ignore")  # type: ignore[call-overload]
 
 
 # --------------------------------------------------------------------------- the worker process
@@ -428,3 +521,25 @@ def test_bad_indices_are_rejected_before_decoding(rgb_video: str) -> None:
         with pytest.raises(ValueError, match="one-dimensional"):
             reader.read(np.zeros((2, 2), dtype=np.int64), 32, 32)
         assert reader.worker.pid is None  # nothing was started
+
+
+def test_skip_mode_isolates_a_crashing_frame_and_still_times_out_on_a_hang(rgb_video: str) -> None:
+    with DecodeWorker(FaultyBackend) as faulty:
+        wanted = [0, 3, CRASH_INDEX, 9, 20, 40]
+        got = faulty.read(rgb_video, wanted, 48, 80, timeout=30, on_error="skip")
+        assert got.missing == (CRASH_INDEX,)
+        assert "SIGSEGV" in got.error and "rgb.mp4" in got.error
+        assert got.indices == (0, 3, 9, 20, 40)
+        assert [read_counter(f) for f in got.frames] == [0, 3, 9, 20, 40]
+        with pytest.raises(DecodeTimeout):
+            faulty.read(rgb_video, [HANG_INDEX], 48, 80, timeout=1.0, on_error="skip")
+
+
+@pytest.mark.skipif(bool(_NO_TORCHCODEC), reason=str(_NO_TORCHCODEC))
+def test_torchcodec_cuda_needs_cuda(rgb_video: str) -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("CUDA is available: see tests/gpu")
+    with pytest.raises(ConfigError, match=r"torchcodec-cuda.*CUDA"):
+        probe(rgb_video, timeout=30, backend="torchcodec-cuda")
