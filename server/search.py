@@ -1,29 +1,97 @@
-"""Search: query -> embed -> FAISS top-k' -> hydrate from SQL -> merge into moments."""
+"""Search: a text query -> moments of videos, best first.
+
+The pipeline, one step per method of :class:`SearchService`::
+
+    validate -> embed -> dense leg (vector index, cosine)  \\
+                      -> keyword leg (FTS5 bm25 / tsvector) -> candidate videos
+    -> every event of those videos gets its cosine -> video scores
+    -> moments (merge each video's strong, adjacent events) -> flat or per video
+    -> [refinement of the page's moments would go here] -> min_score -> page
+
+Scores. Every score is in [-1, 1], higher is better, and results are sorted by
+the score shown:
+
+* an event's *relevance* is ``(cosine + kw * keyword) / (1 + kw)``, where
+  ``cosine`` is the query-description cosine and ``keyword`` is the event's
+  keyword-match score divided by the query's best keyword-match score (so in
+  [0, 1]; 0 when the keyword leg did not return it);
+* a *video's* score is ``(best relevance + mw * mean cosine) / (1 + mw)``, the mean
+  over its best ``mean_of_best`` events;
+* a *moment's* score is its video's score minus ``alt * (video's best relevance
+  - moment's best relevance)``: a video's best moment carries the video's score,
+  its other moments rank lower by how much weaker their events are.
+
+The cosine parts are absolute, so scores are comparable across queries as
+similarities (a ``min_score`` of, say, 0.4 keeps the same kind of match for any
+query); the keyword part is relative to the query's best keyword match, so two
+queries' scores differ by at most ``kw / (1 + kw)`` of keyword evidence. The
+weights are :class:`RankingParams`, chosen on the tuning half of
+``benchmarks/search_quality.py``.
+
+Paging recomputes the ranking and slices it: a page token names an offset and
+the request it belongs to. Pages are consistent while the index does not change.
+"""
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import heapq
+import json
+import math
 from collections import defaultdict
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+import numpy.typing as npt
 
 from vidseek.indexer.embedder import Embedder
 from vidseek.storage.errors import InvalidArgument, NotFound
 from vidseek.storage.store import EventRecord, Store
 
-__all__ = ["MomentResult", "SearchQuery", "SearchService", "merge_moments"]
+__all__ = [
+    "MomentResult",
+    "RankingParams",
+    "ScoredEvent",
+    "SearchPage",
+    "SearchQuery",
+    "SearchService",
+    "VideoHits",
+    "merge_moments",
+    "rank_videos",
+]
 
 
 @dataclass(frozen=True)
 class SearchQuery:
+    """One search request.
+
+    ``top_k`` counts moments (flat) or videos (``group_by_video``); 0 means the
+    default. ``start_seconds``/``end_seconds`` keep events overlapping that
+    range of each video (``None``: unbounded). ``moments_per_video`` bounds each
+    group (0: the default). ``page_token`` comes from a previous page of the
+    same request.
+    """
+
     text: str
     top_k: int = 0
     video_ids: tuple[str, ...] = ()
     min_score: float = 0.0
+    start_seconds: float | None = None
+    end_seconds: float | None = None
+    group_by_video: bool = False
+    moments_per_video: int = 0
+    page_token: str = ""
 
 
 @dataclass(frozen=True)
 class MomentResult:
-    """A span of one video: its events merged; score is the best event's cosine."""
+    """A span of one video: the merged events, from the first start to the last end.
+
+    ``description`` is the text of the moment's most relevant event; ``score``
+    is documented in this module's docstring.
+    """
 
     video_id: str
     start_seconds: float
@@ -34,56 +102,214 @@ class MomentResult:
     video_uri: str = ""
 
 
-def merge_moments(
-    hits: Sequence[tuple[EventRecord, float]], gap_seconds: float, margin: float = 0.05
-) -> list[MomentResult]:
-    """Merge strong hits of one video that overlap or lie within ``gap_seconds``.
+@dataclass(frozen=True)
+class VideoHits:
+    """One video's moments, best first, and the video's score."""
 
-    Only hits scoring within ``margin`` of their video's best hit are merged
-    (weaker neighbours would drag the span away from what was asked); the rest
-    stay single-event moments. A moment spans from its first event's start to
-    its last event's end; its description and score are its best event's.
-    Sorted by score, best first.
+    video_id: str
+    score: float
+    moments: tuple[MomentResult, ...]
+    video_uri: str = ""
+
+
+@dataclass(frozen=True)
+class SearchPage:
+    """One page of results.
+
+    ``moments`` is the flat list (with ``group_by_video``, the groups' moments in
+    group order); ``videos`` holds the groups (empty unless ``group_by_video``).
+    ``next_page_token`` is empty on the last page.
     """
-    by_video: dict[str, list[tuple[EventRecord, float]]] = defaultdict(list)
-    for ev, score in hits:
-        by_video[ev.video_id].append((ev, score))
-    moments: list[MomentResult] = []
-    for video_id, all_items in by_video.items():
-        floor = max(s for _, s in all_items) - margin
-        items = [it for it in all_items if it[1] >= floor]
-        moments.extend(_moment(video_id, [it]) for it in all_items if it[1] < floor)
-        items.sort(key=lambda it: (it[0].start_seconds, it[0].end_seconds))
-        group: list[tuple[EventRecord, float]] = []
-        end = float("-inf")
-        for ev, score in items:
-            if group and ev.start_seconds > end + gap_seconds:
-                moments.append(_moment(video_id, group))
+
+    moments: tuple[MomentResult, ...]
+    videos: tuple[VideoHits, ...] = ()
+    next_page_token: str = ""
+
+
+@dataclass(frozen=True)
+class ScoredEvent:
+    """An event with its query cosine and relative keyword score (in [0, 1])."""
+
+    event: EventRecord
+    cosine: float
+    keyword: float = 0.0
+
+
+@dataclass(frozen=True)
+class RankingParams:
+    """The weights and bounds of the ranking (see the module docstring)."""
+
+    keyword_weight: float = 0.1
+    """``kw``: weight of the relative keyword score in an event's relevance."""
+    mean_weight: float = 0.5
+    """``mw``: weight of the mean cosine of a video's events in its score."""
+    alt_penalty: float = 0.5
+    """``alt``: how much a weaker moment of a video ranks below its best one."""
+    merge_margin: float = 0.2
+    """Events within this relevance of their video's best are merged into moments."""
+    merge_gap_seconds: float = 1.0
+    """Strong events closer than this (or overlapping) merge into one moment."""
+    max_overlap: float = 0.6
+    """A moment overlapping a better one of its video by more than this IoU is dropped."""
+    dense_candidates: int = 200
+    """Events the dense leg returns (at least; more for deep pages)."""
+    keyword_candidates: int = 100
+    """Events the keyword leg returns (at least; more for deep pages)."""
+    candidate_videos: int = 50
+    """Videos scored and merged (at least; more for deep pages)."""
+    events_per_video: int = 20
+    """Events fetched per candidate video (its best ones) to score and merge it."""
+    mean_of_best: int = 5
+    """The mean cosine of a video's score is over its best this many events."""
+
+
+def _relevance(e: ScoredEvent, p: RankingParams) -> float:
+    return (e.cosine + p.keyword_weight * e.keyword) / (1.0 + p.keyword_weight)
+
+
+def merge_moments(
+    events: Sequence[ScoredEvent], params: RankingParams = RankingParams()
+) -> list[MomentResult]:
+    """Moments of the events' videos, scored by their best event's relevance.
+
+    Per video, the events whose relevance is within ``merge_margin`` of the
+    video's best are *strong*: strong events that overlap or lie within
+    ``merge_gap_seconds`` of each other merge into one moment (first start to
+    last end; the description is the most relevant event's). Every other event
+    is a moment of its own. Sorted best first (ties: video, then time).
+    """
+    by_video: dict[str, list[ScoredEvent]] = defaultdict(list)
+    for e in events:
+        by_video[e.event.video_id].append(e)
+    out: list[MomentResult] = []
+    for items in by_video.values():
+        rel = {id(e): _relevance(e, params) for e in items}
+        floor = max(rel.values()) - params.merge_margin
+        strong = sorted(
+            (e for e in items if rel[id(e)] >= floor),
+            key=lambda e: (e.event.start_seconds, e.event.end_seconds, e.event.id),
+        )
+        out.extend(_moment([e], rel) for e in items if rel[id(e)] < floor)
+        group: list[ScoredEvent] = []
+        end = -math.inf
+        for e in strong:
+            if group and e.event.start_seconds > end + params.merge_gap_seconds:
+                out.append(_moment(group, rel))
                 group = []
-            if not group:
-                end = ev.end_seconds
-            group.append((ev, score))
-            end = max(end, ev.end_seconds)
+            group.append(e)
+            end = max(end, e.event.end_seconds)
         if group:
-            moments.append(_moment(video_id, group))
-    moments.sort(key=lambda m: (-m.score, m.video_id, m.start_seconds))
-    return moments
+            out.append(_moment(group, rel))
+    out.sort(key=lambda m: (-m.score, m.video_id, m.start_seconds, m.end_seconds))
+    return out
 
 
-def _moment(video_id: str, group: list[tuple[EventRecord, float]]) -> MomentResult:
-    best_ev, best = max(group, key=lambda it: it[1])
+def _moment(group: Sequence[ScoredEvent], rel: dict[int, float]) -> MomentResult:
+    best = max(group, key=lambda e: (rel[id(e)], -e.event.id))
     return MomentResult(
-        video_id=video_id,
-        start_seconds=min(e.start_seconds for e, _ in group),
-        end_seconds=max(e.end_seconds for e, _ in group),
-        description=best_ev.text,
-        score=best,
-        event_ids=tuple(e.id for e, _ in group),
+        video_id=best.event.video_id,
+        start_seconds=min(e.event.start_seconds for e in group),
+        end_seconds=max(e.event.end_seconds for e in group),
+        description=best.event.text,
+        score=rel[id(best)],
+        event_ids=tuple(e.event.id for e in group),
     )
 
 
+def _iou(a: MomentResult, b: MomentResult) -> float:
+    inter = min(a.end_seconds, b.end_seconds) - max(a.start_seconds, b.start_seconds)
+    union = max(a.end_seconds, b.end_seconds) - min(a.start_seconds, b.start_seconds)
+    return max(0.0, inter) / union if union > 0 else 1.0
+
+
+def rank_videos(
+    events: Iterable[ScoredEvent],
+    params: RankingParams = RankingParams(),
+    *,
+    depth: int | None = None,
+    grouped: bool = False,
+) -> list[VideoHits]:
+    """Score each video of ``events`` and its moments; videos best first.
+
+    ``events`` should hold at least each video's best ``mean_of_best`` events (in
+    the requested time range): a video's score averages their cosines. With ``depth``,
+    only the videos that can place a moment among the best ``depth`` moments
+    (``grouped``: the best ``depth`` videos) are returned.
+    """
+    by_video: dict[str, list[ScoredEvent]] = defaultdict(list)
+    for e in events:
+        by_video[e.event.video_id].append(e)
+    scored: list[tuple[float, str, float]] = []
+    for video_id, items in by_video.items():
+        best = max(_relevance(e, params) for e in items)
+        cosines = heapq.nlargest(params.mean_of_best, (e.cosine for e in items))
+        mean = sum(cosines) / len(cosines)
+        score = _f32((best + params.mean_weight * mean) / (1.0 + params.mean_weight))
+        scored.append((score, video_id, best))
+    scored.sort(key=lambda t: (-t[0], t[1]))
+    out: list[VideoHits] = []
+    top: list[float] = []  # min-heap of the best `depth` moment scores so far
+    for score, video_id, best in scored:
+        if depth is not None:
+            if grouped and len(out) >= depth:
+                break
+            # A moment never outscores its video, and videos come best first.
+            if not grouped and len(top) >= depth and top[0] >= score:
+                break
+        kept: list[MomentResult] = []
+        for m in merge_moments(by_video[video_id], params):
+            if all(_iou(m, k) <= params.max_overlap for k in kept):
+                kept.append(m)
+        moments = tuple(
+            replace(m, score=_f32(max(-1.0, score - params.alt_penalty * (best - m.score))))
+            for m in kept
+        )
+        if depth is not None and not grouped:
+            for m in moments:
+                if len(top) < depth:
+                    heapq.heappush(top, m.score)
+                elif m.score > top[0]:
+                    heapq.heapreplace(top, m.score)
+        out.append(VideoHits(video_id=video_id, score=score, moments=moments))
+    return out
+
+
+def _f32(x: float) -> float:
+    # The wire carries scores as float32: rounding here keeps a moment whose score
+    # a client sends back as min_score (a float32 too) above that cut.
+    return float(np.float32(x))
+
+
+def flatten(videos: Sequence[VideoHits]) -> list[MomentResult]:
+    """All moments of ``videos`` best first (ties keep the video order)."""
+    keyed = (
+        [((-m.score, vi, mi), m) for mi, m in enumerate(v.moments)] for vi, v in enumerate(videos)
+    )
+    return [m for _, m in heapq.merge(*keyed)]
+
+
+@dataclass(frozen=True)
+class _Plan:
+    text: str
+    top_k: int
+    offset: int
+    video_ids: tuple[str, ...] | None
+    start: float | None
+    end: float | None
+    per_video: int
+    fingerprint: str = field(repr=False)
+
+    def in_range(self, e: EventRecord) -> bool:
+        if self.start is not None and e.end_seconds < self.start:
+            return False
+        return self.end is None or e.start_seconds <= self.end
+
+
 class SearchService:
-    """Answers text queries with moments, validating the request first."""
+    """Answers text queries with moments, validating the request first.
+
+    ``keyword=False`` drops the keyword leg (dense retrieval only).
+    """
 
     def __init__(
         self,
@@ -93,19 +319,26 @@ class SearchService:
         default_top_k: int = 10,
         max_top_k: int = 1000,
         max_query_chars: int = 2000,
-        merge_gap_seconds: float = 1.0,
-        candidates_per_result: int = 5,
+        default_moments_per_video: int = 3,
+        max_depth: int = 10_000,
+        max_filter_videos: int = 1000,
+        keyword: bool = True,
+        params: RankingParams | None = None,
     ) -> None:
         self.store = store
         self.embedder = embedder
         self.default_top_k = default_top_k
         self.max_top_k = max_top_k
         self.max_query_chars = max_query_chars
-        self.merge_gap_seconds = merge_gap_seconds
-        self.candidates_per_result = candidates_per_result
+        self.default_moments_per_video = default_moments_per_video
+        self.max_depth = max_depth
+        self.max_filter_videos = max_filter_videos
+        self.keyword = keyword
+        self.params = params or RankingParams()
 
-    def validate(self, q: SearchQuery) -> int:
-        """Raise InvalidArgument/NotFound for a bad request; returns the effective top_k."""
+    # ---- validation and page tokens ---------------------------------------------
+
+    def _plan(self, q: SearchQuery) -> _Plan:
         text = q.text.strip()
         if not text:
             raise InvalidArgument("query is empty")
@@ -113,28 +346,216 @@ class SearchService:
             raise InvalidArgument(
                 f"query is {len(q.text)} characters; the limit is {self.max_query_chars}"
             )
-        if q.top_k < 0 or q.top_k > self.max_top_k:
-            raise InvalidArgument(f"top_k must be between 1 and {self.max_top_k}, got {q.top_k}")
-        if q.video_ids:
-            missing = set(q.video_ids) - self.store.existing_video_ids(q.video_ids)
-            if missing:
-                raise NotFound(f"unknown video id(s) in filter: {', '.join(sorted(missing))}")
-        return q.top_k or self.default_top_k
+        if not 0 <= q.top_k <= self.max_top_k:
+            raise InvalidArgument(
+                f"top_k must be between 1 and {self.max_top_k} (0 for the default "
+                f"{self.default_top_k}), got {q.top_k}"
+            )
+        if not 0 <= q.moments_per_video <= self.max_top_k:
+            raise InvalidArgument(
+                f"moments_per_video must be between 1 and {self.max_top_k} (0 for the "
+                f"default {self.default_moments_per_video}), got {q.moments_per_video}"
+            )
+        if not math.isfinite(q.min_score):
+            raise InvalidArgument(f"min_score must be a finite number, got {q.min_score}")
+        start, end = q.start_seconds, q.end_seconds
+        for name, value in (("start_seconds", start), ("end_seconds", end)):
+            if value is not None and not (math.isfinite(value) and value >= 0):
+                raise InvalidArgument(f"{name} must be a finite number >= 0, got {value}")
+        if start is not None and end is not None and end < start:
+            raise InvalidArgument(
+                f"inverted time range: end_seconds {end} is before start_seconds {start}"
+            )
+        video_ids = self._video_filter(q.video_ids)
+        fingerprint = hashlib.blake2b(
+            json.dumps(
+                [text, video_ids, start, end, q.group_by_video, q.moments_per_video, q.min_score]
+            ).encode(),
+            digest_size=8,
+        ).hexdigest()
+        top_k = q.top_k or self.default_top_k
+        offset = self._parse_page_token(q.page_token, fingerprint)
+        if offset + top_k > self.max_depth:
+            raise InvalidArgument(
+                f"page_token + top_k reach past result {self.max_depth}, the deepest served"
+            )
+        return _Plan(
+            text=text,
+            top_k=top_k,
+            offset=offset,
+            video_ids=video_ids,
+            start=start,
+            end=end,
+            per_video=q.moments_per_video or self.default_moments_per_video,
+            fingerprint=fingerprint,
+        )
+
+    def _video_filter(self, ids: Sequence[str]) -> tuple[str, ...] | None:
+        if not ids:
+            return None
+        wanted = tuple(sorted({i.strip() for i in ids}))
+        if "" in wanted:
+            raise InvalidArgument("video_ids contains an empty id")
+        if len(wanted) > self.max_filter_videos:
+            raise InvalidArgument(
+                f"video_ids names {len(wanted)} videos; the limit is {self.max_filter_videos}"
+            )
+        missing = set(wanted) - self.store.existing_video_ids(wanted)
+        if missing:
+            raise NotFound(f"unknown video id(s) in filter: {', '.join(sorted(missing))}")
+        return wanted
+
+    @staticmethod
+    def _page_token(offset: int, fingerprint: str) -> str:
+        raw = f"1:{offset}:{fingerprint}".encode()
+        return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+    @staticmethod
+    def _parse_page_token(token: str, fingerprint: str) -> int:
+        if not token:
+            return 0
+        try:
+            raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
+            version, offset, fp = raw.split(":")
+            if version != "1" or not offset.isdigit():
+                raise ValueError(raw)
+        except ValueError as exc:  # binascii.Error and UnicodeDecodeError are ValueErrors
+            raise InvalidArgument(f"invalid page_token {token[:40]!r}") from exc
+        if fp != fingerprint:
+            raise InvalidArgument(
+                "page_token belongs to a different request (query, filters and grouping "
+                "must stay the same across pages)"
+            )
+        return int(offset)
+
+    # ---- retrieval ----------------------------------------------------------------
+
+    def validate(self, q: SearchQuery) -> int:
+        """Raise InvalidArgument/NotFound for a bad request; returns the effective top_k."""
+        return self._plan(q).top_k
+
+    def gather(self, q: SearchQuery) -> list[ScoredEvent]:
+        """The best events of the candidate videos (in the time range), with their scores.
+
+        The step before ranking: :func:`rank_videos` turns its result into
+        videos and moments. Validates the request like :meth:`search_page`.
+        """
+        return self._gather(self._plan(q))
+
+    def _gather(self, plan: _Plan) -> list[ScoredEvent]:
+        p = self.params
+        # Deep pages need more candidates: a page of n moments (or videos) needs n videos.
+        scale = max(1, -(-(plan.offset + plan.top_k + 1) // p.candidate_videos))
+        vec = self.embedder.embed([plan.text])[0]
+        keyword: dict[int, float] = {}
+        if self.keyword:
+            hits = self.store.keyword_search(
+                plan.text, p.keyword_candidates * scale, plan.video_ids
+            )
+            top = hits[0][1] if hits else 0.0
+            keyword = {i: (s / top if top > 0 else 0.0) for i, s in hits}
+        known: dict[int, EventRecord] = {}
+        videos = self._candidate_videos(
+            plan, vec, keyword, p.dense_candidates * scale, p.candidate_videos * scale, known
+        )
+        if not videos:
+            return []
+        # The best events of each candidate video: enough for its score and its moments.
+        # A long video is represented by its best events rather than all of them.
+        k = len(videos) * p.events_per_video
+        if plan.start is not None or plan.end is not None:
+            k *= 4  # out-of-range events are returned, then dropped
+        dense = self.store.vector_search(vec, k, videos)
+        floor = dense[-1][1] if len(dense) >= k else -1.0
+        cosines = dict(dense)
+        wanted = [i for i in cosines.keys() | keyword.keys() if i not in known]
+        known.update(self.store.hydrate(wanted))
+        chosen = set(videos)
+        return [
+            # A keyword hit outside the dense top-k scores at most the last cosine returned.
+            ScoredEvent(e, cosines.get(i, floor), keyword.get(i, 0.0))
+            for i in cosines.keys() | keyword.keys()
+            if (e := known.get(i)) is not None and e.video_id in chosen and plan.in_range(e)
+        ]
+
+    def _candidate_videos(
+        self,
+        plan: _Plan,
+        vec: npt.NDArray[np.float32],
+        keyword: dict[int, float],
+        k: int,
+        n_videos: int,
+        known: dict[int, EventRecord],
+    ) -> list[str]:
+        """The ``n_videos`` most promising videos, from the two legs' best events.
+
+        Hydrated events are added to ``known``.
+        """
+        p = self.params
+        ntotal = self.store.index.ntotal
+        while True:
+            dense = self.store.vector_search(vec, k, plan.video_ids)
+            floor = dense[-1][1] if len(dense) >= k else -1.0
+            cos = dict(dense)
+            known.update(
+                self.store.hydrate([i for i in cos.keys() | keyword.keys() if i not in known])
+            )
+            best: dict[str, float] = {}
+            for i in cos.keys() | keyword.keys():
+                e = known.get(i)
+                if e is None or not plan.in_range(e):
+                    continue
+                s = (cos.get(i, floor) + p.keyword_weight * keyword.get(i, 0.0)) / (
+                    1.0 + p.keyword_weight
+                )
+                if s > best.get(e.video_id, -math.inf):
+                    best[e.video_id] = s
+            # A time range can hide most dense hits: widen the leg until enough remain.
+            if len(best) >= n_videos or len(dense) < k or k >= ntotal:
+                break
+            k *= 4
+        return sorted(best, key=lambda v: (-best[v], v))[:n_videos]
+
+    # ---- search -------------------------------------------------------------------
+
+    def search_page(self, q: SearchQuery) -> SearchPage:
+        """One page of moments (flat) or of videos (``group_by_video``), best first."""
+        plan = self._plan(q)
+        depth = plan.offset + plan.top_k + 1
+        videos = rank_videos(self._gather(plan), self.params, depth=depth, grouped=q.group_by_video)
+        if q.group_by_video:
+            groups: list[VideoHits] = []
+            for v in videos:
+                moments = tuple(m for m in v.moments if m.score >= q.min_score)
+                if moments and v.score >= q.min_score:
+                    groups.append(replace(v, moments=moments[: plan.per_video]))
+            page = groups[plan.offset : plan.offset + plan.top_k]
+            more = len(groups) > plan.offset + plan.top_k
+            uris = self.store.video_uris({v.video_id for v in page})
+            page = [_with_uri(v, uris.get(v.video_id, "")) for v in page]
+            flat = tuple(m for v in page for m in v.moments)
+            return SearchPage(
+                moments=flat, videos=tuple(page), next_page_token=self._next(plan, more)
+            )
+        ranked = [m for m in flatten(videos) if m.score >= q.min_score]
+        chunk = ranked[plan.offset : plan.offset + plan.top_k]
+        more = len(ranked) > plan.offset + plan.top_k
+        uris = self.store.video_uris({m.video_id for m in chunk})
+        return SearchPage(
+            moments=tuple(replace(m, video_uri=uris.get(m.video_id, "")) for m in chunk),
+            next_page_token=self._next(plan, more),
+        )
+
+    def _next(self, plan: _Plan, more: bool) -> str:
+        offset = plan.offset + plan.top_k
+        if not more or offset >= self.max_depth:
+            return ""
+        return self._page_token(offset, plan.fingerprint)
 
     def search(self, q: SearchQuery) -> list[MomentResult]:
-        """Moments for the query, best first, at most ``top_k``."""
-        top_k = self.validate(q)
-        vec = self.embedder.embed([q.text.strip()])[0]
-        allowed = self.store.event_ids_of_videos(q.video_ids) if q.video_ids else None
-        scores, ids = self.store.index.search(vec, top_k * self.candidates_per_result, allowed)
-        events = self.store.hydrate([int(i) for i in ids])
-        hits = [
-            (events[int(i)], float(s))
-            for s, i in zip(scores, ids, strict=True)
-            if int(i) in events and float(s) >= q.min_score
-        ]
-        moments = merge_moments(hits, self.merge_gap_seconds)[:top_k]
-        uris = self.store.video_uris({m.video_id for m in moments})
-        return [
-            MomentResult(**{**m.__dict__, "video_uri": uris.get(m.video_id, "")}) for m in moments
-        ]
+        """The moments of the first page (see :meth:`search_page`), best first."""
+        return list(self.search_page(q).moments)
+
+
+def _with_uri(v: VideoHits, uri: str) -> VideoHits:
+    return replace(v, video_uri=uri, moments=tuple(replace(m, video_uri=uri) for m in v.moments))
