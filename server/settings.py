@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from vidseek.indexer.video import BACKENDS
 from vidseek.storage.errors import ConfigError
 
 __all__ = ["ENV_PREFIX", "Settings", "load_settings"]
@@ -73,7 +74,11 @@ class Settings:
     window_overlap_seconds: float = _s(0.0, "Overlap between consecutive windows.")
     context_tokens: int = _s(262_144, "Model context the window planner must fit.")
     batch_windows: int = _s(4, "Windows decoded and sent to the captioner at once.")
-    decode_backend: str = _s("decord", "Video decoder: 'decord' or 'pyav'.")
+    decode_backend: str = _s(
+        "decord",
+        "Video decoder: 'decord', 'pyav', 'torchcodec' (needs the system FFmpeg "
+        "libraries) or 'torchcodec-cuda' (NVDEC).",
+    )
     decode_timeout: float = _s(
         120.0, "Seconds a decode request may take before the decoder process is killed."
     )
@@ -174,7 +179,11 @@ def _validate(s: Settings) -> None:
             "must be 'transformers', 'vllm' or 'openai'",
         ),
         (s.device in ("auto", "cpu", "cuda"), "device", "must be 'auto', 'cpu' or 'cuda'"),
-        (s.decode_backend in ("decord", "pyav"), "decode_backend", "must be 'decord' or 'pyav'"),
+        (
+            s.decode_backend in BACKENDS,
+            "decode_backend",
+            f"must be one of {', '.join(sorted(BACKENDS))}",
+        ),
         (s.sample_fps > 0, "sample_fps", "must be > 0"),
         (s.window_seconds > 0, "window_seconds", "must be > 0"),
         (
