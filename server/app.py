@@ -121,7 +121,9 @@ def build_app(
     """Open storage and build the services (the captioner loads on the first job)."""
     Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
     emb = embedder or load_embedder(settings.embedder, device=_device(settings))
-    store = Store(settings.resolved_database_url, settings.index_path, emb.dim)
+    store = Store(
+        settings.resolved_database_url, settings.index_path, emb.dim, index_kind=settings.index_kind
+    )
     search = SearchService(
         store,
         emb,
@@ -145,6 +147,18 @@ def build_app(
         jobs=jobs,
         health=health.HealthServicer(),
     )
+
+
+def rebuild_index(settings: Settings) -> int:
+    """Rebuild the FAISS index from SQL and snapshot it; returns the number of vectors."""
+    emb = load_embedder(settings.embedder, device=_device(settings))
+    store = Store(
+        settings.resolved_database_url, settings.index_path, emb.dim, index_kind=settings.index_kind
+    )
+    try:
+        return store.rebuild_index()
+    finally:
+        store.close()
 
 
 def create_server(

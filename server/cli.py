@@ -85,12 +85,35 @@ def _print_json(obj: Any) -> None:
 def cmd_serve(ns: argparse.Namespace) -> int:
     from vidseek.server.app import serve
 
-    overrides = {k: getattr(ns, k) for k in Settings.help() if getattr(ns, k, None) is not None}
-    settings = load_settings(overrides=overrides)
+    settings = _settings(ns)
     serve(
         settings,
         ready=lambda port: print(f"vidseek listening on {settings.host}:{port}", flush=True),
     )
+    return EXIT_OK
+
+
+def _settings(ns: argparse.Namespace) -> Settings:
+    return load_settings(
+        overrides={k: getattr(ns, k) for k in Settings.help() if getattr(ns, k, None) is not None}
+    )
+
+
+def cmd_db_upgrade(ns: argparse.Namespace) -> int:
+    from vidseek.storage.schema import upgrade_database
+
+    settings = _settings(ns)
+    Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
+    before, after = upgrade_database(settings.resolved_database_url)
+    print(f"database schema: {before.message()} -> {after.message()}")
+    return EXIT_OK
+
+
+def cmd_index_rebuild(ns: argparse.Namespace) -> int:
+    from vidseek.server.app import rebuild_index
+
+    n = rebuild_index(_settings(ns))
+    print(f"vector index rebuilt from SQL: {n} vectors")
     return EXIT_OK
 
 
@@ -249,6 +272,18 @@ def build_parser() -> argparse.ArgumentParser:
             help="seconds to wait for the server to come up",
         )
         p.add_argument("--json", action="store_true", help="machine-readable output")
+
+    p = sub.add_parser("db", help="database schema")
+    db_sub = p.add_subparsers(dest="db_command", required=True)
+    p = db_sub.add_parser("upgrade", help="create or migrate the schema to this version")
+    _add_setting_flags(p)
+    p.set_defaults(func=cmd_db_upgrade)
+
+    p = sub.add_parser("index", help="the FAISS vector index")
+    index_sub = p.add_subparsers(dest="index_command", required=True)
+    p = index_sub.add_parser("rebuild", help="rebuild the vector index from SQL")
+    _add_setting_flags(p)
+    p.set_defaults(func=cmd_index_rebuild)
 
     p = sub.add_parser("ingest", help="index video files through the server")
     p.add_argument("paths", nargs="*", help="video files or directories")

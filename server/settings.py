@@ -94,6 +94,10 @@ class Settings:
     snapshot_interval_seconds: float = _s(
         60.0, "How often the FAISS index is snapshotted while it changes."
     )
+    index_kind: str = _s(
+        "flat",
+        "FAISS index: 'flat' (exact inner product) or 'hnsw' (approximate, for large corpora).",
+    )
     default_top_k: int = _s(10, "Moments returned when a search asks for top_k 0.")
     max_top_k: int = _s(1000, "Largest top_k a search may ask for.")
     max_query_chars: int = _s(2000, "Longest accepted query text.")
@@ -197,6 +201,7 @@ def _validate(s: Settings) -> None:
         (s.decode_timeout > 0, "decode_timeout", "must be > 0"),
         (0 < s.default_top_k <= s.max_top_k, "default_top_k", "must be in 1..max_top_k"),
         (s.grpc_workers > 0, "grpc_workers", "must be > 0"),
+        (s.index_kind in ("flat", "hnsw"), "index_kind", "must be 'flat' or 'hnsw'"),
         (
             bool(s.tls_cert_file) == bool(s.tls_key_file),
             "tls_cert_file",
