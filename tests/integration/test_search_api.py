@@ -18,14 +18,20 @@ from vidseek.v1 import video_search_pb2 as pb
 from vidseek.v1 import video_search_pb2_grpc as pb_grpc
 
 VIDEOS = {
-    "kitchen": [(0.0, 10.0, "A chef chops onions on a wooden board."),
-                (10.0, 20.0, "The chef fries the chopped onions in a pan."),
-                (20.0, 30.0, "A dog sleeps on the kitchen floor.")],
-    "soccer": [(0.0, 15.0, "Players warm up on a soccer field."),
-               (15.0, 30.0, "A player kicks the ball into the goal."),
-               (30.0, 45.0, "The team celebrates the goal together.")],
-    "concert": [(0.0, 5.0, "Zorblax appears on a banner above the stage."),
-                (5.0, 30.0, "A crowd cheers at a rock concert.")],
+    "kitchen": [
+        (0.0, 10.0, "A chef chops onions on a wooden board."),
+        (10.0, 20.0, "The chef fries the chopped onions in a pan."),
+        (20.0, 30.0, "A dog sleeps on the kitchen floor."),
+    ],
+    "soccer": [
+        (0.0, 15.0, "Players warm up on a soccer field."),
+        (15.0, 30.0, "A player kicks the ball into the goal."),
+        (30.0, 45.0, "The team celebrates the goal together."),
+    ],
+    "concert": [
+        (0.0, 5.0, "Zorblax appears on a banner above the stage."),
+        (5.0, 30.0, "A crowd cheers at a rock concert."),
+    ],
 }
 
 
@@ -34,14 +40,32 @@ def _commit(app: App, embedder: Embedder) -> dict[str, str]:
     for name, events in VIDEOS.items():
         h = hashlib.sha256(name.encode()).hexdigest()
         end = events[-1][1]
-        vid = app.store.upsert_video(uri=f"/v/{name}.mp4", content_hash=h, duration=end,
-                                     fps=30.0, width=320, height=180, frame_count=int(end * 30))
+        vid = app.store.upsert_video(
+            uri=f"/v/{name}.mp4",
+            content_hash=h,
+            duration=end,
+            fps=30.0,
+            width=320,
+            height=180,
+            frame_count=int(end * 30),
+        )
         vecs = embedder.embed([t for _, _, t in events])
         app.store.commit_window(
-            NewWindow(id=window_id_for(h, 0.0, end, "m", "p"), video_id=vid, window_index=0,
-                      start_seconds=0.0, end_seconds=end, frame_count=int(end),
-                      status="parsed", raw_output="", parse_error="", dropped=(), model="m",
-                      prompt_version="p", prompt_tokens=0),
+            NewWindow(
+                id=window_id_for(h, 0.0, end, "m", "p"),
+                video_id=vid,
+                window_index=0,
+                start_seconds=0.0,
+                end_seconds=end,
+                frame_count=int(end),
+                status="parsed",
+                raw_output="",
+                parse_error="",
+                dropped=(),
+                model="m",
+                prompt_version="p",
+                prompt_tokens=0,
+            ),
             [NewEvent(s, e, t, v) for (s, e, t), v in zip(events, vecs, strict=True)],
         )
         ids[name] = vid
@@ -49,8 +73,9 @@ def _commit(app: App, embedder: Embedder) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory,
-           embedder: Embedder) -> Iterator[tuple[Client, int, dict[str, str]]]:
+def served(
+    tmp_path_factory: pytest.TempPathFactory, embedder: Embedder
+) -> Iterator[tuple[Client, int, dict[str, str]]]:
     data_dir: Path = tmp_path_factory.mktemp("search-api")
     settings = load_settings(overrides={"port": 0, "data_dir": str(data_dir)}, environ={})
     server, port, app = create_server(settings, embedder=embedder)
@@ -80,7 +105,8 @@ def test_rare_word_and_filters_over_the_wire(served):
     everything = client.search("onions", top_k=50, min_score=-1.0)
     cut = everything[2].score
     assert client.search("onions", top_k=50, min_score=cut) == [
-        m for m in everything if m.score >= cut]
+        m for m in everything if m.score >= cut
+    ]
 
 
 def test_top_k_zero_on_the_wire_means_the_default(served):
@@ -112,5 +138,5 @@ def test_bad_search_requests_are_invalid_argument(served, kwargs, message):
 
 def test_unknown_video_in_filter_is_not_found_and_named(served):
     client, _, ids = served
-    with pytest.raises(NotFoundError, match="unknown video id.*nosuchvideo"):
+    with pytest.raises(NotFoundError, match=r"unknown video id.*nosuchvideo"):
         client.search("a door", video_ids=[ids["kitchen"], "nosuchvideo"])

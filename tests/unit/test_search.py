@@ -56,15 +56,34 @@ def index_videos(
     for name, events in corpus.items():
         h = hashlib.sha256(name.encode()).hexdigest()
         end = max(e for _, e, _ in events)
-        vid = store.upsert_video(uri=f"/videos/{name}.mp4", content_hash=h, duration=end,
-                                 fps=30.0, width=320, height=180, frame_count=int(end * 30))
+        vid = store.upsert_video(
+            uri=f"/videos/{name}.mp4",
+            content_hash=h,
+            duration=end,
+            fps=30.0,
+            width=320,
+            height=180,
+            frame_count=int(end * 30),
+        )
         vecs = embedder.embed([t for _, _, t in events])
-        window = NewWindow(id=window_id_for(h, 0.0, end, "m", "p"), video_id=vid,
-                           window_index=0, start_seconds=0.0, end_seconds=end,
-                           frame_count=int(end), status="parsed", raw_output="", parse_error="",
-                           dropped=(), model="m", prompt_version="p", prompt_tokens=0)
-        store.commit_window(window, [NewEvent(s, e, t, v) for (s, e, t), v in
-                                     zip(events, vecs, strict=True)])
+        window = NewWindow(
+            id=window_id_for(h, 0.0, end, "m", "p"),
+            video_id=vid,
+            window_index=0,
+            start_seconds=0.0,
+            end_seconds=end,
+            frame_count=int(end),
+            status="parsed",
+            raw_output="",
+            parse_error="",
+            dropped=(),
+            model="m",
+            prompt_version="p",
+            prompt_tokens=0,
+        )
+        store.commit_window(
+            window, [NewEvent(s, e, t, v) for (s, e, t), v in zip(events, vecs, strict=True)]
+        )
         ids[name] = vid
     return ids
 
@@ -87,17 +106,22 @@ def name_of(ids: dict[str, str], video_id: str) -> str:
 # ---- pure ranking --------------------------------------------------------------------
 
 
-def ev(i: int, start: float, end: float, cosine: float, keyword: float = 0.0,
-       video: str = "v") -> ScoredEvent:
+def ev(
+    i: int, start: float, end: float, cosine: float, keyword: float = 0.0, video: str = "v"
+) -> ScoredEvent:
     return ScoredEvent(EventRecord(i, video, start, end, f"event {i}"), cosine, keyword)
 
 
 def test_strong_adjacent_events_merge_into_one_moment_scored_by_its_best():
     params = RankingParams(merge_margin=0.05, merge_gap_seconds=1.0, keyword_weight=0.0)
     moments = merge_moments(
-        [ev(1, 0, 10, 0.80), ev(2, 10.5, 20, 0.78), ev(3, 15, 25, 0.77),  # chain: 0..25
-         ev(4, 40, 50, 0.79),  # strong but 15 s away: its own moment
-         ev(5, 25, 30, 0.40)],  # weak neighbour: not merged
+        [
+            ev(1, 0, 10, 0.80),
+            ev(2, 10.5, 20, 0.78),
+            ev(3, 15, 25, 0.77),  # chain: 0..25
+            ev(4, 40, 50, 0.79),  # strong but 15 s away: its own moment
+            ev(5, 25, 30, 0.40),
+        ],  # weak neighbour: not merged
         params,
     )
     spans = [(m.start_seconds, m.end_seconds, m.event_ids, m.description) for m in moments]
@@ -121,8 +145,10 @@ def test_moments_never_span_two_videos():
 
 
 def test_keyword_evidence_lifts_an_event_past_a_slightly_closer_embedding():
-    events = [ev(1, 0, 10, 0.50, keyword=1.0, video="named"),
-              ev(2, 0, 10, 0.55, keyword=0.0, video="similar")]
+    events = [
+        ev(1, 0, 10, 0.50, keyword=1.0, video="named"),
+        ev(2, 0, 10, 0.55, keyword=0.0, video="similar"),
+    ]
     hybrid = rank_videos(events, RankingParams(keyword_weight=0.15, mean_weight=0.0))
     dense = rank_videos(events, RankingParams(keyword_weight=0.0, mean_weight=0.0))
     assert [v.video_id for v in hybrid] == ["named", "similar"]
@@ -132,10 +158,13 @@ def test_keyword_evidence_lifts_an_event_past_a_slightly_closer_embedding():
 
 
 def test_video_score_counts_the_other_events_and_ranks_alternatives_below_the_best():
-    params = RankingParams(keyword_weight=0.0, mean_weight=0.5, alt_penalty=1.0,
-                           merge_margin=0.0)
-    events = [ev(1, 0, 10, 0.6, video="a"), ev(2, 20, 30, 0.5, video="a"),
-              ev(3, 0, 10, 0.6, video="b"), ev(4, 20, 30, 0.0, video="b")]
+    params = RankingParams(keyword_weight=0.0, mean_weight=0.5, alt_penalty=1.0, merge_margin=0.0)
+    events = [
+        ev(1, 0, 10, 0.6, video="a"),
+        ev(2, 20, 30, 0.5, video="a"),
+        ev(3, 0, 10, 0.6, video="b"),
+        ev(4, 20, 30, 0.0, video="b"),
+    ]
     videos = rank_videos(events, params)
     assert [v.video_id for v in videos] == ["a", "b"]
     a = videos[0]
@@ -170,7 +199,7 @@ def test_search_finds_the_right_video_and_seconds(indexed):
     moments = service.search(SearchQuery("a player scores a goal with the ball"))
     best = moments[0]
     assert name_of(ids, best.video_id) == "soccer"
-    assert 15 <= best.start_seconds and best.end_seconds <= 45
+    assert best.start_seconds >= 15 and best.end_seconds <= 45
     assert best.video_uri == "/videos/soccer.mp4"
     assert [m.score for m in moments] == sorted((m.score for m in moments), reverse=True)
     assert all(-1.0 <= m.score <= 1.0 for m in moments)
@@ -186,8 +215,9 @@ def test_a_rare_name_is_found_by_the_keyword_leg(indexed):
 
 def test_grouped_results_bound_moments_per_video(indexed):
     service, ids = indexed
-    page = service.search_page(SearchQuery("the chef cooks onions", top_k=2,
-                                           group_by_video=True, moments_per_video=2))
+    page = service.search_page(
+        SearchQuery("the chef cooks onions", top_k=2, group_by_video=True, moments_per_video=2)
+    )
     assert len(page.videos) == 2
     assert {name_of(ids, v.video_id) for v in page.videos} == {"kitchen", "cooking2"}
     assert page.videos[0].score >= page.videos[1].score
@@ -200,20 +230,29 @@ def test_grouped_results_bound_moments_per_video(indexed):
 
 def test_video_filter_restricts_results(indexed):
     service, ids = indexed
-    moments = service.search(SearchQuery("onions in a pan", video_ids=(ids["guitar"],),
-                                         min_score=-1.0))
+    moments = service.search(
+        SearchQuery("onions in a pan", video_ids=(ids["guitar"],), min_score=-1.0)
+    )
     assert moments and {m.video_id for m in moments} == {ids["guitar"]}
 
 
 def test_time_range_keeps_events_overlapping_it(indexed):
     service, ids = indexed
-    moments = service.search(SearchQuery("the chef", video_ids=(ids["kitchen"],),
-                                         start_seconds=21, end_seconds=35, min_score=-1.0))
+    moments = service.search(
+        SearchQuery(
+            "the chef",
+            video_ids=(ids["kitchen"],),
+            start_seconds=21,
+            end_seconds=35,
+            min_score=-1.0,
+        )
+    )
     assert moments
     for m in moments:
         assert m.end_seconds >= 21 and m.start_seconds <= 35
-    instant = service.search(SearchQuery("a dog", start_seconds=35, end_seconds=35,
-                                         min_score=-1.0, top_k=100))
+    instant = service.search(
+        SearchQuery("a dog", start_seconds=35, end_seconds=35, min_score=-1.0, top_k=100)
+    )
     assert instant and all(m.start_seconds <= 35 <= m.end_seconds for m in instant)
 
 
@@ -231,17 +270,19 @@ def test_pages_continue_where_the_last_one_ended(indexed):
     q = SearchQuery("people doing things", top_k=3, min_score=-1.0)
     whole = service.search(SearchQuery("people doing things", top_k=9, min_score=-1.0))
     first = service.search_page(q)
-    second = service.search_page(SearchQuery(q.text, top_k=3, min_score=-1.0,
-                                             page_token=first.next_page_token))
-    third = service.search_page(SearchQuery(q.text, top_k=3, min_score=-1.0,
-                                            page_token=second.next_page_token))
+    second = service.search_page(
+        SearchQuery(q.text, top_k=3, min_score=-1.0, page_token=first.next_page_token)
+    )
+    third = service.search_page(
+        SearchQuery(q.text, top_k=3, min_score=-1.0, page_token=second.next_page_token)
+    )
     assert list(first.moments + second.moments + third.moments) == whole
-    last = service.search_page(SearchQuery(q.text, top_k=100, min_score=-1.0,
-                                           page_token=third.next_page_token))
+    last = service.search_page(
+        SearchQuery(q.text, top_k=100, min_score=-1.0, page_token=third.next_page_token)
+    )
     assert last.next_page_token == ""
     with pytest.raises(InvalidArgument, match="different request"):
-        service.search_page(SearchQuery("another query", top_k=3,
-                                        page_token=first.next_page_token))
+        service.search_page(SearchQuery("another query", top_k=3, page_token=first.next_page_token))
     with pytest.raises(InvalidArgument, match="invalid page_token"):
         service.search_page(SearchQuery(q.text, page_token="not-a-token!"))
 
@@ -250,8 +291,7 @@ def test_grouped_pages_are_pages_of_videos(indexed):
     service, _ = indexed
     q = dict(text="someone cooking", group_by_video=True, min_score=-1.0)
     first = service.search_page(SearchQuery(**q, top_k=2))  # type: ignore[arg-type]
-    second = service.search_page(
-        SearchQuery(**q, top_k=2, page_token=first.next_page_token))  # type: ignore[arg-type]
+    second = service.search_page(SearchQuery(**q, top_k=2, page_token=first.next_page_token))  # type: ignore[arg-type]
     whole = service.search_page(SearchQuery(**q, top_k=4))  # type: ignore[arg-type]
     assert first.videos + second.videos == whole.videos
 
@@ -280,7 +320,7 @@ def test_bad_requests_are_invalid_arguments(indexed, query, message):
 
 def test_unknown_video_in_filter_is_not_found(indexed):
     service, ids = indexed
-    with pytest.raises(NotFound, match="unknown video id.*doesnotexist"):
+    with pytest.raises(NotFound, match=r"unknown video id.*doesnotexist"):
         service.search(SearchQuery("a door", video_ids=(ids["kitchen"], "doesnotexist")))
 
 
@@ -288,7 +328,8 @@ def test_top_k_zero_means_the_default(indexed):
     service, _ = indexed
     q = dict(text="something happens", min_score=-1.0)
     assert service.search(SearchQuery(**q, top_k=0)) == service.search(  # type: ignore[arg-type]
-        SearchQuery(**q, top_k=service.default_top_k))  # type: ignore[arg-type]
+        SearchQuery(**q, top_k=service.default_top_k)
+    )  # type: ignore[arg-type]
     small = SearchService(service.store, service.embedder, default_top_k=4)
     assert len(small.search(SearchQuery(**q))) == 4  # type: ignore[arg-type]
 
