@@ -14,7 +14,7 @@ from sqlalchemy import create_engine, text
 
 from vidseek.storage.store import NewEvent, NewWindow, Store, window_id_for
 
-PG_URL = os.environ.get("VIDSEEK_TEST_POSTGRES_URL", "")
+PG_URL = os.environ.get("TEST_POSTGRES_URL", "")
 
 # Use as: @pytest.fixture(params=BACKENDS) def db_url(request, tmp_path): ...
 BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
@@ -24,7 +24,7 @@ BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
 def postgres_schema() -> Iterator[str]:
     """A URL whose search_path is a fresh schema, dropped afterwards (skips without PG)."""
     if not PG_URL:
-        pytest.skip("VIDSEEK_TEST_POSTGRES_URL not set")
+        pytest.skip("TEST_POSTGRES_URL not set")
     schema = "t_" + uuid.uuid4().hex[:10]
     engine = create_engine(PG_URL)
     with engine.begin() as conn:
