@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, Engine, create_engine, event, inspect, text
 
+from vidseek.storage.db import enable_wal
 from vidseek.storage.errors import SchemaOutdated
 
 if TYPE_CHECKING:
@@ -164,7 +165,7 @@ def _migration_engine(url: str) -> Engine:
     @event.listens_for(engine, "connect")
     def _connect(dbapi_conn: sqlite3.Connection, _record: Any) -> None:
         dbapi_conn.isolation_level = None
-        dbapi_conn.execute("PRAGMA journal_mode=WAL")
+        enable_wal(dbapi_conn)
         dbapi_conn.execute("PRAGMA foreign_keys=ON")
 
     @event.listens_for(engine, "begin")
