@@ -100,7 +100,8 @@ Frames = npt.NDArray[np.uint8]
 OnError = Literal["raise", "skip"]
 
 DEFAULT_TIMEOUT: Final = 120.0
-DEFAULT_START_TIMEOUT: Final = 60.0
+# torchcodec's worker imports torch: ~5 s idle, over 60 s seen on a loaded 2-core machine.
+DEFAULT_START_TIMEOUT: Final = 180.0
 _LOG_TAIL_BYTES: Final = 4096
 _MESSAGE_LIMIT: Final = 400
 # A frame interval further than this fraction from the median makes a stream VFR.

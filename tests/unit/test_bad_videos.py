@@ -188,7 +188,7 @@ def inputs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[[str],
 
 @pytest.fixture(scope="module")
 def workers() -> Iterator[dict[str, DecodeWorker]]:
-    shared = {name: DecodeWorker(name) for name in AVAILABLE}
+    shared = {name: DecodeWorker(name, start_timeout=300) for name in AVAILABLE}
     yield shared
     for worker in shared.values():
         worker.close()

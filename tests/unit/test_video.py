@@ -92,7 +92,7 @@ def long_video(videos: Path) -> str:
 @pytest.fixture(scope="module")
 def workers() -> Iterator[dict[str, DecodeWorker]]:
     """One shared worker per backend."""
-    shared = {name: DecodeWorker(name) for name in AVAILABLE}
+    shared = {name: DecodeWorker(name, start_timeout=300) for name in AVAILABLE}
     yield shared
     for each in shared.values():
         each.close()
