@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import importlib
 import json
 import math
 import os
@@ -47,6 +48,7 @@ from typing import Any
 
 import av
 import numpy as np
+import numpy.typing as npt
 
 from vidseek.indexer.video import DecodeWorker, FrameReader, resized_shape, sample_indices
 
@@ -61,7 +63,7 @@ GOP = 250
 # --------------------------------------------------------------------------- test videos
 
 
-def _texture(width: int, height: int, rng: np.random.Generator) -> np.ndarray:
+def _texture(width: int, height: int, rng: np.random.Generator) -> npt.NDArray[np.uint8]:
     """A smooth, detailed RGB background twice the frame size (for panning)."""
     h, w = 2 * height, 2 * width
     small = rng.integers(0, 256, size=(h // 16 + 1, w // 16 + 1, 3)).astype(np.float32)
@@ -70,7 +72,8 @@ def _texture(width: int, height: int, rng: np.random.Generator) -> np.ndarray:
     for axis in (0, 1):
         big = (np.roll(big, 4, axis) + big + np.roll(big, -4, axis)) / 3
     grain = rng.integers(-12, 13, size=(h, w, 1)).astype(np.float32)
-    return np.clip(big + grain, 0, 255).astype(np.uint8)
+    texture: npt.NDArray[np.uint8] = np.clip(big + grain, 0, 255).astype(np.uint8)
+    return texture
 
 
 def make_video(path: Path, width: int, height: int, seconds: float, seed: int = 0) -> None:
@@ -164,9 +167,9 @@ def _raw_decord(path: Path, indices: list[int], h: int, w: int) -> int:
 
 
 def _raw_torchcodec(path: Path, indices: list[int], h: int, w: int) -> int:
-    from torchcodec.decoders import VideoDecoder
-    from torchcodec.transforms import Resize
-
+    decoders: Any = importlib.import_module("torchcodec.decoders")  # optional, maybe untyped
+    transforms: Any = importlib.import_module("torchcodec.transforms")
+    VideoDecoder, Resize = decoders.VideoDecoder, transforms.Resize
     decoder = VideoDecoder(
         str(path), dimension_order="NHWC", num_ffmpeg_threads=0, transforms=[Resize((h, w))]
     )
