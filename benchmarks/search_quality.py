@@ -358,7 +358,7 @@ def tune(
     for _ in range(rounds):
         for name, values in GRID.items():
             for value in values:
-                params = replace(best[1], **{name: value})
+                params = replace(best[1], **{name: value})  # type: ignore[arg-type]
                 if params not in tried:
                     tried[params] = measure(params)
                     print(f"  {name}={value}: {tried[params][0]:.2f}", file=sys.stderr, flush=True)

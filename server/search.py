@@ -143,9 +143,9 @@ class RankingParams:
     """``kw``: weight of the relative keyword score in an event's relevance."""
     mean_weight: float = 0.5
     """``mw``: weight of the mean cosine of a video's events in its score."""
-    alt_penalty: float = 0.5
+    alt_penalty: float = 0.25
     """``alt``: how much a weaker moment of a video ranks below its best one."""
-    merge_margin: float = 0.2
+    merge_margin: float = 0.05
     """Events within this relevance of their video's best are merged into moments."""
     merge_gap_seconds: float = 1.0
     """Strong events closer than this (or overlapping) merge into one moment."""
