@@ -100,6 +100,10 @@ class MomentResult:
     score: float
     event_ids: tuple[int, ...]
     video_uri: str = ""
+    # Set by refinement (``refine=true``): the span before it was refined.
+    coarse_start_seconds: float | None = None
+    coarse_end_seconds: float | None = None
+    refined: bool = False
 
 
 @dataclass(frozen=True)

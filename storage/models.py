@@ -42,6 +42,8 @@ class VideoRow(Base):
     height: Mapped[int] = mapped_column(Integer)
     frame_count: Mapped[int] = mapped_column(BigInteger)
     created_at: Mapped[float] = mapped_column(Float)
+    # The collection the video was ingested into ("" for none); a search filter.
+    collection: Mapped[str] = mapped_column(String(200), default="", index=True)
 
 
 class IngestJobRow(Base):
@@ -54,9 +56,12 @@ class IngestJobRow(Base):
     windows_total: Mapped[int] = mapped_column(Integer, default=0)
     windows_done: Mapped[int] = mapped_column(Integer, default=0)
     windows_unparsed: Mapped[int] = mapped_column(Integer, default=0)
+    # Windows left out because none of their frames decoded.
+    windows_skipped: Mapped[int] = mapped_column(Integer, default=0)
     events_indexed: Mapped[int] = mapped_column(Integer, default=0)
     error: Mapped[str] = mapped_column(Text, default="")
     plan: Mapped[str] = mapped_column(Text, default="")
+    collection: Mapped[str] = mapped_column(String(200), default="")
     created_at: Mapped[float] = mapped_column(Float)
     updated_at: Mapped[float] = mapped_column(Float)
 

@@ -103,6 +103,7 @@ class VideoRecord:
     frame_count: int
     event_count: int
     created_at: float
+    collection: str = ""
 
 
 @dataclass(frozen=True)
@@ -372,8 +373,13 @@ class Store:
         width: int,
         height: int,
         frame_count: int,
+        collection: str = "",
     ) -> str:
-        """Register a video by content hash; returns its id (existing or new)."""
+        """Register a video by content hash; returns its id (existing or new).
+
+        An existing video keeps its collection unless it has none and
+        ``collection`` names one.
+        """
         video_id = content_hash[:16]
         with self._write_lock, self._session.begin() as s:
             row = s.get(VideoRow, video_id)
@@ -389,8 +395,11 @@ class Store:
                         height=height,
                         frame_count=frame_count,
                         created_at=time.time(),
+                        collection=collection,
                     )
                 )
+            elif collection and not row.collection:
+                row.collection = collection
         return video_id
 
     def get_video(self, video_id: str) -> VideoRecord:
@@ -418,6 +427,12 @@ class Store:
                 .limit(limit)
             ).all()
             return [_video_record(v, int(n or 0)) for v, n in rows]
+
+    def video_ids_in_collection(self, collection: str) -> tuple[str, ...]:
+        """The ids of the videos in ``collection``, sorted."""
+        with self._session() as s:
+            q = select(VideoRow.id).where(VideoRow.collection == collection)
+            return tuple(s.scalars(q.order_by(VideoRow.id)).all())
 
     def existing_video_ids(self, video_ids: Iterable[str]) -> set[str]:
         """The subset of ``video_ids`` that exist."""
@@ -450,8 +465,8 @@ class Store:
             self.start_rebuild()
         return len(ids)
 
-    def create_job(self, job_id: str, uri: str) -> None:
-        """Insert a queued ingest job."""
+    def create_job(self, job_id: str, uri: str, collection: str = "") -> None:
+        """Insert a queued ingest job (its video goes into ``collection``)."""
         now = time.time()
         with self._session.begin() as s:
             s.add(
@@ -464,9 +479,11 @@ class Store:
                     windows_total=0,
                     windows_done=0,
                     windows_unparsed=0,
+                    windows_skipped=0,
                     events_indexed=0,
                     error="",
                     plan="",
+                    collection=collection,
                 )
             )
 
@@ -654,6 +671,7 @@ def _video_record(row: VideoRow, event_count: int) -> VideoRecord:
         frame_count=row.frame_count,
         event_count=event_count,
         created_at=row.created_at,
+        collection=row.collection,
     )
 
 

@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import text
+from sqlalchemy import column, insert, table, text
 
 from tests.support.storage import BACKENDS, add_video, database, new_events, new_window
 from vidseek.storage.db import make_engine, make_sessionmaker
 from vidseek.storage.errors import SchemaOutdated
-from vidseek.storage.models import Base, EventRow, VideoRow, WindowRow
+from vidseek.storage.models import Base, EventRow, WindowRow
 from vidseek.storage.schema import (
     HEAD,
     MIGRATIONS_DIR,
@@ -44,13 +44,33 @@ def _state(url: str) -> str:
         engine.dispose()
 
 
+_OLD_VIDEOS = table(
+    "videos",
+    *(
+        column(c)
+        for c in (
+            "id",
+            "uri",
+            "content_hash",
+            "duration",
+            "fps",
+            "width",
+            "height",
+            "frame_count",
+            "created_at",
+        )
+    ),
+)
+
+
 def _insert_old_rows(url: str) -> int:
     """Rows written by code of an older revision (plain ORM inserts, no Store)."""
     engine = make_engine(url)
     try:
         with make_sessionmaker(engine).begin() as s:
-            s.add(
-                VideoRow(
+            # The videos table of revision 0001 (later revisions add columns).
+            s.execute(
+                insert(_OLD_VIDEOS).values(
                     id="v1",
                     uri="/old.mp4",
                     content_hash="0" * 64,
@@ -154,8 +174,11 @@ def test_outdated_database_is_refused_until_upgraded(db_url: str, tmp_path: Path
 
 
 def test_pre_migration_skeleton_database_is_stamped_and_upgraded(db_url: str, tmp_path: Path):
+    # What the skeleton's create_schema made: revision 0001's tables, with no version stamp.
+    upgrade_database(db_url, "0001")
     engine = make_engine(db_url)
-    Base.metadata.create_all(engine)  # what the skeleton's create_schema did
+    with engine.begin() as conn:
+        conn.execute(text("DROP TABLE alembic_version"))
     engine.dispose()
     old_event = _insert_old_rows(db_url)
     assert _state(db_url) == "unversioned"
