@@ -91,8 +91,9 @@ class Ingestor:
         *,
         on_progress: Callable[[IngestProgress], None] | None = None,
         should_stop: Callable[[], bool] = lambda: False,
+        collection: str = "",
     ) -> IngestResult:
-        """Index one video file; commits window by window.
+        """Index one video file into ``collection``; commits window by window.
 
         ``should_stop`` is checked between windows: the current window is
         committed, the rest are left for a later run (``interrupted=True``).
@@ -112,6 +113,7 @@ class Ingestor:
             width=info.width,
             height=info.height,
             frame_count=info.frame_count,
+            collection=collection,
         )
         plan = plan_windows(info, self.config.plan)
         model = self.captioner.model_id

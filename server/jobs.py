@@ -10,12 +10,13 @@ import logging
 import queue
 import threading
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from vidseek.indexer.captioner import Captioner
 from vidseek.indexer.embedder import Embedder
 from vidseek.indexer.pipeline import IngestConfig, Ingestor, IngestProgress
+from vidseek.indexer.types import CaptionOutput, WindowClip
 from vidseek.indexer.video import DecodeWorker, probe
 from vidseek.storage.errors import (
     CaptionerUnavailable,
@@ -26,7 +27,7 @@ from vidseek.storage.errors import (
 )
 from vidseek.storage.store import Store
 
-__all__ = ["JobRunner", "check_ingest_path"]
+__all__ = ["JobRunner", "SerialCaptioner", "check_ingest_path"]
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +49,28 @@ def check_ingest_path(uri: str, allowed_roots: list[Path]) -> Path:
     return resolved
 
 
+class SerialCaptioner:
+    """A captioner shared by ingestion and search refinement: one engine call at a time.
+
+    ``lock`` is exposed so a caller with a deadline can try to acquire it first.
+    """
+
+    def __init__(self, inner: Captioner) -> None:
+        self.inner = inner
+        self.lock = threading.Lock()
+
+    @property
+    def model_id(self) -> str:
+        return self.inner.model_id
+
+    def describe(self, clips: Sequence[WindowClip]) -> list[CaptionOutput]:
+        with self.lock:
+            return self.inner.describe(clips)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
 class JobRunner:
     """Runs queued ingest jobs on a background thread."""
 
@@ -62,6 +85,8 @@ class JobRunner:
         self.store = store
         self.embedder = embedder
         self._captioner_factory = captioner_factory
+        self._captioner: SerialCaptioner | None = None
+        self._captioner_lock = threading.Lock()
         self._ingestor: Ingestor | None = None
         # Probing at submit time runs in its own decoder process, so RPCs never
         # wait behind the ingest job's decoding.
@@ -79,14 +104,23 @@ class JobRunner:
                 self._queue.put(job.id)
         self._thread.start()
 
-    def submit(self, uri: str) -> str:
-        """Validate ``uri`` (exists, allowed, probes as a video) and queue a job for it."""
+    def submit(self, uri: str, collection: str = "") -> str:
+        """Validate ``uri`` (exists, allowed, probes as a video) and queue a job for it.
+
+        The video goes into ``collection`` (a name of at most 200 characters;
+        empty for none).
+        """
+        collection = collection.strip()
+        if len(collection) > 200:
+            raise InvalidArgument(
+                f"collection name is {len(collection)} characters; the limit is 200"
+            )
         path = check_ingest_path(uri, self.allowed_roots)
         if not path.is_file():
             raise NotFound(f"not a file: {uri}")
         probe(str(path), timeout=self.config.decode_timeout, worker=self._probe_worker)
         job_id = uuid.uuid4().hex
-        self.store.create_job(job_id, str(path))
+        self.store.create_job(job_id, str(path), collection)
         self._queue.put(job_id)
         return job_id
 
@@ -99,7 +133,8 @@ class JobRunner:
         self._probe_worker.close()
         if self._ingestor is not None:
             self._ingestor.close()
-            self._ingestor.captioner.close()
+        if self._captioner is not None:
+            self._captioner.close()
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -130,11 +165,12 @@ class JobRunner:
         try:
             check_ingest_path(job.uri, self.allowed_roots)
             if self._ingestor is None:
-                self._ingestor = Ingestor(
-                    self.store, self._load_captioner(), self.embedder, self.config
-                )
+                self._ingestor = Ingestor(self.store, self.captioner(), self.embedder, self.config)
             result = self._ingestor.ingest(
-                job.uri, on_progress=report, should_stop=self._stop.is_set
+                job.uri,
+                on_progress=report,
+                should_stop=self._stop.is_set,
+                collection=job.collection,
             )
         except VidseekError as exc:
             log.warning("ingest job %s (%s) failed: %s", job_id, job.uri, exc)
@@ -146,12 +182,18 @@ class JobRunner:
         self.store.snapshot()
         self.store.update_job(job_id, state="succeeded")
 
-    def _load_captioner(self) -> Captioner:
-        try:
-            return self._captioner_factory()
-        except Exception as exc:  # model files missing, out of memory, bad weights...
-            log.exception("could not load the captioner")
-            raise CaptionerUnavailable(f"could not load the captioning model: {exc}") from exc
+    def captioner(self) -> SerialCaptioner:
+        """The captioner, loaded on first use; CaptionerUnavailable if it cannot load."""
+        with self._captioner_lock:
+            if self._captioner is None:
+                try:
+                    self._captioner = SerialCaptioner(self._captioner_factory())
+                except Exception as exc:  # model files missing, out of memory, bad weights...
+                    log.exception("could not load the captioner")
+                    raise CaptionerUnavailable(
+                        f"could not load the captioning model: {exc}"
+                    ) from exc
+            return self._captioner
 
     def _safe_update(self, job_id: str, **fields: object) -> None:
         try:
