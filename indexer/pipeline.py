@@ -43,7 +43,7 @@ def content_hash(path: Path, chunk: int = 1 << 22) -> str:
 @dataclass(frozen=True)
 class IngestConfig:
     plan: PlanConfig = field(default_factory=PlanConfig)
-    decode_backend: str = "decord"
+    decode_backend: str = "pyav"
     decode_timeout: float = 120.0
     batch_windows: int = 4
 
