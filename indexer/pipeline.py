@@ -5,6 +5,13 @@ in one transaction as soon as it is done, so an interrupted ingest resumes at
 the first uncommitted window, and re-running an ingest of the same content
 commits nothing twice (window and event ids derive from the content hash).
 Decoding of the next batch of windows overlaps captioning of the current one.
+
+Damaged video: a window is captioned from the frames that decode (the model
+sees their real absolute timestamps; an odd frame out is dropped, since
+Qwen3-VL takes frames in pairs). A window with fewer than two decodable frames
+is *skipped*: counted in ``IngestProgress.windows_skipped``, logged with the
+missing frame range, and not committed, so a later run of the same file tries
+it again.
 """
 
 from __future__ import annotations
@@ -13,7 +20,7 @@ import hashlib
 import logging
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from vidseek.indexer.captioner import Captioner
@@ -57,7 +64,10 @@ class IngestProgress:
     windows_total: int = 0
     windows_done: int = 0
     windows_unparsed: int = 0
+    windows_skipped: int = 0
     events_indexed: int = 0
+    gap: str = ""
+    """The first decoding gap met ("" if none): which frames of which window did not decode."""
 
 
 @dataclass(frozen=True)
@@ -136,7 +146,17 @@ class Ingestor:
         with FrameReader(
             str(path), timeout=self.config.decode_timeout, worker=self._worker
         ) as reader:
-            for clips in self._decoded_batches(reader, info, plan, todo):
+            for decoded in self._decoded_batches(reader, info, plan, todo):
+                for _, note in decoded:
+                    if note:
+                        log.warning("%s: %s", uri, note)
+                        progress.gap = progress.gap or note
+                clips = [c for c, _ in decoded if c is not None]
+                progress.windows_skipped += len(decoded) - len(clips)
+                if not clips:
+                    if on_progress:
+                        on_progress(progress)
+                    continue
                 outputs = self.captioner.describe(clips)
                 if len(outputs) != len(clips):
                     raise RuntimeError(
@@ -225,23 +245,20 @@ class Ingestor:
 
     def _decoded_batches(
         self, reader: FrameReader, info: VideoInfo, plan: WindowPlan, todo: Sequence[Window]
-    ) -> Iterator[list[WindowClip]]:
-        """Decoded batches of windows; the next batch decodes while the caller captions."""
+    ) -> Iterator[list[tuple[WindowClip | None, str]]]:
+        """Decoded batches of windows; the next batch decodes while the caller captions.
+
+        Each window comes with a note on its decoding gap ("" if none); a window
+        too damaged to caption comes back as ``None``.
+        """
         n = max(1, self.config.batch_windows)
         batches = [list(todo[i : i + n]) for i in range(0, len(todo), n)]
 
-        def decode(batch: list[Window]) -> list[WindowClip]:
-            return [
-                WindowClip(
-                    window=w,
-                    fps=info.fps,
-                    total_frames=info.frame_count,
-                    frames=reader.read(list(w.frame_indices), plan.frame_height, plan.frame_width),
-                )
-                for w in batch
-            ]
+        def decode(batch: list[Window]) -> list[tuple[WindowClip | None, str]]:
+            return [_decode_window(reader, info, plan, w) for w in batch]
 
         pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="decode")
+        # The pool's thread only reads frames; progress is updated by the caller.
         try:
             pending = [pool.submit(decode, b) for b in batches[:1]]
             for i in range(len(batches)):
@@ -251,3 +268,30 @@ class Ingestor:
                 yield clips
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _gap_note(w: Window, missing: Sequence[int], error: str) -> str:
+    return (
+        f"window {w.index} ({w.start_seconds:.1f}-{w.end_seconds:.1f} s): "
+        f"{len(missing)} of {len(w.frame_indices)} frames did not decode: {error}"
+    )
+
+
+def _decode_window(
+    reader: FrameReader, info: VideoInfo, plan: WindowPlan, w: Window
+) -> tuple[WindowClip | None, str]:
+    """One window's clip from the frames that decode, and a note on any gap."""
+    got = reader.read(list(w.frame_indices), plan.frame_height, plan.frame_width, on_error="skip")
+    if not got.missing:
+        return WindowClip(
+            window=w, frames=got.frames, fps=info.fps, total_frames=info.frame_count
+        ), ""
+    keep = len(got.indices) - len(got.indices) % 2  # Qwen3-VL takes frames in pairs
+    note = _gap_note(w, got.missing, got.error)
+    if keep < 2:
+        return None, note + "; window skipped"
+    window = replace(w, frame_indices=tuple(got.indices[:keep]))
+    clip = WindowClip(
+        window=window, frames=got.frames[:keep], fps=info.fps, total_frames=info.frame_count
+    )
+    return clip, note + f"; captioned from the {keep} that did"

@@ -159,6 +159,7 @@ class JobRunner:
                 windows_total=p.windows_total,
                 windows_done=p.windows_done,
                 windows_unparsed=p.windows_unparsed,
+                windows_skipped=p.windows_skipped,
                 events_indexed=p.events_indexed,
             )
 
@@ -180,7 +181,14 @@ class JobRunner:
             self.store.update_job(job_id, state="queued")  # resumes on next start
             return
         self.store.snapshot()
-        self.store.update_job(job_id, state="succeeded")
+        p = result.progress
+        # A job with damaged stretches still succeeds; ``error`` says what was left out.
+        note = (
+            f"{p.windows_skipped} window(s) skipped; first gap: {p.gap}"
+            if p.windows_skipped
+            else ""
+        )
+        self.store.update_job(job_id, state="succeeded", error=note or p.gap)
 
     def captioner(self) -> SerialCaptioner:
         """The captioner, loaded on first use; CaptionerUnavailable if it cannot load."""
