@@ -12,12 +12,20 @@ Qwen3-VL takes frames in pairs). A window with fewer than two decodable frames
 is *skipped*: counted in ``IngestProgress.windows_skipped``, logged with the
 missing frame range, and not committed, so a later run of the same file tries
 it again.
+
+Overlapping windows (``overlap_seconds > 0``) see the same stretch twice. An
+event of a later window that repeats an already committed event of the same
+video (both ends within :func:`span_tolerance`, text near-identical, see
+:func:`drop_duplicates`) is dropped, with a reason in the window's ``dropped``
+list.
 """
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import logging
+import re
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
@@ -28,12 +36,24 @@ from vidseek.indexer.embedder import Embedder
 from vidseek.indexer.parse import parse_events
 from vidseek.indexer.planner import PlanConfig, WindowPlan, plan_windows
 from vidseek.indexer.prompt import PROMPT_VERSION
-from vidseek.indexer.types import VideoInfo, Window, WindowClip
+from vidseek.indexer.types import ParsedEvent, VideoInfo, Window, WindowClip
 from vidseek.indexer.video import DecodeWorker, FrameReader, probe
 from vidseek.storage.errors import InvalidArgument, NotFound
-from vidseek.storage.store import NewEvent, NewWindow, Store, window_id_for
+from vidseek.storage.store import EventRecord, NewEvent, NewWindow, Store, window_id_for
 
-__all__ = ["IngestConfig", "IngestProgress", "IngestResult", "Ingestor", "content_hash"]
+__all__ = [
+    "IngestConfig",
+    "IngestProgress",
+    "IngestResult",
+    "Ingestor",
+    "content_hash",
+    "drop_duplicates",
+    "span_tolerance",
+]
+
+# Two descriptions at least this similar (difflib ratio of their normalised
+# text) are the same description.
+SAME_TEXT_RATIO = 0.85
 
 log = logging.getLogger(__name__)
 
@@ -198,7 +218,13 @@ class Ingestor:
         progress: IngestProgress,
     ) -> None:
         parsed = parse_events(raw, w.start_seconds, w.end_seconds)
-        vecs = self.embedder.embed([e.description for e in parsed.events])
+        found = parsed.events
+        if self.config.plan.overlap_seconds > 0 and found:
+            earlier = self.store.timeline(video_id, w.start_seconds, w.end_seconds)
+            tolerance = span_tolerance(self.config.plan.sample_fps)
+            found, repeats = drop_duplicates(found, earlier, tolerance)
+            parsed.dropped.extend(repeats)
+        vecs = self.embedder.embed([e.description for e in found])
         events = [
             NewEvent(
                 start_seconds=e.start_seconds,
@@ -206,7 +232,7 @@ class Ingestor:
                 text=e.description,
                 embedding=vecs[i],
             )
-            for i, e in enumerate(parsed.events)
+            for i, e in enumerate(found)
         ]
         # "partial": complete events were salvaged from an answer that was cut short.
         if parsed.error is None:
@@ -295,3 +321,45 @@ def _decode_window(
         window=window, frames=got.frames[:keep], fps=info.fps, total_frames=info.frame_count
     )
     return clip, note + f"; captioned from the {keep} that did"
+
+
+def span_tolerance(sample_fps: float) -> float:
+    """How far apart two ends of the same event may be: two sampled frames, at least 1 s."""
+    return max(1.0, 2.0 / sample_fps)
+
+
+def _normalised(text: str) -> str:
+    return " ".join(re.findall(r"\w+", text.lower()))
+
+
+def drop_duplicates(
+    events: Sequence[ParsedEvent], earlier: Sequence[EventRecord], tolerance: float
+) -> tuple[list[ParsedEvent], list[str]]:
+    """``events`` without those repeating one of ``earlier``, and a reason per dropped one.
+
+    A repeat has both ends within ``tolerance`` seconds of an earlier event and
+    a normalised text at least :data:`SAME_TEXT_RATIO` similar to it.
+    """
+    kept: list[ParsedEvent] = []
+    reasons: list[str] = []
+    for e in events:
+        text = _normalised(e.description)
+        twin = next(
+            (
+                o
+                for o in earlier
+                if abs(o.start_seconds - e.start_seconds) <= tolerance
+                and abs(o.end_seconds - e.end_seconds) <= tolerance
+                and difflib.SequenceMatcher(None, text, _normalised(o.text)).ratio()
+                >= SAME_TEXT_RATIO
+            ),
+            None,
+        )
+        if twin is None:
+            kept.append(e)
+        else:
+            reasons.append(
+                f"duplicate of event {twin.id} ({twin.start_seconds:.1f}-{twin.end_seconds:.1f} s)"
+                " from an overlapping window"
+            )
+    return kept, reasons

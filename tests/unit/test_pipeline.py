@@ -2,26 +2,39 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 
 from tests.support.fakes import ColourCaptioner
 from tests.support.videos import available_codec, corrupt_frames, write_video
-from vidseek.indexer.pipeline import IngestConfig, Ingestor, IngestResult
+from vidseek.indexer.pipeline import (
+    IngestConfig,
+    Ingestor,
+    IngestResult,
+    drop_duplicates,
+    span_tolerance,
+)
 from vidseek.indexer.planner import PlanConfig
-from vidseek.storage.store import Store
+from vidseek.indexer.types import ParsedEvent
+from vidseek.storage.store import EventRecord, Store
 
 H264 = available_codec("libx264")
 
 
-def _ingest(tmp_path: Path, embedder, video: str) -> tuple[IngestResult, ColourCaptioner, Store]:
+def _ingest(
+    tmp_path: Path, embedder, video: str, window: float = 2.0, overlap: float = 0.0
+) -> tuple[IngestResult, ColourCaptioner, Store]:
     store = Store(f"sqlite:///{tmp_path / 'db.sqlite'}", tmp_path / "faiss.index", embedder.dim)
     captioner = ColourCaptioner()
-    config = IngestConfig(
-        plan=PlanConfig(sample_fps=2.0, window_seconds=2.0, max_frame_pixels=160 * 96),
-        batch_windows=3,
+    plan = PlanConfig(
+        sample_fps=2.0,
+        window_seconds=window,
+        overlap_seconds=overlap,
+        max_frame_pixels=160 * 96,
     )
+    config = IngestConfig(plan=plan, batch_windows=3)
     ingestor = Ingestor(store, captioner, embedder, config)
     try:
         result = ingestor.ingest(video)
@@ -71,3 +84,40 @@ def test_a_partly_damaged_window_is_captioned_from_the_frames_that_decode(
         assert rows[5].frame_count == 2 and rows[5].status == "parsed"
     finally:
         store.close()
+
+
+def test_events_repeated_by_overlapping_windows_are_committed_once(tmp_path, embedder):
+    video = write_video(tmp_path / "colours.mp4", seconds=6)  # six colours, one a second
+    result, captioner, store = _ingest(tmp_path, embedder, video, window=4.0, overlap=2.0)
+    try:
+        assert len(captioner.calls[0]) > 1  # windows did overlap: [0, 4), [2, 6), ...
+        events = store.timeline(result.video_id, 0.0, None)
+        spans = [(e.start_seconds, e.end_seconds) for e in events]
+        assert spans == [(float(t), float(t + 1)) for t in range(6)]
+        dropped = [r for w in store.window_rows(result.video_id) for r in json.loads(w.dropped)]
+        # [2, 6) repeats blue and yellow of [0, 4); a last window [4, 6) repeats two more.
+        assert len(dropped) in (2, 4) and all("from an overlapping window" in r for r in dropped)
+    finally:
+        store.close()
+
+
+def _earlier(start: float, end: float, text: str) -> EventRecord:
+    return EventRecord(id=7, video_id="v", start_seconds=start, end_seconds=end, text=text)
+
+
+@pytest.mark.parametrize(
+    ("start", "end", "text", "repeat"),
+    [
+        (10.0, 14.0, "A man opens the red door.", True),  # same span, same words
+        (10.5, 13.5, "a man opens the red door", True),  # within the tolerance
+        (10.0, 14.0, "A man opens the red doors.", True),  # near-identical text
+        (12.0, 14.0, "A man opens the red door.", False),  # start too far off
+        (10.0, 14.0, "A woman closes the blue window.", False),  # different text
+    ],
+)
+def test_drop_duplicates_needs_the_same_span_and_near_identical_text(start, end, text, repeat):
+    earlier = [_earlier(10.0, 14.0, "A man opens the red door.")]
+    new = [ParsedEvent(start_seconds=start, end_seconds=end, description=text)]
+    kept, reasons = drop_duplicates(new, earlier, span_tolerance(2.0))
+    assert (kept == []) is repeat
+    assert len(reasons) == int(repeat)
