@@ -7,28 +7,16 @@ must be searchable and lie inside its window.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.support.recording import RecordingCaptioner
 from vidseek.client import Client, JobState
 from vidseek.indexer import model_inputs
-from vidseek.indexer.captioner_transformers import TransformersCaptioner
-from vidseek.indexer.types import CaptionOutput, WindowClip
 from vidseek.server.app import create_server
 from vidseek.server.settings import load_settings
-
-
-class RecordingCaptioner(TransformersCaptioner):
-    """The real transformers captioner, remembering the clips it was given."""
-
-    clips: list[WindowClip]
-
-    def describe(self, clips: Sequence[WindowClip]) -> list[CaptionOutput]:
-        self.clips = [*getattr(self, "clips", []), *clips]
-        return super().describe(clips)
 
 
 @pytest.mark.slow
