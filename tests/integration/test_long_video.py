@@ -12,14 +12,12 @@ from typing import Any
 
 import pytest
 
-from tests.support.recording import RecordingCaptioner
+from tests.support.recording import tiny_model_server
 from tests.support.videos import write_video
 from vidseek.client import Client, JobState
 from vidseek.indexer import model_inputs
 from vidseek.indexer.planner import PlanConfig, plan_windows
 from vidseek.indexer.video import probe
-from vidseek.server.app import create_server
-from vidseek.server.settings import load_settings
 
 HOURS = 2
 SOURCE_FPS = 2
@@ -37,27 +35,6 @@ def test_two_hour_video_is_planned_by_the_arithmetic_and_fully_ingested(
         height=64,
         gop=120,
     )
-    settings = load_settings(
-        overrides={
-            "port": 0,
-            "data_dir": str(data_dir),
-            "model": str(tiny_qwen_dir),
-            "device": "cpu",
-            "sample_fps": 1.0,
-            "window_seconds": 60.0,
-            "batch_windows": 8,
-            "max_new_tokens": 8,
-        },
-        environ={},
-    )
-    holder: dict[str, RecordingCaptioner] = {}
-
-    def factory() -> RecordingCaptioner:
-        holder["c"] = RecordingCaptioner(
-            settings.model, device="cpu", max_new_tokens=8, constrained_json=False
-        )
-        return holder["c"]
-
     # What the arithmetic says for this video (the planner is unit-tested on its own).
     info = probe(video, timeout=60)
     assert (info.duration, info.frame_count) == (HOURS * 3600.0, HOURS * 3600 * SOURCE_FPS)
@@ -68,7 +45,16 @@ def test_two_hour_video_is_planned_by_the_arithmetic_and_fully_ingested(
     assert plan.tokens_per_pair == 6 + 11
     assert plan.prompt_tokens_per_window == 30 * 17 + 256
 
-    server, port, app = create_server(settings, embedder=embedder, captioner_factory=factory)
+    server, port, app, holder = tiny_model_server(
+        tiny_qwen_dir,
+        data_dir,
+        embedder,
+        constrained_json=False,
+        sample_fps=1.0,
+        window_seconds=60.0,
+        batch_windows=8,
+        max_new_tokens=8,
+    )
     try:
         with Client(f"127.0.0.1:{port}") as client:
             job = client.wait_for_job(client.ingest(video).job_id, timeout=1200)

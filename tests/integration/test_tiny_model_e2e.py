@@ -12,11 +12,9 @@ from typing import Any
 
 import pytest
 
-from tests.support.recording import RecordingCaptioner
+from tests.support.recording import tiny_model_server
 from vidseek.client import Client, JobState
 from vidseek.indexer import model_inputs
-from vidseek.server.app import create_server
-from vidseek.server.settings import load_settings
 
 
 @pytest.mark.slow
@@ -26,30 +24,15 @@ def test_tiny_qwen_runs_through_the_whole_pipeline(
     data_dir: Path,
     embedder: Any,
 ):
-    settings = load_settings(
-        overrides={
-            "port": 0,
-            "data_dir": str(data_dir),
-            "model": str(tiny_qwen_dir),
-            "device": "cpu",
-            "window_seconds": 4.0,
-            "sample_fps": 1.0,
-            "max_new_tokens": model_inputs.max_constrained_output_tokens(),
-        },
-        environ={},
+    server, port, app, holder = tiny_model_server(
+        tiny_qwen_dir,
+        data_dir,
+        embedder,
+        constrained_json=True,
+        window_seconds=4.0,
+        sample_fps=1.0,
+        max_new_tokens=model_inputs.max_constrained_output_tokens(),
     )
-    holder: dict[str, RecordingCaptioner] = {}
-
-    def factory() -> RecordingCaptioner:
-        holder["c"] = RecordingCaptioner(
-            settings.model,
-            device="cpu",
-            max_new_tokens=settings.max_new_tokens,
-            constrained_json=True,
-        )
-        return holder["c"]
-
-    server, port, app = create_server(settings, embedder=embedder, captioner_factory=factory)
     try:
         with Client(f"127.0.0.1:{port}") as client:
             job = client.wait_for_job(client.ingest(str(colour_video)).job_id, timeout=300)
