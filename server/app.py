@@ -138,6 +138,7 @@ def build_app(
         captioner_factory or (lambda: load_captioner(settings)),
         ingest_config(settings),
         roots,
+        workers=settings.ingest_workers,
     )
     return App(
         settings=settings,

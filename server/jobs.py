@@ -1,7 +1,14 @@
-"""Background ingest jobs: a queue persisted in SQL, run one video at a time.
+"""Background ingest jobs: a queue persisted in SQL, run by ``workers`` threads.
 
 Jobs survive restarts: on start, jobs left ``queued`` or ``running`` are queued
 again, and their videos resume at the first uncommitted window.
+
+Each worker thread has its own decoder process; all share one captioner, whose
+engine calls are serialised (:class:`SerialCaptioner`). More than one worker
+pays off by decoding one video while another is being captioned.
+
+Cancelling a job stops it after the window being committed; what was committed
+stays indexed, and the job ends ``cancelled``.
 """
 
 from __future__ import annotations
@@ -20,11 +27,13 @@ from vidseek.indexer.types import CaptionOutput, WindowClip
 from vidseek.indexer.video import DecodeWorker, probe
 from vidseek.storage.errors import (
     CaptionerUnavailable,
+    FailedPrecondition,
     InvalidArgument,
     NotFound,
     PermissionDenied,
     VidseekError,
 )
+from vidseek.storage.models import IngestJobRow
 from vidseek.storage.store import Store
 
 __all__ = ["JobRunner", "SerialCaptioner", "check_ingest_path"]
@@ -72,7 +81,7 @@ class SerialCaptioner:
 
 
 class JobRunner:
-    """Runs queued ingest jobs on a background thread."""
+    """Runs queued ingest jobs on ``workers`` background threads."""
 
     def __init__(
         self,
@@ -81,13 +90,19 @@ class JobRunner:
         captioner_factory: Callable[[], Captioner],
         config: IngestConfig,
         allowed_roots: list[Path],
+        workers: int = 1,
     ) -> None:
+        if workers < 1:
+            raise InvalidArgument(f"workers must be >= 1, got {workers}")
         self.store = store
         self.embedder = embedder
         self._captioner_factory = captioner_factory
         self._captioner: SerialCaptioner | None = None
         self._captioner_lock = threading.Lock()
-        self._ingestor: Ingestor | None = None
+        self._ingestors: list[Ingestor] = []
+        self._local = threading.local()
+        self._cancelled: set[str] = set()
+        self._cancel_lock = threading.Lock()
         # Probing at submit time runs in its own decoder process, so RPCs never
         # wait behind the ingest job's decoding.
         self._probe_worker = DecodeWorker(config.decode_backend)
@@ -95,14 +110,18 @@ class JobRunner:
         self.allowed_roots = allowed_roots
         self._queue: queue.Queue[str | None] = queue.Queue()
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="ingest-jobs", daemon=True)
+        self._threads = [
+            threading.Thread(target=self._run, name=f"ingest-jobs-{i}", daemon=True)
+            for i in range(workers)
+        ]
 
     def start(self) -> None:
-        """Re-queue unfinished jobs and start the worker thread."""
+        """Re-queue unfinished jobs and start the worker threads."""
         for state in ("running", "queued"):
             for job in reversed(self.store.list_jobs(0, 1_000_000, states=[state])):
                 self._queue.put(job.id)
-        self._thread.start()
+        for t in self._threads:
+            t.start()
 
     def submit(self, uri: str, collection: str = "") -> str:
         """Validate ``uri`` (exists, allowed, probes as a video) and queue a job for it.
@@ -124,15 +143,36 @@ class JobRunner:
         self._queue.put(job_id)
         return job_id
 
+    def cancel(self, job_id: str) -> IngestJobRow:
+        """Cancel a queued or running job; a running one stops after its current window.
+
+        Returns the job as it is now (a running job is still ``running`` until its
+        worker notices). Cancelling a finished job is an error naming its state.
+        """
+        job = self.store.get_job(job_id)
+        if job.state not in ("queued", "running"):
+            raise FailedPrecondition(f"ingest job {job_id} is already {job.state}")
+        with self._cancel_lock:
+            self._cancelled.add(job_id)
+        if job.state == "queued":
+            self.store.update_job(job_id, state="cancelled")
+        return self.store.get_job(job_id)
+
+    def _is_cancelled(self, job_id: str) -> bool:
+        with self._cancel_lock:
+            return job_id in self._cancelled
+
     def stop(self, timeout: float | None = None) -> None:
-        """Stop after the current window commits; unfinished jobs resume on next start."""
+        """Stop after the current windows commit; unfinished jobs resume on next start."""
         self._stop.set()
-        self._queue.put(None)
-        if self._thread.is_alive():
-            self._thread.join(timeout)
+        for _ in self._threads:
+            self._queue.put(None)
+        for t in self._threads:
+            if t.is_alive():
+                t.join(timeout)
         self._probe_worker.close()
-        if self._ingestor is not None:
-            self._ingestor.close()
+        for ingestor in self._ingestors:
+            ingestor.close()
         if self._captioner is not None:
             self._captioner.close()
 
@@ -147,8 +187,20 @@ class JobRunner:
                 log.exception("ingest job %s crashed", job_id)
                 self._safe_update(job_id, state="failed", error="internal error (see server log)")
 
+    def _ingestor(self) -> Ingestor:
+        """This worker thread's ingestor (its own decoder process, the shared captioner)."""
+        ingestor: Ingestor | None = getattr(self._local, "ingestor", None)
+        if ingestor is None:
+            ingestor = Ingestor(self.store, self.captioner(), self.embedder, self.config)
+            self._local.ingestor = ingestor
+            with self._captioner_lock:
+                self._ingestors.append(ingestor)
+        return ingestor
+
     def _run_job(self, job_id: str) -> None:
         job = self.store.get_job(job_id)
+        if job.state == "cancelled" or self._is_cancelled(job_id):
+            return
         self.store.update_job(job_id, state="running")
 
         def report(p: IngestProgress) -> None:
@@ -165,17 +217,18 @@ class JobRunner:
 
         try:
             check_ingest_path(job.uri, self.allowed_roots)
-            if self._ingestor is None:
-                self._ingestor = Ingestor(self.store, self.captioner(), self.embedder, self.config)
-            result = self._ingestor.ingest(
+            result = self._ingestor().ingest(
                 job.uri,
                 on_progress=report,
-                should_stop=self._stop.is_set,
+                should_stop=lambda: self._stop.is_set() or self._is_cancelled(job_id),
                 collection=job.collection,
             )
         except VidseekError as exc:
             log.warning("ingest job %s (%s) failed: %s", job_id, job.uri, exc)
             self.store.update_job(job_id, state="failed", error=str(exc))
+            return
+        if result.interrupted and self._is_cancelled(job_id):
+            self.store.update_job(job_id, state="cancelled")
             return
         if result.interrupted:
             self.store.update_job(job_id, state="queued")  # resumes on next start

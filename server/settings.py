@@ -74,6 +74,10 @@ class Settings:
     window_overlap_seconds: float = _s(0.0, "Overlap between consecutive windows.")
     context_tokens: int = _s(262_144, "Model context the window planner must fit.")
     batch_windows: int = _s(4, "Windows decoded and sent to the captioner at once.")
+    ingest_workers: int = _s(
+        1,
+        "Videos ingested at once; each has its own decoder process, the captioner is shared.",
+    )
     decode_backend: str = _s(
         "pyav",
         "Video decoder: 'pyav' (fastest measured), 'decord', 'torchcodec' (needs the "
@@ -198,6 +202,7 @@ def _validate(s: Settings) -> None:
         (s.max_frame_pixels >= 32 * 32, "max_frame_pixels", "must be >= 1024"),
         (s.max_new_tokens > 0, "max_new_tokens", "must be > 0"),
         (s.batch_windows > 0, "batch_windows", "must be > 0"),
+        (s.ingest_workers > 0, "ingest_workers", "must be > 0"),
         (s.decode_timeout > 0, "decode_timeout", "must be > 0"),
         (0 < s.default_top_k <= s.max_top_k, "default_top_k", "must be in 1..max_top_k"),
         (s.grpc_workers > 0, "grpc_workers", "must be > 0"),

@@ -13,7 +13,8 @@ never imports grpc); one server interceptor does the mapping.
     ├── NotFound                      NOT_FOUND
     ├── PermissionDenied              PERMISSION_DENIED
     ├── ResourceExhausted             RESOURCE_EXHAUSTED
-    ├── SchemaOutdated                FAILED_PRECONDITION
+    ├── FailedPrecondition            FAILED_PRECONDITION (not in a state that allows it)
+    │   └── SchemaOutdated            FAILED_PRECONDITION
     ├── CaptionerUnavailable          UNAVAILABLE        (the model could not be loaded)
     └── ConfigError                   INVALID_ARGUMENT   (a bad setting; raised at start-up)
 """
@@ -24,6 +25,7 @@ __all__ = [
     "CaptionerUnavailable",
     "ConfigError",
     "DecodeTimeout",
+    "FailedPrecondition",
     "InvalidArgument",
     "NotFound",
     "PermissionDenied",
@@ -76,10 +78,14 @@ class ResourceExhausted(VidseekError):
     retriable = True
 
 
-class SchemaOutdated(VidseekError):
-    """The database schema is older than this code; run `vidseek db upgrade`."""
+class FailedPrecondition(VidseekError):
+    """The target is not in a state that allows the operation (e.g. a finished job)."""
 
     grpc_code = "FAILED_PRECONDITION"
+
+
+class SchemaOutdated(FailedPrecondition):
+    """The database schema is older than this code; run `vidseek db upgrade`."""
 
 
 class CaptionerUnavailable(VidseekError):

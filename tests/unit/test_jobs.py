@@ -1,0 +1,109 @@
+"""The job runner: several workers, cancellation, and the shared captioner."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import pytest
+
+from tests.support.fakes import ColourCaptioner
+from tests.support.videos import write_video
+from vidseek.indexer.pipeline import IngestConfig
+from vidseek.indexer.planner import PlanConfig
+from vidseek.indexer.types import CaptionOutput, WindowClip
+from vidseek.server.jobs import JobRunner
+from vidseek.storage.errors import FailedPrecondition
+from vidseek.storage.store import Store
+
+
+class GatedCaptioner(ColourCaptioner):
+    """The colour captioner, holding each call until the test opens the gate."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = threading.Event()
+        self.waiting = threading.Event()
+
+    def describe(self, clips: Sequence[WindowClip]) -> list[CaptionOutput]:
+        self.waiting.set()
+        assert self.gate.wait(60), "the test never opened the gate"
+        return super().describe(clips)
+
+
+@pytest.fixture
+def videos(tmp_path: Path) -> list[str]:
+    return [
+        write_video(tmp_path / f"v{i}.mp4", seconds=8, colors=[(255, 0, 0)] * i + [(0, 0, 255)])
+        for i in range(1, 4)
+    ]
+
+
+@pytest.fixture
+def runner_factory(tmp_path: Path, embedder) -> Iterator:
+    made: list[tuple[JobRunner, Store]] = []
+
+    def make(workers: int) -> tuple[JobRunner, GatedCaptioner, Store]:
+        store = Store(f"sqlite:///{tmp_path / 'db.sqlite'}", tmp_path / "faiss.index", embedder.dim)
+        captioner = GatedCaptioner()
+        config = IngestConfig(
+            plan=PlanConfig(sample_fps=2.0, window_seconds=2.0, max_frame_pixels=160 * 96),
+            batch_windows=1,
+        )
+        runner = JobRunner(store, embedder, lambda: captioner, config, [], workers=workers)
+        made.append((runner, store))
+        runner.start()
+        return runner, captioner, store
+
+    yield make
+    for runner, store in made:
+        runner.stop(timeout=30)
+        store.close()
+
+
+def _wait(predicate, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+def _states(store: Store, ids: Sequence[str]) -> list[str]:
+    return [store.get_job(i).state for i in ids]
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_workers_run_that_many_videos_at_once(runner_factory, videos, workers):
+    runner, captioner, store = runner_factory(workers)
+    ids = [runner.submit(v) for v in videos[:2]]
+    assert captioner.waiting.wait(60)
+    # The first job holds the captioner; a second worker takes the second job meanwhile.
+    if workers == 2:
+        _wait(lambda: _states(store, ids) == ["running", "running"])
+    else:
+        time.sleep(1.0)
+        assert _states(store, ids) == ["running", "queued"]
+    captioner.gate.set()
+    _wait(lambda: _states(store, ids) == ["succeeded", "succeeded"])
+    assert [store.get_job(i).windows_done for i in ids] == [4, 4]
+
+
+def test_cancel_stops_a_running_job_after_its_window_and_keeps_what_was_committed(
+    runner_factory, videos
+):
+    runner, captioner, store = runner_factory(1)
+    running, queued = runner.submit(videos[0]), runner.submit(videos[1])
+    assert captioner.waiting.wait(60)
+    assert runner.cancel(queued).state == "cancelled"
+    assert runner.cancel(running).state == "running"  # stops after the window in hand
+    captioner.gate.set()
+    _wait(lambda: store.get_job(running).state == "cancelled")
+    job = store.get_job(running)
+    assert job.windows_done == 1 < job.windows_total == 4
+    assert len(store.window_rows(job.video_id)) == 1
+    time.sleep(0.5)
+    assert store.get_job(queued).state == "cancelled" and store.get_job(queued).video_id is None
+    with pytest.raises(FailedPrecondition, match="already cancelled"):
+        runner.cancel(running)
