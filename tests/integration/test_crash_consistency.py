@@ -1,7 +1,7 @@
 """Crash consistency: SIGKILL a real ingestion-like run many times, resume, verify.
 
 ``tests/support/crash_worker.py`` commits windows through the real ``Store``
-(SQLite + FAISS, snapshots every few windows, a delete and a re-ingest of the
+(SQLite or PostgreSQL + FAISS, snapshots every few windows, a delete and a re-ingest of the
 same ids). This test kills it at seeded random points: at random moments, and
 inside SQL commits and snapshot writes (see the worker's hooks). After every
 kill it opens the store as a restarting server would (load snapshot, catch up
@@ -19,6 +19,7 @@ When the plan completes, the final state must equal a clean uninterrupted run.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import signal
 import subprocess
@@ -33,6 +34,7 @@ import pytest
 from sqlalchemy import text
 
 from tests.support import crash_worker as cw
+from tests.support.storage import BACKENDS, database
 from vidseek.storage.store import Store, event_id_for
 
 WORKER = Path(cw.__file__)
@@ -144,18 +146,34 @@ def _check(
             token = e[5].split()[3]
             assert [i for i, _ in store.keyword_search(token, 5)] == [e[0]]
         with store.engine.connect() as conn:
-            indexed = conn.scalar(text("SELECT count(*) FROM events_fts_docsize"))
+            if conn.dialect.name == "sqlite":
+                indexed = conn.scalar(text("SELECT count(*) FROM events_fts_docsize"))
+            else:
+                indexed = conn.scalar(
+                    text("SELECT count(*) FROM events WHERE text_tsv IS NOT NULL")
+                )
         assert indexed == len(dump["events"]), "full-text index out of step"
         return dump
     finally:
         store.close(snapshot=False)
 
 
-def test_sigkill_at_random_points_loses_nothing(tmp_path: Path, caplog: pytest.LogCaptureFixture):
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_sigkill_at_random_points_loses_nothing(
+    backend: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+):
     caplog.set_level(logging.WARNING, logger="vidseek.storage")
+    databases = contextlib.ExitStack()
+    with databases:
+        _kill_and_resume(backend, tmp_path, caplog, databases)
+
+
+def _kill_and_resume(
+    backend: str, tmp_path: Path, caplog: pytest.LogCaptureFixture, databases: contextlib.ExitStack
+) -> None:
     clean_dir = tmp_path / "clean"
     clean_dir.mkdir()
-    clean_db = f"sqlite:///{clean_dir / 'v.db'}"
+    clean_db = databases.enter_context(database(backend, clean_dir))
     proc = _start(clean_db, clean_dir / "faiss.index", "flat")
     assert _finish(proc)[0] == 0
     clean = _check(clean_db, clean_dir / "faiss.index", "flat", set(), caplog)
@@ -171,7 +189,7 @@ def test_sigkill_at_random_points_loses_nothing(tmp_path: Path, caplog: pytest.L
         kind = ("flat", "hnsw")[epoch % 2]
         d = tmp_path / f"epoch{epoch}"
         d.mkdir()
-        db, index = f"sqlite:///{d / 'v.db'}", d / "faiss.index"
+        db, index = databases.enter_context(database(backend, d)), d / "faiss.index"
         finished: set[int] = set()
         while True:
             mode = schedule.pop() if schedule else "last"
