@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,7 +12,7 @@ import pytest
 
 from tests.support.refiners import RaisingRefiner, ShiftRefiner, assert_shifted
 from tests.support.search_corpus import index_videos, name_of
-from vidseek.client import Client, InvalidArgumentError, NotFoundError
+from vidseek.client import AsyncClient, Client, InvalidArgumentError, NotFoundError, SearchPage
 from vidseek.indexer.embedder import Embedder
 from vidseek.server.app import App, create_server
 from vidseek.server.settings import load_settings
@@ -248,3 +249,24 @@ def test_time_range_and_grouping_on_the_raw_wire(served):
     assert list(resp.moments) == list(resp.videos[0].moments)
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "inverted time range" in err.value.details()
+
+
+def test_async_client_has_the_same_search(served):
+    q = {"min_score": -1.0, "collection": "food", "group_by_video": True}
+
+    async def run() -> tuple[SearchPage, list[SearchPage]]:
+        async with AsyncClient(f"127.0.0.1:{served.port}", retries=0) as client:
+            first = await client.search("onions", 1, **q)  # type: ignore[arg-type]
+            pages = [p async for p in client.search_pages("onions", 1, **q)]  # type: ignore[arg-type]
+            return first, pages
+
+    first, pages = asyncio.run(run())
+    sync = list(served.client.search_pages("onions", 1, **q))  # type: ignore[arg-type]
+    assert first == sync[0] and first.videos == sync[0].videos
+    assert [p.videos for p in pages] == [p.videos for p in sync]
+    assert len(pages) == 2  # the two videos of "food", one per page
+
+
+def test_unknown_search_option_is_a_type_error(served):
+    with pytest.raises(TypeError, match=r"unknown search option.*video_id"):
+        served.client.search("a", video_id="x")  # type: ignore[call-arg]
