@@ -16,11 +16,18 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from vidseek.client import Client, IngestJob, UnavailableError, VidseekClientError
+from vidseek.client import (
+    Client,
+    IngestJob,
+    Moment,
+    SearchPage,
+    UnavailableError,
+    VidseekClientError,
+)
 from vidseek.server.settings import Settings, load_settings
 from vidseek.storage.errors import ConfigError
 
-__all__ = ["VIDEO_SUFFIXES", "collect_paths", "main"]
+__all__ = ["VIDEO_SUFFIXES", "collect_paths", "main", "parse_seconds"]
 
 VIDEO_SUFFIXES = frozenset(
     {
@@ -130,7 +137,7 @@ def cmd_ingest(ns: argparse.Namespace) -> int:
     with _client(ns) as client:
         for p in paths:
             try:
-                job = client.ingest(str(p))
+                job = client.ingest(str(p), collection=ns.collection)
                 jobs[job.job_id] = str(p)
             except UnavailableError:
                 raise
@@ -204,20 +211,69 @@ def _summary(results: dict[str, dict[str, Any]]) -> None:
 
 def cmd_search(ns: argparse.Namespace) -> int:
     with _client(ns) as client:
-        moments = client.search(
-            ns.query, top_k=ns.top_k, video_ids=ns.video_id or (), min_score=ns.min_score
+        page = client.search(
+            ns.query,
+            ns.top_k,
+            video_ids=ns.video_id or (),
+            collection=ns.collection,
+            start_seconds=ns.start_seconds,
+            end_seconds=ns.end_seconds,
+            min_score=ns.min_score,
+            group_by_video=ns.group_by_video,
+            moments_per_video=ns.per_video,
+            refine=ns.refine,
+            page_token=ns.page_token,
         )
     if ns.json:
-        _print_json([asdict(m) for m in moments])
+        _print_json(_page_json(page))
         return EXIT_OK
-    if not moments:
+    if not page:
         print("no matches")
-    for m in moments:
-        print(
-            f"{m.score:6.3f}  {m.video_id}  {_hms(m.start_seconds)}-{_hms(m.end_seconds)}  "
-            f"{m.description}"
-        )
+    if ns.group_by_video:
+        for v in page.videos:
+            print(f"{v.score:6.3f}  {v.video_id}  {v.video_uri}")
+            for m in v.moments:
+                print(f"        {_moment_line(m)}")
+    else:
+        for m in page:
+            print(f"{m.score:6.3f}  {m.video_id}  {_moment_line(m)}")
+    if page.next_page_token:
+        print(f"next page: --page-token {page.next_page_token}")
     return EXIT_OK
+
+
+def _page_json(page: SearchPage) -> dict[str, Any]:
+    return {
+        "moments": [asdict(m) for m in page],
+        "videos": [asdict(v) for v in page.videos],
+        "next_page_token": page.next_page_token,
+    }
+
+
+def _moment_line(m: Moment) -> str:
+    span = f"{_hms(m.start_seconds)}-{_hms(m.end_seconds)}"
+    if m.refined and m.coarse_start_seconds is not None and m.coarse_end_seconds is not None:
+        span += f" (refined from {_hms(m.coarse_start_seconds)}-{_hms(m.coarse_end_seconds)})"
+    return f"{span}  {m.description}"
+
+
+def parse_seconds(text: str) -> float:
+    """Seconds from ``90``, ``90.5``, ``1:30`` (M:SS) or ``1:02:03.5`` (H:MM:SS)."""
+    parts = text.strip().split(":")
+    try:
+        if len(parts) > 3 or not all(parts):
+            raise ValueError(text)
+        values = [float(p) for p in parts]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"not a time: {text!r} (use seconds, M:SS or H:MM:SS)"
+        ) from None
+    if any(v < 0 for v in values) or any(v >= 60 for v in values[1:]):
+        raise argparse.ArgumentTypeError(f"not a time: {text!r} (use seconds, M:SS or H:MM:SS)")
+    total = 0.0
+    for v in values:
+        total = total * 60 + v
+    return total
 
 
 def _hms(seconds: float) -> str:
@@ -248,7 +304,9 @@ def cmd_jobs(ns: argparse.Namespace) -> int:
 def cmd_videos(ns: argparse.Namespace) -> int:
     with _client(ns) as client:
         return _rows(
-            client.list_videos(), ns, ["video_id", "duration_seconds", "event_count", "uri"]
+            client.list_videos(),
+            ns,
+            ["video_id", "duration_seconds", "event_count", "collection", "uri"],
         )
 
 
@@ -291,14 +349,69 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--glob", default=None, help="file pattern inside directories")
     p.add_argument("--manifest", default=None, help="file with one video path per line")
     p.add_argument("--no-wait", action="store_true", help="queue and return at once")
+    p.add_argument(
+        "--collection",
+        default="",
+        metavar="NAME",
+        help="put the videos into this collection (search can be restricted to it)",
+    )
     client_flags(p)
     p.set_defaults(func=cmd_ingest)
 
     p = sub.add_parser("search", help="find moments matching a text query")
     p.add_argument("query")
-    p.add_argument("-k", "--top-k", type=int, default=10)
-    p.add_argument("--video-id", action="append", help="restrict to this video (repeatable)")
-    p.add_argument("--min-score", type=float, default=0.0)
+    p.add_argument(
+        "-k",
+        "--top-k",
+        type=int,
+        default=10,
+        help="results per page: moments, or videos with --group-by-video (default 10)",
+    )
+    p.add_argument(
+        "--video",
+        "--video-id",
+        dest="video_id",
+        action="append",
+        metavar="ID",
+        help="restrict to this video (repeatable)",
+    )
+    p.add_argument(
+        "--collection", default="", metavar="NAME", help="restrict to the videos of a collection"
+    )
+    for flag, dest, which in (
+        ("--from", "start_seconds", "ending at or after"),
+        ("--to", "end_seconds", "starting at or before"),
+    ):
+        p.add_argument(
+            flag,
+            dest=dest,
+            type=parse_seconds,
+            default=None,
+            metavar="TIME",
+            help=f"only events {which} this time of their video (seconds or H:MM:SS)",
+        )
+    p.add_argument(
+        "--group-by-video", action="store_true", help="group moments by video, best video first"
+    )
+    p.add_argument(
+        "--per-video",
+        type=int,
+        default=0,
+        metavar="N",
+        help="with --group-by-video: moments per video (default: the server's, 3)",
+    )
+    p.add_argument(
+        "--min-score",
+        type=float,
+        default=0.0,
+        help="drop results scoring below this (scores are in [-1, 1]; default 0)",
+    )
+    p.add_argument(
+        "--refine", action="store_true", help="ask the server to refine the best moments' spans"
+    )
+    p.add_argument(
+        "--page-token", default="", metavar="TOKEN", help="the next page of an earlier search"
+    )
     client_flags(p)
     p.set_defaults(func=cmd_search)
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from vidseek.server.search import MomentResult, SearchQuery
+from vidseek.server.search import MomentResult, SearchPage, SearchQuery, VideoHits
 from vidseek.storage.errors import InvalidArgument
 from vidseek.storage.models import IngestJobRow
 from vidseek.storage.store import EventRecord, VideoRecord
@@ -15,6 +15,8 @@ __all__ = [
     "page_token",
     "parse_page_token",
     "search_query_from_proto",
+    "search_response_to_proto",
+    "video_hits_to_proto",
     "video_to_proto",
 ]
 
@@ -27,8 +29,19 @@ JOB_STATES = {
 
 
 def search_query_from_proto(req: pb.SearchRequest) -> SearchQuery:
+    """The domain query of a request; unset optional times become ``None``."""
     return SearchQuery(
-        text=req.query, top_k=req.top_k, video_ids=tuple(req.video_ids), min_score=req.min_score
+        text=req.query,
+        top_k=req.top_k,
+        video_ids=tuple(req.video_ids),
+        min_score=req.min_score,
+        start_seconds=req.start_seconds if req.HasField("start_seconds") else None,
+        end_seconds=req.end_seconds if req.HasField("end_seconds") else None,
+        group_by_video=req.group_by_video,
+        moments_per_video=req.moments_per_video,
+        page_token=req.page_token,
+        collection=req.collection,
+        refine=req.refine,
     )
 
 
@@ -41,6 +54,26 @@ def moment_to_proto(m: MomentResult) -> pb.Moment:
         score=m.score,
         event_ids=list(m.event_ids),
         video_uri=m.video_uri,
+        coarse_start_seconds=m.coarse_start_seconds,
+        coarse_end_seconds=m.coarse_end_seconds,
+        refined=m.refined,
+    )
+
+
+def video_hits_to_proto(v: VideoHits) -> pb.VideoHits:
+    return pb.VideoHits(
+        video_id=v.video_id,
+        score=v.score,
+        video_uri=v.video_uri,
+        moments=[moment_to_proto(m) for m in v.moments],
+    )
+
+
+def search_response_to_proto(page: SearchPage) -> pb.SearchResponse:
+    return pb.SearchResponse(
+        moments=[moment_to_proto(m) for m in page.moments],
+        videos=[video_hits_to_proto(v) for v in page.videos],
+        next_page_token=page.next_page_token,
     )
 
 
@@ -56,6 +89,7 @@ def video_to_proto(v: VideoRecord) -> pb.Video:
         frame_count=v.frame_count,
         event_count=v.event_count,
         created_at=v.created_at,
+        collection=v.collection,
     )
 
 
@@ -73,6 +107,8 @@ def job_to_proto(j: IngestJobRow) -> pb.IngestJob:
         plan=j.plan,
         created_at=j.created_at,
         updated_at=j.updated_at,
+        windows_skipped=j.windows_skipped,
+        collection=j.collection,
     )
 
 

@@ -6,7 +6,7 @@ The pipeline, one step per method of :class:`SearchService`::
                       -> keyword leg (FTS5 bm25 / tsvector) -> candidate videos
     -> every event of those videos gets its cosine -> video scores
     -> moments (merge each video's strong, adjacent events) -> flat or per video
-    -> [refinement of the page's moments would go here] -> min_score -> page
+    -> min_score -> page -> [refine the page's first moments: ``refine=True``]
 
 Scores. Every score is in [-1, 1], higher is better, and results are sorted by
 the score shown:
@@ -30,6 +30,16 @@ weights are :class:`RankingParams`, chosen on the tuning half of
 
 Paging recomputes the ranking and slices it: a page token names an offset and
 the request it belongs to. Pages are consistent while the index does not change.
+
+Filters. ``video_ids`` names videos that must exist (an unknown id is
+:class:`NotFound`: it is most likely a typo or a deleted video); ``collection``
+names a group of videos that may be empty or unknown (it matches nothing, no
+error). Given both, a video must satisfy both.
+
+Refinement. With ``refine=True`` and a :class:`MomentRefiner`, the first
+``max_refine`` moments of the page get a second, finer look within a time
+budget. Only their spans change (the score stays that of the coarse moment), and
+any trouble there leaves the coarse moments: refinement never fails a search.
 """
 
 from __future__ import annotations
@@ -38,10 +48,13 @@ import base64
 import hashlib
 import heapq
 import json
+import logging
 import math
+import time
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
+from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -51,6 +64,7 @@ from vidseek.storage.errors import InvalidArgument, NotFound
 from vidseek.storage.store import EventRecord, Store
 
 __all__ = [
+    "MomentRefiner",
     "MomentResult",
     "RankingParams",
     "ScoredEvent",
@@ -62,6 +76,10 @@ __all__ = [
     "rank_videos",
 ]
 
+log = logging.getLogger(__name__)
+
+MAX_COLLECTION_CHARS = 200
+
 
 @dataclass(frozen=True)
 class SearchQuery:
@@ -71,7 +89,9 @@ class SearchQuery:
     default. ``start_seconds``/``end_seconds`` keep events overlapping that
     range of each video (``None``: unbounded). ``moments_per_video`` bounds each
     group (0: the default). ``page_token`` comes from a previous page of the
-    same request.
+    same request. ``collection`` keeps the videos of that collection (with
+    ``video_ids``: those in both). ``refine`` asks for refined spans of the
+    page's first moments (see :class:`MomentRefiner`).
     """
 
     text: str
@@ -83,6 +103,8 @@ class SearchQuery:
     group_by_video: bool = False
     moments_per_video: int = 0
     page_token: str = ""
+    collection: str = ""
+    refine: bool = False
 
 
 @dataclass(frozen=True)
@@ -114,6 +136,23 @@ class VideoHits:
     score: float
     moments: tuple[MomentResult, ...]
     video_uri: str = ""
+
+
+class MomentRefiner(Protocol):
+    """Finds tighter spans for moments by looking at the video again (a VLM, say)."""
+
+    def refine(
+        self, query: str, moments: Sequence[MomentResult], deadline: float
+    ) -> list[MomentResult]:
+        """One result per moment of ``moments``, in order, by ``deadline``.
+
+        ``deadline`` is a :func:`time.monotonic` instant. A refined result has
+        ``refined=True`` and its new span in ``start_seconds``/``end_seconds``
+        (``coarse_*`` set to the input span); a moment it could not refine (no
+        time left, model trouble) comes back unchanged. It should not raise for
+        model trouble; :class:`SearchService` survives it if it does.
+        """
+        ...
 
 
 @dataclass(frozen=True)
@@ -302,6 +341,7 @@ class _Plan:
     end: float | None
     per_video: int
     fingerprint: str = field(repr=False)
+    # `video_ids` is () when the filters admit no video (e.g. an unknown collection).
 
     def in_range(self, e: EventRecord) -> bool:
         if self.start is not None and e.end_seconds < self.start:
@@ -312,7 +352,10 @@ class _Plan:
 class SearchService:
     """Answers text queries with moments, validating the request first.
 
-    ``keyword=False`` drops the keyword leg (dense retrieval only).
+    ``keyword=False`` drops the keyword leg (dense retrieval only). ``refiner``
+    serves ``refine=True`` requests: up to ``max_refine`` moments of a page, in
+    at most ``refine_budget_s`` seconds; without one such requests get the
+    coarse moments.
     """
 
     def __init__(
@@ -328,6 +371,9 @@ class SearchService:
         max_filter_videos: int = 1000,
         keyword: bool = True,
         params: RankingParams | None = None,
+        refiner: MomentRefiner | None = None,
+        max_refine: int = 5,
+        refine_budget_s: float = 20.0,
     ) -> None:
         self.store = store
         self.embedder = embedder
@@ -339,6 +385,9 @@ class SearchService:
         self.max_filter_videos = max_filter_videos
         self.keyword = keyword
         self.params = params or RankingParams()
+        self.refiner = refiner
+        self.max_refine = max_refine
+        self.refine_budget_s = refine_budget_s
 
     # ---- validation and page tokens ---------------------------------------------
 
@@ -370,13 +419,34 @@ class SearchService:
             raise InvalidArgument(
                 f"inverted time range: end_seconds {end} is before start_seconds {start}"
             )
-        video_ids = self._video_filter(q.video_ids)
+        collection = q.collection.strip()
+        if len(collection) > MAX_COLLECTION_CHARS:
+            raise InvalidArgument(
+                f"collection name is {len(collection)} characters; "
+                f"the limit is {MAX_COLLECTION_CHARS}"
+            )
+        requested = self._video_filter(q.video_ids)
         fingerprint = hashlib.blake2b(
             json.dumps(
-                [text, video_ids, start, end, q.group_by_video, q.moments_per_video, q.min_score]
+                [
+                    text,
+                    requested,
+                    start,
+                    end,
+                    q.group_by_video,
+                    q.moments_per_video,
+                    q.min_score,
+                    collection,
+                ]
             ).encode(),
             digest_size=8,
         ).hexdigest()
+        video_ids = requested
+        if collection:
+            members = self.store.video_ids_in_collection(collection)
+            video_ids = (
+                members if requested is None else tuple(sorted(set(requested) & set(members)))
+            )
         top_k = q.top_k or self.default_top_k
         offset = self._parse_page_token(q.page_token, fingerprint)
         if offset + top_k > self.max_depth:
@@ -447,6 +517,8 @@ class SearchService:
         return self._gather(self._plan(q))
 
     def _gather(self, plan: _Plan) -> list[ScoredEvent]:
+        if plan.video_ids == ():
+            return []
         p = self.params
         # Deep pages need more candidates: a page of n moments (or videos) needs n videos.
         scale = max(1, -(-(plan.offset + plan.top_k + 1) // p.candidate_videos))
@@ -522,8 +594,12 @@ class SearchService:
 
     # ---- search -------------------------------------------------------------------
 
-    def search_page(self, q: SearchQuery) -> SearchPage:
-        """One page of moments (flat) or of videos (``group_by_video``), best first."""
+    def search_page(self, q: SearchQuery, deadline: float | None = None) -> SearchPage:
+        """One page of moments (flat) or of videos (``group_by_video``), best first.
+
+        ``deadline`` (a :func:`time.monotonic` instant; ``None``: none) bounds
+        refinement together with ``refine_budget_s``; retrieval ignores it.
+        """
         plan = self._plan(q)
         depth = plan.offset + plan.top_k + 1
         videos = rank_videos(self._gather(plan), self.params, depth=depth, grouped=q.group_by_video)
@@ -537,6 +613,11 @@ class SearchService:
             more = len(groups) > plan.offset + plan.top_k
             uris = self.store.video_uris({v.video_id for v in page})
             page = [_with_uri(v, uris.get(v.video_id, "")) for v in page]
+            if q.refine:
+                refined = iter(
+                    self._refine(plan.text, [m for v in page for m in v.moments], deadline)
+                )
+                page = [replace(v, moments=tuple(next(refined) for _ in v.moments)) for v in page]
             flat = tuple(m for v in page for m in v.moments)
             return SearchPage(
                 moments=flat, videos=tuple(page), next_page_token=self._next(plan, more)
@@ -545,10 +626,35 @@ class SearchService:
         chunk = ranked[plan.offset : plan.offset + plan.top_k]
         more = len(ranked) > plan.offset + plan.top_k
         uris = self.store.video_uris({m.video_id for m in chunk})
-        return SearchPage(
-            moments=tuple(replace(m, video_uri=uris.get(m.video_id, "")) for m in chunk),
-            next_page_token=self._next(plan, more),
-        )
+        chunk = [replace(m, video_uri=uris.get(m.video_id, "")) for m in chunk]
+        if q.refine:
+            chunk = self._refine(plan.text, chunk, deadline)
+        return SearchPage(moments=tuple(chunk), next_page_token=self._next(plan, more))
+
+    def _refine(
+        self, text: str, moments: list[MomentResult], deadline: float | None
+    ) -> list[MomentResult]:
+        """``moments`` with the first ``max_refine`` refined where the refiner could."""
+        n = min(self.max_refine, len(moments))
+        if self.refiner is None or n <= 0:
+            return moments
+        now = time.monotonic()
+        until = now + self.refine_budget_s
+        if deadline is not None:
+            until = min(until, deadline)
+        if until <= now:
+            log.info("no time left to refine %d moments; returning them coarse", n)
+            return moments
+        head = moments[:n]
+        try:
+            answers = self.refiner.refine(text, head, until)
+        except Exception:
+            log.exception("refiner failed; returning %d coarse moments", n)
+            return moments
+        if len(answers) != n:
+            log.error("refiner returned %d results for %d moments; ignored", len(answers), n)
+            return moments
+        return [*map(_refined, head, answers), *moments[n:]]
 
     def _next(self, plan: _Plan, more: bool) -> str:
         offset = plan.offset + plan.top_k
@@ -563,3 +669,21 @@ class SearchService:
 
 def _with_uri(v: VideoHits, uri: str) -> VideoHits:
     return replace(v, video_uri=uri, moments=tuple(replace(m, video_uri=uri) for m in v.moments))
+
+
+def _refined(coarse: MomentResult, answer: MomentResult) -> MomentResult:
+    """``coarse`` with the refined span of ``answer`` (only the span is taken)."""
+    start, end = answer.start_seconds, answer.end_seconds
+    if not answer.refined or answer.video_id != coarse.video_id:
+        return coarse
+    if not (math.isfinite(start) and math.isfinite(end) and 0 <= start <= end):
+        log.warning("refiner returned an invalid span [%s, %s]; kept the coarse one", start, end)
+        return coarse
+    return replace(
+        coarse,
+        start_seconds=start,
+        end_seconds=end,
+        coarse_start_seconds=coarse.start_seconds,
+        coarse_end_seconds=coarse.end_seconds,
+        refined=True,
+    )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import grpc
 
 from vidseek.server import mapping
@@ -15,6 +17,8 @@ from vidseek.v1 import video_search_pb2_grpc as pb_grpc
 __all__ = ["VideoSearchServicer"]
 
 MAX_PAGE_SIZE = 1000
+# Seconds of the caller's deadline kept back from refinement, to answer in time.
+REFINE_DEADLINE_MARGIN_S = 0.5
 
 
 def _page_size(requested: int) -> int:
@@ -38,7 +42,7 @@ class VideoSearchServicer(pb_grpc.VideoSearchServicer):
     def IngestVideo(
         self, request: pb.IngestVideoRequest, context: grpc.ServicerContext
     ) -> pb.IngestJob:
-        job_id = self.jobs.submit(_required(request.uri, "uri"))
+        job_id = self.jobs.submit(_required(request.uri, "uri"), collection=request.collection)
         return mapping.job_to_proto(self.store.get_job(job_id))
 
     def GetIngestJob(
@@ -58,8 +62,14 @@ class VideoSearchServicer(pb_grpc.VideoSearchServicer):
         )
 
     def Search(self, request: pb.SearchRequest, context: grpc.ServicerContext) -> pb.SearchResponse:
-        moments = self.search_service.search(mapping.search_query_from_proto(request))
-        return pb.SearchResponse(moments=[mapping.moment_to_proto(m) for m in moments])
+        remaining = context.time_remaining()
+        deadline = (
+            None if remaining is None else time.monotonic() + remaining - REFINE_DEADLINE_MARGIN_S
+        )
+        page = self.search_service.search_page(
+            mapping.search_query_from_proto(request), deadline=deadline
+        )
+        return mapping.search_response_to_proto(page)
 
     def GetVideo(self, request: pb.GetVideoRequest, context: grpc.ServicerContext) -> pb.Video:
         return mapping.video_to_proto(self.store.get_video(_required(request.video_id, "video_id")))

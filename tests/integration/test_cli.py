@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import argparse
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.support.fakes import ColourCaptioner
+from tests.support.search_corpus import index_videos, name_of
 from vidseek.server.app import create_server
-from vidseek.server.cli import main
+from vidseek.server.cli import main, parse_seconds
 from vidseek.server.settings import load_settings
 
 
@@ -37,11 +40,11 @@ def test_ingest_search_and_listing_through_the_cli(
         assert "not found" in out["results"][str(tmp_path / "gone.mp4")]["error"]
         assert str(bad) in out["results"][str(bad)]["error"]
 
-        assert main(["ingest", str(colour_video), *addr]) == 0
+        assert main(["ingest", str(colour_video), "--collection", "palette", *addr]) == 0
         assert "1 indexed" in capsys.readouterr().out
 
         assert main(["search", "a green screen", "--json", *addr]) == 0
-        moments = json.loads(capsys.readouterr().out)
+        moments = json.loads(capsys.readouterr().out)["moments"]
         assert moments[0]["description"] == "a green screen"
         assert 2.0 <= moments[0]["start_seconds"] < moments[0]["end_seconds"] <= 4.0
 
@@ -49,7 +52,11 @@ def test_ingest_search_and_listing_through_the_cli(
         assert "INVALID_ARGUMENT" in capsys.readouterr().err
 
         assert main(["videos", "--json", *addr]) == 0
-        assert len(json.loads(capsys.readouterr().out)) == 1
+        (video,) = json.loads(capsys.readouterr().out)
+        assert video["collection"] == "palette"  # the second ingest named it
+        assert main(["videos", *addr]) == 0
+        header, row = capsys.readouterr().out.splitlines()
+        assert "collection" in header.split() and "palette" in row.split()
         assert main(["jobs", *addr]) == 0
         assert "succeeded" in capsys.readouterr().out
     finally:
@@ -68,3 +75,82 @@ def test_unreachable_server_and_bad_settings_exit_codes(capsys: pytest.CaptureFi
     assert "unavailable" in capsys.readouterr().err
     assert main(["db", "upgrade", "--port", "notaport"]) == 2
     assert "port" in capsys.readouterr().err
+
+
+@pytest.fixture
+def corpus_server(data_dir: Path, embedder) -> Iterator[tuple[list[str], dict[str, str]]]:
+    settings = load_settings(overrides={"port": 0, "data_dir": str(data_dir)}, environ={})
+    server, port, app = create_server(settings, embedder=embedder)
+    ids = index_videos(app.store, embedder)
+    yield ["--server", f"127.0.0.1:{port}"], ids
+    server.stop(0)
+    app.shutdown()
+
+
+def test_search_options_through_the_cli(corpus_server, capsys: pytest.CaptureFixture):
+    addr, ids = corpus_server
+    search = ["search", "people doing things", "--min-score", "-1", *addr]
+
+    assert main([*search, "--collection", "music", "-k", "50", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert {name_of(ids, m["video_id"]) for m in out["moments"]} == {"guitar", "concert"}
+    assert (out["videos"], out["next_page_token"]) == ([], "")
+
+    assert main([*search, "--video", ids["kitchen"], "--from", "0:21", "--to", "35", "--json"]) == 0
+    moments = json.loads(capsys.readouterr().out)["moments"]
+    assert moments and all(m["end_seconds"] >= 21 and m["start_seconds"] <= 35 for m in moments)
+
+    assert main([*search, "--group-by-video", "--per-video", "1", "-k", "2", "--json"]) == 0
+    first = json.loads(capsys.readouterr().out)
+    assert len(first["videos"]) == 2 and all(len(v["moments"]) == 1 for v in first["videos"])
+    token = first["next_page_token"]
+    assert token
+    assert (
+        main(
+            [
+                *search,
+                "--group-by-video",
+                "--per-video",
+                "1",
+                "-k",
+                "2",
+                "--page-token",
+                token,
+                "--json",
+            ]
+        )
+        == 0
+    )
+    second = json.loads(capsys.readouterr().out)
+    assert {v["video_id"] for v in second["videos"]}.isdisjoint(
+        v["video_id"] for v in first["videos"]
+    )
+
+    # Text output: one line per video with its moments indented, then the next page.
+    assert main([*search, "--group-by-video", "-k", "1"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[-1].startswith("next page: --page-token ")
+    assert lines[1].startswith("        ")
+
+    # --refine without a refiner on the server: coarse moments, no error.
+    assert main([*search, "-k", "1", "--refine", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["moments"][0]["refined"] is False
+
+    assert main([*search, "--from", "30", "--to", "10"]) == 1
+    assert "inverted time range" in capsys.readouterr().err
+    assert main([*search, "--page-token", "bogus"]) == 1
+    assert "invalid page_token" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("90", 90.0), ("90.5", 90.5), ("1:30", 90.0), ("1:02:03", 3723.0), ("0:00:01.5", 1.5)],
+)
+def test_times_accept_seconds_and_clock_notation(text, seconds):
+    assert parse_seconds(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "1:", "1:75", "a:10", "1:2:3:4", "-3"])
+def test_bad_times_are_usage_errors(text):
+    with pytest.raises(argparse.ArgumentTypeError, match="not a time"):
+        parse_seconds(text)

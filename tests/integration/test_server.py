@@ -165,3 +165,19 @@ def test_bearer_token_is_required_when_configured(data_dir: Path, embedder):
         r.client.close()
         server.stop(0)
         r.app.shutdown()
+
+
+def test_ingest_into_a_collection_and_search_it(running: Running, colour_video: Path):
+    job = running.client.ingest(str(colour_video), collection="colours")
+    assert job.collection == "colours"
+    done = running.client.wait_for_job(job.job_id, timeout=120)
+    assert done.state is JobState.SUCCEEDED, done.error
+    assert (done.collection, done.windows_skipped) == ("colours", 0)
+    assert running.client.get_video(done.video_id).collection == "colours"
+    assert [v.collection for v in running.client.list_videos()] == ["colours"]
+
+    found = running.client.search("a blue screen", top_k=1, collection="colours")
+    assert found[0].video_id == done.video_id and found[0].description == "a blue screen"
+    assert running.client.search("a blue screen", collection="other", min_score=-1) == []
+    with pytest.raises(InvalidArgumentError, match="collection name is 201 characters"):
+        running.client.ingest(str(colour_video), collection="c" * 201)

@@ -7,8 +7,9 @@ import sys
 from pathlib import Path
 
 import vidseek.client
+from vidseek.client import _convert
 from vidseek.server import mapping
-from vidseek.server.search import MomentResult, SearchQuery
+from vidseek.server.search import MomentResult, SearchPage, SearchQuery, VideoHits
 from vidseek.storage.models import IngestJobRow
 from vidseek.storage.store import EventRecord, VideoRecord
 from vidseek.v1 import video_search_pb2 as pb
@@ -58,10 +59,13 @@ def test_sdk_public_names_are_pinned():
             "NotFoundError",
             "PermissionDeniedError",
             "ResourceExhaustedError",
+            "SearchOptions",
+            "SearchPage",
             "ServerError",
             "UnauthenticatedError",
             "UnavailableError",
             "Video",
+            "VideoHits",
             "VidseekClientError",
         ]
     )
@@ -103,6 +107,62 @@ def test_moment_and_query_mapping_round_trip():
         pb.SearchRequest(query="x", top_k=3, video_ids=["a"], min_score=0.25)
     )
     assert q == SearchQuery(text="x", top_k=3, video_ids=("a",), min_score=0.25)
+    assert (q.start_seconds, q.end_seconds) == (None, None)  # unset: unbounded
+
+
+def test_every_search_request_field_reaches_the_query():
+    req = pb.SearchRequest(
+        query="x",
+        top_k=4,
+        video_ids=["a", "b"],
+        min_score=-0.5,
+        start_seconds=0.0,
+        end_seconds=90.5,
+        group_by_video=True,
+        moments_per_video=2,
+        page_token="tok",
+        refine=True,
+        collection="matches",
+    )
+    assert mapping.search_query_from_proto(req) == SearchQuery(
+        text="x",
+        top_k=4,
+        video_ids=("a", "b"),
+        min_score=-0.5,
+        start_seconds=0.0,  # set to 0 is not unset
+        end_seconds=90.5,
+        group_by_video=True,
+        moments_per_video=2,
+        page_token="tok",
+        collection="matches",
+        refine=True,
+    )
+    named = {f.name for f in pb.SearchRequest.DESCRIPTOR.fields} - {"query"}
+    assert named <= set(SearchQuery.__dataclass_fields__)
+
+
+def test_search_page_mapping_keeps_groups_refinement_and_token():
+    coarse = MomentResult("v", 10.0, 20.0, "a goal", 0.75, (1,), "/v.mp4")
+    refined = MomentResult("v", 11.0, 12.0, "a goal", 0.5, (2,), "/v.mp4", 30.0, 40.0, refined=True)
+    page = SearchPage(
+        moments=(coarse, refined),
+        videos=(VideoHits("v", 0.75, (coarse, refined), "/v.mp4"),),
+        next_page_token="next",
+    )
+    resp = mapping.search_response_to_proto(page)
+    assert resp.next_page_token == "next"
+    assert [m.refined for m in resp.moments] == [False, True]
+    assert not resp.moments[0].HasField("coarse_start_seconds")
+    assert (resp.moments[1].coarse_start_seconds, resp.moments[1].coarse_end_seconds) == (30, 40)
+    (group,) = resp.videos
+    assert (group.video_id, group.score, group.video_uri) == ("v", 0.75, "/v.mp4")
+    assert list(group.moments) == list(resp.moments)
+    # The SDK reads the same message back into its own models.
+    sdk = _convert.search_page(resp)
+    assert sdk.next_page_token == "next"
+    assert sdk[1].refined and (sdk[1].coarse_start_seconds, sdk[1].coarse_end_seconds) == (30, 40)
+    assert sdk[0].coarse_start_seconds is None
+    assert sdk.videos[0].moments == tuple(sdk)
 
 
 def test_video_job_event_mapping():
@@ -117,9 +177,11 @@ def test_video_job_event_mapping():
         frame_count=105,
         event_count=4,
         created_at=1.0,
+        collection="clips",
     )
     pv = mapping.video_to_proto(v)
     assert (pv.video_id, pv.fps, pv.frame_count, pv.event_count) == ("v1", 29.97, 105, 4)
+    assert pv.collection == _convert.video(pv).collection == "clips"
     job = IngestJobRow(
         id="j",
         uri="/a.mp4",
@@ -128,6 +190,8 @@ def test_video_job_event_mapping():
         windows_total=3,
         windows_done=1,
         windows_unparsed=0,
+        windows_skipped=1,
+        collection="clips",
         events_indexed=2,
         error="",
         plan="p",
@@ -136,6 +200,9 @@ def test_video_job_event_mapping():
     )
     pj = mapping.job_to_proto(job)
     assert pj.state == pb.JOB_STATE_RUNNING and pj.video_id == "" and pj.windows_done == 1
+    assert (pj.windows_skipped, pj.collection) == (1, "clips")
+    sdk_job = _convert.job(pj)
+    assert (sdk_job.windows_skipped, sdk_job.collection) == (1, "clips")
     pe = mapping.event_to_proto(
         EventRecord(id=7, video_id="v1", start_seconds=1.0, end_seconds=2.0, text="t")
     )

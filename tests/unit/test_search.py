@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
-import hashlib
-from collections.abc import Iterator, Mapping, Sequence
+import time
+from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
+from tests.support.refiners import RaisingRefiner, ShiftRefiner, assert_shifted
+from tests.support.search_corpus import COLLECTIONS, index_videos, name_of
 from vidseek.indexer.embedder import Embedder
 from vidseek.server.search import (
+    MomentResult,
     RankingParams,
     ScoredEvent,
     SearchQuery,
@@ -19,73 +23,7 @@ from vidseek.server.search import (
     rank_videos,
 )
 from vidseek.storage.errors import InvalidArgument, NotFound
-from vidseek.storage.store import EventRecord, NewEvent, NewWindow, Store, window_id_for
-
-CORPUS: dict[str, list[tuple[float, float, str]]] = {
-    "kitchen": [
-        (0, 10, "A chef chops onions on a wooden board."),
-        (10, 20, "The chef fries the chopped onions in a pan."),
-        (20, 30, "The chef plates the dish and serves it."),
-        (30, 40, "A dog sleeps on the kitchen floor."),
-    ],
-    "soccer": [
-        (0, 15, "Players warm up on a soccer field."),
-        (15, 30, "A player kicks the ball into the goal."),
-        (30, 45, "The team celebrates the goal together."),
-    ],
-    "guitar": [
-        (0, 20, "A woman tunes an acoustic guitar."),
-        (20, 60, "She plays a song on the guitar and sings."),
-    ],
-    "concert": [
-        (0, 5, "Zorblax appears on a banner above the stage."),
-        (5, 30, "A crowd cheers at a rock concert."),
-    ],
-    "cooking2": [
-        (0, 30, "A man cooks onions in a frying pan."),
-        (30, 50, "He washes the pan in the sink."),
-    ],
-}
-
-
-def index_videos(
-    store: Store, embedder: Embedder, corpus: Mapping[str, Sequence[tuple[float, float, str]]]
-) -> dict[str, str]:
-    """Commit each video's events as one window; returns name -> video id."""
-    ids = {}
-    for name, events in corpus.items():
-        h = hashlib.sha256(name.encode()).hexdigest()
-        end = max(e for _, e, _ in events)
-        vid = store.upsert_video(
-            uri=f"/videos/{name}.mp4",
-            content_hash=h,
-            duration=end,
-            fps=30.0,
-            width=320,
-            height=180,
-            frame_count=int(end * 30),
-        )
-        vecs = embedder.embed([t for _, _, t in events])
-        window = NewWindow(
-            id=window_id_for(h, 0.0, end, "m", "p"),
-            video_id=vid,
-            window_index=0,
-            start_seconds=0.0,
-            end_seconds=end,
-            frame_count=int(end),
-            status="parsed",
-            raw_output="",
-            parse_error="",
-            dropped=(),
-            model="m",
-            prompt_version="p",
-            prompt_tokens=0,
-        )
-        store.commit_window(
-            window, [NewEvent(s, e, t, v) for (s, e, t), v in zip(events, vecs, strict=True)]
-        )
-        ids[name] = vid
-    return ids
+from vidseek.storage.store import EventRecord, Store
 
 
 @pytest.fixture(scope="module")
@@ -94,13 +32,9 @@ def indexed(
 ) -> Iterator[tuple[SearchService, dict[str, str]]]:
     root: Path = tmp_path_factory.mktemp("search")
     store = Store(f"sqlite:///{root / 'v.db'}", root / "faiss.index", embedder.dim)
-    ids = index_videos(store, embedder, CORPUS)
+    ids = index_videos(store, embedder)
     yield SearchService(store, embedder), ids
     store.close()
-
-
-def name_of(ids: dict[str, str], video_id: str) -> str:
-    return {v: k for k, v in ids.items()}[video_id]
 
 
 # ---- pure ranking --------------------------------------------------------------------
@@ -310,6 +244,7 @@ def test_grouped_pages_are_pages_of_videos(indexed):
         (SearchQuery("a door", min_score=float("nan")), "min_score must be"),
         (SearchQuery("a door", moments_per_video=-2), "moments_per_video"),
         (SearchQuery("a door", video_ids=("",)), "empty id"),
+        (SearchQuery("a door", collection="c" * 201), "collection name is 201 characters"),
     ],
 )
 def test_bad_requests_are_invalid_arguments(indexed, query, message):
@@ -340,3 +275,128 @@ def test_empty_index_answers_nothing(tmp_path: Path, embedder: Embedder):
         assert SearchService(store, embedder).search_page(SearchQuery("a door")).moments == ()
     finally:
         store.close()
+
+
+# ---- collections ---------------------------------------------------------------------
+
+
+def test_collection_filter_keeps_its_videos(indexed):
+    service, ids = indexed
+    moments = service.search(SearchQuery("something", collection="music", top_k=100, min_score=-1))
+    assert {name_of(ids, m.video_id) for m in moments} == {"guitar", "concert"}
+    # Surrounding spaces do not matter, as on ingest.
+    assert (
+        service.search(SearchQuery("something", collection=" music ", top_k=100, min_score=-1))
+        == moments
+    )
+
+
+def test_collection_and_video_ids_intersect(indexed):
+    service, ids = indexed
+    both = service.search(
+        SearchQuery(
+            "onions",
+            collection="food",
+            video_ids=(ids["kitchen"], ids["guitar"]),
+            top_k=100,
+            min_score=-1,
+        )
+    )
+    assert {name_of(ids, m.video_id) for m in both} == {"kitchen"}
+    disjoint = SearchQuery("onions", collection="music", video_ids=(ids["kitchen"],), min_score=-1)
+    assert service.search_page(disjoint).moments == ()
+
+
+def test_unknown_collection_matches_nothing_without_error(indexed):
+    service, _ = indexed
+    page = service.search_page(SearchQuery("onions", collection="no-such", min_score=-1))
+    assert (page.moments, page.videos, page.next_page_token) == ((), (), "")
+    grouped = SearchQuery("onions", collection="no-such", group_by_video=True, min_score=-1)
+    assert service.search_page(grouped).videos == ()
+
+
+def test_page_tokens_are_bound_to_the_collection(indexed):
+    service, _ = indexed
+    first = service.search_page(SearchQuery("a", collection="food", top_k=1, min_score=-1))
+    assert first.next_page_token
+    with pytest.raises(InvalidArgument, match="different request"):
+        service.search_page(
+            SearchQuery("a", collection="music", top_k=1, page_token=first.next_page_token)
+        )
+    assert set(COLLECTIONS.values()) == {"food", "music"}
+
+
+# ---- refinement ----------------------------------------------------------------------
+
+
+def _refining(service: SearchService, refiner: object, **kwargs: float) -> SearchService:
+    return SearchService(service.store, service.embedder, refiner=refiner, **kwargs)  # type: ignore[arg-type]
+
+
+def test_refine_refines_the_first_moments_of_the_page(indexed):
+    service, _ = indexed
+    refiner = ShiftRefiner()
+    refining = _refining(service, refiner, max_refine=2)
+    q = SearchQuery("the chef cooks onions", top_k=4, min_score=-1)
+    coarse = service.search(q)
+    got = refining.search(replace(q, refine=True))
+    assert len(got) == 4
+    assert_shifted(coarse[:2], got[:2])
+    assert got[2:] == coarse[2:]  # beyond max_refine: untouched
+    assert [(query, n) for query, n, _ in refiner.calls] == [("the chef cooks onions", 2)]
+    # Without refine=True the refiner is not asked.
+    assert refining.search(q) == coarse and len(refiner.calls) == 1
+
+
+def test_refine_of_groups_follows_group_order(indexed):
+    service, _ = indexed
+    refiner = ShiftRefiner()
+    q = SearchQuery("cooking", top_k=3, group_by_video=True, moments_per_video=2, min_score=-1)
+    page = _refining(service, refiner, max_refine=3).search_page(replace(q, refine=True))
+    flags = [m.refined for v in page.videos for m in v.moments]
+    assert flags[:3] == [True] * 3 and not any(flags[3:])
+    assert page.moments == tuple(m for v in page.videos for m in v.moments)
+    assert [v.video_id for v in page.videos] == [v.video_id for v in service.search_page(q).videos]
+
+
+def test_refine_budget_and_caller_deadline_bound_the_refiner(indexed):
+    service, _ = indexed
+    refiner = ShiftRefiner()
+    refining = _refining(service, refiner, refine_budget_s=7.0)
+    q = SearchQuery("a guitar", refine=True)
+    refining.search_page(q)
+    refining.search_page(q, deadline=time.monotonic() + 2.0)
+    refining.search_page(q, deadline=time.monotonic() + 60.0)
+    (_, _, budget), (_, _, caller), (_, _, capped) = refiner.calls
+    assert 6.0 < budget <= 7.0
+    assert 1.0 < caller <= 2.0
+    assert 6.0 < capped <= 7.0
+    # No time left: the refiner is not even asked.
+    page = refining.search_page(q, deadline=time.monotonic() - 1.0)
+    assert len(refiner.calls) == 3 and not any(m.refined for m in page.moments)
+
+
+class _WrongLength:
+    def refine(self, query, moments, deadline):
+        return list(moments)[:-1]
+
+
+class _BadSpan:
+    def refine(self, query, moments, deadline):
+        return [replace(m, start_seconds=m.end_seconds + 5, refined=True) for m in moments]
+
+
+@pytest.mark.parametrize("refiner", [RaisingRefiner(), _WrongLength(), _BadSpan(), None])
+def test_refiner_trouble_or_absence_returns_the_coarse_moments(indexed, refiner, caplog):
+    service, _ = indexed
+    q = SearchQuery("a player scores a goal", top_k=3, min_score=-1)
+    coarse = service.search(q)
+    assert coarse
+    assert _refining(service, refiner).search(replace(q, refine=True)) == coarse
+    if isinstance(refiner, RaisingRefiner):
+        assert "refiner failed" in caplog.text
+
+
+def test_moment_result_defaults_are_coarse():
+    m = MomentResult("v", 1.0, 2.0, "d", 0.5, (1,))
+    assert (m.refined, m.coarse_start_seconds, m.coarse_end_seconds) == (False, None, None)

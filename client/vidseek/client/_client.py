@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
-from typing import TypeVar
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from typing import TypeVar, Unpack
 
 import grpc
 from grpc import aio
@@ -17,7 +17,7 @@ from vidseek.client.errors import (
     VidseekClientError,
     from_rpc_error,
 )
-from vidseek.client.models import Event, IngestJob, Moment, Video
+from vidseek.client.models import Event, IngestJob, SearchOptions, SearchPage, Video
 from vidseek.v1 import video_search_pb2 as pb
 from vidseek.v1 import video_search_pb2_grpc as pb_grpc
 
@@ -34,12 +34,31 @@ def _credentials(tls: bool, root_certificates: bytes | None) -> grpc.ChannelCred
     return grpc.ssl_channel_credentials(root_certificates) if tls or root_certificates else None
 
 
-def _search_request(
-    query: str, top_k: int, video_ids: Sequence[str], min_score: float
-) -> pb.SearchRequest:
-    return pb.SearchRequest(
-        query=query, top_k=top_k, video_ids=list(video_ids), min_score=min_score
+_SEARCH_OPTIONS = frozenset(SearchOptions.__annotations__)
+
+
+def _search_request(query: str, top_k: int, options: SearchOptions) -> pb.SearchRequest:
+    unknown = set(options) - _SEARCH_OPTIONS
+    if unknown:
+        raise TypeError(f"unknown search option(s): {', '.join(sorted(unknown))}")
+    req = pb.SearchRequest(
+        query=query,
+        top_k=top_k,
+        video_ids=list(options.get("video_ids", ())),
+        min_score=options.get("min_score", 0.0),
+        group_by_video=options.get("group_by_video", False),
+        moments_per_video=options.get("moments_per_video", 0),
+        page_token=options.get("page_token", ""),
+        refine=options.get("refine", False),
+        collection=options.get("collection", ""),
     )
+    # Unset (None) times stay unset on the wire: unbounded.
+    start, end = options.get("start_seconds"), options.get("end_seconds")
+    if start is not None:
+        req.start_seconds = start
+    if end is not None:
+        req.end_seconds = end
+    return req
 
 
 class Client:
@@ -91,21 +110,45 @@ class Client:
                 f"no server answered within {timeout:g} s", "UNAVAILABLE"
             ) from exc
 
-    def search(
-        self,
-        query: str,
-        top_k: int = 10,
-        *,
-        video_ids: Sequence[str] = (),
-        min_score: float = 0.0,
-    ) -> list[Moment]:
-        """Moments matching ``query``, best first."""
-        resp = self._call(self._stub.Search, _search_request(query, top_k, video_ids, min_score))
-        return [_convert.moment(m) for m in resp.moments]
+    def search(self, query: str, top_k: int = 10, **options: Unpack[SearchOptions]) -> SearchPage:
+        """Moments matching ``query``, best first: one page of ``top_k``.
 
-    def ingest(self, uri: str) -> IngestJob:
-        """Queue a video (a path the server can read) for indexing."""
-        return _convert.job(self._call(self._stub.IngestVideo, pb.IngestVideoRequest(uri=uri)))
+        ``top_k`` counts moments, or videos with ``group_by_video=True`` (0: the
+        server default, 10; at most the server's limit, 1000). The options are
+        :class:`~vidseek.client.SearchOptions` (filters by video, collection and
+        time range, ``min_score``, grouping, ``refine``, ``page_token``). The
+        result is a list of moments with ``videos`` and ``next_page_token``::
+
+            page = c.search("a goal", top_k=20, collection="matches", start_seconds=600)
+            more = c.search("a goal", top_k=20, collection="matches", start_seconds=600,
+                            page_token=page.next_page_token)
+        """
+        return _convert.search_page(
+            self._call(self._stub.Search, _search_request(query, top_k, options))
+        )
+
+    def search_pages(
+        self, query: str, top_k: int = 10, **options: Unpack[SearchOptions]
+    ) -> Iterator[SearchPage]:
+        """Every page of a search, fetched lazily (``top_k`` per page)."""
+        while True:
+            page = self.search(query, top_k, **options)
+            yield page
+            if not page.next_page_token:
+                return
+            options["page_token"] = page.next_page_token
+
+    def ingest(self, uri: str, *, collection: str = "") -> IngestJob:
+        """Queue a video (a path the server can read) for indexing.
+
+        ``collection`` (at most 200 characters) names a group of videos that
+        searches can be restricted to.
+        """
+        return _convert.job(
+            self._call(
+                self._stub.IngestVideo, pb.IngestVideoRequest(uri=uri, collection=collection)
+            )
+        )
 
     def get_job(self, job_id: str) -> IngestJob:
         return _convert.job(
@@ -226,21 +269,30 @@ class AsyncClient:
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def search(
-        self,
-        query: str,
-        top_k: int = 10,
-        *,
-        video_ids: Sequence[str] = (),
-        min_score: float = 0.0,
-    ) -> list[Moment]:
-        resp = await self._call(
-            self._stub.Search, _search_request(query, top_k, video_ids, min_score)
+        self, query: str, top_k: int = 10, **options: Unpack[SearchOptions]
+    ) -> SearchPage:
+        """Moments matching ``query``, best first (see :meth:`Client.search`)."""
+        return _convert.search_page(
+            await self._call(self._stub.Search, _search_request(query, top_k, options))
         )
-        return [_convert.moment(m) for m in resp.moments]
 
-    async def ingest(self, uri: str) -> IngestJob:
+    async def search_pages(
+        self, query: str, top_k: int = 10, **options: Unpack[SearchOptions]
+    ) -> AsyncIterator[SearchPage]:
+        """Every page of a search, fetched lazily (see :meth:`Client.search_pages`)."""
+        while True:
+            page = await self.search(query, top_k, **options)
+            yield page
+            if not page.next_page_token:
+                return
+            options["page_token"] = page.next_page_token
+
+    async def ingest(self, uri: str, *, collection: str = "") -> IngestJob:
+        """Queue a video for indexing (see :meth:`Client.ingest`)."""
         return _convert.job(
-            await self._call(self._stub.IngestVideo, pb.IngestVideoRequest(uri=uri))
+            await self._call(
+                self._stub.IngestVideo, pb.IngestVideoRequest(uri=uri, collection=collection)
+            )
         )
 
     async def get_job(self, job_id: str) -> IngestJob:

@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
-from vidseek.client.models import Event, IngestJob, JobState, Moment, Video
+from vidseek.client.models import (
+    Event,
+    IngestJob,
+    JobState,
+    Moment,
+    SearchPage,
+    Video,
+    VideoHits,
+)
 from vidseek.v1 import video_search_pb2 as pb
 
 _STATES = {
@@ -22,6 +30,27 @@ def moment(m: pb.Moment) -> Moment:
         score=m.score,
         event_ids=tuple(m.event_ids),
         video_uri=m.video_uri,
+        coarse_start_seconds=(
+            m.coarse_start_seconds if m.HasField("coarse_start_seconds") else None
+        ),
+        coarse_end_seconds=m.coarse_end_seconds if m.HasField("coarse_end_seconds") else None,
+        refined=m.refined,
+    )
+
+
+def search_page(r: pb.SearchResponse) -> SearchPage:
+    return SearchPage(
+        (moment(m) for m in r.moments),
+        videos=[
+            VideoHits(
+                video_id=v.video_id,
+                score=v.score,
+                video_uri=v.video_uri,
+                moments=tuple(moment(m) for m in v.moments),
+            )
+            for v in r.videos
+        ],
+        next_page_token=r.next_page_token,
     )
 
 
@@ -39,6 +68,8 @@ def job(j: pb.IngestJob) -> IngestJob:
         plan=j.plan,
         created_at=j.created_at,
         updated_at=j.updated_at,
+        windows_skipped=j.windows_skipped,
+        collection=j.collection,
     )
 
 
@@ -54,6 +85,7 @@ def video(v: pb.Video) -> Video:
         frame_count=v.frame_count,
         event_count=v.event_count,
         created_at=v.created_at,
+        collection=v.collection,
     )
 
 

@@ -21,10 +21,12 @@ JOB_STATE_SUCCEEDED: JobState
 JOB_STATE_FAILED: JobState
 
 class IngestVideoRequest(_message.Message):
-    __slots__ = ("uri",)
+    __slots__ = ("uri", "collection")
     URI_FIELD_NUMBER: _ClassVar[int]
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
     uri: str
-    def __init__(self, uri: _Optional[str] = ...) -> None: ...
+    collection: str
+    def __init__(self, uri: _Optional[str] = ..., collection: _Optional[str] = ...) -> None: ...
 
 class GetIngestJobRequest(_message.Message):
     __slots__ = ("job_id",)
@@ -49,7 +51,7 @@ class ListIngestJobsResponse(_message.Message):
     def __init__(self, jobs: _Optional[_Iterable[_Union[IngestJob, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class IngestJob(_message.Message):
-    __slots__ = ("job_id", "uri", "state", "video_id", "windows_total", "windows_done", "windows_unparsed", "events_indexed", "error", "plan", "created_at", "updated_at")
+    __slots__ = ("job_id", "uri", "state", "video_id", "windows_total", "windows_done", "windows_unparsed", "events_indexed", "error", "plan", "created_at", "updated_at", "windows_skipped", "collection")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     URI_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
@@ -62,6 +64,8 @@ class IngestJob(_message.Message):
     PLAN_FIELD_NUMBER: _ClassVar[int]
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
     UPDATED_AT_FIELD_NUMBER: _ClassVar[int]
+    WINDOWS_SKIPPED_FIELD_NUMBER: _ClassVar[int]
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     uri: str
     state: JobState
@@ -74,22 +78,38 @@ class IngestJob(_message.Message):
     plan: str
     created_at: float
     updated_at: float
-    def __init__(self, job_id: _Optional[str] = ..., uri: _Optional[str] = ..., state: _Optional[_Union[JobState, str]] = ..., video_id: _Optional[str] = ..., windows_total: _Optional[int] = ..., windows_done: _Optional[int] = ..., windows_unparsed: _Optional[int] = ..., events_indexed: _Optional[int] = ..., error: _Optional[str] = ..., plan: _Optional[str] = ..., created_at: _Optional[float] = ..., updated_at: _Optional[float] = ...) -> None: ...
+    windows_skipped: int
+    collection: str
+    def __init__(self, job_id: _Optional[str] = ..., uri: _Optional[str] = ..., state: _Optional[_Union[JobState, str]] = ..., video_id: _Optional[str] = ..., windows_total: _Optional[int] = ..., windows_done: _Optional[int] = ..., windows_unparsed: _Optional[int] = ..., events_indexed: _Optional[int] = ..., error: _Optional[str] = ..., plan: _Optional[str] = ..., created_at: _Optional[float] = ..., updated_at: _Optional[float] = ..., windows_skipped: _Optional[int] = ..., collection: _Optional[str] = ...) -> None: ...
 
 class SearchRequest(_message.Message):
-    __slots__ = ("query", "top_k", "video_ids", "min_score")
+    __slots__ = ("query", "top_k", "video_ids", "min_score", "start_seconds", "end_seconds", "group_by_video", "moments_per_video", "page_token", "refine", "collection")
     QUERY_FIELD_NUMBER: _ClassVar[int]
     TOP_K_FIELD_NUMBER: _ClassVar[int]
     VIDEO_IDS_FIELD_NUMBER: _ClassVar[int]
     MIN_SCORE_FIELD_NUMBER: _ClassVar[int]
+    START_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    END_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    GROUP_BY_VIDEO_FIELD_NUMBER: _ClassVar[int]
+    MOMENTS_PER_VIDEO_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    REFINE_FIELD_NUMBER: _ClassVar[int]
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
     query: str
     top_k: int
     video_ids: _containers.RepeatedScalarFieldContainer[str]
     min_score: float
-    def __init__(self, query: _Optional[str] = ..., top_k: _Optional[int] = ..., video_ids: _Optional[_Iterable[str]] = ..., min_score: _Optional[float] = ...) -> None: ...
+    start_seconds: float
+    end_seconds: float
+    group_by_video: bool
+    moments_per_video: int
+    page_token: str
+    refine: bool
+    collection: str
+    def __init__(self, query: _Optional[str] = ..., top_k: _Optional[int] = ..., video_ids: _Optional[_Iterable[str]] = ..., min_score: _Optional[float] = ..., start_seconds: _Optional[float] = ..., end_seconds: _Optional[float] = ..., group_by_video: _Optional[bool] = ..., moments_per_video: _Optional[int] = ..., page_token: _Optional[str] = ..., refine: _Optional[bool] = ..., collection: _Optional[str] = ...) -> None: ...
 
 class Moment(_message.Message):
-    __slots__ = ("video_id", "start_seconds", "end_seconds", "description", "score", "event_ids", "video_uri")
+    __slots__ = ("video_id", "start_seconds", "end_seconds", "description", "score", "event_ids", "video_uri", "coarse_start_seconds", "coarse_end_seconds", "refined")
     VIDEO_ID_FIELD_NUMBER: _ClassVar[int]
     START_SECONDS_FIELD_NUMBER: _ClassVar[int]
     END_SECONDS_FIELD_NUMBER: _ClassVar[int]
@@ -97,6 +117,9 @@ class Moment(_message.Message):
     SCORE_FIELD_NUMBER: _ClassVar[int]
     EVENT_IDS_FIELD_NUMBER: _ClassVar[int]
     VIDEO_URI_FIELD_NUMBER: _ClassVar[int]
+    COARSE_START_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    COARSE_END_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    REFINED_FIELD_NUMBER: _ClassVar[int]
     video_id: str
     start_seconds: float
     end_seconds: float
@@ -104,13 +127,32 @@ class Moment(_message.Message):
     score: float
     event_ids: _containers.RepeatedScalarFieldContainer[int]
     video_uri: str
-    def __init__(self, video_id: _Optional[str] = ..., start_seconds: _Optional[float] = ..., end_seconds: _Optional[float] = ..., description: _Optional[str] = ..., score: _Optional[float] = ..., event_ids: _Optional[_Iterable[int]] = ..., video_uri: _Optional[str] = ...) -> None: ...
+    coarse_start_seconds: float
+    coarse_end_seconds: float
+    refined: bool
+    def __init__(self, video_id: _Optional[str] = ..., start_seconds: _Optional[float] = ..., end_seconds: _Optional[float] = ..., description: _Optional[str] = ..., score: _Optional[float] = ..., event_ids: _Optional[_Iterable[int]] = ..., video_uri: _Optional[str] = ..., coarse_start_seconds: _Optional[float] = ..., coarse_end_seconds: _Optional[float] = ..., refined: _Optional[bool] = ...) -> None: ...
+
+class VideoHits(_message.Message):
+    __slots__ = ("video_id", "score", "video_uri", "moments")
+    VIDEO_ID_FIELD_NUMBER: _ClassVar[int]
+    SCORE_FIELD_NUMBER: _ClassVar[int]
+    VIDEO_URI_FIELD_NUMBER: _ClassVar[int]
+    MOMENTS_FIELD_NUMBER: _ClassVar[int]
+    video_id: str
+    score: float
+    video_uri: str
+    moments: _containers.RepeatedCompositeFieldContainer[Moment]
+    def __init__(self, video_id: _Optional[str] = ..., score: _Optional[float] = ..., video_uri: _Optional[str] = ..., moments: _Optional[_Iterable[_Union[Moment, _Mapping]]] = ...) -> None: ...
 
 class SearchResponse(_message.Message):
-    __slots__ = ("moments",)
+    __slots__ = ("moments", "videos", "next_page_token")
     MOMENTS_FIELD_NUMBER: _ClassVar[int]
+    VIDEOS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     moments: _containers.RepeatedCompositeFieldContainer[Moment]
-    def __init__(self, moments: _Optional[_Iterable[_Union[Moment, _Mapping]]] = ...) -> None: ...
+    videos: _containers.RepeatedCompositeFieldContainer[VideoHits]
+    next_page_token: str
+    def __init__(self, moments: _Optional[_Iterable[_Union[Moment, _Mapping]]] = ..., videos: _Optional[_Iterable[_Union[VideoHits, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class GetVideoRequest(_message.Message):
     __slots__ = ("video_id",)
@@ -119,7 +161,7 @@ class GetVideoRequest(_message.Message):
     def __init__(self, video_id: _Optional[str] = ...) -> None: ...
 
 class Video(_message.Message):
-    __slots__ = ("video_id", "uri", "content_hash", "duration_seconds", "fps", "width", "height", "frame_count", "event_count", "created_at")
+    __slots__ = ("video_id", "uri", "content_hash", "duration_seconds", "fps", "width", "height", "frame_count", "event_count", "created_at", "collection")
     VIDEO_ID_FIELD_NUMBER: _ClassVar[int]
     URI_FIELD_NUMBER: _ClassVar[int]
     CONTENT_HASH_FIELD_NUMBER: _ClassVar[int]
@@ -130,6 +172,7 @@ class Video(_message.Message):
     FRAME_COUNT_FIELD_NUMBER: _ClassVar[int]
     EVENT_COUNT_FIELD_NUMBER: _ClassVar[int]
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
     video_id: str
     uri: str
     content_hash: str
@@ -140,7 +183,8 @@ class Video(_message.Message):
     frame_count: int
     event_count: int
     created_at: float
-    def __init__(self, video_id: _Optional[str] = ..., uri: _Optional[str] = ..., content_hash: _Optional[str] = ..., duration_seconds: _Optional[float] = ..., fps: _Optional[float] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., frame_count: _Optional[int] = ..., event_count: _Optional[int] = ..., created_at: _Optional[float] = ...) -> None: ...
+    collection: str
+    def __init__(self, video_id: _Optional[str] = ..., uri: _Optional[str] = ..., content_hash: _Optional[str] = ..., duration_seconds: _Optional[float] = ..., fps: _Optional[float] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., frame_count: _Optional[int] = ..., event_count: _Optional[int] = ..., created_at: _Optional[float] = ..., collection: _Optional[str] = ...) -> None: ...
 
 class ListVideosRequest(_message.Message):
     __slots__ = ("page_size", "page_token")
