@@ -85,6 +85,8 @@ class IngestProgress:
     windows_done: int = 0
     windows_unparsed: int = 0
     windows_skipped: int = 0
+    windows_reused: int = 0
+    """Windows an earlier run had already committed (not captioned again)."""
     events_indexed: int = 0
     gap: str = ""
     """The first decoding gap met ("" if none): which frames of which window did not decode."""
@@ -158,6 +160,7 @@ class Ingestor:
             plan=plan.summary(),
             windows_total=len(plan.windows),
             windows_done=len(plan.windows) - len(todo),
+            windows_reused=len(plan.windows) - len(todo),
         )
         log.info("ingest %s (%s): %s; %d to do", uri, video_id, progress.plan, len(todo))
         if on_progress:

@@ -7,6 +7,7 @@ Exit codes: 0 success; 1 some videos failed to ingest or a request failed;
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import sys
@@ -18,6 +19,7 @@ from typing import Any
 
 from vidseek.client import (
     Client,
+    FailedPreconditionError,
     IngestJob,
     Moment,
     SearchPage,
@@ -46,6 +48,7 @@ VIDEO_SUFFIXES = frozenset(
     }
 )
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNAVAILABLE = 0, 1, 2, 3
+EXIT_INTERRUPTED = 130
 
 
 def collect_paths(paths: Sequence[str], recursive: bool, glob: str | None) -> list[Path]:
@@ -132,77 +135,181 @@ def cmd_ingest(ns: argparse.Namespace) -> int:
             for line in Path(ns.manifest).read_text().splitlines()
             if line.strip()
         ]
-    results: dict[str, dict[str, Any]] = {}
-    jobs: dict[str, str] = {}
+    if ns.workers < 1:
+        raise ConfigError(f"--workers must be >= 1, got {ns.workers}")
+    interrupted = False
     with _client(ns) as client:
-        for p in paths:
-            try:
-                job = client.ingest(str(p), collection=ns.collection)
-                jobs[job.job_id] = str(p)
-            except UnavailableError:
-                raise
-            except VidseekClientError as exc:
-                results[str(p)] = {"status": "failed", "error": exc.message}
-        if ns.no_wait:
-            for job_id, queued in jobs.items():
-                results[queued] = {"status": "queued", "job_id": job_id}
-        else:
-            results.update(_wait_all(client, jobs, quiet=ns.json))
+        run = _IngestRun(client, ns.collection, quiet=ns.json)
+        try:
+            if ns.no_wait:
+                run.submit_all(paths)
+            else:
+                run.run(paths, ns.workers)
+        except KeyboardInterrupt:
+            interrupted = True
+            run.cancel()
+        results = run.finish(paths)
     failed = sum(r["status"] == "failed" for r in results.values())
     if ns.json:
-        _print_json({"results": results, "failed": failed})
+        _print_json({"results": results, "failed": failed, "interrupted": interrupted})
     else:
         _summary(results)
+    if interrupted:
+        return EXIT_INTERRUPTED
     return EXIT_FAILED if failed else EXIT_OK
 
 
-def _wait_all(client: Client, jobs: dict[str, str], quiet: bool) -> dict[str, dict[str, Any]]:
-    """Poll jobs until all are done, with an overall bar (videos) and one for windows (ETA)."""
-    from tqdm import tqdm
+class _IngestRun:
+    """Submits videos, keeps at most ``workers`` jobs in flight, and shows progress.
 
-    out: dict[str, dict[str, Any]] = {}
-    videos = tqdm(total=len(jobs), unit="video", desc="videos ", disable=quiet, file=sys.stderr)
-    windows = tqdm(total=0, unit="window", desc="windows", disable=quiet, file=sys.stderr)
-    counts: dict[str, tuple[int, int]] = {}  # job -> (windows done, windows total)
-    pending = dict(jobs)
-    while pending:
-        for job_id in list(pending):
-            job = client.get_job(job_id)
-            counts[job_id] = (job.windows_done, job.windows_total)
+    Two bars on stderr: videos done (with ETA) and windows done across the jobs
+    in flight and finished.
+    """
+
+    def __init__(self, client: Client, collection: str, quiet: bool) -> None:
+        self.client = client
+        self.collection = collection
+        self.quiet = quiet
+        self.results: dict[str, dict[str, Any]] = {}
+        self.pending: dict[str, str] = {}  # job id -> path
+        self._counts: dict[str, tuple[int, int]] = {}  # job id -> (windows done, total)
+        self._bars: list[Any] = []
+
+    def _submit(self, path: Path) -> bool:
+        """Queue one video; False (and a failed result) if the server refused it."""
+        try:
+            job = self.client.ingest(str(path), collection=self.collection)
+        except UnavailableError:
+            raise
+        except VidseekClientError as exc:
+            self.results[str(path)] = {"status": "failed", "error": exc.message}
+            return False
+        self.pending[job.job_id] = str(path)
+        return True
+
+    def submit_all(self, paths: Sequence[Path]) -> None:
+        """Queue every video and return (``--no-wait``)."""
+        for p in paths:
+            self._submit(p)
+        for job_id, path in self.pending.items():
+            self.results[path] = {"status": "queued", "job_id": job_id}
+        self.pending.clear()
+
+    def run(self, paths: Sequence[Path], workers: int) -> None:
+        """Ingest ``paths`` with at most ``workers`` jobs in flight; returns when all ended."""
+        from tqdm import tqdm
+
+        videos = tqdm(
+            total=len(paths), unit="video", desc="videos ", disable=self.quiet, file=sys.stderr
+        )
+        windows = tqdm(total=0, unit="window", desc="windows", disable=self.quiet, file=sys.stderr)
+        self._bars = [videos, windows]
+        todo = list(paths)
+        while todo or self.pending:
+            while todo and len(self.pending) < workers:
+                if not self._submit(todo.pop(0)):
+                    videos.update(1)  # refused at submission: done, as failed
+            self._poll(videos, windows)
+            if self.pending:
+                time.sleep(0.5)
+        self._close_bars()
+
+    def _poll(self, videos: Any = None, windows: Any = None) -> None:
+        for job_id in list(self.pending):
+            job = self.client.get_job(job_id)
+            self._counts[job_id] = (job.windows_done, job.windows_total)
             if job.state.done:
-                out[pending.pop(job_id)] = _job_result(job)
-                videos.update(1)
-        windows.total = sum(t for _, t in counts.values())
-        windows.update(sum(d for d, _ in counts.values()) - windows.n)
-        if pending:
-            time.sleep(0.5)
-    videos.close()
-    windows.close()
-    return out
+                self.results[self.pending.pop(job_id)] = _job_result(job)
+                if videos is not None:
+                    videos.update(1)
+        if windows is not None:
+            windows.total = sum(t for _, t in self._counts.values())
+            windows.update(sum(d for d, _ in self._counts.values()) - windows.n)
+
+    def cancel(self) -> None:
+        """Cancel the jobs in flight and wait until each has committed its current window.
+
+        A second Ctrl-C stops waiting; the server still finishes those windows.
+        """
+        self._close_bars()
+        if not self.pending:
+            return
+        print(
+            f"vidseek: interrupted; cancelling {len(self.pending)} job(s) after their "
+            "current window (Ctrl-C again to stop waiting)",
+            file=sys.stderr,
+        )
+        for job_id in list(self.pending):
+            # A job that ended meanwhile refuses; the poll below records how it ended.
+            with contextlib.suppress(FailedPreconditionError):
+                self.client.cancel_job(job_id)
+        try:
+            while self.pending:
+                self._poll()
+                if self.pending:
+                    time.sleep(0.5)
+        except KeyboardInterrupt:
+            for job_id, path in self.pending.items():
+                self.results[path] = {"status": "cancelled", "job_id": job_id}
+            self.pending.clear()
+
+    def finish(self, paths: Sequence[Path]) -> dict[str, dict[str, Any]]:
+        """The result of every path, in input order; paths never submitted are 'not started'."""
+        return {
+            str(p): self.results.get(str(p), {"status": "not started", "error": ""}) for p in paths
+        }
+
+    def _close_bars(self) -> None:
+        for bar in self._bars:
+            bar.close()
+        self._bars = []
 
 
 def _job_result(job: IngestJob) -> dict[str, Any]:
+    if job.state.value == "succeeded":
+        already = job.windows_total > 0 and job.windows_reused == job.windows_total
+        status = "skipped" if already else "indexed"
+    else:
+        status = job.state.value  # failed or cancelled
     return {
-        "status": "indexed" if job.state.value == "succeeded" else "failed",
+        "status": status,
         "job_id": job.job_id,
         "video_id": job.video_id,
-        "error": job.error,
+        "error": job.error if job.state.value != "succeeded" else "",
+        "note": job.error if job.state.value == "succeeded" else "",
         "windows": job.windows_total,
+        "windows_done": job.windows_done,
         "events": job.events_indexed,
         "windows_unparsed": job.windows_unparsed,
+        "windows_skipped": job.windows_skipped,
+        "windows_reused": job.windows_reused,
         "plan": job.plan,
     }
 
 
-def _summary(results: dict[str, dict[str, Any]]) -> None:
-    for path, r in results.items():
-        detail = r.get("error") or (
-            f"{r.get('events', 0)} events in {r.get('windows', 0)} "
-            f"windows ({r.get('windows_unparsed', 0)} unparsed)"
-            if r["status"] == "indexed"
-            else r.get("job_id", "")
+def _detail(r: dict[str, Any]) -> str:
+    status = r["status"]
+    if status == "indexed":
+        text = (
+            f"{r['events']} events in {r['windows']} windows "
+            f"({r['windows_unparsed']} unparsed, {r['windows_skipped']} skipped"
+            + (f", {r['windows_reused']} from an earlier run" if r["windows_reused"] else "")
+            + ")"
         )
-        print(f"{r['status']:<8} {path}  {detail}")
+        return text + (f"; {r['note']}" if r.get("note") else "")
+    if status == "skipped":
+        return "already indexed (same content)"
+    if status == "cancelled":
+        return f"cancelled after {r.get('windows_done', 0)} of {r.get('windows', 0)} windows"
+    if status == "queued":
+        return f"job {r['job_id']}"
+    return str(r.get("error", ""))
+
+
+def _summary(results: dict[str, dict[str, Any]]) -> None:
+    width = max((len(p) for p in results), default=0)
+    for path, r in results.items():
+        print(f"{r['status']:<11} {path:<{width}}  {_detail(r)}")
     counts: dict[str, int] = {}
     for r in results.values():
         counts[r["status"]] = counts.get(r["status"], 0) + 1
@@ -350,6 +457,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--manifest", default=None, help="file with one video path per line")
     p.add_argument("--no-wait", action="store_true", help="queue and return at once")
     p.add_argument(
+        "--workers",
+        type=int,
+        default=4,
+        metavar="N",
+        help="jobs this command keeps in flight (default 4; the server's "
+        "VIDSEEK_INGEST_WORKERS decides how many run at once)",
+    )
+    p.add_argument(
         "--collection",
         default="",
         metavar="NAME",
@@ -448,7 +563,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_FAILED
     except KeyboardInterrupt:
         print("vidseek: interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

@@ -212,6 +212,7 @@ class JobRunner:
                 windows_done=p.windows_done,
                 windows_unparsed=p.windows_unparsed,
                 windows_skipped=p.windows_skipped,
+                windows_reused=p.windows_reused,
                 events_indexed=p.events_indexed,
             )
 

@@ -25,6 +25,7 @@ JOB_STATES = {
     "running": pb.JOB_STATE_RUNNING,
     "succeeded": pb.JOB_STATE_SUCCEEDED,
     "failed": pb.JOB_STATE_FAILED,
+    "cancelled": pb.JOB_STATE_CANCELLED,
 }
 
 
@@ -108,6 +109,7 @@ def job_to_proto(j: IngestJobRow) -> pb.IngestJob:
         created_at=j.created_at,
         updated_at=j.updated_at,
         windows_skipped=j.windows_skipped,
+        windows_reused=j.windows_reused,
         collection=j.collection,
     )
 

@@ -50,6 +50,11 @@ class VideoSearchServicer(pb_grpc.VideoSearchServicer):
     ) -> pb.IngestJob:
         return mapping.job_to_proto(self.store.get_job(_required(request.job_id, "job_id")))
 
+    def CancelIngestJob(
+        self, request: pb.CancelIngestJobRequest, context: grpc.ServicerContext
+    ) -> pb.IngestJob:
+        return mapping.job_to_proto(self.jobs.cancel(_required(request.job_id, "job_id")))
+
     def ListIngestJobs(
         self, request: pb.ListIngestJobsRequest, context: grpc.ServicerContext
     ) -> pb.ListIngestJobsResponse:

@@ -58,6 +58,8 @@ class IngestJobRow(Base):
     windows_unparsed: Mapped[int] = mapped_column(Integer, default=0)
     # Windows left out because none of their frames decoded.
     windows_skipped: Mapped[int] = mapped_column(Integer, default=0)
+    # Windows an earlier run had already committed (same content), not captioned again.
+    windows_reused: Mapped[int] = mapped_column(Integer, default=0)
     events_indexed: Mapped[int] = mapped_column(Integer, default=0)
     error: Mapped[str] = mapped_column(Text, default="")
     plan: Mapped[str] = mapped_column(Text, default="")

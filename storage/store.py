@@ -480,6 +480,7 @@ class Store:
                     windows_done=0,
                     windows_unparsed=0,
                     windows_skipped=0,
+                    windows_reused=0,
                     events_indexed=0,
                     error="",
                     plan="",

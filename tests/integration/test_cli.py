@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.support.fakes import ColourCaptioner
+from tests.support.fakes import ColourCaptioner, GatedCaptioner
 from tests.support.search_corpus import index_videos, name_of
+from tests.support.videos import write_video
+from vidseek.server import cli
 from vidseek.server.app import create_server
 from vidseek.server.cli import main, parse_seconds
 from vidseek.server.settings import load_settings
@@ -41,7 +44,8 @@ def test_ingest_search_and_listing_through_the_cli(
         assert str(bad) in out["results"][str(bad)]["error"]
 
         assert main(["ingest", str(colour_video), "--collection", "palette", *addr]) == 0
-        assert "1 indexed" in capsys.readouterr().out
+        out = capsys.readouterr().out
+        assert "already indexed (same content)" in out and "1 skipped" in out
 
         assert main(["search", "a green screen", "--json", *addr]) == 0
         moments = json.loads(capsys.readouterr().out)["moments"]
@@ -154,3 +158,75 @@ def test_times_accept_seconds_and_clock_notation(text, seconds):
 def test_bad_times_are_usage_errors(text):
     with pytest.raises(argparse.ArgumentTypeError, match="not a time"):
         parse_seconds(text)
+
+
+def _colour_videos(tmp_path: Path, n: int) -> list[str]:
+    return [
+        write_video(tmp_path / f"v{i}.mp4", seconds=4, colors=[(255, 0, 0)] * i + [(0, 0, 255)])
+        for i in range(1, n + 1)
+    ]
+
+
+def test_ingest_keeps_workers_jobs_in_flight_and_reports_each_video(
+    data_dir: Path, embedder, tmp_path: Path, capsys: pytest.CaptureFixture
+):
+    settings = load_settings(
+        overrides={"port": 0, "data_dir": str(data_dir), "window_seconds": 2.0}, environ={}
+    )
+    captioner = ColourCaptioner()
+    server, port, app = create_server(
+        settings, embedder=embedder, captioner_factory=lambda: captioner
+    )
+    videos = _colour_videos(tmp_path, 3)
+    try:
+        code = main(["ingest", *videos, "--workers", "1", "--server", f"127.0.0.1:{port}"])
+        lines = capsys.readouterr().out.splitlines()
+        assert code == 0
+        assert [line.split()[:2] for line in lines[:3]] == [["indexed", v] for v in videos]
+        assert "2 windows (0 unparsed, 0 skipped)" in lines[0]
+        assert lines[-1] == "3 indexed"
+        assert main(["ingest", *videos, "--workers", "0", "--server", f"127.0.0.1:{port}"]) == 2
+    finally:
+        server.stop(0)
+        app.shutdown()
+
+
+def test_ctrl_c_cancels_the_jobs_in_flight_after_their_current_window(
+    data_dir: Path, embedder, tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch
+):
+    settings = load_settings(
+        overrides={"port": 0, "data_dir": str(data_dir), "window_seconds": 2.0, "batch_windows": 1},
+        environ={},
+    )
+    captioner = GatedCaptioner()
+    server, port, app = create_server(
+        settings, embedder=embedder, captioner_factory=lambda: captioner
+    )
+    videos = _colour_videos(tmp_path, 3)
+    poll = cli._IngestRun._poll
+    pressed = threading.Event()
+
+    def poll_then_ctrl_c(self, *args):
+        poll(self, *args)
+        if not pressed.is_set() and captioner.waiting.is_set():
+            pressed.set()
+            threading.Timer(0.5, captioner.gate.set).start()  # the window in hand completes
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli._IngestRun, "_poll", poll_then_ctrl_c)
+    try:
+        code = main(
+            ["ingest", *videos, "--workers", "2", "--json", "--server", f"127.0.0.1:{port}"]
+        )
+        out = json.loads(capsys.readouterr().out)
+        assert code == 130 and out["interrupted"]
+        first, second, third = (out["results"][v] for v in videos)
+        # The running job committed the window it was captioning, then stopped.
+        assert (first["status"], first["windows_done"], first["windows"]) == ("cancelled", 1, 2)
+        assert len(app.store.window_rows(first["video_id"])) == 1
+        assert second["status"] == "cancelled" and second["windows_done"] == 0
+        assert third["status"] == "not started"
+    finally:
+        captioner.gate.set()
+        server.stop(0)
+        app.shutdown()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Sequence
 
 import numpy as np
@@ -68,3 +69,20 @@ class GarbageCaptioner:
 
     def close(self) -> None:
         pass
+
+
+class GatedCaptioner(ColourCaptioner):
+    """The colour captioner, holding each call until the test opens ``gate``.
+
+    ``waiting`` is set once a call has arrived.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = threading.Event()
+        self.waiting = threading.Event()
+
+    def describe(self, clips: Sequence[WindowClip]) -> list[CaptionOutput]:
+        self.waiting.set()
+        assert self.gate.wait(60), "the test never opened the gate"
+        return super().describe(clips)

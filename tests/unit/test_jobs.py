@@ -2,35 +2,19 @@
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
 
-from tests.support.fakes import ColourCaptioner
+from tests.support.fakes import GatedCaptioner
 from tests.support.videos import write_video
 from vidseek.indexer.pipeline import IngestConfig
 from vidseek.indexer.planner import PlanConfig
-from vidseek.indexer.types import CaptionOutput, WindowClip
 from vidseek.server.jobs import JobRunner
 from vidseek.storage.errors import FailedPrecondition
 from vidseek.storage.store import Store
-
-
-class GatedCaptioner(ColourCaptioner):
-    """The colour captioner, holding each call until the test opens the gate."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.gate = threading.Event()
-        self.waiting = threading.Event()
-
-    def describe(self, clips: Sequence[WindowClip]) -> list[CaptionOutput]:
-        self.waiting.set()
-        assert self.gate.wait(60), "the test never opened the gate"
-        return super().describe(clips)
 
 
 @pytest.fixture

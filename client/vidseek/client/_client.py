@@ -155,6 +155,17 @@ class Client:
             self._call(self._stub.GetIngestJob, pb.GetIngestJobRequest(job_id=job_id))
         )
 
+    def cancel_job(self, job_id: str) -> IngestJob:
+        """Cancel a queued or running job; a running one stops after its current window.
+
+        Returns the job as it is now (a running job may still say ``running``
+        until it has committed that window). FailedPreconditionError for a job
+        that has already ended.
+        """
+        return _convert.job(
+            self._call(self._stub.CancelIngestJob, pb.CancelIngestJobRequest(job_id=job_id))
+        )
+
     def wait_for_job(
         self,
         job_id: str,
@@ -298,6 +309,12 @@ class AsyncClient:
     async def get_job(self, job_id: str) -> IngestJob:
         return _convert.job(
             await self._call(self._stub.GetIngestJob, pb.GetIngestJobRequest(job_id=job_id))
+        )
+
+    async def cancel_job(self, job_id: str) -> IngestJob:
+        """Cancel a queued or running job (see :meth:`Client.cancel_job`)."""
+        return _convert.job(
+            await self._call(self._stub.CancelIngestJob, pb.CancelIngestJobRequest(job_id=job_id))
         )
 
     async def get_video(self, video_id: str) -> Video:

@@ -18,6 +18,7 @@ _STATES = {
     pb.JOB_STATE_RUNNING: JobState.RUNNING,
     pb.JOB_STATE_SUCCEEDED: JobState.SUCCEEDED,
     pb.JOB_STATE_FAILED: JobState.FAILED,
+    pb.JOB_STATE_CANCELLED: JobState.CANCELLED,
 }
 
 
@@ -70,6 +71,7 @@ def job(j: pb.IngestJob) -> IngestJob:
         updated_at=j.updated_at,
         windows_skipped=j.windows_skipped,
         collection=j.collection,
+        windows_reused=j.windows_reused,
     )
 
 

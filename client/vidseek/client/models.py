@@ -24,11 +24,12 @@ class JobState(StrEnum):
     RUNNING = "running"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
+    CANCELLED = "cancelled"
 
     @property
     def done(self) -> bool:
         """True once the job will not change any more."""
-        return self in (JobState.SUCCEEDED, JobState.FAILED)
+        return self in (JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED)
 
 
 @dataclass(frozen=True)
@@ -145,6 +146,9 @@ class IngestJob:
     """Windows left out because none of their frames decoded."""
     collection: str = ""
     """The collection the job's video goes into ("" for none)."""
+    windows_reused: int = 0
+    """Windows an earlier run had already committed (same content), not captioned again;
+    equal to ``windows_total`` when the video was already indexed."""
 
 
 @dataclass(frozen=True)

@@ -14,11 +14,13 @@ class JobState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     JOB_STATE_RUNNING: _ClassVar[JobState]
     JOB_STATE_SUCCEEDED: _ClassVar[JobState]
     JOB_STATE_FAILED: _ClassVar[JobState]
+    JOB_STATE_CANCELLED: _ClassVar[JobState]
 JOB_STATE_UNSPECIFIED: JobState
 JOB_STATE_QUEUED: JobState
 JOB_STATE_RUNNING: JobState
 JOB_STATE_SUCCEEDED: JobState
 JOB_STATE_FAILED: JobState
+JOB_STATE_CANCELLED: JobState
 
 class IngestVideoRequest(_message.Message):
     __slots__ = ("uri", "collection")
@@ -29,6 +31,12 @@ class IngestVideoRequest(_message.Message):
     def __init__(self, uri: _Optional[str] = ..., collection: _Optional[str] = ...) -> None: ...
 
 class GetIngestJobRequest(_message.Message):
+    __slots__ = ("job_id",)
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    def __init__(self, job_id: _Optional[str] = ...) -> None: ...
+
+class CancelIngestJobRequest(_message.Message):
     __slots__ = ("job_id",)
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     job_id: str
@@ -51,7 +59,7 @@ class ListIngestJobsResponse(_message.Message):
     def __init__(self, jobs: _Optional[_Iterable[_Union[IngestJob, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class IngestJob(_message.Message):
-    __slots__ = ("job_id", "uri", "state", "video_id", "windows_total", "windows_done", "windows_unparsed", "events_indexed", "error", "plan", "created_at", "updated_at", "windows_skipped", "collection")
+    __slots__ = ("job_id", "uri", "state", "video_id", "windows_total", "windows_done", "windows_unparsed", "events_indexed", "error", "plan", "created_at", "updated_at", "windows_skipped", "collection", "windows_reused")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     URI_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
@@ -66,6 +74,7 @@ class IngestJob(_message.Message):
     UPDATED_AT_FIELD_NUMBER: _ClassVar[int]
     WINDOWS_SKIPPED_FIELD_NUMBER: _ClassVar[int]
     COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    WINDOWS_REUSED_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     uri: str
     state: JobState
@@ -80,7 +89,8 @@ class IngestJob(_message.Message):
     updated_at: float
     windows_skipped: int
     collection: str
-    def __init__(self, job_id: _Optional[str] = ..., uri: _Optional[str] = ..., state: _Optional[_Union[JobState, str]] = ..., video_id: _Optional[str] = ..., windows_total: _Optional[int] = ..., windows_done: _Optional[int] = ..., windows_unparsed: _Optional[int] = ..., events_indexed: _Optional[int] = ..., error: _Optional[str] = ..., plan: _Optional[str] = ..., created_at: _Optional[float] = ..., updated_at: _Optional[float] = ..., windows_skipped: _Optional[int] = ..., collection: _Optional[str] = ...) -> None: ...
+    windows_reused: int
+    def __init__(self, job_id: _Optional[str] = ..., uri: _Optional[str] = ..., state: _Optional[_Union[JobState, str]] = ..., video_id: _Optional[str] = ..., windows_total: _Optional[int] = ..., windows_done: _Optional[int] = ..., windows_unparsed: _Optional[int] = ..., events_indexed: _Optional[int] = ..., error: _Optional[str] = ..., plan: _Optional[str] = ..., created_at: _Optional[float] = ..., updated_at: _Optional[float] = ..., windows_skipped: _Optional[int] = ..., collection: _Optional[str] = ..., windows_reused: _Optional[int] = ...) -> None: ...
 
 class SearchRequest(_message.Message):
     __slots__ = ("query", "top_k", "video_ids", "min_score", "start_seconds", "end_seconds", "group_by_video", "moments_per_video", "page_token", "refine", "collection")

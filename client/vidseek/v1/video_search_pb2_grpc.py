@@ -49,6 +49,11 @@ class VideoSearchStub:
                 request_serializer=vidseek_dot_v1_dot_video__search__pb2.ListIngestJobsRequest.SerializeToString,
                 response_deserializer=vidseek_dot_v1_dot_video__search__pb2.ListIngestJobsResponse.FromString,
                 _registered_method=True)
+        self.CancelIngestJob = channel.unary_unary(
+                '/vidseek.v1.VideoSearch/CancelIngestJob',
+                request_serializer=vidseek_dot_v1_dot_video__search__pb2.CancelIngestJobRequest.SerializeToString,
+                response_deserializer=vidseek_dot_v1_dot_video__search__pb2.IngestJob.FromString,
+                _registered_method=True)
         self.Search = channel.unary_unary(
                 '/vidseek.v1.VideoSearch/Search',
                 request_serializer=vidseek_dot_v1_dot_video__search__pb2.SearchRequest.SerializeToString,
@@ -94,6 +99,15 @@ class VideoSearchServicer:
 
     def ListIngestJobs(self, request, context):
         """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CancelIngestJob(self, request, context):
+        """Cancel a queued or running job. A running job stops after the window it is
+        committing; what was committed stays indexed. FAILED_PRECONDITION for a
+        job that has already ended.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -147,6 +161,11 @@ def add_VideoSearchServicer_to_server(servicer, server):
                     servicer.ListIngestJobs,
                     request_deserializer=vidseek_dot_v1_dot_video__search__pb2.ListIngestJobsRequest.FromString,
                     response_serializer=vidseek_dot_v1_dot_video__search__pb2.ListIngestJobsResponse.SerializeToString,
+            ),
+            'CancelIngestJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.CancelIngestJob,
+                    request_deserializer=vidseek_dot_v1_dot_video__search__pb2.CancelIngestJobRequest.FromString,
+                    response_serializer=vidseek_dot_v1_dot_video__search__pb2.IngestJob.SerializeToString,
             ),
             'Search': grpc.unary_unary_rpc_method_handler(
                     servicer.Search,
@@ -255,6 +274,33 @@ class VideoSearch:
             '/vidseek.v1.VideoSearch/ListIngestJobs',
             vidseek_dot_v1_dot_video__search__pb2.ListIngestJobsRequest.SerializeToString,
             vidseek_dot_v1_dot_video__search__pb2.ListIngestJobsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CancelIngestJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/vidseek.v1.VideoSearch/CancelIngestJob',
+            vidseek_dot_v1_dot_video__search__pb2.CancelIngestJobRequest.SerializeToString,
+            vidseek_dot_v1_dot_video__search__pb2.IngestJob.FromString,
             options,
             channel_credentials,
             insecure,

@@ -40,6 +40,11 @@ class VideoSearchStub:
     """Queue a video for indexing. Returns the job at once; poll GetIngestJob."""
     GetIngestJob: _grpc.UnaryUnaryMultiCallable[_video_search_pb2.GetIngestJobRequest, _video_search_pb2.IngestJob]
     ListIngestJobs: _grpc.UnaryUnaryMultiCallable[_video_search_pb2.ListIngestJobsRequest, _video_search_pb2.ListIngestJobsResponse]
+    CancelIngestJob: _grpc.UnaryUnaryMultiCallable[_video_search_pb2.CancelIngestJobRequest, _video_search_pb2.IngestJob]
+    """Cancel a queued or running job. A running job stops after the window it is
+    committing; what was committed stays indexed. FAILED_PRECONDITION for a
+    job that has already ended.
+    """
     Search: _grpc.UnaryUnaryMultiCallable[_video_search_pb2.SearchRequest, _video_search_pb2.SearchResponse]
     """Text query -> moments with grounded start/end seconds."""
     GetVideo: _grpc.UnaryUnaryMultiCallable[_video_search_pb2.GetVideoRequest, _video_search_pb2.Video]
@@ -55,6 +60,11 @@ class VideoSearchAsyncStub(VideoSearchStub):
     """Queue a video for indexing. Returns the job at once; poll GetIngestJob."""
     GetIngestJob: _aio.UnaryUnaryMultiCallable[_video_search_pb2.GetIngestJobRequest, _video_search_pb2.IngestJob]  # type: ignore[assignment]
     ListIngestJobs: _aio.UnaryUnaryMultiCallable[_video_search_pb2.ListIngestJobsRequest, _video_search_pb2.ListIngestJobsResponse]  # type: ignore[assignment]
+    CancelIngestJob: _aio.UnaryUnaryMultiCallable[_video_search_pb2.CancelIngestJobRequest, _video_search_pb2.IngestJob]  # type: ignore[assignment]
+    """Cancel a queued or running job. A running job stops after the window it is
+    committing; what was committed stays indexed. FAILED_PRECONDITION for a
+    job that has already ended.
+    """
     Search: _aio.UnaryUnaryMultiCallable[_video_search_pb2.SearchRequest, _video_search_pb2.SearchResponse]  # type: ignore[assignment]
     """Text query -> moments with grounded start/end seconds."""
     GetVideo: _aio.UnaryUnaryMultiCallable[_video_search_pb2.GetVideoRequest, _video_search_pb2.Video]  # type: ignore[assignment]
@@ -85,6 +95,17 @@ class VideoSearchServicer(metaclass=_abc_1.ABCMeta):
         request: _video_search_pb2.ListIngestJobsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_video_search_pb2.ListIngestJobsResponse, _abc.Awaitable[_video_search_pb2.ListIngestJobsResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def CancelIngestJob(
+        self,
+        request: _video_search_pb2.CancelIngestJobRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_video_search_pb2.IngestJob, _abc.Awaitable[_video_search_pb2.IngestJob]]:
+        """Cancel a queued or running job. A running job stops after the window it is
+        committing; what was committed stays indexed. FAILED_PRECONDITION for a
+        job that has already ended.
+        """
 
     @_abc_1.abstractmethod
     def Search(

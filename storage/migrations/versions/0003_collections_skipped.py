@@ -3,7 +3,8 @@
 ``videos.collection`` names the collection a video was ingested into (empty:
 none), so that searches can be restricted to one; ``ingest_jobs.collection``
 carries it from the request to the video row. ``ingest_jobs.windows_skipped``
-counts windows left out because none of their frames decoded.
+counts windows left out because none of their frames decoded, and
+``ingest_jobs.windows_reused`` those an earlier run had already committed.
 
 Revision ID: 0003
 Revises: 0002
@@ -30,10 +31,14 @@ def upgrade() -> None:
         batch.add_column(
             sa.Column("windows_skipped", sa.Integer(), nullable=False, server_default="0")
         )
+        batch.add_column(
+            sa.Column("windows_reused", sa.Integer(), nullable=False, server_default="0")
+        )
 
 
 def downgrade() -> None:
     with op.batch_alter_table("ingest_jobs") as batch:
+        batch.drop_column("windows_reused")
         batch.drop_column("windows_skipped")
         batch.drop_column("collection")
     with op.batch_alter_table("videos") as batch:
