@@ -68,9 +68,12 @@ from typing import Any, Protocol
 import numpy as np
 
 from vidseek.indexer.prompt import (
+    EVENTS_JSON_SCHEMA,
     MAX_DESCRIPTION_CHARS,
     MAX_EVENTS_PER_WINDOW,
+    SPAN_JSON_SCHEMA,
     SYSTEM_PROMPT,
+    build_grounding_prompt,
     build_user_prompt,
 )
 from vidseek.indexer.types import Window, WindowClip
@@ -86,6 +89,8 @@ __all__ = [
     "VISION_END",
     "VISION_START",
     "ChatTokenizer",
+    "answer_grammar_ebnf",
+    "answer_json_schema",
     "chat_messages",
     "chat_template",
     "check_clip",
@@ -93,12 +98,15 @@ __all__ = [
     "expanded_prompt_text",
     "expanded_video_text",
     "frame_pair_timestamps",
+    "is_grounding",
     "max_constrained_output_tokens",
     "processor_kwargs",
     "processor_prompt_text",
     "prompt_token_ids",
     "render_chat_text",
+    "span_grammar_ebnf",
     "timestamp_tags",
+    "user_prompt",
     "video_metadata",
     "video_tokens_per_frame_pair",
     "window_timestamps",
@@ -248,9 +256,22 @@ def video_tokens_per_frame_pair(height: int, width: int) -> int:
     return (height // _PIXELS_PER_TOKEN_SIDE) * (width // _PIXELS_PER_TOKEN_SIDE)
 
 
+def is_grounding(window: Window) -> bool:
+    """Whether a window asks for the span of a query (refinement) rather than dense captions."""
+    return window.query is not None
+
+
+def user_prompt(window: Window) -> str:
+    """The question for a window: dense captioning, or grounding when it carries a query."""
+    if window.query is not None:
+        return build_grounding_prompt(window.start_seconds, window.end_seconds, window.query)
+    return build_user_prompt(window.start_seconds, window.end_seconds)
+
+
 def chat_messages(window: Window, video_item: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     """The conversation for a window: the system prompt, then the video and the question.
 
+    The question is :func:`user_prompt` (grounding for a window with a ``query``).
     ``video_item`` is the user content entry standing for the video; the default
     ``{"type": "video"}`` is what the chat template needs. An OpenAI-style client
     passes its own (e.g. a ``video_url`` entry).
@@ -262,10 +283,7 @@ def chat_messages(window: Window, video_item: dict[str, Any] | None = None) -> l
             "role": "user",
             "content": [
                 video,
-                {
-                    "type": "text",
-                    "text": build_user_prompt(window.start_seconds, window.end_seconds),
-                },
+                {"type": "text", "text": user_prompt(window)},
             ],
         },
     ]
@@ -321,6 +339,12 @@ def prompt_token_ids(tokenizer: ChatTokenizer, clip: WindowClip) -> list[int]:
     return list(tokenizer.encode(expanded_prompt_text(tokenizer, clip), add_special_tokens=False))
 
 
+_NUMBER_RULE = (
+    f'number ::= ("0" | [1-9] [0-9]{{0,{GRAMMAR_MAX_INTEGER_DIGITS - 1}}})'
+    f' ("." [0-9]{{1,{GRAMMAR_MAX_DECIMALS}}})?'
+)
+
+
 def events_grammar_ebnf(*, bound_description: bool = True) -> str:
     """The decoding grammar (xgrammar / GBNF-style EBNF) for an answer to the prompt.
 
@@ -352,11 +376,34 @@ def events_grammar_ebnf(*, bound_description: bool = True) -> str:
         f"events ::= event{more_events}",
         r'event ::= "{\"start\": " number ", \"end\": " number '
         r'", \"description\": \"" description "\"}"',
-        f'number ::= ("0" | [1-9] [0-9]{{0,{GRAMMAR_MAX_INTEGER_DIGITS - 1}}})'
-        f' ("." [0-9]{{1,{GRAMMAR_MAX_DECIMALS}}})?',
+        _NUMBER_RULE,
         r'description ::= [^"\\\x00-\x1f]' + repeat,
     ]
     return "\n".join(lines) + "\n"
+
+
+def span_grammar_ebnf() -> str:
+    """The decoding grammar for an answer to the grounding prompt: ``{"start": s, "end": e}``.
+
+    Compact JSON of the shape of ``SPAN_JSON_SCHEMA`` with the numbers of
+    :func:`events_grammar_ebnf`; no answer is longer than 40 tokens.
+    """
+    lines = [r'root ::= "{\"start\": " number ", \"end\": " number "}"', _NUMBER_RULE]
+    return "\n".join(lines) + "\n"
+
+
+def answer_grammar_ebnf(window: Window, *, bound_description: bool = True) -> str:
+    """The decoding grammar for a window's question (:func:`user_prompt`)."""
+    if is_grounding(window):
+        return span_grammar_ebnf()
+    return events_grammar_ebnf(bound_description=bound_description)
+
+
+def answer_json_schema(window: Window) -> tuple[str, dict[str, Any]]:
+    """``(name, JSON schema)`` of the answer to a window's question (servers without grammars)."""
+    if is_grounding(window):
+        return "span", SPAN_JSON_SCHEMA
+    return "events", EVENTS_JSON_SCHEMA
 
 
 def max_constrained_output_tokens() -> int:

@@ -15,7 +15,14 @@ from typing import Any
 
 from vidseek.indexer.types import ParsedEvent
 
-__all__ = ["MAX_DESCRIPTION_CHARS", "ParseResult", "parse_events", "parse_time"]
+__all__ = [
+    "MAX_DESCRIPTION_CHARS",
+    "ParseResult",
+    "SpanResult",
+    "parse_events",
+    "parse_span",
+    "parse_time",
+]
 
 _START_KEYS = ("start", "start_time", "start_seconds", "begin", "from")
 _END_KEYS = ("end", "end_time", "end_seconds", "stop", "to")
@@ -274,3 +281,82 @@ def parse_events(text: str, window_start: float, window_end: float) -> ParseResu
         return _parse(str(text), float(window_start), float(window_end))
     except Exception as exc:  # untrusted input must never take the indexer down
         return ParseResult(error=f"parser failure: {type(exc).__name__}: {exc}")
+
+
+@dataclass(frozen=True)
+class SpanResult:
+    """What :func:`parse_span` read from a grounding answer: a clamped span, or why none."""
+
+    start_seconds: float | None = None
+    end_seconds: float | None = None
+    error: str | None = None
+
+
+def _first_span(text: str) -> tuple[Any, Any] | None:
+    """``(start, end)`` raw values of the first span in an answer, or None."""
+    decoder = json.JSONDecoder()
+    candidates: list[Any] = []
+    try:
+        candidates.append(json.loads(text))
+    except (ValueError, RecursionError):
+        for attempt, match in enumerate(_OPENER.finditer(text)):
+            if attempt >= _MAX_DECODE_ATTEMPTS:
+                break
+            try:
+                candidates.append(decoder.raw_decode(text, match.start())[0])
+            except (ValueError, RecursionError):
+                continue
+            break
+    for value in candidates:
+        if isinstance(value, dict) and not _looks_like_event(value):
+            items = _event_list(value)  # {"events": [{...}]}: the dense-caption shape
+            value = items[0] if items else value
+        if isinstance(value, list) and len(value) == 2 and not isinstance(value[0], dict):
+            return value[0], value[1]  # [start, end]
+        if isinstance(value, list) and value and isinstance(value[0], dict):
+            value = value[0]
+        if isinstance(value, dict):
+            has_start, start = _pick(value, _START_KEYS)
+            has_end, end = _pick(value, _END_KEYS)
+            has_span, span = _pick(value, _SPAN_KEYS)
+            if (
+                not (has_start or has_end)
+                and has_span
+                and isinstance(span, list)
+                and len(span) == 2
+            ):
+                return span[0], span[1]
+            if has_start and has_end:
+                return start, end
+    return None
+
+
+def parse_span(text: str, clip_start: float, clip_end: float) -> SpanResult:
+    """The span of a grounding answer, clamped to ``[clip_start, clip_end]``; never raises.
+
+    Accepts ``{"start": s, "end": e}`` (the constrained shape), the same with the
+    other key spellings :func:`parse_events` knows, ``[s, e]``, or the first event
+    of a dense-caption answer, optionally fenced or inside prose. An unreadable
+    answer, ``end < start``, or no span left after clamping gives ``error``.
+    """
+    try:
+        lo, hi = float(clip_start), float(clip_end)
+        if not (math.isfinite(lo) and math.isfinite(hi)) or hi <= lo:
+            return SpanResult(error=f"invalid clip {clip_start!r}-{clip_end!r}")
+        body = _strip_fences(str(text)).strip()
+        if not body:
+            return SpanResult(error="empty answer")
+        raw = _first_span(body)
+        if raw is None:
+            return SpanResult(error=f"no span in answer {_short(body)}")
+        start, end = parse_time(raw[0]), parse_time(raw[1])
+        if start is None or end is None:
+            return SpanResult(error=f"unreadable span [{_short(raw[0])}, {_short(raw[1])}]")
+        if end < start:
+            return SpanResult(error=f"end {end:g} < start {start:g}")
+        clamped_start, clamped_end = min(max(start, lo), hi), min(max(end, lo), hi)
+        if clamped_end <= clamped_start:
+            return SpanResult(error=f"no span left of [{start:g}, {end:g}] in [{lo:g}, {hi:g}]")
+        return SpanResult(clamped_start, clamped_end)
+    except Exception as exc:  # untrusted input must never take search down
+        return SpanResult(error=f"parser failure: {type(exc).__name__}: {exc}")

@@ -33,12 +33,17 @@ class Window:
 
     Frame indices are absolute indices into the source video; seconds are
     ``index / fps`` of the source, so the model reads absolute timestamps.
+
+    ``query`` turns the call into a grounding request: instead of captioning every
+    event, the model is asked for the one span that matches the query (search
+    refinement). ``None`` (ingestion) asks for dense captions.
     """
 
     index: int
     start_seconds: float
     end_seconds: float
     frame_indices: tuple[int, ...]
+    query: str | None = None
 
 
 @dataclass

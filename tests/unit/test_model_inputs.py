@@ -17,12 +17,15 @@ from typing import Any
 import numpy as np
 import pytest
 
+from tests.support.prompts import chat_prompt
 from vidseek.indexer import model_inputs
 from vidseek.indexer.prompt import (
     EVENTS_JSON_SCHEMA,
     MAX_DESCRIPTION_CHARS,
     MAX_EVENTS_PER_WINDOW,
+    SPAN_JSON_SCHEMA,
     SYSTEM_PROMPT,
+    build_grounding_prompt,
     build_user_prompt,
 )
 from vidseek.indexer.types import Window, WindowClip
@@ -87,13 +90,8 @@ def test_timestamps_are_absolute_for_a_window_mid_video(processor: Any) -> None:
 def test_exact_prompt_text_and_layout(processor: Any) -> None:
     clip = make_clip()
     out = run_processor(processor, clip)
-    pads = "<|video_pad|>" * 6  # 64x96 frames: 2x3 tokens of 32x32 pixels per frame pair
-    video = "".join(f"{tag}<|vision_start|>{pads}<|vision_end|>" for tag in EXPECTED_TAGS)
-    expected = (
-        f"<|im_start|>system\n{SYSTEM_PROMPT}<|im_end|>\n"
-        f"<|im_start|>user\n{video}{build_user_prompt(3600.0, 3660.0)}<|im_end|>\n"
-        "<|im_start|>assistant\n"
-    )
+    # 64x96 frames: 2x3 tokens of 32x32 pixels per frame pair
+    expected = chat_prompt(EXPECTED_TAGS, 6, build_user_prompt(3600.0, 3660.0))
     ids = out["input_ids"][0].tolist()
     assert processor.tokenizer.decode(ids) == expected
     assert model_inputs.expanded_prompt_text(processor.tokenizer, clip) == expected
@@ -343,3 +341,57 @@ def _validate(answer: Any) -> None:
         assert all(isinstance(event[k], int | float) for k in ("start", "end"))
         assert isinstance(event["description"], str)
         assert len(event["description"]) <= items["items"]["properties"]["description"]["maxLength"]
+
+
+# --- the grounding question (search refinement) -----------------------------------------
+
+GROUNDING_QUERY = 'a man opens a "red" door'
+# 95-107 s of a 30 fps source at 2 fps: the padded clip of a moment at 100-102 s.
+GROUNDING_INDICES = tuple(2850 + 15 * k for k in range(24))
+GROUNDING_TAGS = [f"<{95 + k}.2 seconds>" for k in range(12)]  # 95.25 s ... 106.25 s
+
+
+def make_grounding_clip() -> WindowClip:
+    clip = make_clip(
+        indices=GROUNDING_INDICES, total_frames=3600, height=32, width=64, start=95.0, end=107.0
+    )
+    window = clip.window
+    clip.window = Window(window.index, 95.0, 107.0, window.frame_indices, query=GROUNDING_QUERY)
+    return clip
+
+
+def test_grounding_prompt_text_and_layout(processor: Any) -> None:
+    clip = make_grounding_clip()
+    out = run_processor(processor, clip)
+    question = build_grounding_prompt(95.0, 107.0, GROUNDING_QUERY)
+    expected = chat_prompt(GROUNDING_TAGS, 2, question)  # 32x64 frames: 2 pads per pair
+    ids = out["input_ids"][0].tolist()
+    assert processor.tokenizer.decode(ids) == expected
+    assert model_inputs.prompt_token_ids(processor.tokenizer, clip) == ids
+    assert model_inputs.timestamp_tags(clip) == GROUNDING_TAGS
+    assert ids.count(VISION_START_ID) == ids.count(VISION_END_ID) == 12
+    assert '"a man opens a \\"red\\" door"' in question  # quoted as a JSON string
+    assert "95.0 to 107.0 seconds" in question
+    assert "Localize every distinct event" not in question
+
+
+def test_grounding_answers_are_one_span() -> None:
+    clip = make_grounding_clip()
+    assert model_inputs.is_grounding(clip.window)
+    assert not model_inputs.is_grounding(make_clip().window)
+    span = model_inputs.answer_grammar_ebnf(clip.window)
+    assert span == model_inputs.span_grammar_ebnf()
+    assert model_inputs.answer_grammar_ebnf(make_clip().window) == (
+        model_inputs.events_grammar_ebnf()
+    )
+    assert model_inputs.answer_json_schema(clip.window) == ("span", SPAN_JSON_SCHEMA)
+    assert _accepts(span, '{"start": 95.5, "end": 101.25}')
+    assert _accepts(span, '{"start": 0, "end": 9999999.999}')
+    for rejected in (
+        _answer([_event()]),
+        '{"start": -1, "end": 2}',
+        '{"end": 2, "start": 1}',
+        '{"start": 1, "end": 2, "description": "x"}',
+        '{"start": 1.2345, "end": 2}',
+    ):
+        assert not _accepts(span, rejected), rejected
