@@ -48,7 +48,9 @@ A server that breaks this fails loudly with :class:`PromptLayoutError`.
 Decoding is greedy. With ``constrained_json`` the answer is constrained by vLLM's
 ``structured_outputs={"grammar": events_grammar_ebnf()}`` (the grammar of the other
 backends) or, for servers other than vLLM, by a standard
-``response_format={"type": "json_schema", ...}`` of ``EVENTS_JSON_SCHEMA``.
+``response_format={"type": "json_schema", ...}`` of ``EVENTS_JSON_SCHEMA``. A grounding
+window (one with a ``query``) is constrained to one span instead
+(:func:`~vidseek.indexer.model_inputs.answer_grammar_ebnf`).
 """
 
 from __future__ import annotations
@@ -72,7 +74,6 @@ import numpy as np
 import numpy.typing as npt
 
 from vidseek.indexer import model_inputs
-from vidseek.indexer.prompt import EVENTS_JSON_SCHEMA
 from vidseek.indexer.types import CaptionOutput, WindowClip
 
 __all__ = [
@@ -222,11 +223,12 @@ def chat_request_body(
         body["return_token_ids"] = True
     if constrained_json:
         if structured_output == "vllm_grammar":
-            body["structured_outputs"] = {"grammar": model_inputs.events_grammar_ebnf()}
+            body["structured_outputs"] = {"grammar": model_inputs.answer_grammar_ebnf(clip.window)}
         elif structured_output == "json_schema":
+            name, schema = model_inputs.answer_json_schema(clip.window)
             body["response_format"] = {
                 "type": "json_schema",
-                "json_schema": {"name": "events", "schema": EVENTS_JSON_SCHEMA, "strict": True},
+                "json_schema": {"name": name, "schema": schema, "strict": True},
             }
         else:
             raise ValueError(f"unknown structured_output {structured_output!r}")

@@ -11,6 +11,10 @@ xgrammar compiles the description length bound (``maxLength``) into one token ma
 per character, 10-50 s on two CPU cores. This backend compiles the grammar with
 unbounded descriptions instead (~0.05 s) and enforces ``MAX_DESCRIPTION_CHARS`` itself
 while decoding (:class:`_EventsLogitsProcessor`): the answers allowed are the same.
+
+A clip whose window carries a grounding ``query`` is constrained to
+:func:`~vidseek.indexer.model_inputs.span_grammar_ebnf` instead; a batch never mixes
+the two kinds of question.
 """
 
 from __future__ import annotations
@@ -91,10 +95,14 @@ def _chars_before_quote(tokens: list[bytes]) -> npt.NDArray[np.int32]:
     return chars
 
 
-def _grammar(model_id: str, tokenizer: Any, vocab_size: int, stop_id: int) -> _Grammar:
+def _grammar(
+    model_id: str, tokenizer: Any, vocab_size: int, stop_id: int, ebnf: str | None = None
+) -> _Grammar:
+    """The compiled grammar ``ebnf`` (default: the events grammar, descriptions unbounded)."""
     import xgrammar as xgr
 
-    ebnf = model_inputs.events_grammar_ebnf(bound_description=False)
+    if ebnf is None:
+        ebnf = model_inputs.events_grammar_ebnf(bound_description=False)
     key = (model_id, vocab_size, stop_id, ebnf)
     with _GRAMMAR_LOCK:
         grammar = _GRAMMAR_CACHE.get(key)
@@ -254,10 +262,10 @@ class TransformersCaptioner:
         pad_id = tokenizer.pad_token_id
         self._pad_id = int(pad_id) if pad_id is not None else self._stop_ids[1]
 
-        self._grammar: _Grammar | None = None
+        self._constrained = constrained_json
+        self._grammars: dict[bool, _Grammar] = {}
         if constrained_json:
-            vocab_size = int(self._model.config.get_text_config().vocab_size)
-            self._grammar = _grammar(model_id, tokenizer, vocab_size, self._im_end_id)
+            self._grammar_for(grounding=False)
             bound = model_inputs.max_constrained_output_tokens()
             if max_new_tokens < bound:
                 logger.debug(
@@ -266,6 +274,18 @@ class TransformersCaptioner:
                     max_new_tokens,
                     bound,
                 )
+
+    def _grammar_for(self, *, grounding: bool) -> _Grammar:
+        """The compiled grammar of one kind of question (the span grammar compiles on first use)."""
+        grammar = self._grammars.get(grounding)
+        if grammar is None:
+            ebnf = model_inputs.span_grammar_ebnf() if grounding else None
+            vocab_size = int(self._model.config.get_text_config().vocab_size)
+            grammar = _grammar(
+                self._model_id, self._processor.tokenizer, vocab_size, self._im_end_id, ebnf
+            )
+            self._grammars[grounding] = grammar
+        return grammar
 
     def _token_id(self, token: str) -> int:
         token_id = self._processor.tokenizer.convert_tokens_to_ids(token)
@@ -283,11 +303,22 @@ class TransformersCaptioner:
         if self._model is None:
             raise RuntimeError("the captioner is closed")
         outputs: list[CaptionOutput] = []
-        for start in range(0, len(clips), self._batch_size):
-            outputs.extend(self._describe_batch(clips[start : start + self._batch_size]))
+        start = 0
+        while start < len(clips):
+            # A batch holds one kind of question (one grammar): dense captions or grounding.
+            grounding = model_inputs.is_grounding(clips[start].window)
+            end = start + 1
+            while (
+                end < len(clips)
+                and end - start < self._batch_size
+                and model_inputs.is_grounding(clips[end].window) == grounding
+            ):
+                end += 1
+            outputs.extend(self._describe_batch(clips[start:end], grounding))
+            start = end
         return outputs
 
-    def _describe_batch(self, clips: Sequence[WindowClip]) -> list[CaptionOutput]:
+    def _describe_batch(self, clips: Sequence[WindowClip], grounding: bool) -> list[CaptionOutput]:
         import torch
 
         transformers = _transformers()
@@ -314,8 +345,8 @@ class TransformersCaptioner:
             pad_token_id=self._pad_id,
         )
         processors = transformers.LogitsProcessorList()
-        if self._grammar is not None:
-            processors.append(_EventsLogitsProcessor(self._grammar))
+        if self._constrained:
+            processors.append(_EventsLogitsProcessor(self._grammar_for(grounding=grounding)))
 
         with torch.inference_mode():
             generated = self._model.generate(
@@ -348,7 +379,7 @@ class TransformersCaptioner:
         on_cuda = self._device.type == "cuda"
         self._model = None
         self._processor = None
-        self._grammar = None
+        self._grammars = {}
         if on_cuda:
             import torch
 

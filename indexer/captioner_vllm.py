@@ -25,7 +25,8 @@ to :func:`~vidseek.indexer.model_inputs.prompt_token_ids`.
 
 Decoding is greedy; with ``constrained_json`` vLLM's xgrammar backend constrains it to
 :func:`~vidseek.indexer.model_inputs.events_grammar_ebnf` (the same grammar as the
-transformers backend), so both backends accept exactly the same answers.
+transformers backend), so both backends accept exactly the same answers; a grounding
+window (one with a ``query``) gets :func:`~vidseek.indexer.model_inputs.span_grammar_ebnf`.
 
 vLLM is imported only inside :class:`VllmCaptioner`; everything else here is plain
 Python and is unit-tested without vLLM.
@@ -82,11 +83,21 @@ class VllmWindowResult:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def decoding_spec(max_new_tokens: int, constrained_json: bool) -> DecodingSpec:
-    """Greedy decoding of at most ``max_new_tokens``, grammar-constrained when asked."""
+def decoding_spec(
+    max_new_tokens: int, constrained_json: bool, *, grounding: bool = False
+) -> DecodingSpec:
+    """Greedy decoding of at most ``max_new_tokens``, grammar-constrained when asked.
+
+    ``grounding`` constrains to the span grammar of a grounding question instead of
+    the events grammar.
+    """
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be positive, got {max_new_tokens}")
-    grammar = model_inputs.events_grammar_ebnf() if constrained_json else None
+    grammar = None
+    if constrained_json:
+        grammar = (
+            model_inputs.span_grammar_ebnf() if grounding else model_inputs.events_grammar_ebnf()
+        )
     return DecodingSpec(max_tokens=max_new_tokens, temperature=0.0, grammar=grammar)
 
 
@@ -251,6 +262,12 @@ class VllmCaptioner:
         self._llm: Any = vllm.LLM(**kwargs)
         self._tokenizer: Any = self._llm.get_tokenizer()
         self._sampling_params: Any = _sampling_params(vllm, self._spec, sampling_options)
+        # Grounding windows (search refinement) are constrained to one span.
+        self._grounding_params: Any = _sampling_params(
+            vllm,
+            decoding_spec(max_new_tokens, constrained_json, grounding=True),
+            sampling_options,
+        )
 
     @property
     def model_id(self) -> str:
@@ -279,7 +296,11 @@ class VllmCaptioner:
         if not clips:
             return []
         prompts = self.requests(clips)
-        outputs = self._llm.generate(prompts, self._sampling_params, use_tqdm=False)
+        kinds = [model_inputs.is_grounding(clip.window) for clip in clips]
+        params: Any = self._sampling_params
+        if any(kinds):
+            params = [self._grounding_params if k else self._sampling_params for k in kinds]
+        outputs = self._llm.generate(prompts, params, use_tqdm=False)
         if len(outputs) != len(clips):
             raise RuntimeError(f"vLLM returned {len(outputs)} outputs for {len(clips)} windows")
         results: list[VllmWindowResult] = []

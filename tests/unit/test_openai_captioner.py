@@ -36,7 +36,7 @@ from vidseek.indexer.captioner_openai import (
     main,
     serving_chat_template,
 )
-from vidseek.indexer.prompt import EVENTS_JSON_SCHEMA
+from vidseek.indexer.prompt import EVENTS_JSON_SCHEMA, SPAN_JSON_SCHEMA
 from vidseek.indexer.types import Window, WindowClip
 
 ANSWER = '{"events": [{"start": 421.0, "end": 423.5, "description": "A door opens."}]}'
@@ -434,3 +434,35 @@ def test_main_writes_the_serving_template(tmp_path: Path):
     assert main(["chat-template", str(target)]) == 0
     assert target.read_text(encoding="utf-8") == serving_chat_template()
     assert main(["nonsense"]) == 2
+
+
+# --- grounding windows (search refinement) --------------------------------------------
+
+
+def make_grounding_clip() -> WindowClip:
+    clip = make_clip(start_second=95, count=7)
+    w = clip.window
+    clip.window = Window(w.index, w.start_seconds, w.end_seconds, w.frame_indices, query="a dog")
+    return clip
+
+
+def test_grounding_request_has_the_offline_prompt_tokens_and_a_span_constraint(serve, tokenizer):
+    server = serve(like_vllm(tokenizer))
+    clip = make_grounding_clip()
+    captioner = OpenAICaptioner(server.base_url, "m", tokenizer=tokenizer)
+    (answer,) = captioner.describe_detailed([clip])
+
+    ((_, _, body),) = server.requests
+    assert body["structured_outputs"] == {"grammar": model_inputs.span_grammar_ebnf()}
+    assert body["messages"][1]["content"][1]["text"] == model_inputs.user_prompt(clip.window)
+    # Every prompt token checked against the project's layout (verify_prompt + tokenizer).
+    assert answer.prompt_token_ids == model_inputs.prompt_token_ids(tokenizer, clip)
+    text = tokenizer.decode(answer.prompt_token_ids, skip_special_tokens=False)
+    assert "<95.5 seconds><|vision_start|>" in text and '"a dog"' in text
+
+    schema = OpenAICaptioner(server.base_url, "m", structured_output="json_schema")
+    assert schema.request_body(clip)["response_format"]["json_schema"] == {
+        "name": "span",
+        "schema": SPAN_JSON_SCHEMA,
+        "strict": True,
+    }

@@ -161,15 +161,21 @@ def test_installed_transformers_expands_the_bare_video_token():
 # --- the tokens -----------------------------------------------------------------------
 
 
+def same_tokens_in_both_engines(processor: Any, clip: WindowClip) -> list[int]:
+    """The prompt ids of the clip's vLLM request, checked equal in vLLM 0.26 and transformers."""
+    tokenizer = processor.tokenizer
+    request = window_request(clip, vllm_prompt_text(tokenizer, clip))
+    expected = model_inputs.prompt_token_ids(tokenizer, clip)
+    assert transformers_prompt_ids(processor, request) == expected
+    assert vllm_026_prompt_ids(tokenizer, request, bare_video_token=True) == expected
+    return expected
+
+
 @pytest.mark.parametrize("count", [6, 5], ids=["even-frames", "odd-frames"])
 def test_vllm_request_has_the_same_token_layout_as_the_transformers_path(processor, count):
     clip = make_clip(count=count)
     tokenizer = processor.tokenizer
-    request = window_request(clip, vllm_prompt_text(tokenizer, clip))
-
-    expected = model_inputs.prompt_token_ids(tokenizer, clip)
-    assert transformers_prompt_ids(processor, request) == expected
-    assert vllm_026_prompt_ids(tokenizer, request, bare_video_token=True) == expected
+    expected = same_tokens_in_both_engines(processor, clip)
 
     text = tokenizer.decode(expected, skip_special_tokens=False)
     assert "<|vision_start|><|vision_start|>" not in text
@@ -336,3 +342,41 @@ def test_module_imports_without_vllm():
         line for line in source.read_text().splitlines() if line.startswith(("import ", "from "))
     ]
     assert not any("vllm" in line and "vidseek" not in line for line in top_level)
+
+
+# --- grounding windows (search refinement) --------------------------------------------
+
+
+def make_grounding_clip() -> WindowClip:
+    clip = make_clip(start_second=95, count=7)
+    w = clip.window
+    clip.window = Window(w.index, w.start_seconds, w.end_seconds, w.frame_indices, query="a dog")
+    return clip
+
+
+def test_grounding_request_has_the_same_token_layout_as_the_transformers_path(processor):
+    clip = make_grounding_clip()
+    expected = same_tokens_in_both_engines(processor, clip)
+    text = processor.tokenizer.decode(expected, skip_special_tokens=False)
+    assert text.count("seconds>") == 4
+    assert "<95.5 seconds><|vision_start|>" in text  # absolute: (95 s + 96 s) / 2
+    assert model_inputs.user_prompt(clip.window) + "<|im_end|>" in text
+    assert '"a dog"' in text and "Localize every distinct event" not in text
+
+
+def test_grounding_windows_are_constrained_to_one_span(fake_vllm, processor):
+    captioner = VllmCaptioner("m", max_new_tokens=64)
+    (llm,) = _FakeLLM.instances
+    assert decoding_spec(64, True, grounding=True).grammar == model_inputs.span_grammar_ebnf()
+
+    captioner.describe([make_clip(), make_grounding_clip()])
+    prompts, params, _ = llm.calls[0]
+    assert [p["prompt"] for p in prompts][1] == model_inputs.processor_prompt_text(
+        processor.tokenizer, make_grounding_clip().window
+    )
+    assert [p.kwargs["structured_outputs"].kwargs["grammar"] for p in params] == [
+        model_inputs.events_grammar_ebnf(),
+        model_inputs.span_grammar_ebnf(),
+    ]
+    captioner.describe([make_clip()])
+    assert not isinstance(llm.calls[1][1], list)  # ingestion batches keep one params object
