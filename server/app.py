@@ -22,6 +22,7 @@ from vidseek.indexer.pipeline import IngestConfig
 from vidseek.indexer.planner import PlanConfig
 from vidseek.server.interceptors import ErrorAndAuthInterceptor
 from vidseek.server.jobs import JobRunner
+from vidseek.server.refine import RefineConfig, Refiner
 from vidseek.server.search import SearchService
 from vidseek.server.service import VideoSearchServicer
 from vidseek.server.settings import Settings
@@ -29,7 +30,7 @@ from vidseek.storage.store import Store
 from vidseek.v1 import video_search_pb2 as pb
 from vidseek.v1 import video_search_pb2_grpc as pb_grpc
 
-__all__ = ["App", "create_server", "load_captioner", "serve"]
+__all__ = ["App", "create_server", "load_captioner", "refine_config", "serve"]
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +95,19 @@ def ingest_config(settings: Settings) -> IngestConfig:
     )
 
 
+def refine_config(settings: Settings) -> RefineConfig:
+    """The search-refinement configuration named by the settings."""
+    return RefineConfig(
+        fps=settings.refine_fps,
+        pad_seconds=settings.refine_pad_seconds,
+        max_pixels=settings.refine_max_pixels,
+        max_frames=settings.refine_max_frames,
+        max_moments=settings.refine_max_moments,
+        timeout=settings.refine_timeout,
+        decode_backend=settings.decode_backend,
+    )
+
+
 @dataclass
 class App:
     """Everything a running server holds."""
@@ -104,10 +118,13 @@ class App:
     search: SearchService
     jobs: JobRunner
     health: health.HealthServicer
+    refiner: Refiner | None = None
 
     def shutdown(self, grace: float | None = None) -> None:
         """Stop ingest after its current window, then snapshot and close storage."""
         self.health.enter_graceful_shutdown()
+        if self.refiner is not None:
+            self.refiner.close()
         self.jobs.stop(timeout=grace)
         self.store.close()
 
@@ -124,13 +141,6 @@ def build_app(
     store = Store(
         settings.resolved_database_url, settings.index_path, emb.dim, index_kind=settings.index_kind
     )
-    search = SearchService(
-        store,
-        emb,
-        default_top_k=settings.default_top_k,
-        max_top_k=settings.max_top_k,
-        max_query_chars=settings.max_query_chars,
-    )
     roots = [Path(r.strip()) for r in settings.allowed_roots.split(",") if r.strip()]
     jobs = JobRunner(
         store,
@@ -140,6 +150,16 @@ def build_app(
         roots,
         workers=settings.ingest_workers,
     )
+    # Refinement shares the ingest job's captioner (one model, calls serialised by
+    # its lock) but decodes in a decoder process of its own.
+    refiner = Refiner(store, jobs.captioner, refine_config(settings))
+    search = SearchService(
+        store,
+        emb,
+        default_top_k=settings.default_top_k,
+        max_top_k=settings.max_top_k,
+        max_query_chars=settings.max_query_chars,
+    )
     return App(
         settings=settings,
         store=store,
@@ -147,6 +167,7 @@ def build_app(
         search=search,
         jobs=jobs,
         health=health.HealthServicer(),
+        refiner=refiner,
     )
 
 

@@ -105,6 +105,27 @@ class Settings:
     default_top_k: int = _s(10, "Moments returned when a search asks for top_k 0.")
     max_top_k: int = _s(1000, "Largest top_k a search may ask for.")
     max_query_chars: int = _s(2000, "Longest accepted query text.")
+    refine_fps: float = _s(
+        2.0, "Search refinement (refine=true): frames per second sampled around each moment."
+    )
+    refine_pad_seconds: float = _s(
+        5.0, "Search refinement: seconds of video added before and after each moment's span."
+    )
+    refine_max_pixels: int = _s(
+        640 * 360,
+        "Search refinement: most pixels per sampled frame (multiples of 32, aspect kept).",
+    )
+    refine_max_frames: int = _s(
+        128, "Search refinement: most frames per moment; longer clips are sampled more sparsely."
+    )
+    refine_max_moments: int = _s(
+        3, "Search refinement: how many of the top moments are refined; the rest stay coarse."
+    )
+    refine_timeout: float = _s(
+        30.0,
+        "Search refinement: most seconds it may take when the request's deadline is later "
+        "(or absent); moments not refined in time are returned coarse.",
+    )
 
     @property
     def resolved_database_url(self) -> str:
@@ -206,6 +227,12 @@ def _validate(s: Settings) -> None:
         (s.decode_timeout > 0, "decode_timeout", "must be > 0"),
         (0 < s.default_top_k <= s.max_top_k, "default_top_k", "must be in 1..max_top_k"),
         (s.grpc_workers > 0, "grpc_workers", "must be > 0"),
+        (s.refine_fps > 0, "refine_fps", "must be > 0"),
+        (s.refine_pad_seconds >= 0, "refine_pad_seconds", "must be >= 0"),
+        (s.refine_max_pixels >= 32 * 32, "refine_max_pixels", "must be >= 1024"),
+        (s.refine_max_frames >= 2, "refine_max_frames", "must be >= 2"),
+        (s.refine_max_moments >= 0, "refine_max_moments", "must be >= 0"),
+        (s.refine_timeout > 0, "refine_timeout", "must be > 0"),
         (s.index_kind in ("flat", "hnsw"), "index_kind", "must be 'flat' or 'hnsw'"),
         (
             bool(s.tls_cert_file) == bool(s.tls_key_file),

@@ -86,3 +86,53 @@ class GatedCaptioner(ColourCaptioner):
         self.waiting.set()
         assert self.gate.wait(60), "the test never opened the gate"
         return super().describe(clips)
+
+
+class GroundingCaptioner:
+    """Answers grounding windows from the pixels: the span of the frames of the queried colour.
+
+    The span is in the clip's absolute source time (``index / fps``), from the first
+    frame of the colour named in the window's query to the next sampled frame after
+    the last one (or the window end). A clip without that colour gets a sentence,
+    not a span. Records the clips of every call.
+    """
+
+    model_id = "test/grounding"
+
+    def __init__(self) -> None:
+        self.calls: list[list[WindowClip]] = []
+
+    def describe(self, clips: Sequence[WindowClip]) -> list[CaptionOutput]:
+        self.calls.append(list(clips))
+        return [CaptionOutput(text=self._answer(clip)) for clip in clips]
+
+    @staticmethod
+    def _answer(clip: WindowClip) -> str:
+        query = clip.window.query or ""
+        times = [i / clip.fps for i in clip.window.frame_indices]
+        hits = [k for k, frame in enumerate(clip.frames) if colour_name(frame) in query]
+        if not hits:
+            return "I cannot see that in the clip."
+        last = hits[-1]
+        end = times[last + 1] if last + 1 < len(times) else clip.window.end_seconds
+        return json.dumps({"start": times[hits[0]], "end": end})
+
+    def close(self) -> None:
+        pass
+
+
+class FixedAnswerCaptioner:
+    """Answers every clip with the same text."""
+
+    model_id = "test/fixed"
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.calls = 0
+
+    def describe(self, clips: Sequence[WindowClip]) -> list[CaptionOutput]:
+        self.calls += 1
+        return [CaptionOutput(text=self.text) for _ in clips]
+
+    def close(self) -> None:
+        pass

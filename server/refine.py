@@ -1,0 +1,287 @@
+"""Second-level grounding of search moments (``refine=true``).
+
+Search finds moments from stored event descriptions, whose spans are as coarse as
+the captioning (1 fps, events of several seconds). Refinement looks again: for each
+of the top moments it decodes the clip ``[start - pad, end + pad]`` (clamped to the
+video) at a higher rate (``fps``, 2 by default), with the **absolute** source frame
+indices and the source fps, so the model reads absolute ``<t seconds>`` tags; it then
+asks the captioning model where the query happens in that clip (a grounding window:
+:attr:`~vidseek.indexer.types.Window.query`, answer constrained to
+``{"start": s, "end": e}``). All clips go to the model in one ``describe`` call.
+
+A refined moment gets the model's span (clamped to its clip) and keeps the span it
+had as ``coarse_start_seconds`` / ``coarse_end_seconds``. Refinement is best effort
+and bounded:
+
+- in count: only the first ``max_moments`` moments are refined;
+- in time: nothing waits past ``min(deadline, now + timeout)``. Loading the model,
+  decoding and the model call run on background threads that the request waits
+  for with the remaining time; decoding runs in this refiner's own decoder process
+  (never the ingest job's) with the remaining time as its deadline, and the model
+  is used only once the captioner's lock (shared with ingestion) is acquired
+  within the remaining time. Work that overruns finishes in the background (the
+  lock is released when the model call ends) and its answer is dropped;
+- in failure: a missing or undecodable video, an unavailable or failing model, an
+  unreadable, empty or inverted span all leave the moment coarse (logged), never
+  an error.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass, replace
+from typing import TypeVar
+
+from vidseek.indexer.parse import parse_span
+from vidseek.indexer.types import CaptionOutput, VideoInfo, Window, WindowClip
+from vidseek.indexer.video import DecodeWorker, resized_shape, sample_indices
+from vidseek.server.jobs import SerialCaptioner
+from vidseek.server.search import MomentResult
+from vidseek.storage.store import Store, VideoRecord
+
+__all__ = ["RefineConfig", "Refiner"]
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class RefineConfig:
+    """How moments are refined (see the ``refine_*`` settings for their help texts)."""
+
+    fps: float = 2.0
+    pad_seconds: float = 5.0
+    max_pixels: int = 640 * 360
+    max_frames: int = 128
+    max_moments: int = 3
+    timeout: float = 30.0
+    decode_backend: str = "decord"
+
+    def __post_init__(self) -> None:
+        if not (self.fps > 0 and math.isfinite(self.fps)):
+            raise ValueError(f"fps must be a positive finite number, got {self.fps}")
+        if not self.pad_seconds >= 0:
+            raise ValueError(f"pad_seconds must be >= 0, got {self.pad_seconds}")
+        if self.max_pixels < 32 * 32:
+            raise ValueError(f"max_pixels must be >= 1024, got {self.max_pixels}")
+        if self.max_frames < 2:
+            raise ValueError(f"max_frames must be >= 2, got {self.max_frames}")
+        if self.max_moments < 0:
+            raise ValueError(f"max_moments must be >= 0, got {self.max_moments}")
+        if not self.timeout > 0:
+            raise ValueError(f"timeout must be > 0, got {self.timeout}")
+
+
+class _Late(Exception):
+    """A step did not finish before the refinement deadline."""
+
+
+class Refiner:
+    """Refines search moments to the second with the captioning model (see the module docstring).
+
+    ``captioner`` returns the shared captioner, loading it on first use (e.g.
+    :meth:`~vidseek.server.jobs.JobRunner.captioner`); it is called on a background
+    thread, so a model that takes minutes to load only makes early requests coarse.
+    ``worker`` is the decoder process to use (default: a new one of
+    ``config.decode_backend``, closed by :meth:`close`).
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        captioner: Callable[[], SerialCaptioner],
+        config: RefineConfig | None = None,
+        *,
+        worker: DecodeWorker | None = None,
+    ) -> None:
+        self.store = store
+        self.config = config or RefineConfig()
+        self._captioner_provider = captioner
+        self._owns_worker = worker is None
+        self._worker = worker or DecodeWorker(self.config.decode_backend)
+        self._loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="refine-load")
+        self._decoder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="refine-decode")
+        self._engine = ThreadPoolExecutor(max_workers=1, thread_name_prefix="refine-model")
+        self._load_lock = threading.Lock()
+        self._load: Future[SerialCaptioner] | None = None
+
+    def close(self) -> None:
+        """Stop the background threads (work in flight finishes) and the decoder process."""
+        for pool in (self._loader, self._decoder, self._engine):
+            pool.shutdown(wait=False, cancel_futures=True)
+        if self._owns_worker:
+            self._worker.close()
+
+    def refine(
+        self, query: str, moments: Sequence[MomentResult], deadline: float
+    ) -> list[MomentResult]:
+        """One moment per input, in order: refined where possible, else as given.
+
+        ``deadline`` is a :func:`time.monotonic` instant; the call returns by then
+        (or ``timeout`` seconds from now, if sooner). Never raises for model,
+        decoding or storage trouble: the moments concerned stay coarse.
+        """
+        result = list(moments)
+        latest = time.monotonic() + self.config.timeout
+        deadline = min(deadline, latest) if not math.isnan(deadline) else latest
+        try:
+            self._refine(query, result, deadline)
+        except _Late as late:
+            log.warning("refinement: %s; moments left coarse", late)
+        except Exception:  # best effort by contract: the coarse moments are a valid answer
+            log.exception("refinement failed; moments left coarse")
+        return result
+
+    # ---- steps ------------------------------------------------------------------
+
+    def _refine(self, query: str, result: list[MomentResult], deadline: float) -> None:
+        """Replace entries of ``result`` by refined moments."""
+        chosen = list(range(min(self.config.max_moments, len(result))))
+        if not chosen or not query.strip():
+            return
+        if time.monotonic() >= deadline:
+            raise _Late("the deadline had already passed")
+        loading = self._captioner_future()  # loads the model while frames decode
+        decoding = self._decoder.submit(
+            self._decode_clips, query, [(i, result[i]) for i in chosen], deadline
+        )
+        clips = self._wait(decoding, deadline, "decoding did not finish in time")
+        if not clips:
+            return
+        captioner = self._wait(loading, deadline, "the model did not load in time")
+        outputs = self._describe(captioner, [clip for _, clip in clips], deadline)
+        if len(outputs) != len(clips):
+            log.warning("refinement: %d answers for %d clips; ignored", len(outputs), len(clips))
+            return
+        for (position, clip), output in zip(clips, outputs, strict=True):
+            result[position] = _refined(result[position], clip, output)
+
+    def _captioner_future(self) -> Future[SerialCaptioner]:
+        """The (possibly finished) loading of the captioner; a failed load is retried."""
+        with self._load_lock:
+            load = self._load
+            if load is None or (load.done() and load.exception() is not None):
+                load = self._loader.submit(self._captioner_provider)
+                self._load = load
+            return load
+
+    def _decode_clips(
+        self, query: str, moments: Sequence[tuple[int, MomentResult]], deadline: float
+    ) -> list[tuple[int, WindowClip]]:
+        """The grounding clip of each moment that decodes in time (runs on the decode thread)."""
+        clips: list[tuple[int, WindowClip]] = []
+        for position, moment in moments:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                log.warning("refinement: no time left to decode moment %d", position)
+                break
+            try:
+                video = self.store.get_video(moment.video_id)
+                clips.append((position, self._clip(query, position, moment, video, remaining)))
+            except Exception as exc:  # a deleted, moved or damaged file leaves it coarse
+                log.warning(
+                    "refinement: moment %d of video %s not decoded: %s",
+                    position,
+                    moment.video_id,
+                    exc,
+                )
+        return clips
+
+    def _clip(
+        self, query: str, position: int, moment: MomentResult, video: VideoRecord, timeout: float
+    ) -> WindowClip:
+        """The padded clip around a moment at the refinement rate, as a grounding window."""
+        cfg = self.config
+        start = max(0.0, moment.start_seconds - cfg.pad_seconds)
+        end = min(video.duration, moment.end_seconds + cfg.pad_seconds)
+        if not end > start:
+            raise ValueError(f"empty clip [{start:g}, {end:g}] (video of {video.duration:g} s)")
+        # A long moment is sampled more sparsely so that its clip keeps to max_frames.
+        fps = min(cfg.fps, cfg.max_frames / (end - start))
+        info = VideoInfo(
+            path=video.uri,
+            fps=video.fps,
+            frame_count=video.frame_count,
+            duration=video.duration,
+            width=video.width,
+            height=video.height,
+        )
+        indices = sample_indices(info, start, end, fps)
+        indices = indices[: cfg.max_frames - cfg.max_frames % 2]  # even: frames go in pairs
+        if not indices:
+            raise ValueError(f"no frames sampled in [{start:g}, {end:g}]")
+        height, width = resized_shape(video.width, video.height, cfg.max_pixels)
+        frames = self._worker.read(video.uri, indices, height, width, timeout=timeout)
+        window = Window(
+            index=position,
+            start_seconds=start,
+            end_seconds=end,
+            frame_indices=tuple(indices),
+            query=query,
+        )
+        return WindowClip(
+            window=window, frames=frames, fps=video.fps, total_frames=video.frame_count
+        )
+
+    def _describe(
+        self, captioner: SerialCaptioner, clips: list[WindowClip], deadline: float
+    ) -> list[CaptionOutput]:
+        """The model's answers for all clips in one call, under the captioner's lock."""
+        # Lock order: only this lock is held while the model runs; it is released by
+        # the model thread when the call ends, even if the request gave up waiting.
+        if not captioner.lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
+            raise _Late("the captioner stayed busy (ingestion) past the deadline")
+        try:
+            call = self._engine.submit(_describe_then_release, captioner, clips)
+        except BaseException:
+            captioner.lock.release()
+            raise
+        return self._wait(call, deadline, "the model did not answer in time")
+
+    @staticmethod
+    def _wait(future: Future[T], deadline: float, late: str) -> T:
+        try:
+            return future.result(timeout=max(0.0, deadline - time.monotonic()))
+        except FutureTimeout:
+            raise _Late(late) from None
+
+
+def _describe_then_release(
+    captioner: SerialCaptioner, clips: list[WindowClip]
+) -> list[CaptionOutput]:
+    """Run the model with the lock the caller acquired, then release it."""
+    try:
+        return captioner.inner.describe(clips)
+    finally:
+        captioner.lock.release()
+
+
+def _refined(moment: MomentResult, clip: WindowClip, output: CaptionOutput) -> MomentResult:
+    """The moment with the model's span, or unchanged if the answer gives none."""
+    window = clip.window
+    span = parse_span(output.text, window.start_seconds, window.end_seconds)
+    if span.start_seconds is None or span.end_seconds is None:
+        log.info(
+            "refinement: no usable span for moment %d of video %s (%s)",
+            window.index,
+            moment.video_id,
+            span.error,
+        )
+        return moment
+    return replace(
+        moment,
+        start_seconds=span.start_seconds,
+        end_seconds=span.end_seconds,
+        coarse_start_seconds=(
+            moment.coarse_start_seconds if moment.refined else moment.start_seconds
+        ),
+        coarse_end_seconds=moment.coarse_end_seconds if moment.refined else moment.end_seconds,
+        refined=True,
+    )
