@@ -159,6 +159,11 @@ def build_app(
         default_top_k=settings.default_top_k,
         max_top_k=settings.max_top_k,
         max_query_chars=settings.max_query_chars,
+        # Search-side hook (SearchService's refiner / max_refine / refine_budget_s):
+        # refine=true requests go to the refiner, bounded by the refine_* settings.
+        refiner=refiner,
+        max_refine=settings.refine_max_moments,
+        refine_budget_s=settings.refine_timeout,
     )
     return App(
         settings=settings,

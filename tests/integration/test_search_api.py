@@ -228,9 +228,9 @@ def test_a_failing_refiner_returns_the_coarse_moments(served, monkeypatch, caplo
     assert "refiner failed" in caplog.text
 
 
-def test_refine_without_a_refiner_returns_the_coarse_moments(served):
+def test_refine_without_a_refiner_returns_the_coarse_moments(served, monkeypatch):
     client = served.client
-    assert served.app.search.refiner is None
+    monkeypatch.setattr(served.app.search, "refiner", None)
     coarse = client.search("a guitar", top_k=5, min_score=-1)
     assert client.search("a guitar", top_k=5, min_score=-1, refine=True) == coarse
 

@@ -25,9 +25,10 @@ from tests.support.fakes import (
     GroundingCaptioner,
 )
 from vidseek.indexer.captioner import Captioner
+from vidseek.indexer.embedder import Embedder
 from vidseek.indexer.parse import parse_span
 from vidseek.indexer.video import DecodeWorker
-from vidseek.server.app import refine_config
+from vidseek.server.app import build_app, refine_config
 from vidseek.server.jobs import SerialCaptioner
 from vidseek.server.refine import RefineConfig, Refiner
 from vidseek.server.search import MomentResult
@@ -342,3 +343,19 @@ def test_refine_settings_defaults_validation_and_config() -> None:
     ]:
         with pytest.raises(ConfigError, match=name.removeprefix("VIDSEEK_").lower()):
             load_settings(environ={name: value})
+
+
+def test_build_app_hands_search_a_refiner_bounded_by_the_settings(
+    tmp_path: Path, embedder: Embedder
+) -> None:
+    settings = load_settings(
+        overrides={"data_dir": str(tmp_path / "data"), "refine_max_moments": 2}, environ={}
+    )
+    app = build_app(settings, embedder=embedder)
+    try:
+        assert isinstance(app.refiner, Refiner)
+        assert app.search.refiner is app.refiner
+        assert app.refiner.config == refine_config(settings)
+        assert (app.search.max_refine, app.search.refine_budget_s) == (2, settings.refine_timeout)
+    finally:
+        app.shutdown()
