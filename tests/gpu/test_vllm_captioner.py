@@ -26,6 +26,7 @@ import numpy as np
 import pytest
 
 from vidseek.indexer import model_inputs
+from vidseek.indexer.parse import parse_span
 from vidseek.indexer.types import Window, WindowClip
 
 pytestmark = pytest.mark.gpu
@@ -33,7 +34,9 @@ pytestmark = pytest.mark.gpu
 NTSC = 30000 / 1001
 
 
-def make_clip(start_second: int, count: int, fps: float, index: int) -> WindowClip:
+def make_clip(
+    start_second: int, count: int, fps: float, index: int, query: str | None = None
+) -> WindowClip:
     indices = tuple(round((start_second + k) * fps) for k in range(count))
     rng = np.random.default_rng(index)
     frames = rng.integers(0, 256, size=(count, 64, 96, 3), dtype=np.uint8)
@@ -42,8 +45,22 @@ def make_clip(start_second: int, count: int, fps: float, index: int) -> WindowCl
         start_seconds=float(start_second),
         end_seconds=float(start_second + count),
         frame_indices=indices,
+        query=query,
     )
     return WindowClip(window=window, frames=frames, fps=fps, total_frames=round(7200 * fps))
+
+
+def check_span(text: str, clip: WindowClip) -> None:
+    """A grounding answer is exactly one JSON span (the grammar's shape)."""
+    payload = json.loads(text)
+    assert set(payload) == {"start", "end"}, text
+    assert all(isinstance(payload[k], int | float) for k in ("start", "end"))
+    result = parse_span(text, clip.window.start_seconds, clip.window.end_seconds)
+    # Random weights pick any numbers: parse_span clamps them into the clip or rejects them.
+    if result.error is None:
+        assert result.start_seconds is not None and result.end_seconds is not None
+        lo, hi = clip.window.start_seconds, clip.window.end_seconds
+        assert lo <= result.start_seconds < result.end_seconds <= hi
 
 
 def check_answer(text: str) -> None:
@@ -114,6 +131,23 @@ def test_vllm_reads_absolute_timestamps_in_the_project_layout_and_answers_parse(
     again = captioner.describe(clips[:2])
     assert len(again) == 2
     assert [o.prompt_tokens for o in again] == [r.output.prompt_tokens for r in results[:2]]
+
+
+def test_vllm_grounding_windows_answer_one_span_beside_captioning_windows(captioner):
+    """Search refinement's requests share a generate() call with captioning ones."""
+    clips = [
+        make_clip(start_second=3725, count=8, fps=NTSC, index=0, query="a red car turns left"),
+        make_clip(start_second=600, count=8, fps=25.0, index=1),
+    ]
+    results = captioner.describe_detailed(clips)
+    tokenizer = captioner.tokenizer
+    for clip, result in zip(clips, results, strict=True):
+        assert result.prompt_token_ids == model_inputs.prompt_token_ids(tokenizer, clip)
+        assert result.finish_reason == "stop", result.output.text[-200:]
+    grounding = str(tokenizer.decode(results[0].prompt_token_ids, skip_special_tokens=False))
+    assert "a red car turns left" in grounding and "<3725.5 seconds>" in grounding
+    check_span(results[0].output.text, clips[0])
+    check_answer(results[1].output.text)
 
 
 # --- a real OpenAI-compatible vLLM server ---------------------------------------------
@@ -194,6 +228,13 @@ def test_openai_server_reads_absolute_timestamps_in_the_project_layout(vllm_serv
         assert answer.finish_reason == "stop", answer.output.text[-200:]
         check_answer(answer.output.text)
     assert model_inputs.timestamp_tags(clips[0])[0] == "<3725.5 seconds>"
+
+    # A grounding request through the server: same layout, one constrained span.
+    clip = make_clip(start_second=3725, count=8, fps=NTSC, index=3, query="a red car turns left")
+    (answer,) = captioner.describe_detailed([clip])
+    assert answer.prompt_token_ids == model_inputs.prompt_token_ids(tokenizer, clip)
+    assert answer.finish_reason == "stop", answer.output.text[-200:]
+    check_span(answer.output.text, clip)
 
 
 def test_openai_server_with_its_stock_template_keeps_the_outer_pair(vllm_server):
