@@ -43,7 +43,13 @@ from vidseek.storage.errors import ConfigError, InvalidArgument, NotFound
 from vidseek.storage.gpu import GpuMirror, gpu_count, make_gpu_converter
 from vidseek.storage.models import ChangeLog, EventRow, IngestJobRow, VideoRow, WindowRow
 from vidseek.storage.schema import check_schema, schema_status, upgrade_database
-from vidseek.storage.vector_index import INDEX_KINDS, HnswParams, SnapshotError, VectorIndex
+from vidseek.storage.vector_index import (
+    INDEX_KINDS,
+    HnswParams,
+    IvfParams,
+    SnapshotError,
+    VectorIndex,
+)
 
 __all__ = [
     "EXACT_FILTER_LIMIT",
@@ -148,9 +154,11 @@ class NewWindow:
 class Store:
     """SQL + FAISS behind one object. Writes are serialised; reads run concurrently.
 
-    ``index_kind``: ``"flat"`` (exact, default) or ``"hnsw"`` (approximate; see
+    ``index_kind``: ``"flat"`` (exact, default), ``"hnsw"`` (approximate; see
     :mod:`vidseek.storage.vector_index` for its tombstone deletes and rebuilds),
-    tuned by ``hnsw``. ``use_gpu``: ``None`` searches on a GPU copy of a flat index
+    tuned by ``hnsw``, or ``"ivf"`` (approximate; exact until it holds enough
+    vectors to train, retrained on the whole corpus by :meth:`rebuild_index`),
+    tuned by ``ivf``. ``use_gpu``: ``None`` searches on a GPU copy of a flat index
     when FAISS sees a GPU, ``True`` requires one, ``False`` never uses one.
     ``create_empty_schema``: create the schema in an empty database (the embedded
     default needs no extra step); a database at an older revision is always
@@ -165,6 +173,7 @@ class Store:
         *,
         index_kind: str = "flat",
         hnsw: HnswParams | None = None,
+        ivf: IvfParams | None = None,
         use_gpu: bool | None = None,
         create_empty_schema: bool = True,
     ) -> None:
@@ -175,6 +184,8 @@ class Store:
         self.index_kind = index_kind
         self.hnsw = hnsw or HnswParams()
         self.hnsw.validate()
+        self.ivf = ivf or IvfParams()
+        self.ivf.validate()
         self._gpu_factory = _gpu_factory(use_gpu, index_kind)
         self.engine = make_engine(database_url)
         try:
@@ -209,12 +220,14 @@ class Store:
 
     def _new_index(self) -> VectorIndex:
         gpu = self._gpu_factory() if self._gpu_factory else None
-        return VectorIndex(self.dim, self.index_kind, self.hnsw, gpu)
+        return VectorIndex(self.dim, self.index_kind, self.hnsw, gpu, ivf=self.ivf)
 
     def _load_index(self) -> VectorIndex:
         gpu = self._gpu_factory() if self._gpu_factory else None
         try:
-            return VectorIndex.load(self.index_path, self.dim, self.index_kind, self.hnsw, gpu)
+            return VectorIndex.load(
+                self.index_path, self.dim, self.index_kind, self.hnsw, gpu, ivf=self.ivf
+            )
         except SnapshotError as exc:
             if self.index_path.exists():
                 log.warning("vector index snapshot is unusable, rebuilding from SQL: %s", exc)
@@ -691,7 +704,9 @@ def build_index_from_sql(engine: Engine, index: VectorIndex) -> VectorIndex:
     """Fill the empty ``index`` with every event of SQL; set its ``applied_seq``.
 
     Streams rows in batches (memory: the index plus two batches); the next batch
-    is read from SQL while FAISS adds the current one. Returns ``index``.
+    is read from SQL while FAISS adds the current one. An ``ivf`` index trains
+    once at the end, on a sample of all rows (memory then peaks at about twice the
+    vectors). Returns ``index``.
     """
     with engine.connect() as conn:
         # Invariant: read the sequence number before the rows. Rows read later may
@@ -712,9 +727,10 @@ def build_index_from_sql(engine: Engine, index: VectorIndex) -> VectorIndex:
             return ids, _vectors(b"".join(r[1] for r in part), len(part), index.dim)
 
         pending = reader.submit(read)
-        while (batch := pending.result()) is not None:
-            pending = reader.submit(read)  # the reader alone fetches from `result`
-            index.add(*batch)
+        with index.bulk_load():
+            while (batch := pending.result()) is not None:
+                pending = reader.submit(read)  # the reader alone fetches from `result`
+                index.add(*batch)
     index.apply(seq=int(max_seq))
     return index
 
@@ -767,6 +783,7 @@ def rebuild_snapshot(
     dim: int | None = None,
     index_kind: str = "flat",
     hnsw: HnswParams | None = None,
+    ivf: IvfParams | None = None,
 ) -> int:
     """Rebuild the vector index snapshot from SQL (``vidseek index rebuild``).
 
@@ -786,7 +803,7 @@ def rebuild_snapshot(
             dim = int(nbytes) // 4
         if index_kind not in INDEX_KINDS:
             raise ConfigError(f"unknown index kind {index_kind!r}")
-        index = build_index_from_sql(engine, VectorIndex(dim, index_kind, hnsw))
+        index = build_index_from_sql(engine, VectorIndex(dim, index_kind, hnsw, ivf=ivf))
         catch_up_index(make_sessionmaker(engine), index)
         index.save(index_path)
         return index.ntotal
