@@ -156,10 +156,12 @@ class Store:
 
     ``index_kind``: ``"flat"`` (exact, default), ``"hnsw"`` (approximate; see
     :mod:`vidseek.storage.vector_index` for its tombstone deletes and rebuilds),
-    tuned by ``hnsw``, or ``"ivf"`` (approximate; exact until it holds enough
-    vectors to train, retrained on the whole corpus by :meth:`rebuild_index`),
-    tuned by ``ivf``. ``use_gpu``: ``None`` searches on a GPU copy of a flat index
-    when FAISS sees a GPU, ``True`` requires one, ``False`` never uses one.
+    tuned by ``hnsw``, or ``"ivf"`` (approximate), tuned by ``ivf``: exact until
+    it holds enough vectors to train; the commit that crosses that line starts a
+    background rebuild from SQL that trains it (commits never wait for k-means),
+    and every :meth:`rebuild_index` retrains it on the whole corpus.
+    ``use_gpu``: ``None`` searches on a GPU copy of a flat index when FAISS sees
+    a GPU, ``True`` requires one, ``False`` never uses one.
     ``create_empty_schema``: create the schema in an empty database (the embedded
     default needs no extra step); a database at an older revision is always
     refused with :class:`~vidseek.storage.errors.SchemaOutdated`.
@@ -220,13 +222,21 @@ class Store:
 
     def _new_index(self) -> VectorIndex:
         gpu = self._gpu_factory() if self._gpu_factory else None
-        return VectorIndex(self.dim, self.index_kind, self.hnsw, gpu, ivf=self.ivf)
+        return VectorIndex(
+            self.dim, self.index_kind, self.hnsw, gpu, ivf=self.ivf, auto_train=False
+        )
 
     def _load_index(self) -> VectorIndex:
         gpu = self._gpu_factory() if self._gpu_factory else None
         try:
             return VectorIndex.load(
-                self.index_path, self.dim, self.index_kind, self.hnsw, gpu, ivf=self.ivf
+                self.index_path,
+                self.dim,
+                self.index_kind,
+                self.hnsw,
+                gpu,
+                ivf=self.ivf,
+                auto_train=False,
             )
         except SnapshotError as exc:
             if self.index_path.exists():
@@ -282,7 +292,14 @@ class Store:
         Call it periodically in a search replica that does not write itself.
         """
         with self._write_lock:
-            return catch_up_index(self._session, self._index)
+            applied = catch_up_index(self._session, self._index)
+        self._train_in_background()
+        return applied
+
+    def _train_in_background(self) -> None:
+        """Start a rebuild (which trains) if an ``ivf`` index has grown enough to train."""
+        if self._index.needs_training:
+            self.start_rebuild()
 
     def snapshot(self, force: bool = False) -> bool:
         """Write the vector index to disk atomically if it changed since the last one.
@@ -595,6 +612,7 @@ class Store:
                 index.apply(add_ids=ids, add_vectors=vectors, seq=int(last_seq))
             else:
                 catch_up_index(self._session, index)
+        self._train_in_background()
         return True
 
     def window_rows(self, video_id: str) -> list[WindowRow]:

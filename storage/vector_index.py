@@ -33,13 +33,14 @@ Three kinds:
     it: k-means on a seeded sample of ``train_per_list * nlist`` vectors, drawn
     over the ids in sorted order, so the same vectors give the same cells in any
     insertion order; then every vector moves into its cell and the flat index is
-    dropped. k-means runs without the write lock (searches and adds go on, on the
-    flat index); only the move blocks. A build from SQL (``Store.rebuild_index``,
-    ``rebuild_snapshot``) loads everything first (:meth:`VectorIndex.bulk_load`)
-    and trains once on a sample of all rows, so rebuilding also retrains cells
-    that were trained on an early, smaller corpus. ``nlist`` is fixed once
-    trained (a snapshot of another ``nlist`` is refused and rebuilt); ``nprobe``
-    is a search setting.
+    dropped. k-means runs without the write lock (searches go on, on the flat
+    index); only the move blocks. The store turns ``auto_train`` off and rebuilds
+    from SQL in the background instead, so no commit waits for k-means. A build
+    from SQL (``Store.rebuild_index``, ``rebuild_snapshot``) loads everything
+    first (:meth:`VectorIndex.bulk_load`) and trains once on a sample of all
+    rows, so rebuilding also retrains cells that were trained on an early,
+    smaller corpus. ``nlist`` is fixed once trained (a snapshot of another
+    ``nlist`` is refused and rebuilt); ``nprobe`` is a search setting.
 
     *Deletes.* No tombstones: IVF stores the ids in its cells itself (no
     ``IndexIDMap``, whose ``remove_ids`` assumes the sub-index renumbers like
@@ -242,6 +243,7 @@ class VectorIndex:
         gpu: GpuMirror | None = None,
         *,
         ivf: IvfParams | None = None,
+        auto_train: bool = True,
     ) -> None:
         self.dim = dim
         self.kind = kind
@@ -260,6 +262,9 @@ class VectorIndex:
         self._dead = 0
         self._trained = False  # ivf: the IVF index has replaced the flat one
         self._defer_training = False
+        self.auto_train = auto_train
+        """``ivf``: train in the add that crosses the threshold (else the owner
+        calls :meth:`train` or rebuilds when :attr:`needs_training`)."""
         self._lock = ReadWriteLock()
         self.version = 0
         """Bumped by every change; snapshots and GPU copies compare it."""
@@ -364,7 +369,7 @@ class VectorIndex:
                 self.applied_seq = max(self.applied_seq, seq)
             if gone or replaced or len(ids) or seq is not None:
                 self.version += 1
-        if len(ids) and not self._defer_training and self.needs_training:
+        if len(ids) and self.auto_train and not self._defer_training and self.needs_training:
             self.train()
         return len(gone)
 
@@ -529,6 +534,7 @@ class VectorIndex:
         gpu: GpuMirror | None = None,
         *,
         ivf: IvfParams | None = None,
+        auto_train: bool = True,
     ) -> VectorIndex:
         """Load a snapshot; raises :class:`SnapshotError` if it is unusable, or of
         another dimension, kind, HNSW degree or trained IVF ``nlist`` (the caller
@@ -587,7 +593,7 @@ class VectorIndex:
         params = HnswParams(**meta["hnsw"]) if hnsw is None else hnsw
         if ivf is None and "ivf" in meta:
             ivf = IvfParams(**meta["ivf"])
-        out = cls(dim, kind, params, gpu, ivf=ivf)
+        out = cls(dim, kind, params, gpu, ivf=ivf, auto_train=auto_train)
         id_map = _faiss_ids(index)
         if (
             index.d != dim
@@ -612,7 +618,7 @@ class VectorIndex:
         out._dead = len(id_map) - len(live)
         out.applied_seq = int(meta["applied_seq"])
         out.saved_version = out.version
-        if out.needs_training:  # saved untrained with a larger nlist
+        if out.auto_train and out.needs_training:  # saved untrained with a larger nlist
             out.train()
         return out
 

@@ -349,7 +349,11 @@ def test_ivf_store_trains_from_commits_and_from_sql(db_url: str, tmp_path: Path)
         for w in range(3):
             s.commit_window(_window(vid, h, w), new_events(w, DIM, 50))
         assert s.index.ntotal == 150 and not s.index.trained
+        untrained = s.index
         s.commit_window(_window(vid, h, 3), new_events(3, DIM, 50))
+        # The commit crossing 39 * nlist started a background rebuild that trains.
+        s.wait_for_rebuild(timeout=60)
+        assert s.index is not untrained and not untrained.trained
         assert s.index.trained and s.index.ntotal == 200
         target = new_events(2, DIM, 50)[7].embedding
         wid = _window(vid, h, 2).id
