@@ -262,6 +262,31 @@ def test_ivf_training_is_seeded_and_independent_of_insertion_order():
     assert not np.array_equal(centroids(a), centroids(other))
 
 
+def test_ivf_training_swaps_in_under_concurrent_searches():
+    x = _clustered(1300, seed=12)
+    idx = VectorIndex(DIM, "ivf", ivf=IvfParams(nlist=16, nprobe=16))  # all cells: exact
+    idx.add(list(range(600)), x[:600])
+    stop = threading.Event()
+    bad: list[object] = []
+
+    def search() -> None:
+        while not stop.is_set():
+            ids = idx.search(x[5], 10)[1]
+            if len(ids) != 10 or ids[0] != 5 or len(set(ids.tolist())) != 10:
+                bad.append(ids)
+
+    readers = [threading.Thread(target=search) for _ in range(2)]
+    for t in readers:
+        t.start()
+    for i in range(600, 1300, 50):  # crosses 624 on the first add: trains mid-stream
+        idx.add(list(range(i, i + 50)), x[i : i + 50])
+    stop.set()
+    for t in readers:
+        t.join()
+    assert idx.trained and not bad
+    assert idx.ids().tolist() == list(range(1300))
+
+
 def test_ivf_parameters_are_validated():
     for bad in (IvfParams(nlist=0), IvfParams(nprobe=0), IvfParams(train_per_list=10)):
         with pytest.raises(ConfigError):
