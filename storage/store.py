@@ -731,7 +731,13 @@ def build_index_from_sql(engine: Engine, index: VectorIndex) -> VectorIndex:
         # include changes after it, and replaying those is idempotent; a row older
         # than the number but missing from the scan would be lost for good.
         max_seq = conn.scalar(select(func.max(ChangeLog.seq))) or 0
-    with engine.connect() as conn, ThreadPoolExecutor(1, "vidseek-sql-read") as reader:
+    # An ivf index trains on leaving bulk_load, after the connection is closed:
+    # k-means need not hold a read transaction open.
+    with (
+        index.bulk_load(),
+        engine.connect() as conn,
+        ThreadPoolExecutor(1, "vidseek-sql-read") as reader,
+    ):
         result = conn.execution_options(yield_per=_BUILD_BATCH).execute(
             select(EventRow.id, EventRow.embedding)
         )
@@ -745,10 +751,9 @@ def build_index_from_sql(engine: Engine, index: VectorIndex) -> VectorIndex:
             return ids, _vectors(b"".join(r[1] for r in part), len(part), index.dim)
 
         pending = reader.submit(read)
-        with index.bulk_load():
-            while (batch := pending.result()) is not None:
-                pending = reader.submit(read)  # the reader alone fetches from `result`
-                index.add(*batch)
+        while (batch := pending.result()) is not None:
+            pending = reader.submit(read)  # the reader alone fetches from `result`
+            index.add(*batch)
     index.apply(seq=int(max_seq))
     return index
 
