@@ -1,6 +1,7 @@
 """Storage benchmark: commit throughput, search latency and recall, catch-up, rebuild, memory.
 
     python benchmarks/storage_bench.py --sizes 100000 1000000 [--database-url URL]
+        [--kinds flat hnsw ivf] [--ivf-nlist 1024] [--nprobe 8 16 32 64 128]
 
 For each size N it commits N events through ``Store.commit_window`` (windows of
 ``--events-per-window`` events: SQL rows, full-text index, change log, FAISS),
@@ -10,10 +11,16 @@ then measures, in-process and single-threaded:
 * flat search latency p50/p99 at k=10, and keyword (full-text) search latency;
 * catch-up: a snapshot taken at 90% loaded and the last 10% replayed from the
   change log, as a restarting server does;
-* rebuild: the flat index from SQL (``Store.rebuild_index``: read, build, snapshot)
-  and the HNSW index from SQL (``build_index_from_sql``);
+* rebuild: the flat index from SQL (``Store.rebuild_index``: read, build, snapshot),
+  the HNSW index from SQL (``build_index_from_sql``) and the IVF index per nlist
+  (``rebuild_snapshot``, as ``vidseek index rebuild`` does: read, train, add,
+  snapshot);
 * HNSW latency p50/p99 and recall@10 against the exact flat result, per efSearch;
-* resident memory after each phase.
+  IVF the same per nprobe;
+* resident memory after each phase, and the load average (the machine is shared).
+
+``--kinds`` picks the approximate kinds to measure (flat, the baseline, always
+runs); ``--kinds flat ivf`` skips the HNSW build, which takes ~17 min at 1M.
 
 Vectors are 384-d unit vectors drawn around N/1000 random centres (noise of
 the same norm as the centre), so that neighbours are not trivially separated
@@ -54,9 +61,10 @@ from vidseek.storage.store import (
     Store,
     build_index_from_sql,
     catch_up_index,
+    rebuild_snapshot,
     window_id_for,
 )
-from vidseek.storage.vector_index import HnswParams, VectorIndex
+from vidseek.storage.vector_index import HnswParams, IvfParams, VectorIndex
 
 WORDS = [f"w{i}" for i in range(5000)]
 
@@ -152,7 +160,7 @@ def database_for(size: int, workdir: Path, base_url: str | None) -> Iterator[str
 
 def run_size(n: int, args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     """All measurements for one corpus size."""
-    out: dict[str, Any] = {"events": n}
+    out: dict[str, Any] = {"events": n, "load_avg": {"start": os.getloadavg()[0]}}
     data = Data(n, args.dim, seed=n, distribution=args.distribution)
     queries = data.vectors(args.queries)
     gen = database_for(n, workdir, args.database_url)
@@ -224,6 +232,7 @@ def run_size(n: int, args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         VectorIndex.load(index_path, args.dim)
         out["snapshot_load_s"] = time.perf_counter() - t
 
+        out["load_avg"]["after_insert"] = os.getloadavg()[0]
         flat = store.index
         lat, cpu, exact = timed_searches(lambda q: flat.search(q, 10)[1], queries)
         out["flat_p50_ms"], out["flat_p99_ms"] = percentiles(lat)
@@ -251,14 +260,29 @@ def run_size(n: int, args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         out["flat_rebuild_s"] = time.perf_counter() - t
         out["rss_after_flat_rebuild_mb"] = rss_mb()
 
-        params = HnswParams(m=args.hnsw_m, ef_construction=args.ef_construction)
-        before = rss_mb()
-        t = time.perf_counter()
-        hnsw = build_index_from_sql(store.engine, VectorIndex(args.dim, "hnsw", params))
-        out["hnsw_build_s"] = time.perf_counter() - t
-        out["hnsw_rss_delta_mb"] = rss_mb() - before
-        _measure_hnsw(out, hnsw, params, queries, exact, args)
+        for nlist in args.ivf_nlist if "ivf" in args.kinds else []:
+            path = workdir / f"ivf{nlist}.index"
+            out["load_avg"][f"ivf{nlist}_rebuild"] = os.getloadavg()[0]
+            t = time.perf_counter()
+            rebuild_snapshot(url, path, index_kind="ivf", ivf=IvfParams(nlist=nlist))
+            rebuild_s = time.perf_counter() - t
+            ivf = VectorIndex.load(path, args.dim, "ivf")
+            if not ivf.trained or ivf.ntotal != n:
+                raise RuntimeError(f"IVF rebuild left {ivf.ntotal} vectors, trained={ivf.trained}")
+            measured = _measure_ivf(out, nlist, ivf, queries, exact, args)
+            measured.update(rebuild_s=rebuild_s, snapshot_mb=path.stat().st_size / 2**20)
+            del ivf
+            path.unlink()
+        if "hnsw" in args.kinds:
+            params = HnswParams(m=args.hnsw_m, ef_construction=args.ef_construction)
+            before = rss_mb()
+            t = time.perf_counter()
+            hnsw = build_index_from_sql(store.engine, VectorIndex(args.dim, "hnsw", params))
+            out["hnsw_build_s"] = time.perf_counter() - t
+            out["hnsw_rss_delta_mb"] = rss_mb() - before
+            _measure_hnsw(out, hnsw, params, queries, exact, args)
         out["rss_end_mb"] = rss_mb()
+        out["load_avg"]["end"] = os.getloadavg()[0]
     finally:
         store.close(snapshot=False)
         for _ in gen:
@@ -284,18 +308,41 @@ def run_vectors_only(n: int, args: argparse.Namespace) -> dict[str, Any]:
     vectors = np.concatenate(
         [flat._index.index.reconstruct_n(i, min(100_000, n - i)) for i in range(0, n, 100_000)]
     )
-    params = HnswParams(m=args.hnsw_m, ef_construction=args.ef_construction)
-    before = rss_mb()
-    hnsw = VectorIndex(args.dim, "hnsw", params)
-    t = time.perf_counter()
-    for i in range(0, n, 20_000):
-        hnsw.add(ids[i : i + 20_000], vectors[i : i + 20_000])
-    out["hnsw_build_s"] = time.perf_counter() - t
-    del vectors
-    out["hnsw_rss_delta_mb"] = rss_mb() - before
-    _measure_hnsw(out, hnsw, params, queries, exact, args)
+    for nlist in args.ivf_nlist if "ivf" in args.kinds else []:
+        ivf = VectorIndex(args.dim, "ivf", ivf=IvfParams(nlist=nlist))
+        t = time.perf_counter()
+        with ivf.bulk_load():
+            for i in range(0, n, 20_000):
+                ivf.add(ids[i : i + 20_000], vectors[i : i + 20_000])
+        build_s = time.perf_counter() - t
+        _measure_ivf(out, nlist, ivf, queries, exact, args)["build_s"] = build_s
+        del ivf
+    if "hnsw" in args.kinds:
+        params = HnswParams(m=args.hnsw_m, ef_construction=args.ef_construction)
+        before = rss_mb()
+        hnsw = VectorIndex(args.dim, "hnsw", params)
+        t = time.perf_counter()
+        for i in range(0, n, 20_000):
+            hnsw.add(ids[i : i + 20_000], vectors[i : i + 20_000])
+        out["hnsw_build_s"] = time.perf_counter() - t
+        del vectors
+        out["hnsw_rss_delta_mb"] = rss_mb() - before
+        _measure_hnsw(out, hnsw, params, queries, exact, args)
     out["rss_end_mb"] = rss_mb()
     return out
+
+
+def _latency_and_recall(
+    index: VectorIndex, queries: np.ndarray, exact: list[Any]
+) -> dict[str, float]:
+    """p50/p99 (wall), CPU-time p50 and recall@10 against ``exact`` of ``index``."""
+    lat, cpu, approx = timed_searches(lambda q: index.search(q, 10)[1], queries)
+    recall = np.mean(
+        [len(set(a.tolist()) & set(e.tolist())) / 10 for a, e in zip(approx, exact, strict=True)]
+    )
+    p50, p99 = percentiles(lat)
+    cpu50, _ = percentiles(cpu)
+    return {"p50_ms": p50, "p99_ms": p99, "cpu_p50_ms": cpu50, "recall_at_10": float(recall)}
 
 
 def _measure_hnsw(
@@ -309,22 +356,34 @@ def _measure_hnsw(
     out["hnsw"] = {}
     for ef in args.ef_search:
         hnsw.hnsw = dataclasses.replace(params, ef_search=ef)
-        lat, cpu, approx = timed_searches(lambda q: hnsw.search(q, 10)[1], queries)
-        recall = np.mean(
-            [
-                len(set(a.tolist()) & set(e.tolist())) / 10
-                for a, e in zip(approx, exact, strict=True)
-            ]
+        r = out["hnsw"][ef] = _latency_and_recall(hnsw, queries, exact)
+        print(
+            f"  [{out['events']}] hnsw ef={ef}: p50 {r['p50_ms']:.2f} ms "
+            f"recall {r['recall_at_10']:.3f}",
+            flush=True,
         )
-        p50, p99 = percentiles(lat)
-        cpu50, _ = percentiles(cpu)
-        out["hnsw"][ef] = {
-            "p50_ms": p50,
-            "p99_ms": p99,
-            "cpu_p50_ms": cpu50,
-            "recall_at_10": float(recall),
-        }
-        print(f"  [{out['events']}] hnsw ef={ef}: p50 {p50:.2f} ms recall {recall:.3f}", flush=True)
+
+
+def _measure_ivf(
+    out: dict[str, Any],
+    nlist: int,
+    ivf: VectorIndex,
+    queries: np.ndarray,
+    exact: list[Any],
+    args: argparse.Namespace,
+) -> dict[str, Any]:
+    """Latency and recall of a trained IVF index per nprobe; returns its entry in ``out``."""
+    entry: dict[str, Any] = {"nprobe": {}}
+    out.setdefault("ivf", {})[nlist] = entry
+    for nprobe in args.nprobe:
+        ivf.ivf = dataclasses.replace(ivf.ivf, nprobe=nprobe)
+        r = entry["nprobe"][nprobe] = _latency_and_recall(ivf, queries, exact)
+        print(
+            f"  [{out['events']}] ivf nlist={nlist} nprobe={nprobe}: p50 {r['p50_ms']:.2f} ms "
+            f"(CPU {r['cpu_p50_ms']:.2f}) recall {r['recall_at_10']:.3f}",
+            flush=True,
+        )
+    return entry
 
 
 def machine() -> dict[str, Any]:
@@ -378,6 +437,37 @@ def markdown(info: dict[str, Any], results: list[dict[str, Any]], args: argparse
                 ),
             )
         )
+    for nlist in args.ivf_nlist if "ivf" in args.kinds else []:
+        rows.append(
+            (
+                f"IVF nlist={nlist} rebuild from SQL (read, train, add, snapshot)",
+                lambda r, nl=nlist: f"{r['ivf'][nl]['rebuild_s']:.1f} s",
+            )
+        )
+        rows.append(
+            (
+                f"IVF nlist={nlist} build in memory (vectors only: add, train)",
+                lambda r, nl=nlist: f"{r['ivf'][nl]['build_s']:.1f} s",
+            )
+        )
+        rows.append(
+            (
+                f"IVF nlist={nlist} snapshot size",
+                lambda r, nl=nlist: mib(r["ivf"][nl]["snapshot_mb"]),
+            )
+        )
+        for nprobe in args.nprobe:
+            rows.append(
+                (
+                    f"IVF nlist={nlist} nprobe={nprobe}: p50 / p99 (CPU-time p50), recall@10",
+                    lambda r, nl=nlist, p=nprobe: (
+                        f"{r['ivf'][nl]['nprobe'][p]['p50_ms']:.2f} / "
+                        f"{r['ivf'][nl]['nprobe'][p]['p99_ms']:.2f} ms "
+                        f"({r['ivf'][nl]['nprobe'][p]['cpu_p50_ms']:.2f}), "
+                        f"{r['ivf'][nl]['nprobe'][p]['recall_at_10']:.3f}"
+                    ),
+                )
+            )
     rows += [
         (
             "keyword search, any of 3 words: p50 / p99, k=10 (CPU-time p50)",
@@ -413,9 +503,13 @@ def markdown(info: dict[str, Any], results: list[dict[str, Any]], args: argparse
             ),
         ),
         ("SQLite database size", lambda r: mib(r["db_mb"])),
+        (
+            "load average at insert end / at end of size",
+            lambda r: f"{r['load_avg']['after_insert']:.1f} / {r['load_avg']['end']:.1f}",
+        ),
         ("resident memory after insert (flat index)", lambda r: mib(r["rss_after_insert_mb"])),
         ("HNSW index extra resident memory", lambda r: mib(r["hnsw_rss_delta_mb"])),
-        ("resident memory at end (flat + HNSW)", lambda r: mib(r["rss_end_mb"])),
+        ("resident memory at end", lambda r: mib(r["rss_end_mb"])),
     ]
 
     def cell(fn: Callable[[dict[str, Any]], str], r: dict[str, Any]) -> str:
@@ -460,13 +554,27 @@ def main(argv: list[str]) -> int:
     p.add_argument("--ef-search", type=int, nargs="+", default=[64, 128, 256, 512])
     p.add_argument("--distribution", choices=["clusters", "topics"], default="clusters")
     p.add_argument(
+        "--kinds",
+        nargs="+",
+        choices=["flat", "hnsw", "ivf"],
+        default=["flat", "hnsw", "ivf"],
+        help="index kinds to measure (flat, the baseline for recall, always runs)",
+    )
+    p.add_argument("--ivf-nlist", type=int, nargs="+", default=[IvfParams.nlist])
+    p.add_argument("--nprobe", type=int, nargs="+", default=[8, 16, 32, 64, 128])
+    p.add_argument(
         "--vectors-only",
         action="store_true",
         help="measure the vector indexes alone (no SQL): flat and HNSW built in memory",
     )
     p.add_argument("--database-url", default="", help="PostgreSQL base URL (default: SQLite)")
     p.add_argument("--workdir", type=Path, default=None, help="default: a temporary directory")
-    p.add_argument("--out", type=Path, default=Path("storage_bench.json"))
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=Path("storage_bench.json"),
+        help="results file; a .jsonl name gets one line per size",
+    )
     args = p.parse_args(argv)
     info = machine()
     print(json.dumps(info), flush=True)
@@ -483,7 +591,10 @@ def main(argv: list[str]) -> int:
             shutil.rmtree(workdir, ignore_errors=True)
         print(json.dumps(results[-1]), flush=True)
     info["load_avg_end"] = os.getloadavg()
-    args.out.write_text(json.dumps({"machine": info, "results": results}, indent=2))
+    if args.out.suffix == ".jsonl":  # one line per size, each with the machine
+        args.out.write_text("".join(json.dumps({**info, **r}) + "\n" for r in results))
+    else:
+        args.out.write_text(json.dumps({"machine": info, "results": results}, indent=2))
     print(markdown(info, results, args))
     return 0
 

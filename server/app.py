@@ -26,7 +26,7 @@ from vidseek.server.refine import RefineConfig, Refiner
 from vidseek.server.search import SearchService
 from vidseek.server.service import VideoSearchServicer
 from vidseek.server.settings import Settings
-from vidseek.storage.store import Store
+from vidseek.storage.store import Store, rebuild_snapshot
 from vidseek.v1 import video_search_pb2 as pb
 from vidseek.v1 import video_search_pb2_grpc as pb_grpc
 
@@ -177,15 +177,13 @@ def build_app(
 
 
 def rebuild_index(settings: Settings) -> int:
-    """Rebuild the FAISS index from SQL and snapshot it; returns the number of vectors."""
-    emb = load_embedder(settings.embedder, device=_device(settings))
-    store = Store(
-        settings.resolved_database_url, settings.index_path, emb.dim, index_kind=settings.index_kind
+    """Rebuild the FAISS index snapshot from SQL; returns the number of vectors.
+
+    Needs no embedder: the dimension comes from the stored embeddings.
+    """
+    return rebuild_snapshot(
+        settings.resolved_database_url, settings.index_path, index_kind=settings.index_kind
     )
-    try:
-        return store.rebuild_index()
-    finally:
-        store.close()
 
 
 def create_server(

@@ -18,6 +18,7 @@ from typing import Any
 
 from vidseek.indexer.video import BACKENDS
 from vidseek.storage.errors import ConfigError
+from vidseek.storage.vector_index import INDEX_KINDS
 
 __all__ = ["ENV_PREFIX", "Settings", "load_settings"]
 
@@ -100,7 +101,8 @@ class Settings:
     )
     index_kind: str = _s(
         "flat",
-        "FAISS index: 'flat' (exact inner product) or 'hnsw' (approximate, for large corpora).",
+        "FAISS index: 'flat' (exact inner product), 'hnsw' or 'ivf' (approximate, for large "
+        "corpora; 'ivf' is exact until it holds 39,936 vectors, then trains).",
     )
     default_top_k: int = _s(10, "Moments returned when a search asks for top_k 0.")
     max_top_k: int = _s(1000, "Largest top_k a search may ask for.")
@@ -233,7 +235,7 @@ def _validate(s: Settings) -> None:
         (s.refine_max_frames >= 2, "refine_max_frames", "must be >= 2"),
         (s.refine_max_moments >= 0, "refine_max_moments", "must be >= 0"),
         (s.refine_timeout > 0, "refine_timeout", "must be > 0"),
-        (s.index_kind in ("flat", "hnsw"), "index_kind", "must be 'flat' or 'hnsw'"),
+        (s.index_kind in INDEX_KINDS, "index_kind", f"must be one of {', '.join(INDEX_KINDS)}"),
         (
             bool(s.tls_cert_file) == bool(s.tls_key_file),
             "tls_cert_file",

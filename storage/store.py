@@ -43,7 +43,13 @@ from vidseek.storage.errors import ConfigError, InvalidArgument, NotFound
 from vidseek.storage.gpu import GpuMirror, gpu_count, make_gpu_converter
 from vidseek.storage.models import ChangeLog, EventRow, IngestJobRow, VideoRow, WindowRow
 from vidseek.storage.schema import check_schema, schema_status, upgrade_database
-from vidseek.storage.vector_index import INDEX_KINDS, HnswParams, SnapshotError, VectorIndex
+from vidseek.storage.vector_index import (
+    INDEX_KINDS,
+    HnswParams,
+    IvfParams,
+    SnapshotError,
+    VectorIndex,
+)
 
 __all__ = [
     "EXACT_FILTER_LIMIT",
@@ -149,10 +155,14 @@ class NewWindow:
 class Store:
     """SQL + FAISS behind one object. Writes are serialised; reads run concurrently.
 
-    ``index_kind``: ``"flat"`` (exact, default) or ``"hnsw"`` (approximate; see
+    ``index_kind``: ``"flat"`` (exact, default), ``"hnsw"`` (approximate; see
     :mod:`vidseek.storage.vector_index` for its tombstone deletes and rebuilds),
-    tuned by ``hnsw``. ``use_gpu``: ``None`` searches on a GPU copy of a flat index
-    when FAISS sees a GPU, ``True`` requires one, ``False`` never uses one.
+    tuned by ``hnsw``, or ``"ivf"`` (approximate), tuned by ``ivf``: exact until
+    it holds enough vectors to train; the commit that crosses that line starts a
+    background rebuild from SQL that trains it (commits never wait for k-means),
+    and every :meth:`rebuild_index` retrains it on the whole corpus.
+    ``use_gpu``: ``None`` searches on a GPU copy of a flat index when FAISS sees
+    a GPU, ``True`` requires one, ``False`` never uses one.
     ``create_empty_schema``: create the schema in an empty database (the embedded
     default needs no extra step); a database at an older revision is always
     refused with :class:`~vidseek.storage.errors.SchemaOutdated`.
@@ -166,6 +176,7 @@ class Store:
         *,
         index_kind: str = "flat",
         hnsw: HnswParams | None = None,
+        ivf: IvfParams | None = None,
         use_gpu: bool | None = None,
         create_empty_schema: bool = True,
     ) -> None:
@@ -176,6 +187,8 @@ class Store:
         self.index_kind = index_kind
         self.hnsw = hnsw or HnswParams()
         self.hnsw.validate()
+        self.ivf = ivf or IvfParams()
+        self.ivf.validate()
         self._gpu_factory = _gpu_factory(use_gpu, index_kind)
         self.engine = make_engine(database_url)
         try:
@@ -210,12 +223,22 @@ class Store:
 
     def _new_index(self) -> VectorIndex:
         gpu = self._gpu_factory() if self._gpu_factory else None
-        return VectorIndex(self.dim, self.index_kind, self.hnsw, gpu)
+        return VectorIndex(
+            self.dim, self.index_kind, self.hnsw, gpu, ivf=self.ivf, auto_train=False
+        )
 
     def _load_index(self) -> VectorIndex:
         gpu = self._gpu_factory() if self._gpu_factory else None
         try:
-            return VectorIndex.load(self.index_path, self.dim, self.index_kind, self.hnsw, gpu)
+            return VectorIndex.load(
+                self.index_path,
+                self.dim,
+                self.index_kind,
+                self.hnsw,
+                gpu,
+                ivf=self.ivf,
+                auto_train=False,
+            )
         except SnapshotError as exc:
             if self.index_path.exists():
                 log.warning("vector index snapshot is unusable, rebuilding from SQL: %s", exc)
@@ -270,7 +293,14 @@ class Store:
         Call it periodically in a search replica that does not write itself.
         """
         with self._write_lock:
-            return catch_up_index(self._session, self._index)
+            applied = catch_up_index(self._session, self._index)
+        self._train_in_background()
+        return applied
+
+    def _train_in_background(self) -> None:
+        """Start a rebuild (which trains) if an ``ivf`` index has grown enough to train."""
+        if self._index.needs_training:
+            self.start_rebuild()
 
     def snapshot(self, force: bool = False) -> bool:
         """Write the vector index to disk atomically if it changed since the last one.
@@ -600,6 +630,7 @@ class Store:
                 index.apply(add_ids=ids, add_vectors=vectors, seq=int(last_seq))
             else:
                 catch_up_index(self._session, index)
+        self._train_in_background()
         return True
 
     def window_rows(self, video_id: str) -> list[WindowRow]:
@@ -710,14 +741,22 @@ def build_index_from_sql(engine: Engine, index: VectorIndex) -> VectorIndex:
     """Fill the empty ``index`` with every event of SQL; set its ``applied_seq``.
 
     Streams rows in batches (memory: the index plus two batches); the next batch
-    is read from SQL while FAISS adds the current one. Returns ``index``.
+    is read from SQL while FAISS adds the current one. An ``ivf`` index trains
+    once at the end, on a sample of all rows (memory then peaks at about twice the
+    vectors). Returns ``index``.
     """
     with engine.connect() as conn:
         # Invariant: read the sequence number before the rows. Rows read later may
         # include changes after it, and replaying those is idempotent; a row older
         # than the number but missing from the scan would be lost for good.
         max_seq = conn.scalar(select(func.max(ChangeLog.seq))) or 0
-    with engine.connect() as conn, ThreadPoolExecutor(1, "vidseek-sql-read") as reader:
+    # An ivf index trains on leaving bulk_load, after the connection is closed:
+    # k-means need not hold a read transaction open.
+    with (
+        index.bulk_load(),
+        engine.connect() as conn,
+        ThreadPoolExecutor(1, "vidseek-sql-read") as reader,
+    ):
         result = conn.execution_options(yield_per=_BUILD_BATCH).execute(
             select(EventRow.id, EventRow.embedding)
         )
@@ -786,6 +825,7 @@ def rebuild_snapshot(
     dim: int | None = None,
     index_kind: str = "flat",
     hnsw: HnswParams | None = None,
+    ivf: IvfParams | None = None,
 ) -> int:
     """Rebuild the vector index snapshot from SQL (``vidseek index rebuild``).
 
@@ -805,7 +845,7 @@ def rebuild_snapshot(
             dim = int(nbytes) // 4
         if index_kind not in INDEX_KINDS:
             raise ConfigError(f"unknown index kind {index_kind!r}")
-        index = build_index_from_sql(engine, VectorIndex(dim, index_kind, hnsw))
+        index = build_index_from_sql(engine, VectorIndex(dim, index_kind, hnsw, ivf=ivf))
         catch_up_index(make_sessionmaker(engine), index)
         index.save(index_path)
         return index.ntotal

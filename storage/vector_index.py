@@ -1,7 +1,7 @@
 """The FAISS vector index: event ids and L2-normalised vectors only, derived from SQL.
 
 Scores are inner products of normalised vectors, i.e. cosine similarities.
-Two kinds:
+Three kinds:
 
 ``flat`` (default)
     ``IndexIDMap(IndexFlatIP)``: exact. Removal is physical (``remove_ids``,
@@ -22,6 +22,45 @@ Two kinds:
     ~170 ms (CPU time) for flat, recall@10 0.84-0.92 for efSearch 128-512 on
     clustered synthetic data, build ~1,000 vectors/s (17 min for 1M), +~360 MiB
     of graph. A higher efConstruction buys recall with build time.
+``ivf``
+    ``IndexIVFFlat`` (inner product): approximate. k-means splits the space into
+    ``IvfParams.nlist`` cells; a search scans the ``nprobe`` cells nearest the
+    query, i.e. about ``nprobe/nlist`` of the vectors, exactly.
+
+    *Training.* Cells need k-means on at least 39 vectors per cell, so a new
+    index is an ``IndexIDMap(IndexFlatIP)`` and answers exactly, like ``flat``,
+    until it holds ``39 * nlist`` vectors. The add that crosses that line trains
+    it: k-means on a seeded sample of ``train_per_list * nlist`` vectors, drawn
+    over the ids in sorted order, so the same vectors give the same cells in any
+    insertion order; then every vector moves into its cell and the flat index is
+    dropped. k-means runs without the write lock (searches go on, on the flat
+    index); only the move blocks. The store turns ``auto_train`` off and rebuilds
+    from SQL in the background instead, so no commit waits for k-means. A build
+    from SQL (``Store.rebuild_index``, ``rebuild_snapshot``) loads everything
+    first (:meth:`VectorIndex.bulk_load`) and trains once on a sample of all
+    rows, so rebuilding also retrains cells that were trained on an early,
+    smaller corpus. ``nlist`` is fixed once trained (a snapshot of another
+    ``nlist`` is refused and rebuilt); ``nprobe`` is a search setting.
+
+    *Deletes.* No tombstones: IVF stores the ids in its cells itself (no
+    ``IndexIDMap``, whose ``remove_ids`` assumes the sub-index renumbers like
+    ``IndexFlat``), and ``remove_ids`` removes physically, scanning the cells
+    (O(n) per batch, like flat). No direct map: it would cost a hash table per
+    vector to speed up removals that are already cheap next to a commit.
+
+    Trade-off, measured by ``benchmarks/storage_bench.py`` on a shared 2-core VM
+    at 1M x 384-d with nlist 1024: rebuild from SQL 31 s at load average 1 and
+    77 s at 4.7 (read, train, add, snapshot; flat's read, build and snapshot
+    alone took 15-26 s), search p50 2.0-2.8 ms at nprobe 16 and 3.9-4.6 ms at
+    nprobe 32 against 115-130 ms of CPU time for flat, recall@10 1.000 at every
+    nprobe measured (4-128) on both synthetic distributions. That data is easy
+    for IVF (tight clusters). On real MiniLM
+    caption embeddings (17K ActivityNet sentences) recall@10 reached 0.95 only
+    with ~12% of the cells probed (nlist 128, nprobe 16): tune ``nprobe`` on
+    real data. The cost of a search grows with ``nprobe * N / nlist``; ~4*sqrt(N)
+    cells is the usual choice, and 1024 suits roughly 100K-2M vectors. Memory:
+    the vectors and ids, as for flat, plus the centroids; training peaks at
+    about twice the vectors.
 
 Every index remembers ``applied_seq``: the last change-log sequence number it
 reflects. Snapshots are one file written atomically (temp file, fsync, rename,
@@ -54,18 +93,19 @@ from vidseek.storage.errors import ConfigError
 from vidseek.storage.gpu import GpuMirror
 from vidseek.storage.locks import ReadWriteLock
 
-__all__ = ["INDEX_KINDS", "HnswParams", "SnapshotError", "VectorIndex"]
+__all__ = ["INDEX_KINDS", "HnswParams", "IvfParams", "SnapshotError", "VectorIndex"]
 
 log = logging.getLogger(__name__)
 
 FloatArray = npt.NDArray[np.float32]
 IdArray = npt.NDArray[np.int64]
 
-INDEX_KINDS = ("flat", "hnsw")
+INDEX_KINDS = ("flat", "hnsw", "ivf")
 
 _MAGIC_V1 = b"VSKFAISS1"  # skeleton format: IndexIDMap2(IndexFlatIP), no CRC
 _MAGIC = b"VSKFAISS2"
 _INT64_MAX = (1 << 63) - 1
+_MIN_POINTS_PER_LIST = 39  # below this FAISS k-means warns and cells come out poor
 # The bundled FAISS stubs lack the HNSW search parameters and the attributes of
 # downcast index classes; go through an untyped alias for those.
 _faiss: Any = faiss
@@ -98,6 +138,39 @@ class HnswParams:
             raise ConfigError(f"max_dead_fraction must be in (0, 1], got {self.max_dead_fraction}")
 
 
+@dataclass(frozen=True)
+class IvfParams:
+    """Training and search parameters of the ``ivf`` index kind.
+
+    ``nlist``: number of k-means cells (fixed at training; search cost grows with
+    N/nlist); ``nprobe``: cells scanned per search (latency vs recall; capped at
+    ``nlist``); ``train_per_list``: training sample size per cell (FAISS wants at
+    least 39; the index answers exactly until it holds ``39 * nlist`` vectors);
+    ``niter``: k-means iterations; ``seed``: seeds the sample and k-means, so the
+    same vectors always give the same cells.
+    """
+
+    nlist: int = 1024
+    nprobe: int = 32
+    train_per_list: int = 64
+    niter: int = 10
+    seed: int = 1234
+
+    @property
+    def train_threshold(self) -> int:
+        """Vectors needed before the index trains (FAISS's minimum per cell, 39)."""
+        return _MIN_POINTS_PER_LIST * self.nlist
+
+    def validate(self) -> None:
+        """Raise :class:`ConfigError` for values FAISS would reject or misuse."""
+        if self.nlist < 1 or self.nprobe < 1 or self.niter < 1:
+            raise ConfigError(f"IVF parameters out of range: {self}")
+        if self.train_per_list < _MIN_POINTS_PER_LIST:
+            raise ConfigError(
+                f"train_per_list must be >= {_MIN_POINTS_PER_LIST}, got {self.train_per_list}"
+            )
+
+
 @contextmanager
 def _omp_threads(n: int) -> Iterator[None]:
     """Run this thread's FAISS calls on ``n`` OpenMP threads (the setting is per thread).
@@ -119,10 +192,11 @@ def _omp_threads(n: int) -> Iterator[None]:
 
 
 _SMALL_BATCH = 1000
+_IVF_ADD_BATCH = 16_384
 
 
 def _new_faiss_index(dim: int, kind: str, hnsw: HnswParams) -> Any:
-    if kind == "flat":
+    if kind in ("flat", "ivf"):  # an ivf index starts untrained, as a flat one
         return faiss.IndexIDMap(faiss.IndexFlatIP(dim))
     if kind == "hnsw":
         inner = faiss.IndexHNSWFlat(dim, hnsw.m, faiss.METRIC_INNER_PRODUCT)
@@ -130,6 +204,46 @@ def _new_faiss_index(dim: int, kind: str, hnsw: HnswParams) -> Any:
         inner.hnsw.efSearch = hnsw.ef_search
         return faiss.IndexIDMap(inner)
     raise ConfigError(f"unknown index kind {kind!r}; expected one of {', '.join(INDEX_KINDS)}")
+
+
+def _flat_vectors(index: Any) -> FloatArray:
+    """The vectors of an ``IndexIDMap(IndexFlatIP)`` as a view (valid until it changes)."""
+    n, d = int(index.ntotal), int(index.d)
+    if n == 0:
+        return np.empty((0, d), np.float32)
+    flat = _faiss.downcast_index(index.index)
+    arr: FloatArray = _faiss.rev_swig_ptr(flat.get_xb(), n * d).reshape(n, d)
+    return arr
+
+
+def _add_to_cells(ivf: Any, vectors: FloatArray, ids: IdArray) -> None:
+    """``ivf.add_with_ids(vectors, ids)``, with the cell assignment done by numpy.
+
+    FAISS assigns through its flat search (BLAS plus a top-1 pass); one numpy
+    matrix product and an argmax per block is 1.5-2x faster on a 2-core VM, and
+    the assignment is most of the cost of moving 1M vectors into the cells.
+    """
+    quantizer = _faiss.downcast_index(ivf.quantizer)
+    centroids = _faiss.rev_swig_ptr(quantizer.get_xb(), ivf.nlist * ivf.d)
+    centroids_t = np.ascontiguousarray(centroids.reshape(ivf.nlist, ivf.d).T)
+    for i in range(0, len(ids), _IVF_ADD_BATCH):
+        x = np.ascontiguousarray(vectors[i : i + _IVF_ADD_BATCH])
+        xids = np.ascontiguousarray(ids[i : i + _IVF_ADD_BATCH], dtype=np.int64)
+        cells = np.argmax(x @ centroids_t, axis=1).astype(np.int64)
+        ivf.add_core(len(x), faiss.swig_ptr(x), faiss.swig_ptr(xids), faiss.swig_ptr(cells))
+
+
+def _faiss_ids(index: Any) -> IdArray:
+    """Every id stored in ``index`` (tombstones included), in storage order."""
+    if not isinstance(index, faiss.IndexIVF):
+        return faiss.vector_to_array(index.id_map).astype(np.int64)
+    lists: Any = index.invlists
+    parts = [np.empty(0, np.int64)]
+    for no in range(index.nlist):
+        size = lists.list_size(no)
+        if size:
+            parts.append(_faiss.rev_swig_ptr(lists.get_ids(no), size).astype(np.int64))
+    return np.concatenate(parts)
 
 
 class VectorIndex:
@@ -141,11 +255,16 @@ class VectorIndex:
         kind: str = "flat",
         hnsw: HnswParams | None = None,
         gpu: GpuMirror | None = None,
+        *,
+        ivf: IvfParams | None = None,
+        auto_train: bool = True,
     ) -> None:
         self.dim = dim
         self.kind = kind
         self.hnsw = hnsw or HnswParams()
         self.hnsw.validate()
+        self.ivf = ivf or IvfParams()
+        self.ivf.validate()
         self._index = _new_faiss_index(dim, kind, self.hnsw)
         if gpu is not None and kind != "flat":
             raise ConfigError("GPU search is only available for the flat index kind")
@@ -155,6 +274,11 @@ class VectorIndex:
         # case), and makes `ntotal` and membership O(1). ~64 bytes per id.
         self._live: set[int] = set()
         self._dead = 0
+        self._trained = False  # ivf: the IVF index has replaced the flat one
+        self._defer_training = False
+        self.auto_train = auto_train
+        """``ivf``: train in the add that crosses the threshold (else the owner
+        calls :meth:`train` or rebuilds when :attr:`needs_training`)."""
         self._lock = ReadWriteLock()
         self.version = 0
         """Bumped by every change; snapshots and GPU copies compare it."""
@@ -180,6 +304,16 @@ class VectorIndex:
         return self._dead > 0 and self._dead > self.hnsw.max_dead_fraction * physical
 
     @property
+    def trained(self) -> bool:
+        """``ivf`` only: True once searches go through the trained IVF cells."""
+        return self._trained
+
+    @property
+    def needs_training(self) -> bool:
+        """``ivf`` only: untrained, and holding enough vectors to train."""
+        return self.kind == "ivf" and not self._trained and self.ntotal >= self.ivf.train_threshold
+
+    @property
     def gpu(self) -> GpuMirror | None:
         """The GPU copy used for unfiltered searches, if any."""
         return self._gpu
@@ -190,7 +324,7 @@ class VectorIndex:
     def ids(self) -> IdArray:
         """All live ids, sorted."""
         with self._lock.read():
-            arr = faiss.vector_to_array(self._index.id_map).astype(np.int64)
+            arr = _faiss_ids(self._index)
         return np.sort(arr[arr >= 0])
 
     # ---- changes ---------------------------------------------------------------------
@@ -249,12 +383,75 @@ class VectorIndex:
                 self.applied_seq = max(self.applied_seq, seq)
             if gone or replaced or len(ids) or seq is not None:
                 self.version += 1
-            return len(gone)
+        if len(ids) and self.auto_train and not self._defer_training and self.needs_training:
+            self.train()
+        return len(gone)
+
+    @contextmanager
+    def bulk_load(self) -> Iterator[VectorIndex]:
+        """Defer ``ivf`` training to the end of a bulk load (a build from SQL).
+
+        Adds inside the block go to the exact flat index; on leaving it, the index
+        trains once on a sample of everything loaded rather than on the first
+        batches (which, read in insertion order, may be a few videos).
+        """
+        self._defer_training = True
+        try:
+            yield self
+        finally:
+            self._defer_training = False
+        if self.needs_training:
+            self.train()
+
+    def train(self) -> bool:
+        """Train an untrained ``ivf`` index and move its vectors into the IVF cells.
+
+        Needs at least ``IvfParams.train_threshold`` vectors; returns whether it
+        trained. k-means runs on a seeded sample of the vectors (drawn over the
+        ids in sorted order, so the insertion order does not matter) without
+        holding the write lock: searches and adds continue on the flat index.
+        Only moving the vectors into the cells (about ``nlist`` inner products
+        per vector) blocks them.
+        """
+        if self.kind != "ivf":
+            raise ConfigError(f"a {self.kind!r} index needs no training")
+        p = self.ivf
+        with self._lock.read():
+            if not self.needs_training:
+                return False
+            vectors = _flat_vectors(self._index)
+            ids = faiss.vector_to_array(self._index.id_map)
+            n = len(ids)
+            rng = np.random.default_rng(p.seed)
+            order = np.argsort(ids, kind="stable")
+            ranks = np.sort(rng.choice(n, min(n, p.train_per_list * p.nlist), replace=False))
+            sample = np.ascontiguousarray(vectors[order[ranks]])  # in id order
+            del vectors
+        ivf: Any = faiss.index_factory(self.dim, f"IVF{p.nlist},Flat", faiss.METRIC_INNER_PRODUCT)
+        ivf.cp.seed = p.seed
+        ivf.cp.niter = p.niter
+        ivf.train(sample)
+        del sample
+        ivf.nprobe = min(p.nprobe, p.nlist)
+        with self._lock.write():
+            if self._trained:
+                return False
+            # No IndexIDMap around IVF: IVF stores the ids itself, and IndexIDMap's
+            # remove_ids assumes the sub-index renumbers like IndexFlat, which IVF
+            # does not. No direct map either: remove_ids scans the lists (O(n) per
+            # batch, like flat) and saves ~40 bytes per vector of hash table.
+            _add_to_cells(
+                ivf, _flat_vectors(self._index), faiss.vector_to_array(self._index.id_map)
+            )
+            self._index = ivf
+            self._trained = True
+            self.version += 1
+        return True
 
     def _drop(self, present: set[int]) -> None:
         """Remove ids known to be live. Caller holds the write lock."""
         arr = np.fromiter(present, dtype=np.int64, count=len(present))
-        if self.kind == "flat":
+        if self.kind != "hnsw":
             self._index.remove_ids(faiss.IDSelectorBatch(arr))
         else:
             id_map = faiss.vector_to_array(self._index.id_map)
@@ -304,6 +501,10 @@ class VectorIndex:
             params: Any = _faiss.SearchParametersHNSW(efSearch=max(self.hnsw.ef_search, k))
             if sel is not None:
                 params.sel = sel
+        elif self._trained:
+            params = _faiss.SearchParametersIVF(nprobe=min(self.ivf.nprobe, self.ivf.nlist))
+            if sel is not None:
+                params.sel = sel
         else:
             params = _faiss.SearchParameters(sel=sel) if sel is not None else None
         scores, ids = self._index.search(q, k, params=params)
@@ -327,6 +528,8 @@ class VectorIndex:
                 "dim": self.dim,
                 "kind": self.kind,
                 "hnsw": asdict(self.hnsw),
+                "ivf": asdict(self.ivf),
+                "trained": self._trained,
                 "ntotal": int(self._index.ntotal),
                 "live": self.ntotal,
             }
@@ -343,9 +546,13 @@ class VectorIndex:
         kind: str = "flat",
         hnsw: HnswParams | None = None,
         gpu: GpuMirror | None = None,
+        *,
+        ivf: IvfParams | None = None,
+        auto_train: bool = True,
     ) -> VectorIndex:
         """Load a snapshot; raises :class:`SnapshotError` if it is unusable, or of
-        another dimension, kind or HNSW degree (the caller then rebuilds from SQL).
+        another dimension, kind, HNSW degree or trained IVF ``nlist`` (the caller
+        then rebuilds from SQL).
 
         The file is read twice, streaming: once to verify length and checksum, then
         into FAISS. Garbage never reaches the deserialiser (a corrupt size field
@@ -383,15 +590,25 @@ class VectorIndex:
                     raise SnapshotError(
                         f"snapshot {path} has HNSW M={meta['hnsw']['m']}, wanted {hnsw.m}"
                     )
+                trained = bool(meta.get("trained", False))
+                wanted = ivf.nlist if ivf is not None else None
+                if kind == "ivf" and trained and wanted not in (None, meta["ivf"]["nlist"]):
+                    raise SnapshotError(
+                        f"snapshot {path} has IVF nlist={meta['ivf']['nlist']}, wanted {wanted}"
+                    )
                 f.seek(start)
                 index: Any = faiss.read_index(_faiss.PyCallbackIOReader(f.read))
+                if isinstance(index, faiss.IndexIVF) != trained:
+                    raise ValueError("index type and header disagree")
             except SnapshotError:
                 raise
             except Exception as exc:  # FAISS raises RuntimeError; struct/json raise others
                 raise SnapshotError(f"unreadable snapshot {path}: {exc}") from exc
         params = HnswParams(**meta["hnsw"]) if hnsw is None else hnsw
-        out = cls(dim, kind, params, gpu)
-        id_map = faiss.vector_to_array(index.id_map).astype(np.int64)
+        if ivf is None and "ivf" in meta:
+            ivf = IvfParams(**meta["ivf"])
+        out = cls(dim, kind, params, gpu, ivf=ivf, auto_train=auto_train)
+        id_map = _faiss_ids(index)
         if (
             index.d != dim
             or int(index.ntotal) != int(meta["ntotal"])
@@ -399,8 +616,8 @@ class VectorIndex:
         ):
             raise SnapshotError(f"snapshot {path} and its metadata disagree")
         live = id_map[id_map >= 0]
-        if kind == "flat" and len(live) != len(id_map):
-            raise SnapshotError(f"snapshot {path}: flat index with tombstones")
+        if kind != "hnsw" and len(live) != len(id_map):
+            raise SnapshotError(f"snapshot {path}: {kind} index with tombstones")
         out._live = set(live.tolist())
         if len(out._live) != len(live) or len(live) != int(meta["live"]):
             raise SnapshotError(f"snapshot {path} holds duplicate or miscounted ids")
@@ -408,10 +625,15 @@ class VectorIndex:
             graph = _faiss.downcast_index(index.index).hnsw
             graph.efSearch = out.hnsw.ef_search
             graph.efConstruction = out.hnsw.ef_construction
+        if trained:
+            index.nprobe = min(out.ivf.nprobe, out.ivf.nlist)
         out._index = index
+        out._trained = trained
         out._dead = len(id_map) - len(live)
         out.applied_seq = int(meta["applied_seq"])
         out.saved_version = out.version
+        if out.auto_train and out.needs_training:  # saved untrained with a larger nlist
+            out.train()
         return out
 
     @classmethod

@@ -41,6 +41,7 @@ def test_unknown_setting_fails_with_its_name():
         ("VIDSEEK_CAPTIONER", "openai-magic", "transformers"),
         ("VIDSEEK_SAMPLE_FPS", "0", "> 0"),
         ("VIDSEEK_CONSTRAINED_OUTPUT", "maybe", "expected bool"),
+        ("VIDSEEK_INDEX_KIND", "lsh", "flat, hnsw, ivf"),
     ],
 )
 def test_bad_values_fail_clearly(name: str, value: str, problem: str):
@@ -58,5 +59,6 @@ def test_every_setting_has_help_and_is_documented_in_readme():
 def test_replace_validates():
     s = load_settings(environ={})
     assert s.replace(port=0).port == 0
+    assert s.replace(index_kind="ivf").index_kind == "ivf"
     with pytest.raises(ConfigError):
         s.replace(window_overlap_seconds=1e9)

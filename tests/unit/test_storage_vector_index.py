@@ -1,4 +1,4 @@
-"""The FAISS vector index (flat and HNSW), its snapshots, GPU mirror and lock."""
+"""The FAISS vector index (flat, HNSW and IVF), its snapshots, GPU mirror and lock."""
 
 from __future__ import annotations
 
@@ -17,10 +17,12 @@ from tests.support.storage import unit_vector
 from vidseek.storage.errors import ConfigError
 from vidseek.storage.gpu import GpuMirror, gpu_count, make_gpu_converter
 from vidseek.storage.locks import ReadWriteLock
-from vidseek.storage.vector_index import HnswParams, SnapshotError, VectorIndex
+from vidseek.storage.vector_index import HnswParams, IvfParams, SnapshotError, VectorIndex
 
 DIM = 16
-KINDS = ["flat", "hnsw"]
+KINDS = ["flat", "hnsw", "ivf"]
+# 16 cells: the index trains once it holds 39 * 16 = 624 vectors.
+SMALL_IVF = IvfParams(nlist=16, nprobe=4)
 
 
 def _vecs(ids: range | list[int], seed: int = 0) -> np.ndarray:
@@ -97,9 +99,9 @@ def test_snapshot_round_trip_keeps_ids_tombstones_and_seq(tmp_path: Path, kind: 
     assert back.dead == (3 if kind == "hnsw" else 0)
     assert back.search(_vecs([9])[0], 1)[1].tolist() == [9]
     assert back.saved_version == back.version
-    other = "hnsw" if kind == "flat" else "flat"
-    with pytest.raises(SnapshotError, match="wanted"):
-        VectorIndex.load(tmp_path / "i", DIM, other)
+    for other in set(KINDS) - {kind}:
+        with pytest.raises(SnapshotError, match="wanted"):
+            VectorIndex.load(tmp_path / "i", DIM, other)
     with pytest.raises(SnapshotError, match="dimension"):
         VectorIndex.load(tmp_path / "i", DIM * 2, kind)
     if kind == "hnsw":  # another graph degree needs a rebuild; other parameters do not
@@ -109,6 +111,188 @@ def test_snapshot_round_trip_keeps_ids_tombstones_and_seq(tmp_path: Path, kind: 
         assert tuned.hnsw.ef_search == 300 and tuned.ntotal == 27
     with pytest.raises(SnapshotError, match="no snapshot"):
         VectorIndex.load(tmp_path / "missing", DIM, kind)
+
+
+def _clustered(n: int, seed: int, centres: int = 40) -> np.ndarray:
+    """Unit vectors around ``centres`` random centres (cosine ~0.8 within a cluster)."""
+    rng = np.random.default_rng(seed)
+    c = rng.standard_normal((centres, DIM)).astype(np.float32)
+    c /= np.linalg.norm(c, axis=1, keepdims=True)
+    x = c[rng.integers(0, centres, n)] + 0.5 * rng.standard_normal((n, DIM)).astype(
+        np.float32
+    ) / np.sqrt(DIM)
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+def _recall(idx: VectorIndex, exact: VectorIndex, queries: np.ndarray, k: int = 10) -> float:
+    hits = sum(
+        len(set(idx.search(q, k)[1].tolist()) & set(exact.search(q, k)[1].tolist()))
+        for q in queries
+    )
+    return hits / (k * len(queries))
+
+
+def _flat_and_ivf(x: np.ndarray, params: IvfParams = SMALL_IVF) -> tuple[VectorIndex, VectorIndex]:
+    flat, ivf = VectorIndex(DIM, "flat"), VectorIndex(DIM, "ivf", ivf=params)
+    flat.add(list(range(len(x))), x)
+    ivf.add(list(range(len(x))), x)
+    return flat, ivf
+
+
+def test_ivf_answers_exactly_until_it_trains_at_the_threshold():
+    x = _clustered(700, seed=1)
+    flat, ivf = VectorIndex(DIM, "flat"), VectorIndex(DIM, "ivf", ivf=SMALL_IVF)
+    flat.add(list(range(623)), x[:623])
+    ivf.add(list(range(623)), x[:623])
+    assert not ivf.trained and not ivf.needs_training
+    queries = _clustered(20, seed=2)
+    for q in queries:  # untrained: the very same answers as flat, scores included
+        s1, i1 = ivf.search(q, 10)
+        s2, i2 = flat.search(q, 10)
+        assert i1.tolist() == i2.tolist() and np.allclose(s1, s2)
+    version = ivf.version
+    ivf.add([623], x[623:624])  # the 624th vector crosses 39 * nlist
+    assert ivf.trained and ivf.version > version + 1  # training counts as a change
+    assert ivf.ntotal == 624 and ivf.ids().tolist() == list(range(624))
+    flat.add([623], x[623:624])
+    assert _recall(ivf, flat, queries) < 1.0  # nprobe 4 of 16 cells: approximate now
+    ivf.ivf = IvfParams(nlist=16, nprobe=16)  # every cell probed: exact again
+    assert _recall(ivf, flat, queries) == 1.0
+    ivf.add(list(range(624, 700)), x[624:])  # later adds go straight into the cells
+    assert ivf.ntotal == 700 and ivf.search(x[650], 1)[1].tolist() == [650]
+
+
+def test_ivf_recall_against_flat_on_clustered_data():
+    flat, ivf = _flat_and_ivf(_clustered(4000, seed=3), IvfParams(nlist=32, nprobe=8))
+    assert ivf.trained
+    queries = _clustered(50, seed=4)
+    assert _recall(ivf, flat, queries) >= 0.95
+    ivf.ivf = IvfParams(nlist=32, nprobe=1)
+    assert _recall(ivf, flat, queries) < 0.95  # the cells are not the whole answer
+
+
+def test_ivf_remove_and_replace_after_training():
+    x = _clustered(800, seed=5)
+    flat, ivf = _flat_and_ivf(x)
+    assert ivf.trained
+    gone = list(range(0, 800, 7))
+    assert ivf.remove([*gone, 5000], seq=3) == len(gone)
+    flat.remove(gone)
+    assert ivf.ntotal == 800 - len(gone) and ivf.applied_seq == 3 and ivf.dead == 0
+    assert ivf.ids().tolist() == flat.ids().tolist()
+    ivf.ivf = IvfParams(nlist=16, nprobe=16)
+    for i in gone[:20]:
+        _, ids = ivf.search(x[i], 50)
+        assert not set(gone) & set(ids.tolist())
+        assert ids.tolist() == flat.search(x[i], 50)[1].tolist()
+    # A replaced vector answers under its id once, with the new vector only.
+    ivf.add([1], x[701:702])
+    _, ids = ivf.search(x[701], 2)
+    assert sorted(ids.tolist()) == [1, 701]
+    assert 1 not in ivf.search(x[1], 1)[1].tolist()
+    assert ivf.remove([1]) == 1 and ivf.remove([1]) == 0
+
+
+def test_ivf_filtered_search_after_training():
+    x = _clustered(1000, seed=6)
+    flat, ivf = _flat_and_ivf(x, IvfParams(nlist=16, nprobe=16))
+    allowed = np.arange(3, 1000, 10)
+    for q in _clustered(10, seed=7):
+        _, ids = ivf.search(q, 10, allowed_ids=allowed)
+        assert set(ids.tolist()) <= set(allowed.tolist()) and len(ids) == 10
+        assert ids.tolist() == flat.search(q, 10, allowed_ids=allowed)[1].tolist()
+    ivf.ivf = IvfParams(nlist=16, nprobe=1)  # fewer cells: still only allowed ids
+    _, ids = ivf.search(x[3], 10, allowed_ids=allowed)
+    assert ids[0] == 3 and set(ids.tolist()) <= set(allowed.tolist())
+
+
+def test_ivf_snapshot_round_trip_after_training(tmp_path: Path):
+    x = _clustered(900, seed=8)
+    _, ivf = _flat_and_ivf(x)
+    ivf.remove([10, 11], seq=7)
+    ivf.save(tmp_path / "i")
+    back = VectorIndex.load(tmp_path / "i", DIM, "ivf")
+    assert back.trained and back.ivf == SMALL_IVF and back.applied_seq == 7
+    assert back.ids().tolist() == ivf.ids().tolist()
+    for q in _clustered(10, seed=9):
+        assert back.search(q, 10)[1].tolist() == ivf.search(q, 10)[1].tolist()
+    # nprobe is a search setting; nlist is baked into the cells.
+    wide = VectorIndex.load(tmp_path / "i", DIM, "ivf", ivf=IvfParams(nlist=16, nprobe=16))
+    assert wide.ivf.nprobe == 16 and wide.trained
+    with pytest.raises(SnapshotError, match="nlist=16"):
+        VectorIndex.load(tmp_path / "i", DIM, "ivf", ivf=IvfParams(nlist=64))
+    with pytest.raises(SnapshotError, match="wanted 'flat'"):
+        VectorIndex.load(tmp_path / "i", DIM, "flat")
+    with pytest.raises(SnapshotError, match="dimension"):
+        VectorIndex.load(tmp_path / "i", DIM * 2, "ivf")
+
+
+def test_untrained_ivf_snapshot_trains_on_load_with_a_smaller_nlist(tmp_path: Path):
+    x = _clustered(300, seed=10)
+    _, ivf = _flat_and_ivf(x)
+    assert not ivf.trained
+    ivf.save(tmp_path / "i")
+    same = VectorIndex.load(tmp_path / "i", DIM, "ivf")
+    assert not same.trained and same.ntotal == 300
+    small = VectorIndex.load(tmp_path / "i", DIM, "ivf", ivf=IvfParams(nlist=4, nprobe=4))
+    assert small.trained and small.ids().tolist() == list(range(300))
+    assert small.saved_version != small.version  # the trained index needs a new snapshot
+
+
+def test_ivf_training_is_seeded_and_independent_of_insertion_order():
+    x = _clustered(1500, seed=11)
+    ids = np.arange(1500)
+    perm = np.random.default_rng(0).permutation(1500)
+    a, b = VectorIndex(DIM, "ivf", ivf=SMALL_IVF), VectorIndex(DIM, "ivf", ivf=SMALL_IVF)
+    with a.bulk_load():
+        for i in range(0, 1500, 500):
+            a.add(ids[i : i + 500], x[i : i + 500])
+        assert not a.trained  # deferred to the end of the bulk load
+    with b.bulk_load():
+        b.add(ids[perm], x[perm])
+    assert a.trained and b.trained
+
+    def centroids(idx: VectorIndex) -> np.ndarray:
+        q: Any = faiss.downcast_index(idx._index.quantizer)
+        return np.asarray(q.reconstruct_n(0, q.ntotal))
+
+    assert np.array_equal(centroids(a), centroids(b))
+    other = VectorIndex(DIM, "ivf", ivf=IvfParams(nlist=16, nprobe=4, seed=99))
+    other.add(ids, x)
+    assert not np.array_equal(centroids(a), centroids(other))
+
+
+def test_ivf_training_swaps_in_under_concurrent_searches():
+    x = _clustered(1300, seed=12)
+    idx = VectorIndex(DIM, "ivf", ivf=IvfParams(nlist=16, nprobe=16))  # all cells: exact
+    idx.add(list(range(600)), x[:600])
+    stop = threading.Event()
+    bad: list[object] = []
+
+    def search() -> None:
+        while not stop.is_set():
+            ids = idx.search(x[5], 10)[1]
+            if len(ids) != 10 or ids[0] != 5 or len(set(ids.tolist())) != 10:
+                bad.append(ids)
+
+    readers = [threading.Thread(target=search) for _ in range(2)]
+    for t in readers:
+        t.start()
+    for i in range(600, 1300, 50):  # crosses 624 on the first add: trains mid-stream
+        idx.add(list(range(i, i + 50)), x[i : i + 50])
+    stop.set()
+    for t in readers:
+        t.join()
+    assert idx.trained and not bad
+    assert idx.ids().tolist() == list(range(1300))
+
+
+def test_ivf_parameters_are_validated():
+    for bad in (IvfParams(nlist=0), IvfParams(nprobe=0), IvfParams(train_per_list=10)):
+        with pytest.raises(ConfigError):
+            VectorIndex(DIM, "ivf", ivf=bad)
+    with pytest.raises(ConfigError, match="no training"):
+        VectorIndex(DIM, "flat").train()
 
 
 def test_corrupt_snapshots_are_detected(tmp_path: Path):

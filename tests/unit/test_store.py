@@ -27,7 +27,7 @@ from vidseek.storage.store import (
     event_id_for,
     rebuild_snapshot,
 )
-from vidseek.storage.vector_index import HnswParams, SnapshotError, VectorIndex
+from vidseek.storage.vector_index import HnswParams, IvfParams, SnapshotError, VectorIndex
 
 DIM = 8
 
@@ -294,7 +294,7 @@ def test_failed_commit_leaves_no_trace(store: Store):
 # ---- vector search and index kinds ----------------------------------------------------
 
 
-@pytest.mark.parametrize("kind", ["flat", "hnsw"])
+@pytest.mark.parametrize("kind", ["flat", "hnsw", "ivf"])
 def test_vector_search_with_video_filter(db_url: str, tmp_path: Path, kind: str):
     s = Store(db_url, tmp_path / "faiss.index", DIM, index_kind=kind)
     try:
@@ -340,6 +340,59 @@ def test_hnsw_store_deletes_reingests_and_compacts(db_url: str, tmp_path: Path):
         s.close()
 
 
+def test_ivf_store_trains_from_commits_and_from_sql(db_url: str, tmp_path: Path):
+    params = IvfParams(nlist=4, nprobe=4)  # trains at 39 * 4 = 156 vectors; probes all
+    s = Store(db_url, tmp_path / "faiss.index", DIM, index_kind="ivf", ivf=params)
+    try:
+        h = "9a" * 32
+        vid = _video(s, h)
+        for w in range(3):
+            s.commit_window(_window(vid, h, w), new_events(w, DIM, 50))
+        assert s.index.ntotal == 150 and not s.index.trained
+        untrained = s.index
+        s.commit_window(_window(vid, h, 3), new_events(3, DIM, 50))
+        # The commit crossing 39 * nlist started a background rebuild that trains.
+        s.wait_for_rebuild(timeout=60)
+        assert s.index is not untrained and not untrained.trained
+        assert s.index.trained and s.index.ntotal == 200
+        target = new_events(2, DIM, 50)[7].embedding
+        wid = _window(vid, h, 2).id
+        assert s.vector_search(target, 1)[0][0] == event_id_for(wid, 7)
+        old_ids = s.index.ids().tolist()
+        assert s.rebuild_index() == 200
+        assert s.index.trained and s.index.ids().tolist() == old_ids
+        assert s.vector_search(target, 1)[0][0] == event_id_for(wid, 7)
+        s.delete_video(vid)
+        assert s.index.ntotal == 0 and s.vector_search(target, 5) == []
+        assert not s.index.needs_compaction  # IVF removes physically: no tombstones
+    finally:
+        s.close()
+    on_disk = VectorIndex.load(tmp_path / "faiss.index", DIM, "ivf", ivf=params)
+    assert on_disk.trained and on_disk.ntotal == 0
+
+
+def test_offline_ivf_rebuild_trains_on_every_row(db_url: str, tmp_path: Path):
+    s = Store(db_url, tmp_path / "a.index", DIM)
+    h = "4b" * 32
+    vid = _video(s, h)
+    for w in range(4):
+        s.commit_window(_window(vid, h, w), new_events(w, DIM, 50))
+    s.close()
+    params = IvfParams(nlist=4, nprobe=2)
+    assert rebuild_snapshot(db_url, tmp_path / "b.index", index_kind="ivf", ivf=params) == 200
+    loaded = VectorIndex.load(tmp_path / "b.index", DIM, "ivf")
+    assert loaded.trained and loaded.ivf == params and loaded.applied_seq == s.index.applied_seq
+    assert set(loaded.ids().tolist()) == set(s.index.ids().tolist())
+    # Reopening with another nlist refuses the snapshot and rebuilds from SQL.
+    s2 = Store(
+        db_url, tmp_path / "b.index", DIM, index_kind="ivf", ivf=IvfParams(nlist=2, nprobe=2)
+    )
+    try:
+        assert s2.index.trained and s2.index.ivf.nlist == 2 and s2.index.ntotal == 200
+    finally:
+        s2.close()
+
+
 def test_changing_index_kind_rebuilds_from_sql(
     db_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ):
@@ -383,7 +436,7 @@ def test_offline_rebuild_snapshot(db_url: str, tmp_path: Path):
     loaded = VectorIndex.load(tmp_path / "b.index", DIM, "hnsw")
     assert loaded.ntotal == 3 and loaded.applied_seq == s.index.applied_seq
     with pytest.raises(ConfigError, match="kind"):
-        rebuild_snapshot(db_url, tmp_path / "c.index", index_kind="ivf")
+        rebuild_snapshot(db_url, tmp_path / "c.index", index_kind="lsh")
 
 
 def test_dimension_mismatch_is_a_clear_error(db_url: str, tmp_path: Path):
@@ -399,7 +452,7 @@ def test_dimension_mismatch_is_a_clear_error(db_url: str, tmp_path: Path):
 
 def test_unknown_index_kind_and_gpu_without_gpu_are_config_errors(db_url: str, tmp_path: Path):
     with pytest.raises(ConfigError, match="unknown index kind"):
-        Store(db_url, tmp_path / "faiss.index", DIM, index_kind="ivf")
+        Store(db_url, tmp_path / "faiss.index", DIM, index_kind="lsh")
     with pytest.raises(ConfigError, match="GPU"):
         Store(db_url, tmp_path / "faiss.index", DIM, use_gpu=True)
     s = Store(db_url, tmp_path / "faiss.index", DIM)  # auto: CPU when FAISS sees no GPU
@@ -485,7 +538,7 @@ def test_storage_public_api_is_pinned():
             "rebuild_snapshot",
             "window_id_for",
         ],
-        "vector_index": ["HnswParams", "INDEX_KINDS", "SnapshotError", "VectorIndex"],
+        "vector_index": ["HnswParams", "INDEX_KINDS", "IvfParams", "SnapshotError", "VectorIndex"],
     }
     for m in (fulltext, gpu, locks, schema, store, vector_index):
         for name in m.__all__:
