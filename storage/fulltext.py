@@ -12,6 +12,12 @@ matches. ``match="all"`` ANDs them. Higher scores are better: ``-bm25()`` on
 SQLite, ``ts_rank_cd()`` on PostgreSQL (the two scales differ; fuse by rank,
 not by value).
 
+Stop words. PostgreSQL's ``english`` configuration drops stop words ("a",
+"the", "is", ...) from queries and documents. On SQLite the query drops the same
+kind of words (:data:`STOP_WORDS`, the Snowball English list that PostgreSQL
+uses) unless the query has nothing else, so both engines match on content words
+and a query's "a" or "the" does not make it touch most of the corpus.
+
 Cost: both engines score every matching event before taking the top ``k``. A
 word that occurs in a large share of the corpus makes an ``any`` query touch
 that share (hundreds of milliseconds at 100K events on a 2-core machine);
@@ -29,7 +35,15 @@ from sqlalchemy import Connection, bindparam, text
 
 from vidseek.storage.errors import InvalidArgument
 
-__all__ = ["MATCH_MODES", "MAX_QUERY_TOKENS", "KeywordSearch", "for_dialect", "query_tokens"]
+__all__ = [
+    "MATCH_MODES",
+    "MAX_QUERY_TOKENS",
+    "STOP_WORDS",
+    "KeywordSearch",
+    "content_tokens",
+    "for_dialect",
+    "query_tokens",
+]
 
 MAX_QUERY_TOKENS = 64
 _WORD = re.compile(r"\w+")
@@ -39,6 +53,26 @@ def query_tokens(query: str) -> list[str]:
     """The first :data:`MAX_QUERY_TOKENS` distinct word tokens of ``query`` (NFKC, case-folded)."""
     words = _WORD.findall(unicodedata.normalize("NFKC", query).casefold())
     return list(dict.fromkeys(words))[:MAX_QUERY_TOKENS]
+
+
+# Snowball's English stop words (PostgreSQL's english.stop), case-folded.
+_SNOWBALL_ENGLISH = """
+    i me my myself we our ours ourselves you your yours yourself yourselves he him his
+    himself she her hers herself it its itself they them their theirs themselves what
+    which who whom this that these those am is are was were be been being have has had
+    having do does did doing a an the and but if or because as until while of at by for
+    with about against between into through during before after above below to from up
+    down in out on off over under again further then once here there when where why how
+    all any both each few more most other some such no nor not only own same so than too
+    very s t can will just don should now
+"""
+STOP_WORDS = frozenset(_SNOWBALL_ENGLISH.split())
+
+
+def content_tokens(query: str) -> list[str]:
+    """:func:`query_tokens` without stop words, or all of them if nothing else is left."""
+    tokens = query_tokens(query)
+    return [t for t in tokens if t not in STOP_WORDS] or tokens
 
 
 MATCH_MODES = ("any", "all")
@@ -69,11 +103,11 @@ class SqliteFts5:
 
     @staticmethod
     def match_expression(query: str, match: str = "any") -> str:
-        """An FTS5 query OR-ing (or AND-ing) the tokens of ``query``, each a string literal."""
+        """An FTS5 query OR-ing (or AND-ing) the content tokens of ``query``, each a literal."""
         # \w+ tokens contain no double quote, so "tok" is always a plain literal;
         # FTS5 keywords (AND, NOT, NEAR) and column filters inside quotes are just text.
         op = " OR " if match == "any" else " AND "
-        return op.join(f'"{t}"' for t in query_tokens(query))
+        return op.join(f'"{t}"' for t in content_tokens(query))
 
     def search(
         self,

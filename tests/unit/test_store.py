@@ -262,6 +262,19 @@ def test_keyword_search_all_words_mode(store: Store):
         store.keyword_search("door", 5, match="some")
 
 
+def test_keyword_search_ignores_stop_words_unless_nothing_else_is_left(store: Store):
+    _, by_id = _text_store(store)
+    # "a" and "the" are in most texts; only the content word decides, on both engines.
+    assert [by_id[i] for i, _ in store.keyword_search("a the street", 10)] == [TEXTS[4]]
+    # Only stop words: nothing on PostgreSQL (its parser drops them), and on SQLite
+    # the words themselves are searched rather than nothing.
+    hits = store.keyword_search("the", 10)
+    if store.engine.dialect.name == "sqlite":
+        assert {by_id[i] for i, _ in hits} == {t for t in TEXTS if " the " in f" {t} "}
+    else:
+        assert hits == []
+
+
 def test_keyword_search_filters_videos_and_forgets_deleted_events(store: Store):
     a, by_a = _text_store(store, "aa" * 32)
     b, by_b = _text_store(store, "bb" * 32)
@@ -509,6 +522,8 @@ def test_storage_public_api_is_pinned():
             "KeywordSearch",
             "MATCH_MODES",
             "MAX_QUERY_TOKENS",
+            "STOP_WORDS",
+            "content_tokens",
             "for_dialect",
             "query_tokens",
         ],
