@@ -62,7 +62,7 @@ class RefineConfig:
     max_frames: int = 128
     max_moments: int = 3
     timeout: float = 30.0
-    decode_backend: str = "decord"
+    decode_backend: str = "pyav"
 
     def __post_init__(self) -> None:
         if not (self.fps > 0 and math.isfinite(self.fps)):

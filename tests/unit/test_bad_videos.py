@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 
@@ -60,6 +60,8 @@ class Case:
     check: Callable[[VideoInfo], None] | None = None
     rotation: int = 0
     allowed_missing: frozenset[int] = frozenset()
+    # More frames a backend may lose (on top of allowed_missing).
+    also_missing_on: dict[str, frozenset[int]] = field(default_factory=dict)
     required_missing: frozenset[int] = frozenset()
 
 
@@ -139,6 +141,9 @@ CASES: dict[str, Case] = {
     "corrupt middle": Case(
         _corrupt_middle,
         allowed_missing=frozenset(range(*CORRUPT)),
+        # decord's frame-threaded decoder has packets of the damaged GOP in flight
+        # while it is still outputting the GOP before, and can fail on those frames.
+        also_missing_on={"decord": frozenset(range(CORRUPT[0] - 30, CORRUPT[0]))},
         required_missing=_corrupt_samples(),
     ),
     "audio only": Case(lambda d: write_audio_only(d / "tone.m4a"), error=r"no video stream"),
@@ -231,7 +236,8 @@ def test_bad_video_matrix(
     indices = sample_indices(info, 0.0, info.duration, 2.0)
     h, w = resized_shape(info.width, info.height, 640 * 360)
     got = worker.read(path, indices, h, w, timeout=60, on_error="skip")
-    assert set(got.missing) <= spec.allowed_missing, got.error
+    allowed = spec.allowed_missing | spec.also_missing_on.get(backend, frozenset())
+    assert set(got.missing) <= allowed, got.error
     assert spec.required_missing <= set(got.missing)
     assert (got.error != "") == bool(got.missing)
     if got.missing:
