@@ -27,6 +27,7 @@ from vidseek.server.search import SearchService
 from vidseek.server.service import VideoSearchServicer
 from vidseek.server.settings import Settings
 from vidseek.storage.store import Store, rebuild_snapshot
+from vidseek.storage.vector_index import HnswParams, IvfParams
 from vidseek.v1 import video_search_pb2 as pb
 from vidseek.v1 import video_search_pb2_grpc as pb_grpc
 
@@ -139,7 +140,12 @@ def build_app(
     Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
     emb = embedder or load_embedder(settings.embedder, device=_device(settings))
     store = Store(
-        settings.resolved_database_url, settings.index_path, emb.dim, index_kind=settings.index_kind
+        settings.resolved_database_url,
+        settings.index_path,
+        emb.dim,
+        index_kind=settings.index_kind,
+        hnsw=hnsw_params(settings),
+        ivf=ivf_params(settings),
     )
     roots = [Path(r.strip()) for r in settings.allowed_roots.split(",") if r.strip()]
     jobs = JobRunner(
@@ -182,8 +188,22 @@ def rebuild_index(settings: Settings) -> int:
     Needs no embedder: the dimension comes from the stored embeddings.
     """
     return rebuild_snapshot(
-        settings.resolved_database_url, settings.index_path, index_kind=settings.index_kind
+        settings.resolved_database_url,
+        settings.index_path,
+        index_kind=settings.index_kind,
+        hnsw=hnsw_params(settings),
+        ivf=ivf_params(settings),
     )
+
+
+def hnsw_params(settings: Settings) -> HnswParams:
+    """The HNSW parameters named by the settings (the rest at their defaults)."""
+    return HnswParams(ef_search=settings.hnsw_ef_search)
+
+
+def ivf_params(settings: Settings) -> IvfParams:
+    """The IVF parameters named by the settings (the rest at their defaults)."""
+    return IvfParams(nlist=settings.ivf_nlist, nprobe=settings.ivf_nprobe)
 
 
 def create_server(

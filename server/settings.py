@@ -104,6 +104,17 @@ class Settings:
         "FAISS index: 'flat' (exact inner product), 'hnsw' or 'ivf' (approximate, for large "
         "corpora; 'ivf' is exact until it holds 39,936 vectors, then trains).",
     )
+    hnsw_ef_search: int = _s(
+        256, "index_kind 'hnsw': search beam width (higher: better recall, slower)."
+    )
+    ivf_nlist: int = _s(
+        1024,
+        "index_kind 'ivf': k-means cells; fixed when the index trains (a change rebuilds "
+        "it); the index is exact until it holds 39 x nlist vectors.",
+    )
+    ivf_nprobe: int = _s(
+        32, "index_kind 'ivf': cells scanned per search (higher: better recall, slower)."
+    )
     default_top_k: int = _s(10, "Moments returned when a search asks for top_k 0.")
     max_top_k: int = _s(1000, "Largest top_k a search may ask for.")
     max_query_chars: int = _s(2000, "Longest accepted query text.")
@@ -236,6 +247,9 @@ def _validate(s: Settings) -> None:
         (s.refine_max_moments >= 0, "refine_max_moments", "must be >= 0"),
         (s.refine_timeout > 0, "refine_timeout", "must be > 0"),
         (s.index_kind in INDEX_KINDS, "index_kind", f"must be one of {', '.join(INDEX_KINDS)}"),
+        (s.hnsw_ef_search > 0, "hnsw_ef_search", "must be > 0"),
+        (s.ivf_nlist > 0, "ivf_nlist", "must be > 0"),
+        (0 < s.ivf_nprobe <= s.ivf_nlist, "ivf_nprobe", "must be in 1..ivf_nlist"),
         (
             bool(s.tls_cert_file) == bool(s.tls_key_file),
             "tls_cert_file",

@@ -62,3 +62,28 @@ def test_replace_validates():
     assert s.replace(index_kind="ivf").index_kind == "ivf"
     with pytest.raises(ConfigError):
         s.replace(window_overlap_seconds=1e9)
+
+
+def test_index_tuning_settings_reach_the_store(tmp_path: Path, embedder):
+    from vidseek.server.app import build_app, rebuild_index
+    from vidseek.storage.vector_index import HnswParams, IvfParams
+
+    settings = load_settings(
+        environ={
+            "VIDSEEK_DATA_DIR": str(tmp_path),
+            "VIDSEEK_INDEX_KIND": "ivf",
+            "VIDSEEK_IVF_NLIST": "8",
+            "VIDSEEK_IVF_NPROBE": "3",
+            "VIDSEEK_HNSW_EF_SEARCH": "64",
+        }
+    )
+    app = build_app(settings, embedder=embedder)
+    try:
+        assert app.store.ivf == IvfParams(nlist=8, nprobe=3)
+        assert app.store.hnsw == HnswParams(ef_search=64)
+    finally:
+        app.shutdown()
+    with pytest.raises(ConfigError, match="ivf_nprobe"):
+        load_settings(environ={"VIDSEEK_IVF_NLIST": "8", "VIDSEEK_IVF_NPROBE": "9"})
+    with pytest.raises(ConfigError, match="no events"):
+        rebuild_index(settings)  # an empty database: nothing to take the dimension from
