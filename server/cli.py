@@ -21,7 +21,9 @@ from vidseek.client import (
     Client,
     FailedPreconditionError,
     IngestJob,
+    InvalidArgumentError,
     Moment,
+    NotFoundError,
     SearchPage,
     UnavailableError,
     VidseekClientError,
@@ -408,6 +410,29 @@ def cmd_jobs(ns: argparse.Namespace) -> int:
         )
 
 
+def cmd_cancel(ns: argparse.Namespace) -> int:
+    """Cancel jobs; a running one stops after its current window. Exit 1 if any refused."""
+    failed = 0
+    out: list[dict[str, Any]] = []
+    with _client(ns) as client:
+        for job_id in ns.job_ids:
+            try:
+                job = client.cancel_job(job_id)
+                out.append({"job_id": job_id, "state": job.state.value, "error": ""})
+            except (FailedPreconditionError, NotFoundError, InvalidArgumentError) as exc:
+                failed += 1
+                out.append({"job_id": job_id, "state": "", "error": exc.message})
+    if ns.json:
+        _print_json(out)
+    else:
+        for r in out:
+            what = r["error"] or (
+                "cancelled" if r["state"] == "cancelled" else "stops after its current window"
+            )
+            print(f"{r['job_id']}  {what}")
+    return EXIT_FAILED if failed else EXIT_OK
+
+
 def cmd_videos(ns: argparse.Namespace) -> int:
     with _client(ns) as client:
         return _rows(
@@ -533,6 +558,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("jobs", help="list ingest jobs")
     client_flags(p)
     p.set_defaults(func=cmd_jobs)
+
+    p = sub.add_parser("cancel", help="cancel ingest jobs (a running one stops after its window)")
+    p.add_argument("job_ids", nargs="+", metavar="JOB_ID")
+    client_flags(p)
+    p.set_defaults(func=cmd_cancel)
 
     p = sub.add_parser("videos", help="list indexed videos")
     client_flags(p)

@@ -186,6 +186,15 @@ def test_ingest_keeps_workers_jobs_in_flight_and_reports_each_video(
         assert "2 windows (0 unparsed, 0 skipped)" in lines[0]
         assert lines[-1] == "3 indexed"
         assert main(["ingest", *videos, "--workers", "0", "--server", f"127.0.0.1:{port}"]) == 2
+        capsys.readouterr()
+
+        # Cancelling ended or unknown jobs is refused, naming why.
+        assert main(["jobs", "--json", "--server", f"127.0.0.1:{port}"]) == 0
+        done = json.loads(capsys.readouterr().out)[0]["job_id"]
+        code = main(["cancel", done, "nope", "--json", "--server", f"127.0.0.1:{port}"])
+        refused = json.loads(capsys.readouterr().out)
+        assert code == 1
+        assert "already succeeded" in refused[0]["error"] and "not found" in refused[1]["error"]
     finally:
         server.stop(0)
         app.shutdown()
