@@ -34,7 +34,7 @@ from vidseek.storage.errors import (
     VidseekError,
 )
 from vidseek.storage.models import IngestJobRow
-from vidseek.storage.store import Store
+from vidseek.storage.store import Store, collection_name
 
 __all__ = ["JobRunner", "SerialCaptioner", "check_ingest_path"]
 
@@ -129,11 +129,7 @@ class JobRunner:
         The video goes into ``collection`` (a name of at most 200 characters;
         empty for none).
         """
-        collection = collection.strip()
-        if len(collection) > 200:
-            raise InvalidArgument(
-                f"collection name is {len(collection)} characters; the limit is 200"
-            )
+        collection = collection_name(collection)
         path = check_ingest_path(uri, self.allowed_roots)
         if not path.is_file():
             raise NotFound(f"not a file: {uri}")

@@ -61,7 +61,7 @@ import numpy.typing as npt
 
 from vidseek.indexer.embedder import Embedder
 from vidseek.storage.errors import InvalidArgument, NotFound
-from vidseek.storage.store import EventRecord, Store
+from vidseek.storage.store import EventRecord, Store, collection_name
 
 __all__ = [
     "MomentRefiner",
@@ -77,8 +77,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-MAX_COLLECTION_CHARS = 200
 
 
 @dataclass(frozen=True)
@@ -419,12 +417,7 @@ class SearchService:
             raise InvalidArgument(
                 f"inverted time range: end_seconds {end} is before start_seconds {start}"
             )
-        collection = q.collection.strip()
-        if len(collection) > MAX_COLLECTION_CHARS:
-            raise InvalidArgument(
-                f"collection name is {len(collection)} characters; "
-                f"the limit is {MAX_COLLECTION_CHARS}"
-            )
+        collection = collection_name(q.collection)
         requested = self._video_filter(q.video_ids)
         fingerprint = hashlib.blake2b(
             json.dumps(

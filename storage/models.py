@@ -20,7 +20,18 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-__all__ = ["Base", "ChangeLog", "EventRow", "IngestJobRow", "VideoRow", "WindowRow"]
+__all__ = [
+    "MAX_COLLECTION_CHARS",
+    "Base",
+    "ChangeLog",
+    "EventRow",
+    "IngestJobRow",
+    "VideoRow",
+    "WindowRow",
+]
+
+# Longest collection name (the width of the ``collection`` columns).
+MAX_COLLECTION_CHARS = 200
 
 # SQLite only auto-increments INTEGER PRIMARY KEY, not BIGINT.
 BigIntPK = BigInteger().with_variant(Integer(), "sqlite")
@@ -43,7 +54,7 @@ class VideoRow(Base):
     frame_count: Mapped[int] = mapped_column(BigInteger)
     created_at: Mapped[float] = mapped_column(Float)
     # The collection the video was ingested into ("" for none); a search filter.
-    collection: Mapped[str] = mapped_column(String(200), default="", index=True)
+    collection: Mapped[str] = mapped_column(String(MAX_COLLECTION_CHARS), default="", index=True)
 
 
 class IngestJobRow(Base):
@@ -63,7 +74,7 @@ class IngestJobRow(Base):
     events_indexed: Mapped[int] = mapped_column(Integer, default=0)
     error: Mapped[str] = mapped_column(Text, default="")
     plan: Mapped[str] = mapped_column(Text, default="")
-    collection: Mapped[str] = mapped_column(String(200), default="")
+    collection: Mapped[str] = mapped_column(String(MAX_COLLECTION_CHARS), default="")
     created_at: Mapped[float] = mapped_column(Float)
     updated_at: Mapped[float] = mapped_column(Float)
 

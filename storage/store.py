@@ -41,7 +41,14 @@ from vidseek.storage import fulltext
 from vidseek.storage.db import make_engine, make_sessionmaker
 from vidseek.storage.errors import ConfigError, InvalidArgument, NotFound
 from vidseek.storage.gpu import GpuMirror, gpu_count, make_gpu_converter
-from vidseek.storage.models import ChangeLog, EventRow, IngestJobRow, VideoRow, WindowRow
+from vidseek.storage.models import (
+    MAX_COLLECTION_CHARS,
+    ChangeLog,
+    EventRow,
+    IngestJobRow,
+    VideoRow,
+    WindowRow,
+)
 from vidseek.storage.schema import check_schema, schema_status, upgrade_database
 from vidseek.storage.vector_index import (
     INDEX_KINDS,
@@ -60,6 +67,7 @@ __all__ = [
     "VideoRecord",
     "build_index_from_sql",
     "catch_up_index",
+    "collection_name",
     "event_id_for",
     "rebuild_snapshot",
     "window_id_for",
@@ -74,6 +82,16 @@ _PG_CHANGE_LOG_LOCK = 0x7669_6473_636C  # "vidscl": serialises change-log writer
 EXACT_FILTER_LIMIT = 50_000
 """With an approximate index, a video filter admitting at most this many events is
 answered by an exact scan of their embeddings instead of a filtered graph walk."""
+
+
+def collection_name(name: str) -> str:
+    """``name`` stripped; InvalidArgument if longer than :data:`MAX_COLLECTION_CHARS`."""
+    name = name.strip()
+    if len(name) > MAX_COLLECTION_CHARS:
+        raise InvalidArgument(
+            f"collection name is {len(name)} characters; the limit is {MAX_COLLECTION_CHARS}"
+        )
+    return name
 
 
 def _id64(*parts: object) -> int:

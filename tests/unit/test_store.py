@@ -549,6 +549,7 @@ def test_storage_public_api_is_pinned():
             "VideoRecord",
             "build_index_from_sql",
             "catch_up_index",
+            "collection_name",
             "event_id_for",
             "rebuild_snapshot",
             "window_id_for",
