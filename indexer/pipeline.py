@@ -96,7 +96,7 @@ class IngestProgress:
 class IngestResult:
     video_id: str
     progress: IngestProgress
-    skipped_windows: int
+    """Its ``windows_reused`` counts the windows an earlier run had committed."""
     interrupted: bool
 
 
@@ -155,12 +155,13 @@ class Ingestor:
         }
         done_ids = self.store.committed_window_ids(video_id)
         todo = [w for w in plan.windows if ids[w.index] not in done_ids]
+        reused = len(plan.windows) - len(todo)
         progress = IngestProgress(
             video_id=video_id,
             plan=plan.summary(),
             windows_total=len(plan.windows),
-            windows_done=len(plan.windows) - len(todo),
-            windows_reused=len(plan.windows) - len(todo),
+            windows_done=reused,
+            windows_reused=reused,
         )
         log.info("ingest %s (%s): %s; %d to do", uri, video_id, progress.plan, len(todo))
         if on_progress:
@@ -205,7 +206,6 @@ class Ingestor:
         return IngestResult(
             video_id=video_id,
             progress=progress,
-            skipped_windows=len(plan.windows) - len(todo),
             interrupted=interrupted,
         )
 
