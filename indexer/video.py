@@ -59,7 +59,7 @@ import stat
 import sys
 import tempfile
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from multiprocessing import reduction
@@ -311,6 +311,40 @@ def _groups(frame_numbers: npt.NDArray[np.int64]) -> list[tuple[int, int, int]]:
     return runs
 
 
+def _read_runs(
+    indices: Sequence[int],
+    runs: list[tuple[int, int, int]],
+    out: Frames,
+    skip_errors: bool,
+    batch: Callable[[list[int]], Frames],
+    one: Callable[[int], Frames],
+) -> dict[int, str]:
+    """Fill ``out`` from ``batch`` of every run's frame; if the batch fails, frame by frame.
+
+    ``batch`` and ``one`` raise :class:`VideoError`. One frame at a time names the
+    frame that fails (a whole batch fails for one bad frame). Returns the missing
+    indices with a message; raises the first one's unless ``skip_errors``.
+    """
+    try:
+        frames = batch([run[0] for run in runs])
+    except VideoError:
+        missing: dict[int, str] = {}
+        for frame, lo, hi in runs:
+            try:
+                out[lo:hi] = one(frame)
+            except VideoError as exc:
+                for pos in range(lo, hi):
+                    missing[indices[pos]] = f"frame {indices[pos]} was not decoded: {exc}"
+        if missing and not skip_errors:
+            raise VideoError(missing[min(missing)]) from None
+        return missing
+    if frames.shape[1:] != out.shape[1:]:
+        raise VideoError(f"decoder returned frames of shape {frames.shape}, not {out.shape}")
+    for row, (_, lo, hi) in enumerate(runs):
+        out[lo:hi] = frames[row]
+    return {}
+
+
 @dataclass(frozen=True)
 class _StreamFacts:
     codec: str
@@ -524,39 +558,15 @@ class DecordBackend(FrameBackend):
         timeline = self._load_timeline(path)
         if indices[-1] >= timeline.frame_count:
             raise VideoError(f"frame {indices[-1]} is past the end ({timeline.frame_count} frames)")
-        frames = timeline.frames(indices)
-        runs = _groups(frames)
-        try:
-            batch = self._batch(path, [run[0] for run in runs], size)
-        except VideoError:
-            # decord fails a whole batch on one bad frame: one frame at a time,
-            # also to name the frame that fails.
-            missing = self._read_each(path, indices, runs, size, out)
-            if missing and not skip_errors:
-                raise VideoError(missing[min(missing)]) from None
-            return missing
-        if batch.shape[1:] != out.shape[1:]:
-            raise VideoError(f"decoder returned frames of shape {batch.shape}, not {out.shape}")
-        for row, (_, lo, hi) in enumerate(runs):
-            out[lo:hi] = batch[row]
-        return {}
-
-    def _read_each(
-        self,
-        path: str,
-        indices: Sequence[int],
-        runs: list[tuple[int, int, int]],
-        size: tuple[int, int],
-        out: Frames,
-    ) -> dict[int, str]:
-        missing: dict[int, str] = {}
-        for frame, lo, hi in runs:
-            try:
-                out[lo:hi] = self._batch(path, [frame], size)[0]
-            except VideoError as exc:
-                for pos in range(lo, hi):
-                    missing[indices[pos]] = f"frame {indices[pos]} was not decoded: {exc}"
-        return missing
+        # decord fails a whole batch on one bad frame.
+        return _read_runs(
+            indices,
+            _groups(timeline.frames(indices)),
+            out,
+            skip_errors,
+            lambda frames: self._batch(path, frames, size),
+            lambda frame: self._batch(path, [frame], size)[0],
+        )
 
     def _batch(self, path: str, frames: list[int], size: tuple[int, int]) -> Frames:
         h, w = size
@@ -1033,46 +1043,29 @@ class TorchCodecBackend(FrameBackend):
         timeline, _ = self._load(path)
         if indices[-1] >= timeline.frame_count:
             raise VideoError(f"frame {indices[-1]} is past the end ({timeline.frame_count} frames)")
-        runs = _groups(timeline.frames(indices))
+        return _read_runs(
+            indices,
+            _groups(timeline.frames(indices)),
+            out,
+            skip_errors,
+            lambda frames: self._decode(path, size, lambda d: d.get_frames_at(frames)),
+            lambda frame: self._decode(path, size, lambda d: d.get_frame_at(frame)),
+        )
+
+    def _decode(self, path: str, size: tuple[int, int], get: Callable[[Any], Any]) -> Frames:
+        """The frames ``get`` takes from this file's decoder, as an array; VideoError if it fails.
+
+        A decoder that failed may be stuck mid-GOP: it is dropped, so the next
+        call starts afresh.
+        """
         decoder = self._decoder(path, size)
         try:
-            data = decoder.get_frames_at([run[0] for run in runs]).data
-            batch = data.cpu().numpy() if self.device != "cpu" else data.numpy()
-        except (RuntimeError, IndexError):
-            # A decoder that failed may be stuck mid-GOP: start afresh, one frame
-            # at a time, also to name the frame that fails.
+            data = get(decoder).data
+        except (RuntimeError, IndexError) as exc:
             self._decoders.pop(size, None)
-            missing = self._read_skipping(path, indices, runs, size, out)
-            if missing and not skip_errors:
-                raise VideoError(missing[min(missing)]) from None
-            return missing
-        if batch.shape[1:] != out.shape[1:]:
-            raise VideoError(f"decoder returned frames of shape {batch.shape}, not {out.shape}")
-        for row, (_, lo, hi) in enumerate(runs):
-            out[lo:hi] = batch[row]
-        return {}
-
-    def _read_skipping(
-        self,
-        path: str,
-        indices: Sequence[int],
-        runs: list[tuple[int, int, int]],
-        size: tuple[int, int],
-        out: Frames,
-    ) -> dict[int, str]:
-        missing: dict[int, str] = {}
-        for frame, lo, hi in runs:
-            decoder = self._decoder(path, size)
-            try:
-                data = decoder.get_frame_at(frame).data
-                out[lo:hi] = data.cpu().numpy() if self.device != "cpu" else data.numpy()
-            except (RuntimeError, IndexError) as exc:
-                self._decoders.pop(size, None)
-                for pos in range(lo, hi):
-                    missing[indices[pos]] = (
-                        f"frame {indices[pos]} was not decoded: {_clean_message(str(exc))}"
-                    )
-        return missing
+            raise VideoError(_clean_message(str(exc))) from None
+        out: Frames = data.cpu().numpy() if self.device != "cpu" else data.numpy()
+        return out
 
     def close(self) -> None:
         """See :meth:`FrameBackend.close`."""
