@@ -17,7 +17,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from vidseek.indexer.captioner import Captioner
-from vidseek.indexer.embedder import Embedder, load_embedder
+from vidseek.indexer.embedder import CachedEmbedder, Embedder, load_embedder
 from vidseek.indexer.pipeline import IngestConfig
 from vidseek.indexer.planner import PlanConfig
 from vidseek.server.interceptors import ErrorAndAuthInterceptor
@@ -27,7 +27,7 @@ from vidseek.server.search import SearchService
 from vidseek.server.service import VideoSearchServicer
 from vidseek.server.settings import Settings
 from vidseek.storage.store import Store, rebuild_snapshot
-from vidseek.storage.vector_index import HnswParams, IvfParams
+from vidseek.storage.vector_index import AutoParams, HnswParams, IvfParams
 from vidseek.v1 import video_search_pb2 as pb
 from vidseek.v1 import video_search_pb2_grpc as pb_grpc
 
@@ -138,7 +138,9 @@ def build_app(
 ) -> App:
     """Open storage and build the services (the captioner loads on the first job)."""
     Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
-    emb = embedder or load_embedder(settings.embedder, device=_device(settings))
+    emb = embedder or load_embedder(
+        settings.embedder, device=_device(settings), threads=settings.embedder_threads
+    )
     store = Store(
         settings.resolved_database_url,
         settings.index_path,
@@ -146,6 +148,7 @@ def build_app(
         index_kind=settings.index_kind,
         hnsw=hnsw_params(settings),
         ivf=ivf_params(settings),
+        auto=auto_params(settings),
     )
     roots = [Path(r.strip()) for r in settings.allowed_roots.split(",") if r.strip()]
     jobs = JobRunner(
@@ -161,7 +164,7 @@ def build_app(
     refiner = Refiner(store, jobs.captioner, refine_config(settings))
     search = SearchService(
         store,
-        emb,
+        CachedEmbedder(emb, settings.query_cache_size),
         default_top_k=settings.default_top_k,
         max_top_k=settings.max_top_k,
         max_query_chars=settings.max_query_chars,
@@ -193,7 +196,13 @@ def rebuild_index(settings: Settings) -> int:
         index_kind=settings.index_kind,
         hnsw=hnsw_params(settings),
         ivf=ivf_params(settings),
+        auto=auto_params(settings),
     )
+
+
+def auto_params(settings: Settings) -> AutoParams:
+    """The ``auto`` index parameters named by the settings (the rest at their defaults)."""
+    return AutoParams(threshold=settings.auto_index_threshold)
 
 
 def hnsw_params(settings: Settings) -> HnswParams:

@@ -57,11 +57,11 @@ from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 import numpy as np
-import numpy.typing as npt
 
 from vidseek.indexer.embedder import Embedder
 from vidseek.storage.errors import InvalidArgument, NotFound
 from vidseek.storage.store import EventRecord, Store, collection_name
+from vidseek.storage.vector_index import EventFilter
 
 __all__ = [
     "MomentRefiner",
@@ -109,8 +109,8 @@ class SearchQuery:
 class MomentResult:
     """A span of one video: the merged events, from the first start to the last end.
 
-    ``description`` is the text of the moment's most relevant event; ``score``
-    is documented in this module's docstring.
+    ``description`` is the text of the moment's most relevant event
+    (``best_event_id``); ``score`` is documented in this module's docstring.
     """
 
     video_id: str
@@ -124,6 +124,7 @@ class MomentResult:
     coarse_start_seconds: float | None = None
     coarse_end_seconds: float | None = None
     refined: bool = False
+    best_event_id: int = 0
 
 
 @dataclass(frozen=True)
@@ -254,6 +255,7 @@ def _moment(group: Sequence[ScoredEvent], rel: dict[int, float]) -> MomentResult
         description=best.event.text,
         score=rel[id(best)],
         event_ids=tuple(e.event.id for e in group),
+        best_event_id=best.event.id,
     )
 
 
@@ -341,10 +343,11 @@ class _Plan:
     fingerprint: str = field(repr=False)
     # `video_ids` is () when the filters admit no video (e.g. an unknown collection).
 
-    def in_range(self, e: EventRecord) -> bool:
-        if self.start is not None and e.end_seconds < self.start:
+    def overlaps(self, start: float, end: float) -> bool:
+        """Whether the span [start, end] meets the requested time range."""
+        if self.start is not None and end < self.start:
             return False
-        return self.end is None or e.start_seconds <= self.end
+        return self.end is None or start <= self.end
 
 
 class SearchService:
@@ -506,84 +509,95 @@ class SearchService:
 
         The step before ranking: :func:`rank_videos` turns its result into
         videos and moments. Validates the request like :meth:`search_page`.
+        The events' ``text`` is empty (search reads texts for its page only).
         """
         return self._gather(self._plan(q))
 
     def _gather(self, plan: _Plan) -> list[ScoredEvent]:
+        """Candidate events with their scores, from a bounded number of neighbours.
+
+        1. The dense leg asks the index for the ``dense_candidates`` nearest
+           events admitted by the filters (videos and time range go into FAISS
+           as a bitmap, so nothing is read and then thrown away); the keyword
+           leg asks SQL for its ``keyword_candidates`` best matches.
+        2. Candidate videos: the ``candidate_videos`` videos with the most
+           relevant event in either leg, grouped from the index's event table.
+        3. Evidence per candidate video: the best ``events_per_video`` events per
+           candidate, pooled. When step 1 already returned that many events of
+           the candidates, they are the best ones (anything it missed scores
+           lower), so no second search is needed; otherwise one search restricted
+           to the candidates.
+
+        Every step is bounded by the page depth, never by the size of the
+        library, and no event text is read: the page's texts are read at the end.
+        Returned events carry an empty ``text``.
+        """
         if plan.video_ids == ():
             return []
         p = self.params
         # Deep pages need more candidates: a page of n moments (or videos) needs n videos.
         scale = max(1, -(-(plan.offset + plan.top_k + 1) // p.candidate_videos))
         vec = self.embedder.embed([plan.text])[0]
+        where = EventFilter(video_ids=plan.video_ids, start=plan.start, end=plan.end)
+        spans: dict[int, tuple[str, float, float]] = {}
         keyword: dict[int, float] = {}
         if self.keyword:
             hits = self.store.keyword_search(
                 plan.text, p.keyword_candidates * scale, plan.video_ids
             )
             top = hits[0][1] if hits else 0.0
-            keyword = {i: (s / top if top > 0 else 0.0) for i, s in hits}
-        known: dict[int, EventRecord] = {}
-        videos = self._candidate_videos(
-            plan, vec, keyword, p.dense_candidates * scale, p.candidate_videos * scale, known
+            spans = self.store.describe_events([i for i, _ in hits])
+            keyword = {
+                i: (s / top if top > 0 else 0.0)
+                for i, s in hits
+                if i in spans and plan.overlaps(spans[i][1], spans[i][2])
+            }
+        k = p.dense_candidates * scale
+        dense = self.store.search_events(vec, k, where)
+        cosines = dict(zip(dense.ids.tolist(), dense.scores.tolist(), strict=True))
+        spans.update(
+            zip(
+                cosines,
+                zip(dense.videos, dense.start.tolist(), dense.end.tolist(), strict=True),
+                strict=True,
+            )
         )
+        floor = dense.scores[-1] if len(dense) >= k else -1.0
+        best: dict[str, float] = {}
+        for i in cosines.keys() | keyword.keys():
+            s = (cosines.get(i, floor) + p.keyword_weight * keyword.get(i, 0.0)) / (
+                1.0 + p.keyword_weight
+            )
+            video = spans[i][0]
+            if s > best.get(video, -math.inf):
+                best[video] = s
+        videos = sorted(best, key=lambda v: (-best[v], v))[: p.candidate_videos * scale]
         if not videos:
             return []
-        # The best events of each candidate video: enough for its score and its moments.
-        # A long video is represented by its best events rather than all of them.
-        k = len(videos) * p.events_per_video
-        if plan.start is not None or plan.end is not None:
-            k *= 4  # out-of-range events are returned, then dropped
-        dense = self.store.vector_search(vec, k, videos)
-        floor = dense[-1][1] if len(dense) >= k else -1.0
-        cosines = dict(dense)
-        wanted = [i for i in cosines.keys() | keyword.keys() if i not in known]
-        known.update(self.store.hydrate(wanted))
         chosen = set(videos)
-        return [
-            # A keyword hit outside the dense top-k scores at most the last cosine returned.
-            ScoredEvent(e, cosines.get(i, floor), keyword.get(i, 0.0))
-            for i in cosines.keys() | keyword.keys()
-            if (e := known.get(i)) is not None and e.video_id in chosen and plan.in_range(e)
-        ]
-
-    def _candidate_videos(
-        self,
-        plan: _Plan,
-        vec: npt.NDArray[np.float32],
-        keyword: dict[int, float],
-        k: int,
-        n_videos: int,
-        known: dict[int, EventRecord],
-    ) -> list[str]:
-        """The ``n_videos`` most promising videos, from the two legs' best events.
-
-        Hydrated events are added to ``known``.
-        """
-        p = self.params
-        ntotal = self.store.index.ntotal
-        while True:
-            dense = self.store.vector_search(vec, k, plan.video_ids)
-            floor = dense[-1][1] if len(dense) >= k else -1.0
-            cos = dict(dense)
-            known.update(
-                self.store.hydrate([i for i in cos.keys() | keyword.keys() if i not in known])
-            )
-            best: dict[str, float] = {}
-            for i in cos.keys() | keyword.keys():
-                e = known.get(i)
-                if e is None or not plan.in_range(e):
-                    continue
-                s = (cos.get(i, floor) + p.keyword_weight * keyword.get(i, 0.0)) / (
-                    1.0 + p.keyword_weight
+        k = len(videos) * p.events_per_video
+        ours = [i for i in cosines if spans[i][0] in chosen]
+        if len(ours) >= k or len(dense) < p.dense_candidates * scale:
+            cosines = {i: cosines[i] for i in ours[:k]}
+        else:
+            more = self.store.search_events(vec, k, replace(where, video_ids=videos))
+            cosines = dict(zip(more.ids.tolist(), more.scores.tolist(), strict=True))
+            spans.update(
+                zip(
+                    cosines,
+                    zip(more.videos, more.start.tolist(), more.end.tolist(), strict=True),
+                    strict=True,
                 )
-                if s > best.get(e.video_id, -math.inf):
-                    best[e.video_id] = s
-            # A time range can hide most dense hits: widen the leg until enough remain.
-            if len(best) >= n_videos or len(dense) < k or k >= ntotal:
-                break
-            k *= 4
-        return sorted(best, key=lambda v: (-best[v], v))[:n_videos]
+            )
+        floor = min(cosines.values()) if len(cosines) >= k else -1.0
+        out = []
+        for i in cosines.keys() | keyword.keys():
+            video, start, end = spans[i]
+            if video in chosen:
+                # A keyword hit outside the dense top-k scores at most the last cosine.
+                event = EventRecord(i, video, start, end, text="")
+                out.append(ScoredEvent(event, cosines.get(i, floor), keyword.get(i, 0.0)))
+        return out
 
     # ---- search -------------------------------------------------------------------
 
@@ -604,8 +618,11 @@ class SearchService:
                     groups.append(replace(v, moments=moments[: plan.per_video]))
             page = groups[plan.offset : plan.offset + plan.top_k]
             more = len(groups) > plan.offset + plan.top_k
-            uris = self.store.video_uris({v.video_id for v in page})
-            page = [_with_uri(v, uris.get(v.video_id, "")) for v in page]
+            described = iter(self._describe([m for v in page for m in v.moments]))
+            kept = [(v, [m for _ in v.moments if (m := next(described))]) for v in page]
+            page = [
+                replace(v, video_uri=ms[0].video_uri, moments=tuple(ms)) for v, ms in kept if ms
+            ]
             if q.refine:
                 refined = iter(
                     self._refine(plan.text, [m for v in page for m in v.moments], deadline)
@@ -618,11 +635,22 @@ class SearchService:
         ranked = [m for m in flatten(videos) if m.score >= q.min_score]
         chunk = ranked[plan.offset : plan.offset + plan.top_k]
         more = len(ranked) > plan.offset + plan.top_k
-        uris = self.store.video_uris({m.video_id for m in chunk})
-        chunk = [replace(m, video_uri=uris.get(m.video_id, "")) for m in chunk]
+        chunk = [m for m in self._describe(chunk) if m is not None]
         if q.refine:
             chunk = self._refine(plan.text, chunk, deadline)
         return SearchPage(moments=tuple(chunk), next_page_token=self._next(plan, more))
+
+    def _describe(self, moments: Sequence[MomentResult]) -> list[MomentResult | None]:
+        """``moments`` with their descriptions and video URIs read from SQL (for a page
+        only); None for a moment whose event was deleted since the index answered."""
+        texts = self.store.event_texts({m.best_event_id for m in moments})
+        uris = self.store.video_uris({m.video_id for m in moments})
+        return [
+            replace(m, description=texts[m.best_event_id], video_uri=uris.get(m.video_id, ""))
+            if m.best_event_id in texts
+            else None
+            for m in moments
+        ]
 
     def _refine(
         self, text: str, moments: list[MomentResult], deadline: float | None
@@ -658,10 +686,6 @@ class SearchService:
     def search(self, q: SearchQuery) -> list[MomentResult]:
         """The moments of the first page (see :meth:`search_page`), best first."""
         return list(self.search_page(q).moments)
-
-
-def _with_uri(v: VideoHits, uri: str) -> VideoHits:
-    return replace(v, video_uri=uri, moments=tuple(replace(m, video_uri=uri) for m in v.moments))
 
 
 def _refined(coarse: MomentResult, answer: MomentResult) -> MomentResult:

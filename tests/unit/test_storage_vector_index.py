@@ -315,19 +315,18 @@ def test_corrupt_snapshots_are_detected(tmp_path: Path):
         assert what in str(err.value) or what == "unreadable", (what, err.value)
 
 
-def test_skeleton_format_snapshot_still_loads(tmp_path: Path):
-    """Snapshots of the first release: magic v1, IndexIDMap2 over a flat index, no CRC."""
+def test_older_snapshot_formats_are_refused_for_a_rebuild(tmp_path: Path):
+    """Snapshots without the event table (magic v1, v2) cannot describe their hits:
+    loading refuses them, and the store rebuilds the index from SQL."""
     old = faiss.IndexIDMap2(faiss.IndexFlatIP(DIM))
     old.add_with_ids(_vecs(range(5)), np.arange(10, 15))
     blob = bytes(faiss.serialize_index(old))
     header = json.dumps({"applied_seq": 17, "dim": DIM, "ntotal": 5, "nbytes": len(blob)})
-    data = b"VSKFAISS1" + struct.pack("<I", len(header)) + header.encode() + blob
-    (tmp_path / "old").write_bytes(data)
-    back = VectorIndex.load(tmp_path / "old", DIM)
-    assert back.applied_seq == 17 and back.ids().tolist() == [10, 11, 12, 13, 14]
-    assert back.search(_vecs([2])[0], 1)[1].tolist() == [12]
-    with pytest.raises(SnapshotError):
-        VectorIndex.load(tmp_path / "old", DIM, "hnsw")
+    for magic in (b"VSKFAISS1", b"VSKFAISS2"):
+        data = magic + struct.pack("<I", len(header)) + header.encode() + blob
+        (tmp_path / "old").write_bytes(data)
+        with pytest.raises(SnapshotError, match="older format"):
+            VectorIndex.load(tmp_path / "old", DIM)
 
 
 def test_save_leaves_no_temp_file_and_replaces_atomically(tmp_path: Path):

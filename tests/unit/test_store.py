@@ -512,11 +512,11 @@ def test_second_writer_process_changes_reach_the_first_by_catch_up(db_url: str, 
 
 def test_storage_public_api_is_pinned():
     """Server and indexer code import these names; changing them is an API change."""
-    from vidseek.storage import fulltext, gpu, locks, schema, store, vector_index
+    from vidseek.storage import fulltext, gpu, locks, schema, store, sync, vector_index
 
     assert {
         m.__name__.rsplit(".", 1)[1]: sorted(m.__all__)
-        for m in (fulltext, gpu, locks, schema, store, vector_index)
+        for m in (fulltext, gpu, locks, schema, store, sync, vector_index)
     } == {
         "fulltext": [
             "KeywordSearch",
@@ -541,7 +541,6 @@ def test_storage_public_api_is_pinned():
             "upgrade_database",
         ],
         "store": [
-            "EXACT_FILTER_LIMIT",
             "EventRecord",
             "NewEvent",
             "NewWindow",
@@ -554,8 +553,20 @@ def test_storage_public_api_is_pinned():
             "rebuild_snapshot",
             "window_id_for",
         ],
-        "vector_index": ["HnswParams", "INDEX_KINDS", "IvfParams", "SnapshotError", "VectorIndex"],
+        "sync": ["build_index_from_sql", "catch_up_index", "rebuild_snapshot"],
+        "vector_index": [
+            "AutoParams",
+            "EXACT_FILTER_LIMIT",
+            "EventFilter",
+            "EventHits",
+            "EventTable",
+            "HnswParams",
+            "INDEX_KINDS",
+            "IvfParams",
+            "SnapshotError",
+            "VectorIndex",
+        ],
     }
-    for m in (fulltext, gpu, locks, schema, store, vector_index):
+    for m in (fulltext, gpu, locks, schema, store, sync, vector_index):
         for name in m.__all__:
             assert hasattr(m, name), f"{m.__name__}.{name}"
