@@ -22,13 +22,20 @@ Cost: both engines score every matching event before taking the top ``k``. A
 word that occurs in a large share of the corpus makes an ``any`` query touch
 that share (hundreds of milliseconds at 100K events on a 2-core machine);
 ``all`` queries touch only the intersection and answer in about a millisecond.
+So an ``any`` query leaves out *common* words (:class:`TokenFrequencies`): in a
+corpus of at least :data:`PRUNE_MIN_DOCS` events, a word found in more than
+:data:`COMMON_FRACTION` of them is dropped from the OR (BM25 gives such a word
+little weight anyway); if every word is common, the words are ANDed instead.
+Document frequencies are counted once per word and cached until the corpus
+has grown or shrunk by a tenth.
 """
 
 from __future__ import annotations
 
 import re
+import threading
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Protocol
 
 from sqlalchemy import Connection, bindparam, text
@@ -36,16 +43,21 @@ from sqlalchemy import Connection, bindparam, text
 from vidseek.storage.errors import InvalidArgument
 
 __all__ = [
+    "COMMON_FRACTION",
     "MATCH_MODES",
     "MAX_QUERY_TOKENS",
+    "PRUNE_MIN_DOCS",
     "STOP_WORDS",
     "KeywordSearch",
+    "TokenFrequencies",
     "content_tokens",
     "for_dialect",
     "query_tokens",
 ]
 
 MAX_QUERY_TOKENS = 64
+COMMON_FRACTION = 0.05
+PRUNE_MIN_DOCS = 10_000
 _WORD = re.compile(r"\w+")
 
 
@@ -88,9 +100,51 @@ class KeywordSearch(Protocol):
         k: int,
         video_ids: Sequence[str] | None,
         match: str = "any",
+        drop: Collection[str] = (),
     ) -> list[tuple[int, float]]:
-        """(event id, score) of the best ``k`` matches, best first."""
+        """(event id, score) of the best ``k`` matches, best first; tokens in ``drop``
+        are left out (all of them ANDed if nothing else is left)."""
         ...
+
+    def doc_count(self, conn: Connection, token: str) -> int:
+        """How many events contain ``token`` (after stemming)."""
+        ...
+
+
+def _kept(tokens: list[str], drop: Collection[str], match: str) -> tuple[list[str], str]:
+    """The tokens to search for and the mode, after leaving out ``drop``."""
+    kept = [t for t in tokens if t not in drop]
+    if drop and all(t in STOP_WORDS for t in kept):
+        return tokens, "all"
+    return kept, match
+
+
+class TokenFrequencies:
+    """Cached document frequencies of query words, to leave common words out of ``any``."""
+
+    def __init__(self, keywords: KeywordSearch, max_entries: int = 50_000) -> None:
+        self._keywords = keywords
+        self._max = max_entries
+        self._counts: dict[str, tuple[int, int]] = {}  # token -> (df, corpus size then)
+        self._lock = threading.Lock()
+
+    def common(self, conn: Connection, tokens: Sequence[str], n_docs: int) -> set[str]:
+        """The ``tokens`` found in more than :data:`COMMON_FRACTION` of ``n_docs`` events."""
+        if n_docs < PRUNE_MIN_DOCS:
+            return set()
+        out = set()
+        for t in tokens:
+            with self._lock:
+                cached = self._counts.get(t)
+            if cached is None or abs(cached[1] - n_docs) > 0.1 * cached[1]:
+                cached = (self._keywords.doc_count(conn, t), n_docs)
+                with self._lock:
+                    if len(self._counts) >= self._max:
+                        self._counts.clear()
+                    self._counts[t] = cached
+            if cached[0] > COMMON_FRACTION * n_docs:
+                out.add(t)
+        return out
 
 
 def _check_mode(match: str) -> None:
@@ -106,8 +160,17 @@ class SqliteFts5:
         """An FTS5 query OR-ing (or AND-ing) the content tokens of ``query``, each a literal."""
         # \w+ tokens contain no double quote, so "tok" is always a plain literal;
         # FTS5 keywords (AND, NOT, NEAR) and column filters inside quotes are just text.
+        return SqliteFts5._expression(content_tokens(query), match)
+
+    @staticmethod
+    def _expression(tokens: Sequence[str], match: str) -> str:
         op = " OR " if match == "any" else " AND "
-        return op.join(f'"{t}"' for t in content_tokens(query))
+        return op.join(f'"{t}"' for t in tokens)
+
+    def doc_count(self, conn: Connection, token: str) -> int:
+        """Events whose text contains ``token``."""
+        stmt = text("SELECT count(*) FROM events_fts WHERE events_fts MATCH :q")
+        return int(conn.execute(stmt, {"q": self._expression([token], "all")}).scalar_one())
 
     def search(
         self,
@@ -116,10 +179,12 @@ class SqliteFts5:
         k: int,
         video_ids: Sequence[str] | None,
         match: str = "any",
+        drop: Collection[str] = (),
     ) -> list[tuple[int, float]]:
         """(event id, -bm25) of the best ``k`` matches."""
         _check_mode(match)
-        expr = self.match_expression(query, match)
+        tokens, match = _kept(content_tokens(query), drop, match)
+        expr = self._expression(tokens, match)
         if not expr or k <= 0 or (video_ids is not None and not video_ids):
             return []
         if video_ids is None:
@@ -149,10 +214,11 @@ class PostgresTsvector:
         k: int,
         video_ids: Sequence[str] | None,
         match: str = "any",
+        drop: Collection[str] = (),
     ) -> list[tuple[int, float]]:
         """(event id, ts_rank_cd) of the best ``k`` matches."""
         _check_mode(match)
-        tokens = query_tokens(query)
+        tokens, match = _kept(query_tokens(query), drop, match)
         if not tokens or k <= 0 or (video_ids is not None and not video_ids):
             return []
         # plainto_tsquery treats its argument as plain text: no operator syntax.
@@ -173,6 +239,11 @@ class PostgresTsvector:
         if video_ids is not None:
             stmt = stmt.bindparams(bindparam("vids", expanding=True))
         return [(int(r[0]), float(r[1])) for r in conn.execute(stmt, params)]
+
+    def doc_count(self, conn: Connection, token: str) -> int:
+        """Events whose text contains ``token`` (0 for a stop word)."""
+        stmt = text("SELECT count(*) FROM events WHERE text_tsv @@ plainto_tsquery('english', :t)")
+        return int(conn.execute(stmt, {"t": token}).scalar_one())
 
 
 def for_dialect(dialect: str) -> KeywordSearch:

@@ -222,6 +222,7 @@ class Store:
             raise
         self._session = make_sessionmaker(self.engine)
         self._keywords = fulltext.for_dialect(self.engine.dialect.name)
+        self._frequencies = fulltext.TokenFrequencies(self._keywords)
         self.index_path = index_path
         self.dim = dim
         # Lock order: _rebuild_lock, _write_lock, _snapshot_lock, then the index's lock.
@@ -395,11 +396,16 @@ class Store:
         PostgreSQL). Any user text is safe: it is split into words, which are
         passed as data, never as query syntax. An event matches if it contains
         any of the words (``match="any"``) or all of them (``"all"``; much
-        cheaper when some words are common), after stemming. ``video_ids``
+        cheaper when some words are common), after stemming; in a large corpus an
+        ``any`` query leaves out words most events contain. ``video_ids``
         restricts to those videos. See :mod:`vidseek.storage.fulltext`.
         """
         with self.engine.connect() as conn:
-            return self._keywords.search(conn, query, k, video_ids, match)
+            drop: set[str] = set()
+            if match == "any":
+                tokens = fulltext.content_tokens(query)
+                drop = self._frequencies.common(conn, tokens, self._index.ntotal)
+            return self._keywords.search(conn, query, k, video_ids, match, drop)
 
     # ---- writes -----------------------------------------------------------------
 

@@ -215,6 +215,38 @@ def test_keyword_search_finds_stemmed_words_best_first(store: Store):
     assert len(store.keyword_search("red car door", 1)) == 1
 
 
+def test_any_queries_leave_out_common_words_in_a_large_corpus(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+):
+    from vidseek.storage import fulltext
+
+    vid = _video(store)
+    texts = [f"a man kicks a ball number {i}" for i in range(40)] + ["a zebra eats grass"]
+    texts += ["a zebra kicks a ball"]
+    w = _window(vid, "ab" * 32, 0)
+    store.commit_window(w, new_events(0, DIM, len(texts), texts=texts))
+    by_id = {event_id_for(w.id, i): t for i, t in enumerate(texts)}
+    everything = {by_id[i] for i, _ in store.keyword_search("zebra ball", 100)}
+    assert everything == set(texts)  # a small corpus: every word counts
+    monkeypatch.setattr(fulltext, "PRUNE_MIN_DOCS", 10)
+    counted: list[str] = []
+    count = store._keywords.doc_count
+    monkeypatch.setattr(
+        store._keywords, "doc_count", lambda conn, t: counted.append(t) or count(conn, t)
+    )
+    # "ball" is in 41 of 42 events: left out of the OR; "zebra" decides.
+    assert {by_id[i] for i, _ in store.keyword_search("zebra ball", 100)} == {
+        "a zebra eats grass",
+        "a zebra kicks a ball",
+    }
+    # Only common words: ANDed rather than dropped.
+    assert {by_id[i] for i, _ in store.keyword_search("ball kicks", 100)} == set(texts) - {
+        "a zebra eats grass"
+    }
+    store.keyword_search("zebra ball", 100)
+    assert sorted(counted) == ["ball", "kicks", "zebra"]  # each word counted once
+
+
 HOSTILE_QUERIES = [
     '"',
     '"unbalanced',
@@ -519,10 +551,13 @@ def test_storage_public_api_is_pinned():
         for m in (fulltext, gpu, locks, schema, store, sync, vector_index)
     } == {
         "fulltext": [
+            "COMMON_FRACTION",
             "KeywordSearch",
             "MATCH_MODES",
             "MAX_QUERY_TOKENS",
+            "PRUNE_MIN_DOCS",
             "STOP_WORDS",
+            "TokenFrequencies",
             "content_tokens",
             "for_dialect",
             "query_tokens",
