@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import queue
 import threading
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
+from concurrent.futures import Future
 from contextlib import contextmanager
 from typing import Protocol, runtime_checkable
 
@@ -13,8 +15,8 @@ import numpy.typing as npt
 
 __all__ = [
     "DEFAULT_EMBEDDER",
-    "CachedEmbedder",
     "Embedder",
+    "QueryEmbedder",
     "SentenceTransformerEmbedder",
     "load_embedder",
 ]
@@ -117,21 +119,30 @@ class SentenceTransformerEmbedder:
         return np.ascontiguousarray(out, dtype=np.float32)
 
 
-class CachedEmbedder:
-    """An embedder that remembers the vectors of its last ``size`` single texts.
+class QueryEmbedder:
+    """Embeds search queries: a cache of recent ones, and shared batches for the rest.
 
-    Meant for queries: users repeat searches (paging, refining, a dashboard's
-    saved queries), and a cached query skips the model. Batches of several
-    texts pass through uncached.
+    A query repeated within the last ``cache_size`` distinct queries skips the
+    model (paging, refining and saved searches repeat queries). The others go to
+    one worker thread that embeds whatever has queued up, up to ``max_batch``
+    texts, in one model call: one query alone costs what it did, and under many
+    concurrent searches the model runs once per batch rather than once per
+    query, behind the model's lock. Batches of several texts bypass both.
     """
 
-    def __init__(self, inner: Embedder, size: int = 1024) -> None:
+    def __init__(self, inner: Embedder, cache_size: int = 1024, max_batch: int = 32) -> None:
         self.inner = inner
-        self.size = size
+        self.cache_size = cache_size
+        self.max_batch = max_batch
         self._cache: OrderedDict[str, npt.NDArray[np.float32]] = OrderedDict()
         self._lock = threading.Lock()
+        self._queue: queue.SimpleQueue[tuple[str, Future[npt.NDArray[np.float32]]] | None] = (
+            queue.SimpleQueue()
+        )
+        self._worker: threading.Thread | None = None
         self.hits = 0
         self.misses = 0
+        self.batches = 0
 
     @property
     def dim(self) -> int:
@@ -142,7 +153,7 @@ class CachedEmbedder:
         return self.inner.name
 
     def embed(self, texts: Sequence[str]) -> npt.NDArray[np.float32]:
-        if len(texts) != 1 or self.size <= 0:
+        if len(texts) != 1:
             return self.inner.embed(texts)
         text = texts[0]
         with self._lock:
@@ -150,15 +161,53 @@ class CachedEmbedder:
             if vec is not None:
                 self._cache.move_to_end(text)
                 self.hits += 1
-                return vec.copy()
+                return vec.reshape(1, -1).copy()
             self.misses += 1
-        vec = self.inner.embed([text])
-        vec.setflags(write=False)
+            if self._worker is None:
+                self._worker = threading.Thread(
+                    target=self._run, name="vidseek-query-embedder", daemon=True
+                )
+                self._worker.start()
+        done: Future[npt.NDArray[np.float32]] = Future()
+        self._queue.put((text, done))
+        vec = done.result()
+        if self.cache_size > 0:
+            with self._lock:
+                self._cache[text] = vec
+                if len(self._cache) > self.cache_size:
+                    self._cache.popitem(last=False)
+        return vec.reshape(1, -1).copy()
+
+    def _run(self) -> None:
+        while (item := self._queue.get()) is not None:
+            batch = [item]
+            while len(batch) < self.max_batch:
+                try:
+                    more = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    self._queue.put(None)
+                    break
+                batch.append(more)
+            self.batches += 1
+            try:
+                vecs = self.inner.embed([t for t, _ in batch])
+            except BaseException as exc:  # handed to every waiting caller
+                for _, f in batch:
+                    f.set_exception(exc)
+                continue
+            for (_, f), v in zip(batch, vecs, strict=True):
+                v.setflags(write=False)
+                f.set_result(v)
+
+    def close(self) -> None:
+        """Stop the worker thread (queued queries are still answered)."""
         with self._lock:
-            self._cache[text] = vec
-            if len(self._cache) > self.size:
-                self._cache.popitem(last=False)
-        return vec.copy()
+            worker, self._worker = self._worker, None
+        if worker is not None:
+            self._queue.put(None)
+            worker.join()
 
 
 def load_embedder(model: str, device: str = "cpu", threads: int = 1) -> Embedder:

@@ -17,7 +17,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from vidseek.indexer.captioner import Captioner
-from vidseek.indexer.embedder import CachedEmbedder, Embedder, load_embedder
+from vidseek.indexer.embedder import Embedder, QueryEmbedder, load_embedder
 from vidseek.indexer.pipeline import IngestConfig
 from vidseek.indexer.planner import PlanConfig
 from vidseek.server.interceptors import ErrorAndAuthInterceptor
@@ -120,6 +120,7 @@ class App:
     jobs: JobRunner
     health: health.HealthServicer
     refiner: Refiner | None = None
+    queries: QueryEmbedder | None = None
 
     def shutdown(self, grace: float | None = None) -> None:
         """Stop ingest after its current window, then snapshot and close storage."""
@@ -127,6 +128,8 @@ class App:
         if self.refiner is not None:
             self.refiner.close()
         self.jobs.stop(timeout=grace)
+        if self.queries is not None:
+            self.queries.close()
         self.store.close()
 
 
@@ -162,9 +165,10 @@ def build_app(
     # Refinement shares the ingest job's captioner (one model, calls serialised by
     # its lock) but decodes in a decoder process of its own.
     refiner = Refiner(store, jobs.captioner, refine_config(settings))
+    queries = QueryEmbedder(emb, settings.query_cache_size)
     search = SearchService(
         store,
-        CachedEmbedder(emb, settings.query_cache_size),
+        queries,
         default_top_k=settings.default_top_k,
         max_top_k=settings.max_top_k,
         max_query_chars=settings.max_query_chars,
@@ -182,6 +186,7 @@ def build_app(
         jobs=jobs,
         health=health.HealthServicer(),
         refiner=refiner,
+        queries=queries,
     )
 
 
