@@ -99,7 +99,7 @@ def install_hook(hook: str, at: int) -> None:
     from sqlalchemy import Engine, event
     from sqlalchemy.orm import Session
 
-    from vidseek.storage import vector_index
+    from vidseek.storage.vector_index import snapshot
 
     countdown = _Countdown(at)
     if hook == "sql-commit":
@@ -124,7 +124,7 @@ def install_hook(hook: str, at: int) -> None:
                 if hook == "snapshot-rename":
                     countdown.tick()
 
-        vector_index.os = _Os()  # type: ignore[assignment]
+        snapshot.os = _Os()  # type: ignore[assignment]
     elif hook == "snapshot-partial":
         import builtins
 
@@ -139,7 +139,8 @@ def install_hook(hook: str, at: int) -> None:
             writes = [0]
 
             def write(chunk: Any) -> int:
-                # Snapshot chunks: magic, header length, header, FAISS blob. Cut the blob.
+                # Snapshot chunks: magic, header length, header, FAISS blob, event table.
+                # Cut the blob.
                 data = memoryview(chunk).cast("B")
                 writes[0] += 1
                 if writes[0] == 4:
@@ -151,7 +152,7 @@ def install_hook(hook: str, at: int) -> None:
             f.write = write
             return f
 
-        vector_index.open = _open  # type: ignore[attr-defined]
+        snapshot.open = _open  # type: ignore[attr-defined]
     else:
         raise SystemExit(f"unknown hook {hook!r}")
 
