@@ -24,8 +24,10 @@ that share (hundreds of milliseconds at 100K events on a 2-core machine);
 ``all`` queries touch only the intersection and answer in about a millisecond.
 So an ``any`` query leaves out *common* words (:class:`TokenFrequencies`): in a
 corpus of at least :data:`PRUNE_MIN_DOCS` events, a word found in more than
-:data:`COMMON_FRACTION` of them is dropped from the OR (BM25 gives such a word
-little weight anyway); if every word is common, the words are ANDed instead.
+:data:`COMMON_FRACTION` of them, or in more than :data:`MAX_WORD_DOCS` events,
+is dropped from the OR (BM25 gives such a word little weight anyway), so a
+query scores a bounded number of events whatever the size of the corpus; if
+every word is common, the words are ANDed instead.
 Document frequencies are counted once per word and cached until the corpus
 has grown or shrunk by a tenth.
 """
@@ -46,6 +48,7 @@ __all__ = [
     "COMMON_FRACTION",
     "MATCH_MODES",
     "MAX_QUERY_TOKENS",
+    "MAX_WORD_DOCS",
     "PRUNE_MIN_DOCS",
     "STOP_WORDS",
     "KeywordSearch",
@@ -57,6 +60,7 @@ __all__ = [
 
 MAX_QUERY_TOKENS = 64
 COMMON_FRACTION = 0.05
+MAX_WORD_DOCS = 2_000
 PRUNE_MIN_DOCS = 10_000
 _WORD = re.compile(r"\w+")
 
@@ -129,7 +133,8 @@ class TokenFrequencies:
         self._lock = threading.Lock()
 
     def common(self, conn: Connection, tokens: Sequence[str], n_docs: int) -> set[str]:
-        """The ``tokens`` found in more than :data:`COMMON_FRACTION` of ``n_docs`` events."""
+        """The ``tokens`` found in more than :data:`COMMON_FRACTION` of ``n_docs`` events
+        or in more than :data:`MAX_WORD_DOCS` events."""
         if n_docs < PRUNE_MIN_DOCS:
             return set()
         out = set()
@@ -142,7 +147,7 @@ class TokenFrequencies:
                     if len(self._counts) >= self._max:
                         self._counts.clear()
                     self._counts[t] = cached
-            if cached[0] > COMMON_FRACTION * n_docs:
+            if cached[0] > min(COMMON_FRACTION * n_docs, MAX_WORD_DOCS):
                 out.add(t)
         return out
 

@@ -555,6 +555,7 @@ def test_storage_public_api_is_pinned():
             "KeywordSearch",
             "MATCH_MODES",
             "MAX_QUERY_TOKENS",
+            "MAX_WORD_DOCS",
             "PRUNE_MIN_DOCS",
             "STOP_WORDS",
             "TokenFrequencies",
