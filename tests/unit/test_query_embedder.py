@@ -78,3 +78,18 @@ def test_a_failing_batch_fails_each_of_its_queries_and_the_worker_goes_on():
         q.embed(["poison"])
     assert q.embed(["a dog"]).shape == (1, 48)
     q.close()
+
+
+def test_onnx_backend_gives_the_torch_vectors(embedder):
+    from vidseek.indexer.embedder import SentenceTransformerEmbedder
+
+    assert embedder.backend == "onnx"
+    torch_embedder = SentenceTransformerEmbedder(device="cpu", backend="torch")
+    assert torch_embedder.backend == "torch"
+    texts = ["a man opens the front door", "x", "the chef fries onions " * 80, "日本語です"]
+    a, b = embedder.embed(texts), torch_embedder.embed(texts)
+    assert a.shape == b.shape == (4, embedder.dim)
+    assert (np.sum(a * b, axis=1) > 0.9999).all()
+    np.testing.assert_allclose(np.linalg.norm(a, axis=1), 1.0, rtol=1e-5)
+    with pytest.raises(ValueError, match="backend"):
+        SentenceTransformerEmbedder(device="cpu", backend="tensorrt")
