@@ -14,7 +14,8 @@ from collections.abc import Sequence
 import numpy as np
 import numpy.typing as npt
 
-from vidseek.storage.store import NewEvent, NewWindow, Store, window_id_for
+from tests.support.storage import span_window
+from vidseek.storage.store import NewEvent, Store
 
 __all__ = ["WORDS", "WordHashEmbedder", "commit_long_videos"]
 
@@ -122,21 +123,7 @@ def commit_long_videos(
         for w, at in enumerate(range(0, events_per_video, window_events)):
             part = range(at, min(at + window_events, events_per_video))
             start, end = events[part[0]][0], events[part[-1]][1]
-            window = NewWindow(
-                id=window_id_for(content, start, end, "m", "p"),
-                video_id=vid,
-                window_index=w,
-                start_seconds=start,
-                end_seconds=end,
-                frame_count=int(end - start),
-                status="parsed",
-                raw_output="",
-                parse_error="",
-                dropped=(),
-                model="m",
-                prompt_version="p",
-                prompt_tokens=0,
-            )
+            window = span_window(vid, content, w, start, end)
             store.commit_window(window, [NewEvent(*events[i], vecs[i]) for i in part])
         out[vid] = events
     return out

@@ -9,8 +9,9 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping, Sequence
 
+from tests.support.storage import span_window
 from vidseek.indexer.embedder import Embedder
-from vidseek.storage.store import NewEvent, NewWindow, Store, window_id_for
+from vidseek.storage.store import NewEvent, Store
 
 __all__ = ["COLLECTIONS", "CORPUS", "index_videos", "name_of"]
 
@@ -71,21 +72,7 @@ def index_videos(
             collection=collections.get(name, ""),
         )
         vecs = embedder.embed([t for _, _, t in events])
-        window = NewWindow(
-            id=window_id_for(h, 0.0, end, "m", "p"),
-            video_id=vid,
-            window_index=0,
-            start_seconds=0.0,
-            end_seconds=end,
-            frame_count=int(end),
-            status="parsed",
-            raw_output="",
-            parse_error="",
-            dropped=(),
-            model="m",
-            prompt_version="p",
-            prompt_tokens=0,
-        )
+        window = span_window(vid, h, 0, 0.0, end)
         store.commit_window(
             window, [NewEvent(s, e, t, v) for (s, e, t), v in zip(events, vecs, strict=True)]
         )

@@ -69,14 +69,25 @@ def add_video(store: Store, content_hash: str = "ab" * 32) -> str:
 
 def new_window(video_id: str, content_hash: str, idx: int, status: str = "parsed") -> NewWindow:
     """Window ``idx`` (60 s each) of a video."""
-    start, end = idx * 60.0, idx * 60.0 + 60.0
+    return span_window(video_id, content_hash, idx, idx * 60.0, idx * 60.0 + 60.0, status)
+
+
+def span_window(
+    video_id: str,
+    content_hash: str,
+    idx: int,
+    start: float,
+    end: float,
+    status: str = "parsed",
+) -> NewWindow:
+    """Window ``idx`` of a video, spanning [start, end] seconds."""
     return NewWindow(
         id=window_id_for(content_hash, start, end, "m", "p1"),
         video_id=video_id,
         window_index=idx,
         start_seconds=start,
         end_seconds=end,
-        frame_count=60,
+        frame_count=max(1, int(end - start)),
         status=status,
         raw_output="{}",
         parse_error="",
