@@ -42,19 +42,22 @@ log = logging.getLogger(__name__)
 
 
 def check_ingest_path(uri: str, allowed_roots: list[Path]) -> Path:
-    """The resolved path of ``uri``; NotFound if absent, PermissionDenied if outside the roots.
+    """The resolved path of ``uri``; PermissionDenied if outside the roots, else NotFound if
+    absent.
 
     Symlinks and ``..`` are resolved before the check, so neither leads out of a root.
+    The roots are checked first: every path outside them gets the same answer,
+    whether or not it exists, so the error does not tell what exists there.
     """
     if "://" in uri:
         scheme = uri.split("://", 1)[0]
         raise InvalidArgument(f"{uri}: {scheme} URLs are not supported; give a file path")
     path = Path(uri).expanduser()
-    if not path.exists():
-        raise NotFound(f"video file not found: {uri}")
     resolved = path.resolve()
     if allowed_roots and not any(resolved.is_relative_to(r.resolve()) for r in allowed_roots):
         raise PermissionDenied(f"{uri} is outside the allowed roots")
+    if not path.exists():
+        raise NotFound(f"video file not found: {uri}")
     return resolved
 
 

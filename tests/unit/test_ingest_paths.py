@@ -42,3 +42,12 @@ def test_missing_files_and_urls_get_clear_errors(tree: Path):
         check_ingest_path(str(tree / "root" / "nope.mp4"), [])
     with pytest.raises(InvalidArgument, match="https URLs are not supported"):
         check_ingest_path("https://example.com/v.mp4", [])
+
+
+def test_paths_outside_the_roots_get_one_answer_whether_or_not_they_exist(tree: Path):
+    roots = [tree / "root"]
+    for path in (tree / "outside" / "secret.mp4", tree / "outside" / "missing.mp4"):
+        with pytest.raises(PermissionDenied, match="outside the allowed roots"):
+            check_ingest_path(str(path), roots)
+    with pytest.raises(NotFound):  # inside a root, a missing file is still NotFound
+        check_ingest_path(str(tree / "root" / "missing.mp4"), roots)
