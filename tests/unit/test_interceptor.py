@@ -1,0 +1,104 @@
+"""The interceptor on every handler kind: bearer token, error mapping, request ids."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from concurrent import futures
+from typing import Any
+
+import grpc
+import pytest
+
+from vidseek.server.interceptors import ErrorAndAuthInterceptor
+from vidseek.storage.errors import NotFound
+
+TOKEN = "s3cret-token"
+KINDS = ("unary_unary", "unary_stream", "stream_unary", "stream_stream")
+
+
+def _outcome(request: bytes) -> bytes:
+    if request == b"missing":
+        raise NotFound("no such thing")
+    if request == b"boom":
+        raise RuntimeError("unexpected")
+    return request.upper()
+
+
+def _handlers() -> grpc.GenericRpcHandler:
+    def uu(request: bytes, context: Any) -> bytes:
+        return _outcome(request)
+
+    def us(request: bytes, context: Any) -> Iterator[bytes]:
+        yield _outcome(request)
+        yield b"again"
+
+    def su(requests: Iterator[bytes], context: Any) -> bytes:
+        return b"".join(_outcome(r) for r in requests)
+
+    def ss(requests: Iterator[bytes], context: Any) -> Iterator[bytes]:
+        for r in requests:
+            yield _outcome(r)
+
+    return grpc.method_handlers_generic_handler(
+        "test.Kinds",
+        {
+            "unary_unary": grpc.unary_unary_rpc_method_handler(uu),
+            "unary_stream": grpc.unary_stream_rpc_method_handler(us),
+            "stream_unary": grpc.stream_unary_rpc_method_handler(su),
+            "stream_stream": grpc.stream_stream_rpc_method_handler(ss),
+        },
+    )
+
+
+@pytest.fixture(scope="module")
+def channel() -> Iterator[grpc.Channel]:
+    server = grpc.server(
+        futures.ThreadPoolExecutor(4), interceptors=[ErrorAndAuthInterceptor(TOKEN)]
+    )
+    server.add_generic_rpc_handlers((_handlers(),))
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
+        yield ch
+    server.stop(None)
+
+
+def _call(channel: grpc.Channel, kind: str, payload: bytes, auth: str | None) -> list[bytes]:
+    metadata = () if auth is None else (("authorization", auth),)
+    method = f"/test.Kinds/{kind}"
+    if kind == "unary_unary":
+        return [channel.unary_unary(method)(payload, metadata=metadata, timeout=10)]
+    if kind == "unary_stream":
+        return list(channel.unary_stream(method)(payload, metadata=metadata, timeout=10))
+    if kind == "stream_unary":
+        return [channel.stream_unary(method)(iter([payload]), metadata=metadata, timeout=10)]
+    return list(channel.stream_stream(method)(iter([payload]), metadata=metadata, timeout=10))
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("auth", [None, "Bearer wrong", f"Basic {TOKEN}", TOKEN, "Bearer"])
+def test_every_handler_kind_refuses_a_missing_or_wrong_token(channel, kind, auth):
+    with pytest.raises(grpc.RpcError) as err:
+        _call(channel, kind, b"hi", auth)
+    assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("scheme", ["Bearer", "bearer", "BEARER"])
+def test_every_handler_kind_answers_the_right_token_in_any_scheme_case(channel, kind, scheme):
+    assert _call(channel, kind, b"hi", f"{scheme} {TOKEN}")[0] == b"HI"
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_every_handler_kind_maps_errors_to_codes(channel, kind, caplog):
+    with pytest.raises(grpc.RpcError) as err:
+        _call(channel, kind, b"missing", f"Bearer {TOKEN}")
+    assert err.value.code() == grpc.StatusCode.NOT_FOUND
+    assert "no such thing" in (err.value.details() or "")
+    with pytest.raises(grpc.RpcError) as err:
+        _call(channel, kind, b"boom", f"Bearer {TOKEN}")
+    assert err.value.code() == grpc.StatusCode.INTERNAL
+    details = err.value.details() or ""
+    assert "request id" in details and "unexpected" not in details
+    request_id = details.rsplit(" ", 1)[1].rstrip(")")
+    assert any(request_id in r.getMessage() for r in caplog.records)
