@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -239,3 +240,31 @@ def test_ctrl_c_cancels_the_jobs_in_flight_after_their_current_window(
         captioner.gate.set()
         server.stop(0)
         app.shutdown()
+
+
+def test_output_into_a_closed_pipe_ends_quietly(data_dir: Path, embedder):
+    """`vidseek videos | head -0`: the reader is gone before the command writes."""
+    import subprocess
+    import sys
+
+    settings = load_settings(overrides={"port": 0, "data_dir": str(data_dir)}, environ={})
+    server, port, app = create_server(
+        settings, embedder=embedder, captioner_factory=ColourCaptioner
+    )
+    try:
+        index_videos(app.store, embedder)
+        read, write = os.pipe()
+        os.close(read)  # no reader at all: the first write or flush gets EPIPE
+        proc = subprocess.run(
+            [sys.executable, "-m", "vidseek.server.cli", "videos", "--server", f"127.0.0.1:{port}"],
+            stdout=write,
+            stderr=subprocess.PIPE,
+            timeout=120,
+            check=False,
+        )
+        os.close(write)
+    finally:
+        server.stop(0)
+        app.shutdown()
+    assert proc.returncode == 0, proc.stderr.decode()
+    assert b"Traceback" not in proc.stderr and b"BrokenPipe" not in proc.stderr
