@@ -74,8 +74,23 @@ def collect_paths(paths: Sequence[str], recursive: bool, glob: str | None) -> li
     return [p.absolute() for p in out]
 
 
-def _add_setting_flags(parser: argparse.ArgumentParser) -> None:
+# The settings the offline maintenance commands read (the rest would only clutter --help).
+_DB_SETTINGS = ("data_dir", "database_url")
+_INDEX_SETTINGS = (
+    *_DB_SETTINGS,
+    "index_kind",
+    "auto_index_threshold",
+    "ivf_nlist",
+    "ivf_nprobe",
+    "hnsw_ef_search",
+)
+
+
+def _add_setting_flags(parser: argparse.ArgumentParser, names: Sequence[str] | None = None) -> None:
+    """A ``--flag`` per setting (``names``: only those); VIDSEEK_* variables still apply."""
     for name, help_text in Settings.help().items():
+        if names is not None and name not in names:
+            continue
         parser.add_argument(
             f"--{name.replace('_', '-')}",
             dest=name,
@@ -467,13 +482,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("db", help="database schema")
     db_sub = p.add_subparsers(dest="db_command", required=True)
     p = db_sub.add_parser("upgrade", help="create or migrate the schema to this version")
-    _add_setting_flags(p)
+    _add_setting_flags(p, _DB_SETTINGS)
     p.set_defaults(func=cmd_db_upgrade)
 
     p = sub.add_parser("index", help="the FAISS vector index")
     index_sub = p.add_subparsers(dest="index_command", required=True)
     p = index_sub.add_parser("rebuild", help="rebuild the vector index from SQL")
-    _add_setting_flags(p)
+    _add_setting_flags(p, _INDEX_SETTINGS)
     p.set_defaults(func=cmd_index_rebuild)
 
     p = sub.add_parser("ingest", help="index video files through the server")

@@ -78,8 +78,8 @@ def test_ingest_search_and_listing_through_the_cli(
 def test_unreachable_server_and_bad_settings_exit_codes(capsys: pytest.CaptureFixture):
     assert main(["search", "x", "--server", "127.0.0.1:1", "--connect-timeout", "0.5"]) == 3
     assert "unavailable" in capsys.readouterr().err
-    assert main(["db", "upgrade", "--port", "notaport"]) == 2
-    assert "port" in capsys.readouterr().err
+    assert main(["index", "rebuild", "--ivf-nlist", "notanumber"]) == 2
+    assert "ivf_nlist" in capsys.readouterr().err
 
 
 @pytest.fixture
@@ -268,3 +268,21 @@ def test_output_into_a_closed_pipe_ends_quietly(data_dir: Path, embedder):
         app.shutdown()
     assert proc.returncode == 0, proc.stderr.decode()
     assert b"Traceback" not in proc.stderr and b"BrokenPipe" not in proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("command", "shown", "hidden"),
+    [
+        (["db", "upgrade"], ["--data-dir", "--database-url"], ["--grpc-workers", "--index-kind"]),
+        (["index", "rebuild"], ["--data-dir", "--index-kind", "--ivf-nlist"], ["--grpc-workers"]),
+        (["serve"], ["--data-dir", "--grpc-workers", "--index-kind"], []),
+    ],
+)
+def test_maintenance_commands_list_only_the_settings_they_read(
+    command, shown, hidden, capsys: pytest.CaptureFixture
+):
+    with pytest.raises(SystemExit) as done:
+        main([*command, "--help"])
+    assert done.value.code == 0
+    out = capsys.readouterr().out
+    assert all(flag in out for flag in shown) and not any(flag in out for flag in hidden)
