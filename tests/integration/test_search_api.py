@@ -88,6 +88,10 @@ def test_top_k_zero_on_the_wire_means_the_default(served):
         ({"query": "a door", "moments_per_video": -1}, "moments_per_video must be between"),
         ({"query": "a door", "page_token": "not a token"}, "invalid page_token"),
         ({"query": "a door", "collection": "c" * 201}, "collection name is 201 characters"),
+        (
+            {"query": "a door", "video_ids": [f"v{i}" for i in range(1001)]},
+            "video_ids names 1001 videos; the limit is 1000",
+        ),
     ],
 )
 def test_bad_search_requests_are_invalid_argument(served, kwargs, message):
