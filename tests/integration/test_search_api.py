@@ -271,6 +271,34 @@ def test_async_client_has_the_same_search(served):
     assert len(pages) == 2  # the two videos of "food", one per page
 
 
+def test_async_client_lists_jobs_waits_and_reads_timelines(served):
+    video = sorted(served.ids.values())[0]
+
+    async def run() -> tuple[list[object], list[object]]:
+        async with AsyncClient(f"127.0.0.1:{served.port}", retries=0) as client:
+            await client.wait_until_ready(10)
+            jobs = [j async for j in client.list_jobs(page_size=1)]
+            events = await client.timeline(video)
+            with pytest.raises(NotFoundError):
+                await client.wait_for_job("no-such-job", timeout=1)
+            return jobs, events
+
+    jobs, events = asyncio.run(run())
+    assert jobs == list(served.client.list_jobs())
+    assert events == served.client.timeline(video) and events
+
+
+def test_async_client_wait_until_ready_gives_up_on_a_silent_address():
+    from vidseek.client import UnavailableError
+
+    async def run() -> None:
+        async with AsyncClient("127.0.0.1:1", retries=0) as client:
+            await client.wait_until_ready(0.5)
+
+    with pytest.raises(UnavailableError, match=r"no server answered within 0\.5 s"):
+        asyncio.run(run())
+
+
 def test_unknown_search_option_is_a_type_error(served):
     with pytest.raises(TypeError, match=r"unknown search option.*video_id"):
         served.client.search("a", video_id="x")  # type: ignore[call-arg]

@@ -220,3 +220,23 @@ def test_page_tokens():
 
     with pytest.raises(InvalidArgument, match="page_token"):
         mapping.parse_page_token("abc")
+
+
+def test_async_client_has_every_method_of_the_client():
+    import inspect
+
+    from vidseek.client import AsyncClient, Client
+
+    def public(cls: type) -> dict[str, inspect.Signature]:
+        return {
+            name: inspect.signature(fn)
+            for name, fn in vars(cls).items()
+            if callable(fn) and not name.startswith("_")
+        }
+
+    sync, aio = public(Client), public(AsyncClient)
+    assert sync.keys() == aio.keys()
+    for name, sig in sync.items():
+        fn = getattr(AsyncClient, name)
+        assert inspect.iscoroutinefunction(fn) or inspect.isasyncgenfunction(fn), name
+        assert list(aio[name].parameters) == list(sig.parameters), name

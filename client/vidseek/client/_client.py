@@ -279,6 +279,15 @@ class AsyncClient:
             delay *= 2
         raise AssertionError("unreachable")  # pragma: no cover
 
+    async def wait_until_ready(self, timeout: float) -> None:
+        """Wait until the server accepts connections; UnavailableError after ``timeout``."""
+        try:
+            await asyncio.wait_for(self._channel.channel_ready(), timeout)
+        except TimeoutError as exc:
+            raise UnavailableError(
+                f"no server answered within {timeout:g} s", "UNAVAILABLE"
+            ) from exc
+
     async def search(
         self, query: str, top_k: int = 10, **options: Unpack[SearchOptions]
     ) -> SearchPage:
@@ -317,6 +326,42 @@ class AsyncClient:
             await self._call(self._stub.CancelIngestJob, pb.CancelIngestJobRequest(job_id=job_id))
         )
 
+    async def wait_for_job(
+        self,
+        job_id: str,
+        *,
+        timeout: float | None = None,
+        poll_interval: float = 0.5,
+        on_progress: Callable[[IngestJob], None] | None = None,
+    ) -> IngestJob:
+        """Poll a job until it ends (see :meth:`Client.wait_for_job`)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            job = await self.get_job(job_id)
+            if on_progress is not None:
+                on_progress(job)
+            if job.state.done:
+                return job
+            if deadline is not None and time.monotonic() > deadline:
+                raise DeadlineExceededError(
+                    f"job {job_id} not done after {timeout} s", "DEADLINE_EXCEEDED"
+                )
+            await asyncio.sleep(poll_interval)
+
+    async def list_jobs(self, page_size: int = 100) -> AsyncIterator[IngestJob]:
+        """All ingest jobs, newest first (pages fetched lazily)."""
+        token = ""
+        while True:
+            resp = await self._call(
+                self._stub.ListIngestJobs,
+                pb.ListIngestJobsRequest(page_size=page_size, page_token=token),
+            )
+            for j in resp.jobs:
+                yield _convert.job(j)
+            token = resp.next_page_token
+            if not token:
+                return
+
     async def get_video(self, video_id: str) -> Video:
         return _convert.video(
             await self._call(self._stub.GetVideo, pb.GetVideoRequest(video_id=video_id))
@@ -335,8 +380,21 @@ class AsyncClient:
                 return
 
     async def delete_video(self, video_id: str) -> int:
+        """Delete a video and its events; returns the number of events deleted."""
         resp = await self._call(self._stub.DeleteVideo, pb.DeleteVideoRequest(video_id=video_id))
         return resp.events_deleted
+
+    async def timeline(
+        self, video_id: str, start_seconds: float = 0.0, end_seconds: float = 0.0
+    ) -> list[Event]:
+        """A video's events in time order (end 0: to the end)."""
+        resp = await self._call(
+            self._stub.GetTimeline,
+            pb.GetTimelineRequest(
+                video_id=video_id, start_seconds=start_seconds, end_seconds=end_seconds
+            ),
+        )
+        return [_convert.event(e) for e in resp.events]
 
     async def close(self) -> None:
         await self._channel.close(None)
