@@ -458,6 +458,51 @@ def cmd_videos(ns: argparse.Namespace) -> int:
         )
 
 
+def cmd_video(ns: argparse.Namespace) -> int:
+    """One video's record (NotFound: exit 1)."""
+    with _client(ns) as client:
+        video = client.get_video(ns.video_id)
+    if ns.json:
+        _print_json(asdict(video))
+    else:
+        for key, value in asdict(video).items():
+            print(f"{key}: {value}")
+    return EXIT_OK
+
+
+def cmd_timeline(ns: argparse.Namespace) -> int:
+    """A video's events in time order, optionally within --from/--to."""
+    with _client(ns) as client:
+        events = client.timeline(ns.video_id, ns.start_seconds or 0.0, ns.end_seconds or 0.0)
+    if ns.json:
+        _print_json([asdict(e) for e in events])
+    else:
+        for e in events:
+            print(f"{_hms(e.start_seconds)}-{_hms(e.end_seconds)}  {e.description}")
+    return EXIT_OK
+
+
+def cmd_delete(ns: argparse.Namespace) -> int:
+    """Delete videos and their events. Exit 1 if any was not found."""
+    failed = 0
+    out: list[dict[str, Any]] = []
+    with _client(ns) as client:
+        for video_id in ns.video_ids:
+            try:
+                n = client.delete_video(video_id)
+                out.append({"video_id": video_id, "events_deleted": n, "error": ""})
+            except NotFoundError as exc:
+                failed += 1
+                out.append({"video_id": video_id, "events_deleted": 0, "error": exc.message})
+    if ns.json:
+        _print_json(out)
+    else:
+        for r in out:
+            what = r["error"] or f"deleted ({r['events_deleted']} events)"
+            print(f"{r['video_id']}  {what}")
+    return EXIT_FAILED if failed else EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vidseek", description="Long-video search service.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -583,6 +628,35 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("videos", help="list indexed videos")
     client_flags(p)
     p.set_defaults(func=cmd_videos)
+
+    p = sub.add_parser("video", help="show one indexed video")
+    p.add_argument("video_id")
+    client_flags(p)
+    p.set_defaults(func=cmd_video)
+
+    p = sub.add_parser("timeline", help="a video's events in time order")
+    p.add_argument("video_id")
+    p.add_argument(
+        "--from",
+        dest="start_seconds",
+        type=parse_seconds,
+        default=None,
+        help="events ending at or after this time (seconds, M:SS or H:MM:SS)",
+    )
+    p.add_argument(
+        "--to",
+        dest="end_seconds",
+        type=parse_seconds,
+        default=None,
+        help="events starting at or before this time",
+    )
+    client_flags(p)
+    p.set_defaults(func=cmd_timeline)
+
+    p = sub.add_parser("delete", help="delete videos and their events from the index")
+    p.add_argument("video_ids", nargs="+", metavar="VIDEO_ID")
+    client_flags(p)
+    p.set_defaults(func=cmd_delete)
     return parser
 
 

@@ -286,3 +286,30 @@ def test_maintenance_commands_list_only_the_settings_they_read(
     assert done.value.code == 0
     out = capsys.readouterr().out
     assert all(flag in out for flag in shown) and not any(flag in out for flag in hidden)
+
+
+def test_video_timeline_and_delete_commands(corpus_server, capsys: pytest.CaptureFixture):
+    addr, ids = corpus_server
+    kitchen = ids["kitchen"]
+    assert main(["video", kitchen, "--json", *addr]) == 0
+    video = json.loads(capsys.readouterr().out)
+    assert (video["video_id"], video["event_count"]) == (kitchen, 4)
+
+    assert main(["timeline", kitchen, "--from", "0:15", "--to", "25", "--json", *addr]) == 0
+    events = json.loads(capsys.readouterr().out)
+    assert [e["description"] for e in events] == [
+        "The chef fries the chopped onions in a pan.",
+        "The chef plates the dish and serves it.",
+    ]
+    assert main(["timeline", kitchen, *addr]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "0:00:00-0:00:10  A chef chops onions on a wooden board." and len(lines) == 4
+
+    assert main(["delete", kitchen, "nosuchvideo", *addr]) == 1
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == f"{kitchen}  deleted (4 events)" and "not found" in out[1]
+    assert main(["video", kitchen, *addr]) == 1
+    assert "NOT_FOUND" in capsys.readouterr().err
+    assert main(["search", "onions", "--json", *addr]) == 0
+    moments = json.loads(capsys.readouterr().out)["moments"]
+    assert moments and kitchen not in {m["video_id"] for m in moments}
