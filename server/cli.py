@@ -100,8 +100,27 @@ def _add_setting_flags(parser: argparse.ArgumentParser, names: Sequence[str] | N
         )
 
 
+def _read_file(path: str, what: str) -> bytes:
+    try:
+        return Path(path).expanduser().read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read the {what} {path}: {exc.strerror or exc}") from exc
+
+
 def _client(ns: argparse.Namespace) -> Client:
-    client = Client(ns.server, token=ns.token or None, timeout=ns.timeout)
+    token = ns.token
+    if ns.token_file:
+        if token:
+            raise ConfigError("give --token or --token-file, not both")
+        token = _read_file(ns.token_file, "token file").decode().strip()
+    roots = _read_file(ns.ca_file, "CA file") if ns.ca_file else None
+    client = Client(
+        ns.server,
+        token=token or None,
+        tls=ns.tls,
+        root_certificates=roots,
+        timeout=ns.timeout,
+    )
     client.wait_until_ready(ns.connect_timeout)
     return client
 
@@ -514,7 +533,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     def client_flags(p: argparse.ArgumentParser) -> None:
         p.add_argument("--server", default="localhost:50051", help="server address host:port")
-        p.add_argument("--token", default="", help="bearer token, if the server requires one")
+        p.add_argument(
+            "--token",
+            default="",
+            help="bearer token, if the server requires one (visible to ps; see --token-file)",
+        )
+        p.add_argument("--token-file", default="", help="file holding the bearer token")
+        p.add_argument("--tls", action="store_true", help="connect with TLS (system CA roots)")
+        p.add_argument("--ca-file", default="", help="PEM CA certificates to trust (implies --tls)")
         p.add_argument("--timeout", type=float, default=60.0, help="seconds per request")
         p.add_argument(
             "--connect-timeout",

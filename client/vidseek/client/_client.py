@@ -35,6 +35,34 @@ def _credentials(tls: bool, root_certificates: bytes | None) -> grpc.ChannelCred
 
 
 _SEARCH_OPTIONS = frozenset(SearchOptions.__annotations__)
+# Words in a connection failure that mean TLS itself failed (not an absent server).
+_TLS_FAILURE = ("ssl", "tls", "handshake", "certificate")
+_PROBE = pb.ListVideosRequest(page_size=1)
+
+
+class _TlsError(UnavailableError):
+    """A TLS failure: waiting longer will not help."""
+
+
+def _probe_result(exc: grpc.RpcError, target: str) -> UnavailableError | None:
+    """None if a probe call reached the server (any answer but UNAVAILABLE, even
+    UNAUTHENTICATED); a :class:`_TlsError` for a TLS failure; else the
+    UnavailableError to report if the server never comes up."""
+    if exc.code() != grpc.StatusCode.UNAVAILABLE:
+        return None
+    details = exc.details() or ""
+    if any(w in details.lower() for w in _TLS_FAILURE):
+        return _TlsError(
+            f"TLS handshake with {target} failed ({details}); check the server's TLS "
+            "setting and the client's (tls=True / root_certificates; CLI: --tls, --ca-file)",
+            "UNAVAILABLE",
+        )
+    return UnavailableError(details, "UNAVAILABLE")
+
+
+def _not_ready(timeout: float, last: UnavailableError | None) -> UnavailableError:
+    why = f"; last error: {last.message}" if last is not None and last.message else ""
+    return UnavailableError(f"no server answered within {timeout:g} s{why}", "UNAVAILABLE")
 
 
 def _search_request(query: str, top_k: int, options: SearchOptions) -> pb.SearchRequest:
@@ -85,6 +113,7 @@ class Client:
         )
         self._stub = pb_grpc.VideoSearchStub(self._channel)
         self._metadata = _metadata(token)
+        self._target = target
         self.timeout = timeout
         self.retries = retries
 
@@ -102,13 +131,29 @@ class Client:
         raise AssertionError("unreachable")  # pragma: no cover
 
     def wait_until_ready(self, timeout: float) -> None:
-        """Block until the server accepts connections; UnavailableError after ``timeout``."""
-        try:
-            grpc.channel_ready_future(self._channel).result(timeout=timeout)
-        except grpc.FutureTimeoutError as exc:
-            raise UnavailableError(
-                f"no server answered within {timeout:g} s", "UNAVAILABLE"
-            ) from exc
+        """Block until the server answers; UnavailableError after ``timeout``.
+
+        A TLS failure (handshake refused, certificate not trusted, TLS against a
+        plaintext server) raises at once, naming TLS, instead of waiting.
+        """
+        deadline = time.monotonic() + timeout
+        last: UnavailableError | None = None
+        while True:
+            left = deadline - time.monotonic()
+            try:
+                self._stub.ListVideos(
+                    _PROBE, timeout=max(0.05, min(left, 2.0)), metadata=self._metadata
+                )
+                return
+            except grpc.RpcError as exc:
+                last = _probe_result(exc, self._target)
+                if last is None:
+                    return
+                if isinstance(last, _TlsError):
+                    raise last from exc
+            if time.monotonic() + 0.2 >= deadline:
+                raise _not_ready(timeout, last)
+            time.sleep(0.2)
 
     def search(self, query: str, top_k: int = 10, **options: Unpack[SearchOptions]) -> SearchPage:
         """Moments matching ``query``, best first: one page of ``top_k``.
@@ -263,6 +308,7 @@ class AsyncClient:
         self._channel = aio.secure_channel(target, creds) if creds else aio.insecure_channel(target)
         self._stub = pb_grpc.VideoSearchStub(self._channel)
         self._metadata = _metadata(token)
+        self._target = target
         self.timeout = timeout
         self.retries = retries
 
@@ -280,13 +326,25 @@ class AsyncClient:
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def wait_until_ready(self, timeout: float) -> None:
-        """Wait until the server accepts connections; UnavailableError after ``timeout``."""
-        try:
-            await asyncio.wait_for(self._channel.channel_ready(), timeout)
-        except TimeoutError as exc:
-            raise UnavailableError(
-                f"no server answered within {timeout:g} s", "UNAVAILABLE"
-            ) from exc
+        """Wait until the server answers (see :meth:`Client.wait_until_ready`)."""
+        deadline = time.monotonic() + timeout
+        last: UnavailableError | None = None
+        while True:
+            left = deadline - time.monotonic()
+            try:
+                await self._stub.ListVideos(
+                    _PROBE, timeout=max(0.05, min(left, 2.0)), metadata=self._metadata
+                )
+                return
+            except grpc.RpcError as exc:
+                last = _probe_result(exc, self._target)
+                if last is None:
+                    return
+                if isinstance(last, _TlsError):
+                    raise last from exc
+            if time.monotonic() + 0.2 >= deadline:
+                raise _not_ready(timeout, last)
+            await asyncio.sleep(0.2)
 
     async def search(
         self, query: str, top_k: int = 10, **options: Unpack[SearchOptions]

@@ -1,0 +1,95 @@
+"""The CLI and SDK against TLS and token-protected servers."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from vidseek.client import Client, UnavailableError
+from vidseek.server.app import create_server
+from vidseek.server.cli import main
+from vidseek.server.settings import load_settings
+
+TOKEN = "tls-test-token"
+
+
+def _self_signed(directory: Path, name: str) -> tuple[Path, Path]:
+    cert, key = directory / f"{name}.pem", directory / f"{name}.key"
+    args = ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost"]
+    san = ["-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"]
+    files = ["-keyout", str(key), "-out", str(cert)]
+    subprocess.run(["openssl", *args, *san, *files], check=True, capture_output=True)
+    return cert, key
+
+
+@pytest.fixture(scope="module")
+def certs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    d = tmp_path_factory.mktemp("certs")
+    cert, key = _self_signed(d, "server")
+    other, _ = _self_signed(d, "other")
+    token = d / "token"
+    token.write_text(f"{TOKEN}\n")
+    return {"cert": cert, "key": key, "other": other, "token": token}
+
+
+def _serve(data_dir: Path, embedder, **overrides: object) -> Iterator[int]:
+    settings = load_settings(
+        overrides={"port": 0, "data_dir": str(data_dir), **overrides}, environ={}
+    )
+    server, port, app = create_server(settings, embedder=embedder)
+    try:
+        yield port
+    finally:
+        server.stop(0)
+        app.shutdown()
+
+
+@pytest.fixture
+def tls_port(data_dir: Path, embedder, certs) -> Iterator[int]:
+    yield from _serve(
+        data_dir,
+        embedder,
+        tls_cert_file=str(certs["cert"]),
+        tls_key_file=str(certs["key"]),
+        auth_token=TOKEN,
+    )
+
+
+def test_cli_over_tls_with_a_token_file(tls_port, certs, capsys: pytest.CaptureFixture):
+    server = ["--server", f"localhost:{tls_port}", "--connect-timeout", "20"]
+    ok = [*server, "--ca-file", str(certs["cert"]), "--token-file", str(certs["token"])]
+    assert main(["videos", "--json", *ok]) == 0
+    assert capsys.readouterr().out.strip() == "[]"
+    # The right TLS, the wrong token: the server answers UNAUTHENTICATED.
+    assert main(["videos", *server, "--ca-file", str(certs["cert"]), "--token", "nope"]) == 1
+    assert "UNAUTHENTICATED" in capsys.readouterr().err
+    assert main(["videos", *ok, "--token", TOKEN]) == 2
+    assert "not both" in capsys.readouterr().err
+    assert main(["videos", *server, "--token-file", str(certs["cert"]) + ".missing"]) == 2
+    assert "cannot read the token file" in capsys.readouterr().err
+
+
+def test_an_untrusted_certificate_fails_at_once_naming_tls(
+    tls_port, certs, capsys: pytest.CaptureFixture
+):
+    t = time.monotonic()
+    code = main(["videos", "--server", f"localhost:{tls_port}", "--ca-file", str(certs["other"])])
+    assert code == 3 and time.monotonic() - t < 15  # not the 60 s connect timeout
+    assert "TLS handshake" in capsys.readouterr().err
+
+
+def test_tls_against_a_plaintext_server_fails_at_once_naming_tls(
+    data_dir: Path, embedder, certs, capsys: pytest.CaptureFixture
+):
+    for port in _serve(data_dir, embedder):
+        t = time.monotonic()
+        assert main(["videos", "--server", f"localhost:{port}", "--tls"]) == 3
+        assert time.monotonic() - t < 15
+        assert "TLS handshake" in capsys.readouterr().err
+        client = Client(f"localhost:{port}", root_certificates=certs["cert"].read_bytes())
+        with client, pytest.raises(UnavailableError, match="TLS handshake"):
+            client.wait_until_ready(30)
