@@ -53,6 +53,7 @@ import math
 import time
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Protocol
 
@@ -353,7 +354,8 @@ class _Plan:
 class SearchService:
     """Answers text queries with moments, validating the request first.
 
-    ``keyword=False`` drops the keyword leg (dense retrieval only). ``refiner``
+    ``keyword=False`` drops the keyword leg (dense retrieval only); otherwise it
+    runs on up to ``keyword_threads`` threads beside the dense leg. ``refiner``
     serves ``refine=True`` requests: up to ``max_refine`` moments of a page, in
     at most ``refine_budget_s`` seconds; without one such requests get the
     coarse moments.
@@ -375,6 +377,7 @@ class SearchService:
         refiner: MomentRefiner | None = None,
         max_refine: int = 5,
         refine_budget_s: float = 20.0,
+        keyword_threads: int = 8,
     ) -> None:
         self.store = store
         self.embedder = embedder
@@ -385,6 +388,7 @@ class SearchService:
         self.max_depth = max_depth
         self.max_filter_videos = max_filter_videos
         self.keyword = keyword
+        self._keyword_pool = ThreadPoolExecutor(keyword_threads, "vidseek-keyword")
         self.params = params or RankingParams()
         self.refiner = refiner
         self.max_refine = max_refine
@@ -537,14 +541,23 @@ class SearchService:
         p = self.params
         # Deep pages need more candidates: a page of n moments (or videos) needs n videos.
         scale = max(1, -(-(plan.offset + plan.top_k + 1) // p.candidate_videos))
+        # The keyword leg (SQLite or PostgreSQL) runs while this thread embeds the
+        # query and searches FAISS: all three release the GIL.
+        pending = (
+            self._keyword_pool.submit(
+                self.store.keyword_search, plan.text, p.keyword_candidates * scale, plan.video_ids
+            )
+            if self.keyword
+            else None
+        )
         vec = self.embedder.embed([plan.text])[0]
         where = EventFilter(video_ids=plan.video_ids, start=plan.start, end=plan.end)
+        k = p.dense_candidates * scale
+        dense = self.store.search_events(vec, k, where)
         spans: dict[int, tuple[str, float, float]] = {}
         keyword: dict[int, float] = {}
-        if self.keyword:
-            hits = self.store.keyword_search(
-                plan.text, p.keyword_candidates * scale, plan.video_ids
-            )
+        if pending is not None:
+            hits = pending.result()
             top = hits[0][1] if hits else 0.0
             spans = self.store.describe_events([i for i, _ in hits])
             keyword = {
@@ -552,8 +565,6 @@ class SearchService:
                 for i, s in hits
                 if i in spans and plan.overlaps(spans[i][1], spans[i][2])
             }
-        k = p.dense_candidates * scale
-        dense = self.store.search_events(vec, k, where)
         cosines = dict(zip(dense.ids.tolist(), dense.scores.tolist(), strict=True))
         spans.update(
             zip(

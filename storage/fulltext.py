@@ -60,7 +60,7 @@ __all__ = [
 
 MAX_QUERY_TOKENS = 64
 COMMON_FRACTION = 0.05
-MAX_WORD_DOCS = 2_000
+MAX_WORD_DOCS = 1_000
 PRUNE_MIN_DOCS = 10_000
 _WORD = re.compile(r"\w+")
 
