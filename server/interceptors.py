@@ -1,41 +1,56 @@
-"""The one place domain errors become gRPC status codes; bearer-token auth."""
+"""The one place domain errors become gRPC status codes; bearer-token auth with scopes."""
 
 from __future__ import annotations
 
 import hmac
 import logging
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, NoReturn
 
 import grpc
 
 from vidseek.storage.errors import VidseekError
 
-__all__ = ["ErrorAndAuthInterceptor"]
+__all__ = ["SCOPES", "WRITE_METHODS", "ErrorAndAuthInterceptor"]
 
 log = logging.getLogger(__name__)
 
 # Health checks and reflection stay open so probes and grpcurl work without a token.
 _OPEN_PREFIXES = ("/grpc.health.v1.", "/grpc.reflection.")
+SCOPES = ("read", "write")
+# RPCs that change state need a "write" token; every other RPC takes a "read" one.
+WRITE_METHODS = frozenset(
+    f"/vidseek.v1.VideoSearch/{m}" for m in ("IngestVideo", "CancelIngestJob", "DeleteVideo")
+)
 
 
 class ErrorAndAuthInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
     """Maps :class:`VidseekError` to its status code and checks the bearer token.
 
     Wraps every handler kind (unary and streaming requests and responses), so no
-    RPC skips the token check. The scheme is matched case-insensitively
-    (``Bearer``, ``bearer``), as HTTP does; the token in constant time.
+    RPC skips the token check. ``tokens`` maps each accepted token to its scope:
+    ``"write"`` (every RPC) or ``"read"`` (every RPC but :data:`WRITE_METHODS`,
+    which answer PERMISSION_DENIED); none means no auth. The scheme is matched
+    case-insensitively (``Bearer``, ``bearer``), as HTTP does; tokens in
+    constant time.
     """
 
-    def __init__(self, auth_token: str = "") -> None:
-        self._token = auth_token
+    def __init__(self, tokens: Mapping[str, str] | None = None) -> None:
+        for token, scope in (tokens or {}).items():
+            if not token or scope not in SCOPES:
+                raise ValueError(f"bad token entry: scope {scope!r}")
+        self._tokens = [(t.encode(), scope) for t, scope in (tokens or {}).items()]
 
-    def _authorized(self, metadata: dict[str, Any]) -> bool:
+    def _scope(self, metadata: dict[str, Any]) -> str | None:
+        """The scope of the request's token; None if it carries no accepted token."""
         scheme, _, token = str(metadata.get("authorization", "")).strip().partition(" ")
-        return scheme.lower() == "bearer" and hmac.compare_digest(
-            token.strip().encode(), self._token.encode()
-        )
+        given = token.strip().encode()
+        found = None
+        for known, scope in self._tokens:  # no early exit: the time does not tell which
+            if hmac.compare_digest(given, known) and scheme.lower() == "bearer":
+                found = scope
+        return found
 
     def intercept_service(
         self,
@@ -49,8 +64,16 @@ class ErrorAndAuthInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
         metadata = dict(details.invocation_metadata or ())
 
         def check(context: grpc.ServicerContext) -> None:
-            if self._token and not self._authorized(metadata):
+            if not self._tokens:
+                return
+            scope = self._scope(metadata)
+            if scope is None:
                 context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or wrong bearer token")
+            if scope == "read" and method in WRITE_METHODS:
+                context.abort(
+                    grpc.StatusCode.PERMISSION_DENIED,
+                    f"{method.rsplit('/', 1)[1]} needs a read-write token; this one is read-only",
+                )
 
         def fail(context: grpc.ServicerContext, exc: Exception) -> NoReturn:
             if isinstance(exc, VidseekError):

@@ -103,7 +103,19 @@ class Settings:
         "",
         "Comma-separated directories the server may ingest from; empty allows any readable path.",
     )
-    auth_token: str = _s("", "If set, every RPC must carry 'authorization: Bearer <token>'.")
+    auth_token: str = _s(
+        "", "A read-write token: if set, every RPC must carry 'authorization: Bearer <token>'."
+    )
+    auth_tokens_file: str = _s(
+        "",
+        "File of accepted tokens, one per line: 'read TOKEN' (search, timeline, get and list) "
+        "or 'write TOKEN' (every RPC); '#' starts a comment.",
+    )
+    allow_unauthenticated: bool = _s(
+        False,
+        "Serve a non-loopback host without any token (only behind a proxy that authenticates); "
+        "otherwise such a server refuses to start.",
+    )
     tls_cert_file: str = _s("", "PEM certificate chain; with tls_key_file enables TLS.")
     tls_key_file: str = _s("", "PEM private key for TLS.")
     grpc_workers: int = _s(8, "Threads answering RPCs.")
@@ -169,6 +181,30 @@ class Settings:
     def index_path(self) -> Path:
         """Where the FAISS snapshot lives."""
         return Path(self.data_dir) / "faiss.index"
+
+    def auth_tokens(self) -> dict[str, str]:
+        """Accepted tokens -> scope ("read" or "write"), from ``auth_token`` (write) and
+        ``auth_tokens_file``; ConfigError naming the file and line for a bad entry."""
+        tokens = {self.auth_token: "write"} if self.auth_token else {}
+        if not self.auth_tokens_file:
+            return tokens
+        try:
+            lines = Path(self.auth_tokens_file).read_text().splitlines()
+        except OSError as exc:
+            raise ConfigError(
+                f"setting 'auth_tokens_file': cannot read {self.auth_tokens_file}: "
+                f"{exc.strerror or exc}"
+            ) from exc
+        for n, line in enumerate(lines, 1):
+            entry = line.split("#", 1)[0].split()
+            if not entry:
+                continue
+            if len(entry) != 2 or entry[0] not in ("read", "write"):
+                raise ConfigError(
+                    f"{self.auth_tokens_file}:{n}: expected 'read TOKEN' or 'write TOKEN'"
+                )
+            tokens[entry[1]] = entry[0]
+        return tokens
 
     def replace(self, **changes: Any) -> Settings:
         """A copy with some settings changed (validated like any other source)."""

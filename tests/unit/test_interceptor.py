@@ -53,7 +53,7 @@ def _handlers() -> grpc.GenericRpcHandler:
 @pytest.fixture(scope="module")
 def channel() -> Iterator[grpc.Channel]:
     server = grpc.server(
-        futures.ThreadPoolExecutor(4), interceptors=[ErrorAndAuthInterceptor(TOKEN)]
+        futures.ThreadPoolExecutor(4), interceptors=[ErrorAndAuthInterceptor({TOKEN: "write"})]
     )
     server.add_generic_rpc_handlers((_handlers(),))
     port = server.add_insecure_port("127.0.0.1:0")
