@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import threading
 import time
+from collections.abc import Iterator
 
 import grpc
 
 from vidseek.server import mapping
 from vidseek.server.jobs import JobRunner
 from vidseek.server.search import SearchService
-from vidseek.storage.errors import InvalidArgument
+from vidseek.storage.errors import InvalidArgument, ResourceExhausted
 from vidseek.storage.store import Store
 from vidseek.v1 import video_search_pb2 as pb
 from vidseek.v1 import video_search_pb2_grpc as pb_grpc
@@ -17,6 +19,7 @@ from vidseek.v1 import video_search_pb2_grpc as pb_grpc
 __all__ = ["VideoSearchServicer"]
 
 MAX_PAGE_SIZE = 1000
+_FINAL_STATES = frozenset((pb.JOB_STATE_SUCCEEDED, pb.JOB_STATE_FAILED, pb.JOB_STATE_CANCELLED))
 # Seconds of the caller's deadline kept back from refinement, to answer in time.
 REFINE_DEADLINE_MARGIN_S = 0.5
 
@@ -33,11 +36,20 @@ def _required(value: str, name: str) -> str:
     return value.strip()
 
 
+# How often a job watcher re-reads its job when nothing in this process changed it
+# (a job changed by another process is seen within this many seconds).
+WATCH_POLL_S = 1.0
+
+
 class VideoSearchServicer(pb_grpc.VideoSearchServicer):
-    def __init__(self, store: Store, search: SearchService, jobs: JobRunner) -> None:
+    def __init__(
+        self, store: Store, search: SearchService, jobs: JobRunner, max_watchers: int = 4
+    ) -> None:
         self.store = store
         self.search_service = search
         self.jobs = jobs
+        # Each watch holds one RPC thread while its job runs: cap them.
+        self._watchers = threading.BoundedSemaphore(max_watchers)
 
     def IngestVideo(
         self, request: pb.IngestVideoRequest, context: grpc.ServicerContext
@@ -49,6 +61,30 @@ class VideoSearchServicer(pb_grpc.VideoSearchServicer):
         self, request: pb.GetIngestJobRequest, context: grpc.ServicerContext
     ) -> pb.IngestJob:
         return mapping.job_to_proto(self.store.get_job(_required(request.job_id, "job_id")))
+
+    def WatchIngestJob(
+        self, request: pb.GetIngestJobRequest, context: grpc.ServicerContext
+    ) -> Iterator[pb.IngestJob]:
+        job_id = _required(request.job_id, "job_id")
+        if not self._watchers.acquire(blocking=False):
+            raise ResourceExhausted(
+                "too many job watchers on this server; poll GetIngestJob instead"
+            )
+        try:
+            # A client that goes away wakes the loop at once, and it ends.
+            context.add_callback(self.store.notify_job_change)
+            last = None
+            while context.is_active():
+                seen = self.store.job_change_count
+                job = mapping.job_to_proto(self.store.get_job(job_id))
+                if job != last:
+                    yield job
+                    last = job
+                if job.state in _FINAL_STATES:
+                    return
+                self.store.wait_for_job_change(seen, WATCH_POLL_S)
+        finally:
+            self._watchers.release()
 
     def CancelIngestJob(
         self, request: pb.CancelIngestJobRequest, context: grpc.ServicerContext

@@ -233,6 +233,8 @@ class Store:
         self._background: threading.Thread | None = None
         self._stats_lock = threading.Lock()
         self.unknown_ids_dropped = 0
+        self._job_changes = threading.Condition()
+        self._job_change_count = 0
         self._index = self._load_index()
         self.catch_up()
 
@@ -559,6 +561,27 @@ class Store:
             for k, v in fields.items():
                 setattr(row, k, v)
             row.updated_at = time.time()
+        self.notify_job_change()
+
+    @property
+    def job_change_count(self) -> int:
+        """Counts job changes made through this store (see :meth:`wait_for_job_change`)."""
+        return self._job_change_count
+
+    def notify_job_change(self) -> None:
+        """Wake :meth:`wait_for_job_change` callers (a job changed, or a watcher left)."""
+        with self._job_changes:
+            self._job_change_count += 1
+            self._job_changes.notify_all()
+
+    def wait_for_job_change(self, seen: int, timeout: float) -> None:
+        """Wait until :attr:`job_change_count` passes ``seen``, at most ``timeout`` s.
+
+        Changes made by other processes are not signalled: callers re-read the
+        job after the timeout as well.
+        """
+        with self._job_changes:
+            self._job_changes.wait_for(lambda: self._job_change_count != seen, timeout)
 
     def get_job(self, job_id: str) -> IngestJobRow:
         """One ingest job; :class:`NotFound` if unknown."""

@@ -60,6 +60,23 @@ def _probe_result(exc: grpc.RpcError, target: str) -> UnavailableError | None:
     return UnavailableError(details, "UNAVAILABLE")
 
 
+# A watch that fails with these falls back to polling: an older server without the
+# RPC, a server with too many watchers, a server going away mid-stream.
+_NO_WATCH = (
+    grpc.StatusCode.UNIMPLEMENTED,
+    grpc.StatusCode.RESOURCE_EXHAUSTED,
+    grpc.StatusCode.UNAVAILABLE,
+)
+
+
+def _left(deadline: float | None) -> float | None:
+    return None if deadline is None else max(0.001, deadline - time.monotonic())
+
+
+def _job_timeout(job_id: str, timeout: float | None) -> DeadlineExceededError:
+    return DeadlineExceededError(f"job {job_id} not done after {timeout} s", "DEADLINE_EXCEEDED")
+
+
 def _not_ready(timeout: float, last: UnavailableError | None) -> UnavailableError:
     why = f"; last error: {last.message}" if last is not None and last.message else ""
     return UnavailableError(f"no server answered within {timeout:g} s{why}", "UNAVAILABLE")
@@ -219,8 +236,29 @@ class Client:
         poll_interval: float = 0.5,
         on_progress: Callable[[IngestJob], None] | None = None,
     ) -> IngestJob:
-        """Poll a job until it succeeds or fails; raises DeadlineExceededError on timeout."""
+        """Follow a job until it ends; DeadlineExceededError after ``timeout`` s.
+
+        Streams the job's changes (``WatchIngestJob``: ``on_progress`` sees each
+        change as it happens); polls every ``poll_interval`` s instead where the
+        server cannot stream (an older server, too many watchers, a restart).
+        """
         deadline = None if timeout is None else time.monotonic() + timeout
+        request = pb.GetIngestJobRequest(job_id=job_id)
+        try:
+            stream = self._stub.WatchIngestJob(
+                request, timeout=_left(deadline), metadata=self._metadata
+            )
+            for message in stream:
+                job = _convert.job(message)
+                if on_progress is not None:
+                    on_progress(job)
+                if job.state.done:
+                    return job
+        except grpc.RpcError as exc:
+            if exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
+                raise _job_timeout(job_id, timeout) from exc
+            if exc.code() not in _NO_WATCH:
+                raise from_rpc_error(exc) from exc
         while True:
             job = self.get_job(job_id)
             if on_progress is not None:
@@ -228,9 +266,7 @@ class Client:
             if job.state.done:
                 return job
             if deadline is not None and time.monotonic() > deadline:
-                raise DeadlineExceededError(
-                    f"job {job_id} not done after {timeout} s", "DEADLINE_EXCEEDED"
-                )
+                raise _job_timeout(job_id, timeout)
             time.sleep(poll_interval)
 
     def list_jobs(self, page_size: int = 100) -> Iterator[IngestJob]:
@@ -392,8 +428,24 @@ class AsyncClient:
         poll_interval: float = 0.5,
         on_progress: Callable[[IngestJob], None] | None = None,
     ) -> IngestJob:
-        """Poll a job until it ends (see :meth:`Client.wait_for_job`)."""
+        """Follow a job until it ends (see :meth:`Client.wait_for_job`)."""
         deadline = None if timeout is None else time.monotonic() + timeout
+        request = pb.GetIngestJobRequest(job_id=job_id)
+        try:
+            stream = self._stub.WatchIngestJob(
+                request, timeout=_left(deadline), metadata=self._metadata
+            )
+            async for message in stream:
+                job = _convert.job(message)
+                if on_progress is not None:
+                    on_progress(job)
+                if job.state.done:
+                    return job
+        except grpc.RpcError as exc:
+            if exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
+                raise _job_timeout(job_id, timeout) from exc
+            if exc.code() not in _NO_WATCH:
+                raise from_rpc_error(exc) from exc
         while True:
             job = await self.get_job(job_id)
             if on_progress is not None:
@@ -401,9 +453,7 @@ class AsyncClient:
             if job.state.done:
                 return job
             if deadline is not None and time.monotonic() > deadline:
-                raise DeadlineExceededError(
-                    f"job {job_id} not done after {timeout} s", "DEADLINE_EXCEEDED"
-                )
+                raise _job_timeout(job_id, timeout)
             await asyncio.sleep(poll_interval)
 
     async def list_jobs(self, page_size: int = 100) -> AsyncIterator[IngestJob]:

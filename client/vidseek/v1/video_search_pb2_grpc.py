@@ -44,6 +44,11 @@ class VideoSearchStub:
                 request_serializer=vidseek_dot_v1_dot_video__search__pb2.GetIngestJobRequest.SerializeToString,
                 response_deserializer=vidseek_dot_v1_dot_video__search__pb2.IngestJob.FromString,
                 _registered_method=True)
+        self.WatchIngestJob = channel.unary_stream(
+                '/vidseek.v1.VideoSearch/WatchIngestJob',
+                request_serializer=vidseek_dot_v1_dot_video__search__pb2.GetIngestJobRequest.SerializeToString,
+                response_deserializer=vidseek_dot_v1_dot_video__search__pb2.IngestJob.FromString,
+                _registered_method=True)
         self.ListIngestJobs = channel.unary_unary(
                 '/vidseek.v1.VideoSearch/ListIngestJobs',
                 request_serializer=vidseek_dot_v1_dot_video__search__pb2.ListIngestJobsRequest.SerializeToString,
@@ -85,7 +90,8 @@ class VideoSearchServicer:
     """Missing associated documentation comment in .proto file."""
 
     def IngestVideo(self, request, context):
-        """Queue a video for indexing. Returns the job at once; poll GetIngestJob.
+        """Queue a video for indexing. Returns the job at once; follow it with
+        WatchIngestJob (or poll GetIngestJob).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -93,6 +99,15 @@ class VideoSearchServicer:
 
     def GetIngestJob(self, request, context):
         """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WatchIngestJob(self, request, context):
+        """The job now, then again whenever it changes; the stream ends with the job's
+        final state. RESOURCE_EXHAUSTED when the server has too many watchers
+        (poll GetIngestJob instead).
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -154,6 +169,11 @@ def add_VideoSearchServicer_to_server(servicer, server):
             ),
             'GetIngestJob': grpc.unary_unary_rpc_method_handler(
                     servicer.GetIngestJob,
+                    request_deserializer=vidseek_dot_v1_dot_video__search__pb2.GetIngestJobRequest.FromString,
+                    response_serializer=vidseek_dot_v1_dot_video__search__pb2.IngestJob.SerializeToString,
+            ),
+            'WatchIngestJob': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchIngestJob,
                     request_deserializer=vidseek_dot_v1_dot_video__search__pb2.GetIngestJobRequest.FromString,
                     response_serializer=vidseek_dot_v1_dot_video__search__pb2.IngestJob.SerializeToString,
             ),
@@ -245,6 +265,33 @@ class VideoSearch:
             request,
             target,
             '/vidseek.v1.VideoSearch/GetIngestJob',
+            vidseek_dot_v1_dot_video__search__pb2.GetIngestJobRequest.SerializeToString,
+            vidseek_dot_v1_dot_video__search__pb2.IngestJob.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchIngestJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/vidseek.v1.VideoSearch/WatchIngestJob',
             vidseek_dot_v1_dot_video__search__pb2.GetIngestJobRequest.SerializeToString,
             vidseek_dot_v1_dot_video__search__pb2.IngestJob.FromString,
             options,

@@ -37,8 +37,15 @@ class VideoSearchStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> VideoSearchAsyncStub: ...
     IngestVideo: _grpc.UnaryUnaryMultiCallable[_video_search_pb2.IngestVideoRequest, _video_search_pb2.IngestJob]
-    """Queue a video for indexing. Returns the job at once; poll GetIngestJob."""
+    """Queue a video for indexing. Returns the job at once; follow it with
+    WatchIngestJob (or poll GetIngestJob).
+    """
     GetIngestJob: _grpc.UnaryUnaryMultiCallable[_video_search_pb2.GetIngestJobRequest, _video_search_pb2.IngestJob]
+    WatchIngestJob: _grpc.UnaryStreamMultiCallable[_video_search_pb2.GetIngestJobRequest, _video_search_pb2.IngestJob]
+    """The job now, then again whenever it changes; the stream ends with the job's
+    final state. RESOURCE_EXHAUSTED when the server has too many watchers
+    (poll GetIngestJob instead).
+    """
     ListIngestJobs: _grpc.UnaryUnaryMultiCallable[_video_search_pb2.ListIngestJobsRequest, _video_search_pb2.ListIngestJobsResponse]
     CancelIngestJob: _grpc.UnaryUnaryMultiCallable[_video_search_pb2.CancelIngestJobRequest, _video_search_pb2.IngestJob]
     """Cancel a queued or running job. A running job stops after the window it is
@@ -57,8 +64,15 @@ class VideoSearchStub:
 class VideoSearchAsyncStub(VideoSearchStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     IngestVideo: _aio.UnaryUnaryMultiCallable[_video_search_pb2.IngestVideoRequest, _video_search_pb2.IngestJob]  # type: ignore[assignment]
-    """Queue a video for indexing. Returns the job at once; poll GetIngestJob."""
+    """Queue a video for indexing. Returns the job at once; follow it with
+    WatchIngestJob (or poll GetIngestJob).
+    """
     GetIngestJob: _aio.UnaryUnaryMultiCallable[_video_search_pb2.GetIngestJobRequest, _video_search_pb2.IngestJob]  # type: ignore[assignment]
+    WatchIngestJob: _aio.UnaryStreamMultiCallable[_video_search_pb2.GetIngestJobRequest, _video_search_pb2.IngestJob]  # type: ignore[assignment]
+    """The job now, then again whenever it changes; the stream ends with the job's
+    final state. RESOURCE_EXHAUSTED when the server has too many watchers
+    (poll GetIngestJob instead).
+    """
     ListIngestJobs: _aio.UnaryUnaryMultiCallable[_video_search_pb2.ListIngestJobsRequest, _video_search_pb2.ListIngestJobsResponse]  # type: ignore[assignment]
     CancelIngestJob: _aio.UnaryUnaryMultiCallable[_video_search_pb2.CancelIngestJobRequest, _video_search_pb2.IngestJob]  # type: ignore[assignment]
     """Cancel a queued or running job. A running job stops after the window it is
@@ -80,7 +94,9 @@ class VideoSearchServicer(metaclass=_abc_1.ABCMeta):
         request: _video_search_pb2.IngestVideoRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_video_search_pb2.IngestJob, _abc.Awaitable[_video_search_pb2.IngestJob]]:
-        """Queue a video for indexing. Returns the job at once; poll GetIngestJob."""
+        """Queue a video for indexing. Returns the job at once; follow it with
+        WatchIngestJob (or poll GetIngestJob).
+        """
 
     @_abc_1.abstractmethod
     def GetIngestJob(
@@ -88,6 +104,17 @@ class VideoSearchServicer(metaclass=_abc_1.ABCMeta):
         request: _video_search_pb2.GetIngestJobRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_video_search_pb2.IngestJob, _abc.Awaitable[_video_search_pb2.IngestJob]]: ...
+
+    @_abc_1.abstractmethod
+    def WatchIngestJob(
+        self,
+        request: _video_search_pb2.GetIngestJobRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_video_search_pb2.IngestJob], _abc.AsyncIterator[_video_search_pb2.IngestJob]]:
+        """The job now, then again whenever it changes; the stream ends with the job's
+        final state. RESOURCE_EXHAUSTED when the server has too many watchers
+        (poll GetIngestJob instead).
+        """
 
     @_abc_1.abstractmethod
     def ListIngestJobs(
