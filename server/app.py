@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import signal
 import threading
@@ -26,6 +27,7 @@ from vidseek.server.refine import RefineConfig, Refiner
 from vidseek.server.search import SearchService
 from vidseek.server.service import VideoSearchServicer
 from vidseek.server.settings import Settings
+from vidseek.storage.errors import ConfigError
 from vidseek.storage.store import Store, rebuild_snapshot
 from vidseek.storage.vector_index import AutoParams, HnswParams, IvfParams
 from vidseek.v1 import video_search_pb2 as pb
@@ -223,6 +225,16 @@ def ivf_params(settings: Settings) -> IvfParams:
     return IvfParams(nlist=settings.ivf_nlist, nprobe=settings.ivf_nprobe)
 
 
+def _loopback(host: str) -> bool:
+    """Whether ``host`` is only reachable from this machine."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
 def create_server(
     settings: Settings,
     *,
@@ -230,13 +242,23 @@ def create_server(
     captioner_factory: Callable[[], Captioner] | None = None,
 ) -> tuple[grpc.Server, int, App]:
     """Build and start a server; returns (server, bound port, app). Port 0 picks a free one."""
+    tokens = settings.auth_tokens()
+    if not tokens and not settings.allow_unauthenticated and not _loopback(settings.host):
+        raise ConfigError(
+            f"refusing to serve {settings.host} without a token: anyone who can reach it could "
+            "ingest and delete. Set VIDSEEK_AUTH_TOKEN or VIDSEEK_AUTH_TOKENS_FILE, or "
+            "VIDSEEK_ALLOW_UNAUTHENTICATED=true behind a proxy that authenticates."
+        )
     app = build_app(settings, embedder=embedder, captioner_factory=captioner_factory)
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=settings.grpc_workers),
-        interceptors=[ErrorAndAuthInterceptor(settings.auth_token)],
+        interceptors=[ErrorAndAuthInterceptor(tokens)],
     )
     pb_grpc.add_VideoSearchServicer_to_server(
-        VideoSearchServicer(app.store, app.search, app.jobs), server
+        VideoSearchServicer(
+            app.store, app.search, app.jobs, max_watchers=max(1, settings.grpc_workers // 2)
+        ),
+        server,
     )
     health_pb2_grpc.add_HealthServicer_to_server(app.health, server)
     reflection.enable_server_reflection(
