@@ -241,7 +241,18 @@ class JobRunner:
             if p.windows_skipped
             else ""
         )
-        self.store.update_job(job_id, state="succeeded", error=note or p.gap)
+        # The video's events, not only this run's: a resumed job reuses committed windows.
+        events = self.store.get_video(p.video_id).event_count if p.video_id else 0
+        self.store.update_job(job_id, state="succeeded", error=note or p.gap, events_indexed=events)
+        log.info(
+            "ingest job %s (%s) succeeded: %d events in %d windows (%d reused, %d skipped)",
+            job_id,
+            job.uri,
+            events,
+            p.windows_done,
+            p.windows_reused,
+            p.windows_skipped,
+        )
 
     def captioner(self) -> SerialCaptioner:
         """The captioner, loaded on first use; CaptionerUnavailable if it cannot load."""

@@ -91,3 +91,19 @@ def test_cancel_stops_a_running_job_after_its_window_and_keeps_what_was_committe
     assert store.get_job(queued).state == "cancelled" and store.get_job(queued).video_id is None
     with pytest.raises(FailedPrecondition, match="already cancelled"):
         runner.cancel(running)
+
+
+def test_a_resumed_job_counts_every_event_of_its_video(runner_factory, videos, caplog):
+    caplog.set_level("INFO", logger="vidseek.server.jobs")
+    runner, captioner, store = runner_factory(1)
+    first = runner.submit(videos[0])
+    assert captioner.waiting.wait(60)
+    runner.cancel(first)  # stops after the window in hand
+    captioner.gate.set()
+    _wait(lambda: store.get_job(first).state == "cancelled")
+    again = runner.submit(videos[0])
+    _wait(lambda: store.get_job(again).state == "succeeded")
+    job = store.get_job(again)
+    assert job.windows_reused == 1 and job.windows_done == 4
+    assert job.events_indexed == store.get_video(job.video_id).event_count > 0
+    assert f"ingest job {again} ({videos[0]}) succeeded: {job.events_indexed} events" in caplog.text
