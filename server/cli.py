@@ -200,13 +200,20 @@ class _IngestRun:
     """Submits videos, keeps at most ``workers`` jobs in flight, and shows progress.
 
     Two bars on stderr: videos done (with ETA) and windows done across the jobs
-    in flight and finished.
+    in flight and finished. When stderr is not a terminal (a log file, CI), plain
+    progress lines every ``line_every`` seconds instead, and one per finished video.
     """
 
-    def __init__(self, client: Client, collection: str, quiet: bool) -> None:
+    def __init__(
+        self, client: Client, collection: str, quiet: bool, line_every: float = 10.0
+    ) -> None:
         self.client = client
         self.collection = collection
         self.quiet = quiet
+        self.lines = not quiet and not sys.stderr.isatty()
+        self.line_every = line_every
+        self._last_line = 0.0
+        self._finished = 0  # videos done (any outcome), for the plain lines
         self.results: dict[str, dict[str, Any]] = {}
         self.pending: dict[str, str] = {}  # job id -> path
         self._counts: dict[str, tuple[int, int]] = {}  # job id -> (windows done, total)
@@ -236,29 +243,48 @@ class _IngestRun:
         """Ingest ``paths`` with at most ``workers`` jobs in flight; returns when all ended."""
         from tqdm import tqdm
 
-        videos = tqdm(
-            total=len(paths), unit="video", desc="videos ", disable=self.quiet, file=sys.stderr
-        )
-        windows = tqdm(total=0, unit="window", desc="windows", disable=self.quiet, file=sys.stderr)
+        bars = self.quiet or self.lines
+        videos = tqdm(total=len(paths), unit="video", desc="videos ", disable=bars, file=sys.stderr)
+        windows = tqdm(total=0, unit="window", desc="windows", disable=bars, file=sys.stderr)
         self._bars = [videos, windows]
         todo = list(paths)
         while todo or self.pending:
             while todo and len(self.pending) < workers:
                 if not self._submit(todo.pop(0)):
                     videos.update(1)  # refused at submission: done, as failed
+                    self._finished += 1
             self._poll(videos, windows)
+            if self.lines and time.monotonic() - self._last_line >= self.line_every:
+                self._progress_line(len(paths))
             if self.pending:
                 time.sleep(0.5)
+        if self.lines:
+            self._progress_line(len(paths))
         self._close_bars()
+
+    def _progress_line(self, videos: int) -> None:
+        self._last_line = time.monotonic()
+        done = sum(d for d, _ in self._counts.values())
+        total = sum(t for _, t in self._counts.values())
+        print(
+            f"vidseek: {self._finished}/{videos} videos done, {done}/{total} windows, "
+            f"{len(self.pending)} in flight",
+            file=sys.stderr,
+            flush=True,
+        )
 
     def _poll(self, videos: Any = None, windows: Any = None) -> None:
         for job_id in list(self.pending):
             job = self.client.get_job(job_id)
             self._counts[job_id] = (job.windows_done, job.windows_total)
             if job.state.done:
-                self.results[self.pending.pop(job_id)] = _job_result(job)
+                path = self.pending.pop(job_id)
+                self.results[path] = _job_result(job)
+                self._finished += 1
                 if videos is not None:
                     videos.update(1)
+                if self.lines:
+                    print(f"vidseek: {job.state.value}: {path}", file=sys.stderr, flush=True)
         if windows is not None:
             windows.total = sum(t for _, t in self._counts.values())
             windows.update(sum(d for d, _ in self._counts.values()) - windows.n)

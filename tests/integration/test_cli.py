@@ -313,3 +313,25 @@ def test_video_timeline_and_delete_commands(corpus_server, capsys: pytest.Captur
     assert main(["search", "onions", "--json", *addr]) == 0
     moments = json.loads(capsys.readouterr().out)["moments"]
     assert moments and kitchen not in {m["video_id"] for m in moments}
+
+
+def test_ingest_progress_without_a_terminal_is_plain_lines(
+    data_dir: Path, embedder, tmp_path: Path, capsys: pytest.CaptureFixture
+):
+    settings = load_settings(
+        overrides={"port": 0, "data_dir": str(data_dir), "window_seconds": 6.0}, environ={}
+    )
+    server, port, app = create_server(
+        settings, embedder=embedder, captioner_factory=ColourCaptioner
+    )
+    try:
+        videos = _colour_videos(tmp_path, 2)
+        assert main(["ingest", *map(str, videos), "--server", f"127.0.0.1:{port}"]) == 0
+    finally:
+        server.stop(0)
+        app.shutdown()
+    err = capsys.readouterr().err
+    assert "\r" not in err and "it/s" not in err  # no progress-bar redraws in a log
+    for v in videos:
+        assert f"vidseek: succeeded: {v}" in err
+    assert "vidseek: 2/2 videos done" in err
