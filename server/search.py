@@ -62,7 +62,7 @@ import numpy as np
 from vidseek.indexer.embedder import Embedder
 from vidseek.storage.errors import InvalidArgument, NotFound
 from vidseek.storage.store import EventRecord, Store, collection_name
-from vidseek.storage.vector_index import EventFilter
+from vidseek.storage.vector_index import EventFilter, EventHits
 
 __all__ = [
     "MomentRefiner",
@@ -565,14 +565,7 @@ class SearchService:
                 for i, s in hits
                 if i in spans and plan.overlaps(spans[i][1], spans[i][2])
             }
-        cosines = dict(zip(dense.ids.tolist(), dense.scores.tolist(), strict=True))
-        spans.update(
-            zip(
-                cosines,
-                zip(dense.videos, dense.start.tolist(), dense.end.tolist(), strict=True),
-                strict=True,
-            )
-        )
+        cosines = _cosines(dense, spans)
         floor = dense.scores[-1] if len(dense) >= k else -1.0
         best: dict[str, float] = {}
         for i in cosines.keys() | keyword.keys():
@@ -592,14 +585,7 @@ class SearchService:
             cosines = {i: cosines[i] for i in ours[:k]}
         else:
             more = self.store.search_events(vec, k, replace(where, video_ids=videos))
-            cosines = dict(zip(more.ids.tolist(), more.scores.tolist(), strict=True))
-            spans.update(
-                zip(
-                    cosines,
-                    zip(more.videos, more.start.tolist(), more.end.tolist(), strict=True),
-                    strict=True,
-                )
-            )
+            cosines = _cosines(more, spans)
         floor = min(cosines.values()) if len(cosines) >= k else -1.0
         out = []
         for i in cosines.keys() | keyword.keys():
@@ -697,6 +683,14 @@ class SearchService:
     def search(self, q: SearchQuery) -> list[MomentResult]:
         """The moments of the first page (see :meth:`search_page`), best first."""
         return list(self.search_page(q).moments)
+
+
+def _cosines(hits: EventHits, spans: dict[int, tuple[str, float, float]]) -> dict[int, float]:
+    """Event id -> cosine of ``hits`` (best first); their (video, start, end) go into ``spans``."""
+    ids = hits.ids.tolist()
+    where = zip(hits.videos, hits.start.tolist(), hits.end.tolist(), strict=True)
+    spans.update(zip(ids, where, strict=True))
+    return dict(zip(ids, hits.scores.tolist(), strict=True))
 
 
 def _refined(coarse: MomentResult, answer: MomentResult) -> MomentResult:
