@@ -166,6 +166,7 @@ def build_app(
         ingest_config(settings),
         roots,
         workers=settings.ingest_workers,
+        model=settings.model,
     )
     # Refinement shares the ingest job's captioner (one model, calls serialised by
     # its lock) but decodes in a decoder process of its own.

@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -83,8 +84,18 @@ class SerialCaptioner:
         self.inner.close()
 
 
+# After the captioning model fails to load, jobs fail at once with that error for
+# this long rather than each trying again (a missing hub model costs minutes a try).
+CAPTIONER_RETRY_S = 300.0
+
+
 class JobRunner:
-    """Runs queued ingest jobs on ``workers`` background threads."""
+    """Runs queued ingest jobs on ``workers`` background threads.
+
+    ``model`` names the captioning model in errors. If the model cannot load,
+    every job fails at once with that one error for ``CAPTIONER_RETRY_S``
+    seconds instead of loading it again per job.
+    """
 
     def __init__(
         self,
@@ -94,6 +105,7 @@ class JobRunner:
         config: IngestConfig,
         allowed_roots: list[Path],
         workers: int = 1,
+        model: str = "",
     ) -> None:
         if workers < 1:
             raise InvalidArgument(f"workers must be >= 1, got {workers}")
@@ -102,6 +114,8 @@ class JobRunner:
         self._captioner_factory = captioner_factory
         self._captioner: SerialCaptioner | None = None
         self._captioner_lock = threading.Lock()
+        self._model = model
+        self._load_failure: tuple[str, float] | None = None  # message, retry after
         self._ingestors: list[Ingestor] = []
         self._local = threading.local()
         self._cancelled: set[str] = set()
@@ -258,13 +272,24 @@ class JobRunner:
         """The captioner, loaded on first use; CaptionerUnavailable if it cannot load."""
         with self._captioner_lock:
             if self._captioner is None:
+                failed = self._load_failure
+                if failed is not None and time.monotonic() < failed[1]:
+                    raise CaptionerUnavailable(failed[0])
                 try:
                     self._captioner = SerialCaptioner(self._captioner_factory())
                 except Exception as exc:  # model files missing, out of memory, bad weights...
-                    log.exception("could not load the captioner")
-                    raise CaptionerUnavailable(
-                        f"could not load the captioning model: {exc}"
-                    ) from exc
+                    name = f" {self._model!r}" if self._model else ""
+                    message = (
+                        f"could not load the captioning model{name}: {exc}. Give a local model "
+                        "directory (--model DIR), or put the model in the Hugging Face cache and "
+                        "set HF_HUB_OFFLINE=1, or use a served model (--captioner openai or "
+                        f"vllm). Jobs fail at once for {CAPTIONER_RETRY_S:.0f} s, then the "
+                        "next job tries to load it again."
+                    )
+                    log.error("%s", message, exc_info=exc)
+                    self._load_failure = (message, time.monotonic() + CAPTIONER_RETRY_S)
+                    raise CaptionerUnavailable(message) from exc
+                self._load_failure = None
             return self._captioner
 
     def _safe_update(self, job_id: str, **fields: object) -> None:

@@ -107,3 +107,28 @@ def test_a_resumed_job_counts_every_event_of_its_video(runner_factory, videos, c
     assert job.windows_reused == 1 and job.windows_done == 4
     assert job.events_indexed == store.get_video(job.video_id).event_count > 0
     assert f"ingest job {again} ({videos[0]}) succeeded: {job.events_indexed} events" in caplog.text
+
+
+def test_a_model_that_cannot_load_fails_every_queued_job_at_once(tmp_path, embedder, videos):
+    calls: list[float] = []
+
+    def unloadable():
+        calls.append(time.monotonic())
+        time.sleep(0.5)  # a hub that takes its time to say no
+        raise OSError("We couldn't connect to 'https://huggingface.co'")
+
+    store = Store(f"sqlite:///{tmp_path / 'db.sqlite'}", tmp_path / "faiss.index", embedder.dim)
+    config = IngestConfig(plan=PlanConfig(sample_fps=2.0, window_seconds=2.0), batch_windows=1)
+    runner = JobRunner(store, embedder, unloadable, config, [], model="Qwen/Qwen3-VL-4B")
+    runner.start()
+    try:
+        ids = [runner.submit(v) for v in videos]
+        _wait(lambda: _states(store, ids) == ["failed"] * 3)
+        assert len(calls) == 1  # loaded once, not once per job
+        for job_id in ids:
+            error = store.get_job(job_id).error
+            assert "could not load the captioning model 'Qwen/Qwen3-VL-4B'" in error
+            assert "couldn't connect" in error and "HF_HUB_OFFLINE=1" in error
+    finally:
+        runner.stop(timeout=30)
+        store.close()
