@@ -227,6 +227,7 @@ class _IngestRun:
             raise
         except VidseekClientError as exc:
             self.results[str(path)] = {"status": "failed", "error": exc.message}
+            self._say(f"vidseek: failed: {path}: {exc.message}")
             return False
         self.pending[job.job_id] = str(path)
         return True
@@ -262,15 +263,24 @@ class _IngestRun:
             self._progress_line(len(paths))
         self._close_bars()
 
+    def _say(self, line: str) -> None:
+        """A line on stderr (above the bars when they are drawn); nothing with --json."""
+        if self.quiet:
+            return
+        if self.lines:
+            print(line, file=sys.stderr, flush=True)
+        else:
+            from tqdm import tqdm
+
+            tqdm.write(line, file=sys.stderr)
+
     def _progress_line(self, videos: int) -> None:
         self._last_line = time.monotonic()
         done = sum(d for d, _ in self._counts.values())
         total = sum(t for _, t in self._counts.values())
-        print(
+        self._say(
             f"vidseek: {self._finished}/{videos} videos done, {done}/{total} windows, "
-            f"{len(self.pending)} in flight",
-            file=sys.stderr,
-            flush=True,
+            f"{len(self.pending)} in flight"
         )
 
     def _poll(self, videos: Any = None, windows: Any = None) -> None:
@@ -283,8 +293,9 @@ class _IngestRun:
                 self._finished += 1
                 if videos is not None:
                     videos.update(1)
-                if self.lines:
-                    print(f"vidseek: {job.state.value}: {path}", file=sys.stderr, flush=True)
+                why = f": {job.error}" if job.state.value == "failed" else ""
+                if self.lines or why:  # a failure shows as it happens (above the bars)
+                    self._say(f"vidseek: {job.state.value}: {path}{why}")
         if windows is not None:
             windows.total = sum(t for _, t in self._counts.values())
             windows.update(sum(d for d, _ in self._counts.values()) - windows.n)

@@ -326,7 +326,10 @@ def test_ingest_progress_without_a_terminal_is_plain_lines(
     )
     try:
         videos = _colour_videos(tmp_path, 2)
-        assert main(["ingest", *map(str, videos), "--server", f"127.0.0.1:{port}"]) == 0
+        bad = tmp_path / "bad.mp4"
+        bad.write_bytes(b"\x00" * 1000)
+        paths = [str(bad), *videos]
+        assert main(["ingest", *paths, "--server", f"127.0.0.1:{port}"]) == 1
     finally:
         server.stop(0)
         app.shutdown()
@@ -334,4 +337,6 @@ def test_ingest_progress_without_a_terminal_is_plain_lines(
     assert "\r" not in err and "it/s" not in err  # no progress-bar redraws in a log
     for v in videos:
         assert f"vidseek: succeeded: {v}" in err
-    assert "vidseek: 2/2 videos done" in err
+    assert "vidseek: 3/3 videos done" in err
+    assert f"vidseek: failed: {bad}: " in err  # as it happens, not only in the summary
+    assert err.index(f"vidseek: failed: {bad}") < err.index("vidseek: 3/3 videos done")
