@@ -28,6 +28,7 @@ from vidseek.server.search import SearchService
 from vidseek.server.service import VideoSearchServicer
 from vidseek.server.settings import Settings
 from vidseek.storage.errors import ConfigError
+from vidseek.storage.locks import DirectoryLock
 from vidseek.storage.store import Store, rebuild_snapshot
 from vidseek.storage.vector_index import AutoParams, HnswParams, IvfParams
 from vidseek.v1 import video_search_pb2 as pb
@@ -123,6 +124,7 @@ class App:
     health: health.HealthServicer
     refiner: Refiner | None = None
     queries: QueryEmbedder | None = None
+    lock: DirectoryLock | None = None
 
     def shutdown(self, grace: float | None = None) -> None:
         """Stop ingest after its current window, then snapshot and close storage."""
@@ -132,7 +134,11 @@ class App:
         self.jobs.stop(timeout=grace)
         if self.queries is not None:
             self.queries.close()
-        self.store.close()
+        try:
+            self.store.close()
+        finally:
+            if self.lock is not None:
+                self.lock.release()
 
 
 def build_app(
@@ -141,8 +147,27 @@ def build_app(
     embedder: Embedder | None = None,
     captioner_factory: Callable[[], Captioner] | None = None,
 ) -> App:
-    """Open storage and build the services (the captioner loads on the first job)."""
+    """Open storage and build the services (the captioner loads on the first job).
+
+    Holds the data directory's lock until :meth:`App.shutdown`, so an offline
+    ``vidseek index rebuild`` cannot write the snapshot under a running server.
+    """
     Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
+    lock = DirectoryLock(Path(settings.data_dir), "server")
+    lock.acquire()
+    try:
+        return _build_app(settings, lock, embedder, captioner_factory)
+    except BaseException:
+        lock.release()
+        raise
+
+
+def _build_app(
+    settings: Settings,
+    lock: DirectoryLock,
+    embedder: Embedder | None,
+    captioner_factory: Callable[[], Captioner] | None,
+) -> App:
     emb = embedder or load_embedder(
         settings.embedder,
         device=_device(settings),
@@ -193,22 +218,25 @@ def build_app(
         health=health.HealthServicer(),
         refiner=refiner,
         queries=queries,
+        lock=lock,
     )
 
 
 def rebuild_index(settings: Settings) -> int:
     """Rebuild the FAISS index snapshot from SQL; returns the number of vectors.
 
-    Needs no embedder: the dimension comes from the stored embeddings.
+    Needs no embedder: the dimension comes from the stored embeddings. Refuses
+    (ConfigError) while a server holds the data directory.
     """
-    return rebuild_snapshot(
-        settings.resolved_database_url,
-        settings.index_path,
-        index_kind=settings.index_kind,
-        hnsw=hnsw_params(settings),
-        ivf=ivf_params(settings),
-        auto=auto_params(settings),
-    )
+    with DirectoryLock(Path(settings.data_dir), "index rebuild"):
+        return rebuild_snapshot(
+            settings.resolved_database_url,
+            settings.index_path,
+            index_kind=settings.index_kind,
+            hnsw=hnsw_params(settings),
+            ivf=ivf_params(settings),
+            auto=auto_params(settings),
+        )
 
 
 def auto_params(settings: Settings) -> AutoParams:
@@ -253,11 +281,19 @@ def create_server(
     app = build_app(settings, embedder=embedder, captioner_factory=captioner_factory)
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=settings.grpc_workers),
+        options=[
+            ("grpc.max_receive_message_length", settings.max_message_bytes),
+            ("grpc.max_send_message_length", settings.max_message_bytes),
+        ],
+        maximum_concurrent_rpcs=settings.max_concurrent_rpcs,
         interceptors=[ErrorAndAuthInterceptor(tokens)],
     )
     pb_grpc.add_VideoSearchServicer_to_server(
         VideoSearchServicer(
-            app.store, app.search, app.jobs, max_watchers=max(1, settings.grpc_workers // 2)
+            app.store,
+            app.search,
+            app.jobs,
+            max_watchers=max(1, settings.grpc_workers // 2),
         ),
         server,
     )

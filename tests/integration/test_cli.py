@@ -64,6 +64,11 @@ def test_ingest_search_and_listing_through_the_cli(
         assert "collection" in header.split() and "palette" in row.split()
         assert main(["jobs", *addr]) == 0
         assert "succeeded" in capsys.readouterr().out
+        # Not under a running server: it would write the snapshot the server owns.
+        assert main(["index", "rebuild", "--data-dir", str(data_dir)]) == 2
+        err = capsys.readouterr().err
+        assert f"in use by vidseek server (pid {os.getpid()})" in err
+        assert "stop it before the index rebuild" in err
     finally:
         server.stop(0)
         app.shutdown()

@@ -564,7 +564,7 @@ def test_storage_public_api_is_pinned():
             "query_tokens",
         ],
         "gpu": ["GpuConverter", "GpuMirror", "gpu_count", "make_gpu_converter"],
-        "locks": ["ReadWriteLock"],
+        "locks": ["DirectoryLock", "ReadWriteLock"],
         "schema": [
             "HEAD",
             "MIGRATIONS_DIR",
