@@ -29,7 +29,7 @@ from vidseek.client import (
     UnavailableError,
     VidseekClientError,
 )
-from vidseek.server.settings import Settings, load_settings
+from vidseek.server.settings import Settings, client_environment, load_settings
 from vidseek.storage.errors import ConfigError
 
 __all__ = ["VIDEO_SUFFIXES", "collect_paths", "main", "parse_seconds"]
@@ -108,16 +108,24 @@ def _read_file(path: str, what: str) -> bytes:
 
 
 def _client(ns: argparse.Namespace) -> Client:
+    """A client from the flags, the VIDSEEK_* client variables filling in what they omit."""
+    env = client_environment()
+    if ns.token and ns.token_file:
+        raise ConfigError("give --token or --token-file, not both")
     token = ns.token
-    if ns.token_file:
-        if token:
-            raise ConfigError("give --token or --token-file, not both")
-        token = _read_file(ns.token_file, "token file").decode().strip()
-    roots = _read_file(ns.ca_file, "CA file") if ns.ca_file else None
+    token_file = ns.token_file or ("" if token else env.get("VIDSEEK_TOKEN_FILE", ""))
+    if token_file:
+        token = _read_file(token_file, "token file").decode().strip()
+    elif not token:
+        token = env.get("VIDSEEK_TOKEN", "")
+    ca_file = ns.ca_file or env.get("VIDSEEK_CA_FILE", "")
+    roots = _read_file(ca_file, "CA file") if ca_file else None
+    tls = ns.tls or env.get("VIDSEEK_TLS", "").lower() in ("1", "true", "yes")
+    ns.server = ns.server or env.get("VIDSEEK_SERVER", "localhost:50051")
     client = Client(
         ns.server,
         token=token or None,
-        tls=ns.tls,
+        tls=tls,
         root_certificates=roots,
         timeout=ns.timeout,
     )
@@ -569,13 +577,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_serve)
 
     def client_flags(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--server", default="localhost:50051", help="server address host:port")
+        p.add_argument(
+            "--server",
+            default="",
+            help="server address host:port (default: $VIDSEEK_SERVER, else localhost:50051)",
+        )
         p.add_argument(
             "--token",
             default="",
             help="bearer token, if the server requires one (visible to ps; see --token-file)",
         )
-        p.add_argument("--token-file", default="", help="file holding the bearer token")
+        p.add_argument(
+            "--token-file",
+            default="",
+            help="file holding the bearer token (default: $VIDSEEK_TOKEN_FILE or $VIDSEEK_TOKEN)",
+        )
         p.add_argument("--tls", action="store_true", help="connect with TLS (system CA roots)")
         p.add_argument("--ca-file", default="", help="PEM CA certificates to trust (implies --tls)")
         p.add_argument("--timeout", type=float, default=60.0, help="seconds per request")

@@ -21,9 +21,25 @@ from vidseek.indexer.video import BACKENDS
 from vidseek.storage.errors import ConfigError
 from vidseek.storage.vector_index import INDEX_KINDS
 
-__all__ = ["ENV_PREFIX", "Settings", "load_settings"]
+__all__ = ["CLIENT_VARIABLES", "ENV_PREFIX", "Settings", "client_environment", "load_settings"]
 
 ENV_PREFIX = "VIDSEEK_"
+
+# Read by the client commands of the CLI (the server ignores them): the defaults of
+# their --server, --token, --token-file, --ca-file and --tls flags.
+CLIENT_VARIABLES = {
+    "VIDSEEK_SERVER": "server address host:port",
+    "VIDSEEK_TOKEN": "bearer token",
+    "VIDSEEK_TOKEN_FILE": "file holding the bearer token",
+    "VIDSEEK_CA_FILE": "PEM CA certificates to trust (implies TLS)",
+    "VIDSEEK_TLS": "'true' to connect with TLS (system CA roots)",
+}
+
+
+def client_environment(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The :data:`CLIENT_VARIABLES` set in the environment."""
+    env = os.environ if environ is None else environ
+    return {k: env[k] for k in CLIENT_VARIABLES if env.get(k)}
 
 
 def _s(default: Any, help: str) -> Any:
@@ -119,6 +135,14 @@ class Settings:
     tls_cert_file: str = _s("", "PEM certificate chain; with tls_key_file enables TLS.")
     tls_key_file: str = _s("", "PEM private key for TLS.")
     grpc_workers: int = _s(8, "Threads answering RPCs.")
+    max_concurrent_rpcs: int = _s(
+        128,
+        "RPCs in progress or waiting for a thread at once; more are answered "
+        "RESOURCE_EXHAUSTED at once (the SDK retries after a backoff) instead of queueing.",
+    )
+    max_message_bytes: int = _s(
+        4 * 1024 * 1024, "Largest gRPC message the server receives or sends, in bytes."
+    )
     grace_seconds: float = _s(10.0, "On shutdown, seconds in-flight RPCs get to finish.")
     snapshot_interval_seconds: float = _s(
         60.0, "How often the FAISS index is snapshotted while it changes."
@@ -247,7 +271,7 @@ def load_settings(
     kinds = {"str": str, "int": int, "float": float, "bool": bool}
     values: dict[str, Any] = {}
     for key, raw in env.items():
-        if not key.startswith(ENV_PREFIX):
+        if not key.startswith(ENV_PREFIX) or key in CLIENT_VARIABLES:
             continue
         name = key[len(ENV_PREFIX) :].lower()
         if name not in types:
@@ -294,6 +318,8 @@ def _validate(s: Settings) -> None:
         (s.decode_timeout > 0, "decode_timeout", "must be > 0"),
         (0 < s.default_top_k <= s.max_top_k, "default_top_k", "must be in 1..max_top_k"),
         (s.grpc_workers > 0, "grpc_workers", "must be > 0"),
+        (s.max_concurrent_rpcs > 0, "max_concurrent_rpcs", "must be > 0"),
+        (s.max_message_bytes >= 64 * 1024, "max_message_bytes", "must be >= 65536"),
         (s.refine_fps > 0, "refine_fps", "must be > 0"),
         (s.refine_pad_seconds >= 0, "refine_pad_seconds", "must be >= 0"),
         (s.refine_max_pixels >= 32 * 32, "refine_max_pixels", "must be >= 1024"),

@@ -93,3 +93,17 @@ def test_tls_against_a_plaintext_server_fails_at_once_naming_tls(
         client = Client(f"localhost:{port}", root_certificates=certs["cert"].read_bytes())
         with client, pytest.raises(UnavailableError, match="TLS handshake"):
             client.wait_until_ready(30)
+
+
+def test_client_variables_fill_in_the_flags_and_the_server_ignores_them(
+    tls_port, certs, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+):
+    monkeypatch.setenv("VIDSEEK_SERVER", f"localhost:{tls_port}")
+    monkeypatch.setenv("VIDSEEK_CA_FILE", str(certs["cert"]))
+    monkeypatch.setenv("VIDSEEK_TOKEN_FILE", str(certs["token"]))
+    assert main(["videos", "--json"]) == 0
+    assert capsys.readouterr().out.strip() == "[]"
+    assert main(["videos", "--token", "nope"]) == 1  # a flag beats the variable
+    assert "UNAUTHENTICATED" in capsys.readouterr().err
+    # Client variables are not server settings, and not unknown ones either.
+    assert load_settings(environ={"VIDSEEK_TOKEN_FILE": "x", "VIDSEEK_SERVER": "h:1"})

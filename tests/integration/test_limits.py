@@ -1,0 +1,59 @@
+"""Server limits: RPCs in flight beyond the cap, messages beyond the size limit."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import grpc
+import pytest
+
+from tests.support.fakes import GatedCaptioner
+from vidseek.client import Client, ResourceExhaustedError
+from vidseek.server.app import create_server
+from vidseek.server.settings import load_settings
+from vidseek.v1 import video_search_pb2 as pb
+from vidseek.v1 import video_search_pb2_grpc as pb_grpc
+
+
+def test_rpcs_beyond_the_cap_and_oversized_messages_are_resource_exhausted(
+    data_dir: Path, embedder, colour_video: Path
+):
+    settings = load_settings(
+        overrides={
+            "port": 0,
+            "data_dir": str(data_dir),
+            "window_seconds": 6.0,
+            "max_concurrent_rpcs": 1,
+            "max_message_bytes": 65536,
+        },
+        environ={},
+    )
+    captioner = GatedCaptioner()
+    server, port, app = create_server(
+        settings, embedder=embedder, captioner_factory=lambda: captioner
+    )
+    try:
+        with (
+            Client(f"127.0.0.1:{port}", retries=0) as client,
+            grpc.insecure_channel(f"127.0.0.1:{port}") as channel,
+        ):
+            with pytest.raises(ResourceExhaustedError):  # 100 KB > 64 KiB
+                client.search("x" * 100_000)
+            job_id = client.ingest(str(colour_video)).job_id
+            assert captioner.waiting.wait(60)
+            # One RPC in flight (a watch of the held job): the next one is turned away.
+            watch = pb_grpc.VideoSearchStub(channel).WatchIngestJob(
+                pb.GetIngestJobRequest(job_id=job_id), timeout=60
+            )
+            assert next(watch).job_id == job_id
+            with pytest.raises(ResourceExhaustedError):
+                client.search("a red screen")
+            watch.cancel()
+            captioner.gate.set()
+        with Client(f"127.0.0.1:{port}") as patient:  # retries with backoff
+            assert patient.wait_for_job(job_id, timeout=60).state.value == "succeeded"
+            assert patient.search("a red screen", min_score=-1.0)
+    finally:
+        captioner.gate.set()
+        server.stop(0)
+        app.shutdown()
