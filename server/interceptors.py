@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+import re
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, NoReturn
@@ -12,7 +13,10 @@ import grpc
 
 from vidseek.storage.errors import VidseekError
 
-__all__ = ["SCOPES", "WRITE_METHODS", "ErrorAndAuthInterceptor"]
+__all__ = ["REQUEST_ID_KEY", "SCOPES", "WRITE_METHODS", "ErrorAndAuthInterceptor"]
+
+REQUEST_ID_KEY = "x-request-id"
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
 log = logging.getLogger(__name__)
 
@@ -62,8 +66,13 @@ class ErrorAndAuthInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
         if handler is None or method.startswith(_OPEN_PREFIXES):
             return handler
         metadata = dict(details.invocation_metadata or ())
+        # Every answer carries a request id in its trailing metadata (the caller's
+        # own, if it sent a well-formed one), quoted in INTERNAL errors and logs.
+        given = str(metadata.get(REQUEST_ID_KEY, ""))
+        request_id = given if _REQUEST_ID.fullmatch(given) else uuid.uuid4().hex[:12]
 
         def check(context: grpc.ServicerContext) -> None:
+            context.set_trailing_metadata(((REQUEST_ID_KEY, request_id),))
             if not self._tokens:
                 return
             scope = self._scope(metadata)
@@ -79,7 +88,6 @@ class ErrorAndAuthInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
             if isinstance(exc, VidseekError):
                 code = getattr(grpc.StatusCode, exc.grpc_code, grpc.StatusCode.INTERNAL)
                 context.abort(code, str(exc))
-            request_id = uuid.uuid4().hex[:12]
             log.error("unexpected error in %s (request id %s)", method, request_id, exc_info=exc)
             context.abort(grpc.StatusCode.INTERNAL, f"internal error (request id {request_id})")
 

@@ -102,3 +102,23 @@ def test_every_handler_kind_maps_errors_to_codes(channel, kind, caplog):
     assert "request id" in details and "unexpected" not in details
     request_id = details.rsplit(" ", 1)[1].rstrip(")")
     assert any(request_id in r.getMessage() for r in caplog.records)
+
+
+def test_every_answer_carries_a_request_id_that_errors_quote(channel):
+    from vidseek.client.errors import ServerError, from_rpc_error
+
+    auth = (("authorization", f"Bearer {TOKEN}"),)
+    call = channel.unary_unary("/test.Kinds/unary_unary")
+    _, done = call.with_call(b"hi", metadata=auth, timeout=10)
+    (generated,) = [v for k, v in done.trailing_metadata() if k == "x-request-id"]
+    assert len(generated) == 12
+    _, done = call.with_call(b"hi", metadata=(*auth, ("x-request-id", "job-42.a")), timeout=10)
+    assert ("x-request-id", "job-42.a") in done.trailing_metadata()  # the caller's own id
+    with pytest.raises(grpc.RpcError) as err:
+        call(b"boom", metadata=(*auth, ("x-request-id", "bad id!")), timeout=10)
+    sdk_error = from_rpc_error(err.value)
+    assert isinstance(sdk_error, ServerError) and len(sdk_error.request_id) == 12
+    assert f"(request id {sdk_error.request_id})" in sdk_error.message  # a bad id is replaced
+    with pytest.raises(grpc.RpcError) as err:
+        call(b"hi", timeout=10)  # no token: the refusal carries an id too
+    assert from_rpc_error(err.value).request_id

@@ -38,10 +38,12 @@ class VidseekClientError(Exception):
 
     retriable = False
 
-    def __init__(self, message: str, code: str = "UNKNOWN") -> None:
+    def __init__(self, message: str, code: str = "UNKNOWN", request_id: str = "") -> None:
         super().__init__(message)
         self.message = message
         self.code = code
+        self.request_id = request_id
+        """The server's id for the failed call (its logs carry it); "" if none came back."""
 
 
 class InvalidArgumentError(VidseekClientError):
@@ -103,4 +105,16 @@ def from_rpc_error(exc: grpc.RpcError) -> VidseekClientError:
     if not isinstance(code, grpc.StatusCode):
         code = grpc.StatusCode.UNKNOWN
     cls = _BY_CODE.get(code, ServerError)
-    return cls(details, code.name)
+    return cls(details, code.name, _request_id(exc))
+
+
+def _request_id(exc: grpc.RpcError) -> str:
+    trailing = getattr(exc, "trailing_metadata", None)
+    try:
+        pairs = trailing() if callable(trailing) else None
+    except Exception:  # a call that never reached a server has no metadata to give
+        pairs = None
+    for key, value in pairs or ():
+        if key == "x-request-id":
+            return str(value)
+    return ""
