@@ -278,7 +278,8 @@ def rank_videos(
     ``events`` should hold at least each video's best ``mean_of_best`` events (in
     the requested time range): a video's score averages their cosines. With ``depth``,
     only the videos that can place a moment among the best ``depth`` moments
-    (``grouped``: the best ``depth`` videos) are returned.
+    (``grouped``: the best ``depth`` videos) are returned, each with at most
+    ``depth`` moments when not ``grouped``.
     """
     by_video: dict[str, list[ScoredEvent]] = defaultdict(list)
     for e in events:
@@ -304,6 +305,10 @@ def rank_videos(
         for m in merge_moments(by_video[video_id], params):
             if all(_iou(m, k) <= params.max_overlap for k in kept):
                 kept.append(m)
+                # Flat: a video's moments come best first, so past its first `depth`
+                # none can reach the best `depth` of all.
+                if depth is not None and not grouped and len(kept) >= depth:
+                    break
         moments = tuple(
             replace(m, score=_f32(max(-1.0, score - params.alt_penalty * (best - m.score))))
             for m in kept

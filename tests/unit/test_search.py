@@ -400,3 +400,18 @@ def test_refiner_trouble_or_absence_returns_the_coarse_moments(indexed, refiner,
 def test_moment_result_defaults_are_coarse():
     m = MomentResult("v", 1.0, 2.0, "d", 0.5, (1,))
     assert (m.refined, m.coarse_start_seconds, m.coarse_end_seconds) == (False, None, None)
+
+
+@pytest.mark.parametrize("depth", [1, 3, 11])
+def test_ranking_to_a_depth_gives_the_first_moments_of_a_full_ranking(depth: int):
+    import random
+
+    rng = random.Random(depth)
+    events = [
+        ev(i, start, start + rng.uniform(1, 8), rng.uniform(0.2, 0.9), rng.random(), f"v{i % 4}")
+        for i, start in enumerate(rng.uniform(0, 600) for _ in range(120))
+    ]
+    full = flatten(rank_videos(events))
+    cut = flatten(rank_videos(events, depth=depth))
+    assert cut[:depth] == full[:depth]
+    assert len(cut) >= min(depth, len(full))
