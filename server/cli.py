@@ -29,6 +29,7 @@ from vidseek.client import (
     UnavailableError,
     VidseekClientError,
 )
+from vidseek.server.logs import log_handler
 from vidseek.server.settings import Settings, client_environment, load_settings
 from vidseek.storage.errors import ConfigError
 
@@ -141,6 +142,10 @@ def cmd_serve(ns: argparse.Namespace) -> int:
     from vidseek.server.app import serve
 
     settings = _settings(ns)
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(log_handler(settings.log_format))
     serve(
         settings,
         ready=lambda port: print(f"vidseek listening on {settings.host}:{port}", flush=True),
@@ -743,8 +748,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``vidseek`` command."""
     ns = build_parser().parse_args(argv)
     logging.basicConfig(
-        level=logging.DEBUG if ns.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        level=logging.DEBUG if ns.verbose else logging.INFO, handlers=[log_handler()]
     )
     try:
         code = int(ns.func(ns))

@@ -11,6 +11,7 @@ from typing import Any, NoReturn
 
 import grpc
 
+from vidseek.server.logs import REQUEST_ID
 from vidseek.storage.errors import VidseekError
 
 __all__ = ["REQUEST_ID_KEY", "SCOPES", "WRITE_METHODS", "ErrorAndAuthInterceptor"]
@@ -72,6 +73,7 @@ class ErrorAndAuthInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
         request_id = given if _REQUEST_ID.fullmatch(given) else uuid.uuid4().hex[:12]
 
         def check(context: grpc.ServicerContext) -> None:
+            REQUEST_ID.set(request_id)  # this thread's log lines name the RPC
             context.set_trailing_metadata(((REQUEST_ID_KEY, request_id),))
             if not self._tokens:
                 return

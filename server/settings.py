@@ -134,6 +134,11 @@ class Settings:
     )
     tls_cert_file: str = _s("", "PEM certificate chain; with tls_key_file enables TLS.")
     tls_key_file: str = _s("", "PEM private key for TLS.")
+    log_format: str = _s(
+        "text",
+        "Server log lines: 'text' (human-readable) or 'json' (one object per line); both "
+        "carry the request id of the RPC being answered.",
+    )
     grpc_workers: int = _s(8, "Threads answering RPCs.")
     max_concurrent_rpcs: int = _s(
         128,
@@ -318,6 +323,7 @@ def _validate(s: Settings) -> None:
         (s.decode_timeout > 0, "decode_timeout", "must be > 0"),
         (0 < s.default_top_k <= s.max_top_k, "default_top_k", "must be in 1..max_top_k"),
         (s.grpc_workers > 0, "grpc_workers", "must be > 0"),
+        (s.log_format in ("text", "json"), "log_format", "must be 'text' or 'json'"),
         (s.max_concurrent_rpcs > 0, "max_concurrent_rpcs", "must be > 0"),
         (s.max_message_bytes >= 64 * 1024, "max_message_bytes", "must be >= 65536"),
         (s.refine_fps > 0, "refine_fps", "must be > 0"),

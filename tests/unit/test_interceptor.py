@@ -122,3 +122,33 @@ def test_every_answer_carries_a_request_id_that_errors_quote(channel):
     with pytest.raises(grpc.RpcError) as err:
         call(b"hi", timeout=10)  # no token: the refusal carries an id too
     assert from_rpc_error(err.value).request_id
+
+
+@pytest.mark.parametrize("fmt", ["json", "text"])
+def test_log_lines_of_an_rpc_carry_its_request_id(channel, fmt):
+    import io
+    import json
+    import logging
+
+    from vidseek.client.errors import from_rpc_error
+    from vidseek.server.logs import log_handler
+
+    out = io.StringIO()
+    handler = log_handler(fmt, stream=out)
+    logger = logging.getLogger("vidseek.server.interceptors")
+    logger.addHandler(handler)
+    try:
+        with pytest.raises(grpc.RpcError) as err:
+            channel.unary_unary("/test.Kinds/unary_unary")(
+                b"boom", metadata=(("authorization", f"Bearer {TOKEN}"),), timeout=10
+            )
+    finally:
+        logger.removeHandler(handler)
+    request_id = from_rpc_error(err.value).request_id
+    text = out.getvalue()
+    if fmt == "json":
+        line = json.loads(text.splitlines()[0])
+        assert (line["level"], line["request_id"]) == ("ERROR", request_id)
+        assert request_id in line["message"] and "RuntimeError: unexpected" in line["exception"]
+    else:
+        assert f"ERROR vidseek.server.interceptors [{request_id}]: unexpected error" in text
