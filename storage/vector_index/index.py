@@ -283,13 +283,6 @@ class VectorIndex:
         with self._lock.read():
             return self._table.ids()
 
-    def video_ids(self) -> set[str]:
-        """Videos with at least one live event."""
-        with self._lock.read():
-            t = self._table
-            codes = np.unique(t.video[: t.size])
-            return {t.names[c] for c in codes.tolist() if c >= 0}
-
     # ---- changes ---------------------------------------------------------------------
 
     def add(
