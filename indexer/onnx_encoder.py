@@ -4,8 +4,8 @@ The model's transformer is exported once, in memory, when the embedder loads
 (under a second for MiniLM), and ONNX Runtime runs it; tokenisation, mean or
 CLS pooling and normalisation stay as sentence-transformers does them, so the
 vectors equal the torch path's (cosine > 0.99999 on the search benchmark's
-queries). On a 2-core VM one short query took 5.1 ms against 12.6 ms through
-``SentenceTransformer.encode`` on one thread (``benchmarks/README.md``).
+queries). On a 2-core VM one short query took 5.3 ms against 13.3 ms through
+``SentenceTransformer.encode`` on one thread (``benchmarks/embed_latency.py``).
 
 Only ``Transformer -> Pooling(mean | cls) [-> Normalize]`` pipelines are
 supported; :func:`supports` says whether a loaded model is one.
