@@ -33,7 +33,6 @@ import argparse
 import datetime as dt
 import importlib
 import json
-import math
 import os
 import platform
 import shutil
@@ -47,44 +46,31 @@ from pathlib import Path
 from typing import Any
 
 import av
-import numpy as np
-import numpy.typing as npt
 
-from vidseek.indexer.video import DecodeWorker, FrameReader, resized_shape, sample_indices
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))  # benchmarks.make_videos, when run as a script
+
+from benchmarks.make_videos import FPS, GOP, scene_frames  # noqa: E402
+from vidseek.indexer.video import (  # noqa: E402
+    DecodeWorker,
+    FrameReader,
+    resized_shape,
+    sample_indices,
+)
 
 SIZES = {"360p": (640, 360), "1080p": (1920, 1080)}
 BACKENDS = ("decord", "torchcodec", "pyav")
 WINDOW_SECONDS = 60.0
 MAX_PIXELS = 640 * 360
-FPS = 30
-GOP = 250
 
 
 # --------------------------------------------------------------------------- test videos
 
 
-def _texture(width: int, height: int, rng: np.random.Generator) -> npt.NDArray[np.uint8]:
-    """A smooth, detailed RGB background twice the frame size (for panning)."""
-    h, w = 2 * height, 2 * width
-    small = rng.integers(0, 256, size=(h // 16 + 1, w // 16 + 1, 3)).astype(np.float32)
-    big = np.kron(small, np.ones((16, 16, 1), dtype=np.float32))[:h, :w]
-    # Box blur for soft edges, then fine grain so that detail survives.
-    for axis in (0, 1):
-        big = (np.roll(big, 4, axis) + big + np.roll(big, -4, axis)) / 3
-    grain = rng.integers(-12, 13, size=(h, w, 1)).astype(np.float32)
-    texture: npt.NDArray[np.uint8] = np.clip(big + grain, 0, 255).astype(np.uint8)
-    return texture
-
-
 def make_video(path: Path, width: int, height: int, seconds: float, seed: int = 0) -> None:
     """Write a realistic-ish H.264 test video (see the module docstring)."""
-    rng = np.random.default_rng(seed)
-    background = _texture(width, height, rng)
     frames = round(seconds * FPS)
-    boxes = [
-        (rng.integers(0, 256, 3).astype(np.uint8), rng.uniform(0.05, 0.2), rng.uniform(0, 6.28))
-        for _ in range(4)
-    ]
     codec = "libx264" if "libx264" in av.codecs_available else "mpeg4"
     tmp = path.with_suffix(".part.mp4")
     with av.open(str(tmp), "w") as out:
@@ -95,16 +81,7 @@ def make_video(path: Path, width: int, height: int, seconds: float, seed: int = 
         stream.codec_context.gop_size = GOP
         if codec == "mpeg4":
             stream.codec_context.bit_rate = width * height * 4
-        for i in range(frames):
-            t = i / FPS
-            x = int((math.sin(t / 7) + 1) / 2 * width)
-            y = int((math.cos(t / 11) + 1) / 2 * height)
-            img = background[y : y + height, x : x + width].copy()
-            for color, size, phase in boxes:
-                bw, bh = int(width * size), int(height * size)
-                bx = int((math.sin(t * 0.7 + phase) + 1) / 2 * (width - bw))
-                by = int((math.cos(t * 0.5 + phase) + 1) / 2 * (height - bh))
-                img[by : by + bh, bx : bx + bw] = color
+        for i, img in enumerate(scene_frames(width, height, 0, frames, seed)):
             frame = av.VideoFrame.from_ndarray(img, format="rgb24")
             frame.pts = i
             frame.time_base = Fraction(1, FPS)

@@ -61,11 +61,12 @@ import json
 import logging
 import math
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -74,6 +75,7 @@ import numpy as np
 import numpy.typing as npt
 
 from vidseek.indexer import model_inputs
+from vidseek.indexer.engine import INGEST_PRIORITY, EngineStats
 from vidseek.indexer.types import CaptionOutput, WindowClip
 
 __all__ = [
@@ -346,12 +348,19 @@ def _error_message(raw: bytes) -> str:
 
 
 class OpenAICaptioner:
-    """Qwen3-VL behind an OpenAI-compatible chat-completions server (implements ``Captioner``).
+    """Qwen3-VL behind an OpenAI-compatible chat-completions server.
 
+    Implements both ``Captioner`` (:meth:`describe`) and ``CaptionEngine``
+    (:meth:`submit`, one window per call from any thread).
     ``base_url`` is the server root or its ``/v1``; ``model`` the served model name
-    (also recorded with every event). Windows of one :meth:`describe` call are sent
-    concurrently, at most ``max_concurrency`` at a time; transient failures (connection
-    errors, 408/429/5xx) are retried ``max_retries`` times with exponential backoff.
+    (also recorded with every event). Ingestion windows are sent concurrently, at most
+    ``max_concurrency`` at a time (keep it at least the engine's in-flight cap, so the
+    server sees every window in flight); refinement windows (a priority below
+    ``INGEST_PRIORITY``) have their own ``max_concurrency // 4 + 1`` connections, so they
+    never queue behind ingestion here, and with ``send_priority`` the request carries its
+    priority for a server started with ``--scheduling-policy priority``. Transient
+    failures (connection errors, 408/429/5xx) are retried ``max_retries`` times with
+    exponential backoff.
     ``tokenizer`` (optional, the model's) makes :func:`check_prompt_layout` compare every
     prompt token. See the module docstring for the server flags this needs.
     """
@@ -374,6 +383,7 @@ class OpenAICaptioner:
         max_retries: int = 3,
         retry_backoff: float = 1.0,
         tokenizer: model_inputs.ChatTokenizer | None = None,
+        send_priority: bool = False,
     ) -> None:
         if max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be positive, got {max_new_tokens}")
@@ -402,6 +412,10 @@ class OpenAICaptioner:
         self._tokenizer = tokenizer
         self._warned_unverified = False
         self._closed = False
+        self._send_priority = send_priority
+        self._stats = EngineStats()
+        self._pools: dict[bool, ThreadPoolExecutor] = {}
+        self._pools_lock = threading.Lock()
 
     @property
     def model_id(self) -> str:
@@ -413,9 +427,14 @@ class OpenAICaptioner:
         """The chat-completions endpoint requests go to."""
         return self._url
 
-    def request_body(self, clip: WindowClip) -> dict[str, Any]:
+    @property
+    def stats(self) -> EngineStats:
+        """Counters of the windows sent through :meth:`submit`."""
+        return self._stats
+
+    def request_body(self, clip: WindowClip, priority: int = INGEST_PRIORITY) -> dict[str, Any]:
         """The JSON body sent for one window."""
-        return chat_request_body(
+        body = chat_request_body(
             clip,
             self._model,
             max_tokens=self._max_new_tokens,
@@ -426,6 +445,35 @@ class OpenAICaptioner:
             frame_format=self._frame_format,
             jpeg_quality=self._jpeg_quality,
         )
+        if self._send_priority:
+            body["priority"] = priority
+        return body
+
+    def submit(self, clip: WindowClip, *, priority: int = INGEST_PRIORITY) -> Future[CaptionOutput]:
+        """Send one window on a pooled connection; the future holds its answer."""
+        if self._closed:
+            raise RuntimeError("the captioner is closed")
+        urgent = priority < INGEST_PRIORITY
+        with self._pools_lock:
+            pool = self._pools.get(urgent)
+            if pool is None:
+                workers = self._max_concurrency // 4 + 1 if urgent else self._max_concurrency
+                pool = ThreadPoolExecutor(
+                    max_workers=workers,
+                    thread_name_prefix="vidseek-openai-refine" if urgent else "vidseek-openai",
+                )
+                self._pools[urgent] = pool
+        self._stats.started()
+        return pool.submit(self._submitted_one, clip, priority)
+
+    def _submitted_one(self, clip: WindowClip, priority: int) -> CaptionOutput:
+        output: CaptionOutput | None = None
+        started = time.perf_counter()
+        try:
+            output = self._describe_one(clip, priority).output
+            return output
+        finally:
+            self._stats.finished(output, generate_s=time.perf_counter() - started)
 
     def describe_detailed(self, clips: Sequence[WindowClip]) -> list[ChatAnswer]:
         """Caption every clip (concurrently); answers in clip order."""
@@ -444,11 +492,15 @@ class OpenAICaptioner:
         return [answer.output for answer in self.describe_detailed(clips)]
 
     def close(self) -> None:
-        """Nothing to release (no connection is kept); later calls raise."""
+        """Stop the connection pools (waiting windows are dropped); later calls raise."""
         self._closed = True
+        with self._pools_lock:
+            pools, self._pools = list(self._pools.values()), {}
+        for pool in pools:
+            pool.shutdown(wait=False, cancel_futures=True)
 
-    def _describe_one(self, clip: WindowClip) -> ChatAnswer:
-        answer = parse_chat_response(self._post(self.request_body(clip)))
+    def _describe_one(self, clip: WindowClip, priority: int = INGEST_PRIORITY) -> ChatAnswer:
+        answer = parse_chat_response(self._post(self.request_body(clip, priority)))
         if self._verify_prompt:
             if answer.prompt_token_ids is not None:
                 check_prompt_layout(answer.prompt_token_ids, clip, self._tokenizer)

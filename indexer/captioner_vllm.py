@@ -51,6 +51,7 @@ __all__ = [
     "decoding_spec",
     "engine_kwargs",
     "processor_expands_bare_video_token",
+    "sampling_params",
     "vllm_prompt_text",
     "window_request",
 ]
@@ -182,8 +183,10 @@ def engine_kwargs(
     return kwargs
 
 
-def _sampling_params(vllm: Any, spec: DecodingSpec, extra: Mapping[str, Any] | None) -> Any:
+def sampling_params(spec: DecodingSpec, extra: Mapping[str, Any] | None = None) -> Any:
     """``vllm.SamplingParams`` for a spec, across the structured-output API versions."""
+    import vllm
+
     kwargs: dict[str, Any] = {
         "temperature": spec.temperature,
         "max_tokens": spec.max_tokens,
@@ -261,10 +264,9 @@ class VllmCaptioner:
         self._vllm: Any = vllm
         self._llm: Any = vllm.LLM(**kwargs)
         self._tokenizer: Any = self._llm.get_tokenizer()
-        self._sampling_params: Any = _sampling_params(vllm, self._spec, sampling_options)
+        self._sampling_params: Any = sampling_params(self._spec, sampling_options)
         # Grounding windows (search refinement) are constrained to one span.
-        self._grounding_params: Any = _sampling_params(
-            vllm,
+        self._grounding_params: Any = sampling_params(
             decoding_spec(max_new_tokens, constrained_json, grounding=True),
             sampling_options,
         )

@@ -1,10 +1,13 @@
 """The ingestion pipeline: uri -> probe -> plan -> decode -> caption -> parse -> embed -> commit.
 
 A window is the unit of work and of commit: each window's events are committed
-in one transaction as soon as it is done, so an interrupted ingest resumes at
-the first uncommitted window, and re-running an ingest of the same content
-commits nothing twice (window and event ids derive from the content hash).
-Decoding of the next batch of windows overlaps captioning of the current one.
+in one transaction as soon as its answer arrives, in any order, so an interrupted
+ingest resumes at the uncommitted windows, and re-running an ingest of the same
+content commits nothing twice (window and event ids derive from the content hash).
+Windows decode in parallel on a pool of decoder processes, a few ahead of the
+engine, and go to the captioning engine as soon as they are decoded; at most
+``max_in_flight`` of one video wait for answers (backpressure: decoding stops
+while the engine is full, so frames never pile up in memory).
 
 Damaged video: a window is captioned from the frames that decode (the model
 sees their real absolute timestamps; an odd frame out is dropped, since
@@ -26,18 +29,24 @@ import difflib
 import hashlib
 import logging
 import re
-from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Generator, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 
 from vidseek.indexer.captioner import Captioner
+from vidseek.indexer.decode_pool import DecodePool
 from vidseek.indexer.embedder import Embedder
+from vidseek.indexer.engine import CaptionEngine, as_engine
 from vidseek.indexer.parse import parse_events
 from vidseek.indexer.planner import PlanConfig, WindowPlan, plan_windows
 from vidseek.indexer.prompt import PROMPT_VERSION
-from vidseek.indexer.types import ParsedEvent, VideoInfo, Window, WindowClip
-from vidseek.indexer.video import DecodeWorker, FrameReader, probe
+from vidseek.indexer.types import CaptionOutput, ParsedEvent, VideoInfo, Window, WindowClip
+from vidseek.indexer.video import DecodeWorker, probe
 from vidseek.storage.errors import InvalidArgument, NotFound
 from vidseek.storage.store import EventRecord, NewEvent, NewWindow, Store, window_id_for
 
@@ -46,6 +55,7 @@ __all__ = [
     "IngestProgress",
     "IngestResult",
     "Ingestor",
+    "StageTimes",
     "content_hash",
     "drop_duplicates",
     "span_tolerance",
@@ -73,6 +83,13 @@ class IngestConfig:
     decode_backend: str = "pyav"
     decode_timeout: float = 120.0
     batch_windows: int = 4
+    """Windows per call of a synchronous captioner (the transformers backend)."""
+    max_in_flight: int = 32
+    """Windows of one video sent to the engine and not yet committed."""
+    decode_processes: int = 1
+    """Decoder processes of an ingestor that has no shared pool."""
+    decode_ahead: int = 0
+    """Windows decoded ahead of the engine per video (0: the decode pool's size)."""
 
 
 @dataclass
@@ -100,22 +117,68 @@ class IngestResult:
     interrupted: bool
 
 
+class StageTimes:
+    """Seconds spent in each stage of ingestion, summed over windows (thread-safe).
+
+    ``decode``: in decoder processes; ``submit_wait``: a job waiting for room in the
+    engine (backpressure); ``answer_wait``: a job with nothing to do but wait for
+    answers; ``commit``: parsing, embedding and the SQL commit.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._seconds: dict[str, float] = {}
+
+    def add(self, stage: str, seconds: float) -> None:
+        with self._lock:
+            self._seconds[stage] = self._seconds.get(stage, 0.0) + seconds
+
+    def snapshot(self) -> dict[str, float]:
+        with self._lock:
+            return {k: round(v, 3) for k, v in self._seconds.items()}
+
+
 class Ingestor:
-    """Runs the pipeline for one video at a time against a store."""
+    """Runs the pipeline for one video at a time against a store.
+
+    ``captioner`` is a :class:`~vidseek.indexer.engine.CaptionEngine` (shared with other
+    jobs) or a plain captioner, which gets an engine of its own that batches up to
+    ``config.batch_windows`` windows per call. ``decode_pool`` is shared too; without
+    one the ingestor starts its own of ``config.decode_processes`` processes.
+    """
 
     def __init__(
-        self, store: Store, captioner: Captioner, embedder: Embedder, config: IngestConfig
+        self,
+        store: Store,
+        captioner: Captioner | CaptionEngine,
+        embedder: Embedder,
+        config: IngestConfig,
+        *,
+        decode_pool: DecodePool | None = None,
+        timings: StageTimes | None = None,
     ) -> None:
         self.store = store
-        self.captioner = captioner
         self.embedder = embedder
         self.config = config
-        # One decoder process for probing and reading every video of this ingestor.
-        self._worker = DecodeWorker(config.decode_backend)
+        self._owns_engine = not isinstance(captioner, CaptionEngine)
+        self.engine = as_engine(captioner, max_batch=config.batch_windows)
+        self._owns_pool = decode_pool is None
+        self.decode_pool = decode_pool or DecodePool(
+            config.decode_backend, max(1, config.decode_processes)
+        )
+        self.timings = timings or StageTimes()
+
+    @property
+    def captioner(self) -> CaptionEngine:
+        """The engine windows are captioned by."""
+        return self.engine
 
     def close(self) -> None:
-        """Stop the decoder process."""
-        self._worker.close()
+        """Stop what this ingestor started itself (its decoder processes, its engine)."""
+        if self._owns_pool:
+            self.decode_pool.close()
+        if self._owns_engine:
+            self.engine.close()
 
     def ingest(
         self,
@@ -127,15 +190,21 @@ class Ingestor:
     ) -> IngestResult:
         """Index one video file into ``collection``; commits window by window.
 
-        ``should_stop`` is checked between windows: the current window is
-        committed, the rest are left for a later run (``interrupted=True``).
+        Windows go to the engine as soon as they are decoded, at most
+        ``config.max_in_flight`` at a time, and each commits when its answer arrives,
+        in whatever order answers come. ``should_stop`` is checked between windows:
+        nothing more is sent, the windows in flight are committed, the rest are left
+        for a later run (``interrupted=True``). If the engine fails a window, the
+        windows in flight are still committed, then the failure is raised.
         """
         path = Path(uri)
         if not path.exists():
             raise NotFound(f"video file not found: {uri}")
         if not path.is_file():
             raise InvalidArgument(f"not a regular file: {uri}")
-        info = probe(str(path), timeout=self.config.decode_timeout, worker=self._worker)
+        info = self.decode_pool.submit(
+            lambda worker: probe(str(path), timeout=self.config.decode_timeout, worker=worker)
+        ).result()
         chash = content_hash(path)
         video_id = self.store.upsert_video(
             uri=str(path.resolve()),
@@ -148,7 +217,7 @@ class Ingestor:
             collection=collection,
         )
         plan = plan_windows(info, self.config.plan)
-        model = self.captioner.model_id
+        model = self.engine.model_id
         ids = {
             w.index: window_id_for(chash, w.start_seconds, w.end_seconds, model, PROMPT_VERSION)
             for w in plan.windows
@@ -166,47 +235,69 @@ class Ingestor:
         log.info("ingest %s (%s): %s; %d to do", uri, video_id, progress.plan, len(todo))
         if on_progress:
             on_progress(progress)
-        interrupted = False
-        with FrameReader(
-            str(path), timeout=self.config.decode_timeout, worker=self._worker
-        ) as reader:
-            for decoded in self._decoded_batches(reader, info, plan, todo):
-                for _, note in decoded:
-                    if note:
-                        log.warning("%s: %s", uri, note)
-                        progress.gap = progress.gap or note
-                clips = [c for c, _ in decoded if c is not None]
-                progress.windows_skipped += len(decoded) - len(clips)
-                if not clips:
-                    if on_progress:
-                        on_progress(progress)
+        in_flight: dict[Future[CaptionOutput], WindowClip] = {}
+        failures: list[BaseException] = []
+
+        def commit_answers(block: bool) -> None:
+            """Commit the windows whose answers have come (waiting for one if ``block``)."""
+            if not in_flight:
+                return
+            started = time.perf_counter()
+            done, _ = wait(in_flight, timeout=None if block else 0, return_when=FIRST_COMPLETED)
+            if block:
+                self.timings.add("answer_wait", time.perf_counter() - started)
+            for future in sorted(done, key=lambda f: in_flight[f].window.index):
+                clip = in_flight.pop(future)
+                try:
+                    out = future.result()
+                except Exception as exc:
+                    failures.append(exc)
                     continue
-                outputs = self.captioner.describe(clips)
-                if len(outputs) != len(clips):
-                    raise RuntimeError(
-                        f"captioner returned {len(outputs)} outputs for {len(clips)} windows"
-                    )
-                for clip, out in zip(clips, outputs, strict=True):
-                    w = clip.window
-                    self._commit(
-                        video_id,
-                        ids[w.index],
-                        w,
-                        clip,
-                        out.text,
-                        out.prompt_tokens,
-                        model,
-                        progress,
-                    )
+                started = time.perf_counter()
+                w = clip.window
+                self._commit(
+                    video_id, ids[w.index], w, clip, out.text, out.prompt_tokens, model, progress
+                )
+                self.timings.add("commit", time.perf_counter() - started)
+                if on_progress:
+                    on_progress(progress)
+
+        stopped = False
+        decoded_windows = self._decode_ahead(str(path), info, plan, todo)
+        try:
+            for clip, note in decoded_windows:
+                if note:
+                    log.warning("%s: %s", uri, note)
+                    progress.gap = progress.gap or note
+                if clip is None:
+                    progress.windows_skipped += 1
                     if on_progress:
                         on_progress(progress)
-                if should_stop():
-                    interrupted = progress.windows_done < progress.windows_total
+                else:
+                    while len(in_flight) >= self.config.max_in_flight:
+                        commit_answers(block=True)
+                    if failures or should_stop():
+                        stopped = not failures
+                        break
+                    started = time.perf_counter()
+                    in_flight[self.engine.submit(clip)] = clip
+                    self.timings.add("submit_wait", time.perf_counter() - started)
+                commit_answers(block=False)
+                if failures:
                     break
+                if should_stop():
+                    stopped = True
+                    break
+        finally:
+            decoded_windows.close()  # cancels the decodes not yet started
+            while in_flight:
+                commit_answers(block=True)
+        if failures:
+            raise failures[0]
         return IngestResult(
             video_id=video_id,
             progress=progress,
-            interrupted=interrupted,
+            interrupted=stopped and progress.windows_done < progress.windows_total,
         )
 
     def _commit(
@@ -272,31 +363,41 @@ class Ingestor:
                     parsed.error,
                 )
 
-    def _decoded_batches(
-        self, reader: FrameReader, info: VideoInfo, plan: WindowPlan, todo: Sequence[Window]
-    ) -> Iterator[list[tuple[WindowClip | None, str]]]:
-        """Decoded batches of windows; the next batch decodes while the caller captions.
+    def _decode_ahead(
+        self, path: str, info: VideoInfo, plan: WindowPlan, todo: Sequence[Window]
+    ) -> Generator[tuple[WindowClip | None, str], None, None]:
+        """Decoded windows in plan order, decoding up to ``decode_ahead`` windows ahead.
 
-        Each window comes with a note on its decoding gap ("" if none); a window
-        too damaged to caption comes back as ``None``.
+        The windows ahead decode in parallel on the pool. Each comes with a note on
+        its decoding gap ("" if none); a window too damaged to caption comes back as
+        ``None``. Closing the generator cancels the decodes not yet started.
         """
-        n = max(1, self.config.batch_windows)
-        batches = [list(todo[i : i + n]) for i in range(0, len(todo), n)]
+        ahead = max(1, self.config.decode_ahead or self.decode_pool.size)
+        pending: deque[Future[tuple[WindowClip | None, str]]] = deque()
+        windows = iter(todo)
 
-        def decode(batch: list[Window]) -> list[tuple[WindowClip | None, str]]:
-            return [_decode_window(reader, info, plan, w) for w in batch]
+        def decode(worker: DecodeWorker, w: Window) -> tuple[WindowClip | None, str]:
+            started = time.perf_counter()
+            try:
+                return _decode_window(worker, path, self.config.decode_timeout, info, plan, w)
+            finally:
+                self.timings.add("decode", time.perf_counter() - started)
 
-        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="decode")
-        # The pool's thread only reads frames; progress is updated by the caller.
+        def more() -> None:
+            w = next(windows, None)
+            if w is not None:
+                pending.append(self.decode_pool.submit(partial(decode, w=w)))
+
+        for _ in range(ahead):
+            more()
         try:
-            pending = [pool.submit(decode, b) for b in batches[:1]]
-            for i in range(len(batches)):
-                clips = pending.pop().result()
-                if i + 1 < len(batches):
-                    pending.append(pool.submit(decode, batches[i + 1]))
-                yield clips
+            while pending:
+                decoded = pending.popleft().result()
+                more()
+                yield decoded
         finally:
-            pool.shutdown(wait=True, cancel_futures=True)
+            for future in pending:
+                future.cancel()
 
 
 def _gap_note(w: Window, missing: Sequence[int], error: str) -> str:
@@ -307,10 +408,17 @@ def _gap_note(w: Window, missing: Sequence[int], error: str) -> str:
 
 
 def _decode_window(
-    reader: FrameReader, info: VideoInfo, plan: WindowPlan, w: Window
+    worker: DecodeWorker, path: str, timeout: float, info: VideoInfo, plan: WindowPlan, w: Window
 ) -> tuple[WindowClip | None, str]:
     """One window's clip from the frames that decode, and a note on any gap."""
-    got = reader.read(list(w.frame_indices), plan.frame_height, plan.frame_width, on_error="skip")
+    got = worker.read(
+        path,
+        list(w.frame_indices),
+        plan.frame_height,
+        plan.frame_width,
+        timeout=timeout,
+        on_error="skip",
+    )
     if not got.missing:
         return WindowClip(
             window=w, frames=got.frames, fps=info.fps, total_frames=info.frame_count

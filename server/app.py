@@ -19,6 +19,7 @@ from grpc_reflection.v1alpha import reflection
 
 from vidseek.indexer.captioner import Captioner
 from vidseek.indexer.embedder import Embedder, QueryEmbedder, load_embedder
+from vidseek.indexer.engine import CaptionEngine
 from vidseek.indexer.pipeline import IngestConfig
 from vidseek.indexer.planner import PlanConfig
 from vidseek.server.interceptors import ErrorAndAuthInterceptor
@@ -50,17 +51,19 @@ def _device(settings: Settings) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def load_captioner(settings: Settings) -> Captioner:
-    """The captioner backend the settings select (imported only when selected)."""
+def load_captioner(settings: Settings) -> Captioner | CaptionEngine:
+    """The captioning backend the settings select (imported only when selected)."""
     if settings.captioner == "vllm":
-        from vidseek.indexer.captioner_vllm import VllmCaptioner
+        from vidseek.indexer.engine_vllm import AsyncVllmEngine
 
-        return VllmCaptioner(
+        return AsyncVllmEngine(
             settings.model,
             max_new_tokens=settings.max_new_tokens,
             constrained_json=settings.constrained_output,
             gpu_memory_utilization=settings.vllm_gpu_memory_utilization,
             max_model_len=settings.vllm_max_model_len,
+            renderer_workers=settings.vllm_renderer_workers,
+            data_parallel_size=settings.vllm_data_parallel_size,
         )
     if settings.captioner == "openai":
         from vidseek.indexer.captioner_openai import OpenAICaptioner
@@ -71,6 +74,7 @@ def load_captioner(settings: Settings) -> Captioner:
             api_key=settings.openai_api_key,
             max_new_tokens=settings.max_new_tokens,
             constrained_json=settings.constrained_output,
+            max_concurrency=settings.openai_max_concurrency,
         )
     from vidseek.indexer.captioner_transformers import TransformersCaptioner
 
@@ -96,6 +100,7 @@ def ingest_config(settings: Settings) -> IngestConfig:
         decode_backend=settings.decode_backend,
         decode_timeout=settings.decode_timeout,
         batch_windows=settings.batch_windows,
+        max_in_flight=settings.max_in_flight,
     )
 
 
@@ -145,7 +150,7 @@ def build_app(
     settings: Settings,
     *,
     embedder: Embedder | None = None,
-    captioner_factory: Callable[[], Captioner] | None = None,
+    captioner_factory: Callable[[], Captioner | CaptionEngine] | None = None,
 ) -> App:
     """Open storage and build the services (the captioner loads on the first job).
 
@@ -166,7 +171,7 @@ def _build_app(
     settings: Settings,
     lock: DirectoryLock,
     embedder: Embedder | None,
-    captioner_factory: Callable[[], Captioner] | None,
+    captioner_factory: Callable[[], Captioner | CaptionEngine] | None,
 ) -> App:
     emb = embedder or load_embedder(
         settings.embedder,
@@ -192,9 +197,11 @@ def _build_app(
         roots,
         workers=settings.ingest_workers,
         model=settings.model,
+        max_in_flight=settings.max_in_flight,
+        decode_processes=settings.decode_processes,
     )
-    # Refinement shares the ingest job's captioner (one model, calls serialised by
-    # its lock) but decodes in a decoder process of its own.
+    # Refinement shares the ingest jobs' engine (ahead of them) but decodes in a
+    # decoder process of its own.
     refiner = Refiner(store, jobs.captioner, refine_config(settings))
     queries = QueryEmbedder(emb, settings.query_cache_size)
     search = SearchService(
@@ -268,7 +275,7 @@ def create_server(
     settings: Settings,
     *,
     embedder: Embedder | None = None,
-    captioner_factory: Callable[[], Captioner] | None = None,
+    captioner_factory: Callable[[], Captioner | CaptionEngine] | None = None,
 ) -> tuple[grpc.Server, int, App]:
     """Build and start a server; returns (server, bound port, app). Port 0 picks a free one."""
     tokens = settings.auth_tokens()

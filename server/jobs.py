@@ -3,12 +3,14 @@
 Jobs survive restarts: on start, jobs left ``queued`` or ``running`` are queued
 again, and their videos resume at the first uncommitted window.
 
-Each worker thread has its own decoder process; all share one captioner, whose
-engine calls are serialised (:class:`SerialCaptioner`). More than one worker
-pays off by decoding one video while another is being captioned.
+All workers share one captioning engine (:mod:`vidseek.indexer.engine`), with at
+most ``max_in_flight`` ingestion windows in it at once, and one pool of decoder
+processes. Each job sends its windows to the engine as soon as they are decoded
+and commits each when its answer arrives, so the engine sees the windows of every
+running job together; search refinement uses the same engine, ahead of them.
 
-Cancelling a job stops it after the window being committed; what was committed
-stays indexed, and the job ends ``cancelled``.
+Cancelling a job stops it after the windows in flight are committed; what was
+committed stays indexed, and the job ends ``cancelled``.
 """
 
 from __future__ import annotations
@@ -18,13 +20,14 @@ import queue
 import threading
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 
 from vidseek.indexer.captioner import Captioner
+from vidseek.indexer.decode_pool import DecodePool
 from vidseek.indexer.embedder import Embedder
-from vidseek.indexer.pipeline import IngestConfig, Ingestor, IngestProgress
-from vidseek.indexer.types import CaptionOutput, WindowClip
+from vidseek.indexer.engine import BoundedEngine, CaptionEngine, as_engine
+from vidseek.indexer.pipeline import IngestConfig, Ingestor, IngestProgress, StageTimes
 from vidseek.indexer.video import DecodeWorker, probe
 from vidseek.storage.errors import (
     CaptionerUnavailable,
@@ -37,7 +40,7 @@ from vidseek.storage.errors import (
 from vidseek.storage.models import IngestJobRow
 from vidseek.storage.store import Store, collection_name
 
-__all__ = ["JobRunner", "SerialCaptioner", "check_ingest_path"]
+__all__ = ["JobRunner", "check_ingest_path"]
 
 log = logging.getLogger(__name__)
 
@@ -62,28 +65,6 @@ def check_ingest_path(uri: str, allowed_roots: list[Path]) -> Path:
     return resolved
 
 
-class SerialCaptioner:
-    """A captioner shared by ingestion and search refinement: one engine call at a time.
-
-    ``lock`` is exposed so a caller with a deadline can try to acquire it first.
-    """
-
-    def __init__(self, inner: Captioner) -> None:
-        self.inner = inner
-        self.lock = threading.Lock()
-
-    @property
-    def model_id(self) -> str:
-        return self.inner.model_id
-
-    def describe(self, clips: Sequence[WindowClip]) -> list[CaptionOutput]:
-        with self.lock:
-            return self.inner.describe(clips)
-
-    def close(self) -> None:
-        self.inner.close()
-
-
 # After the captioning model fails to load, jobs fail at once with that error for
 # this long rather than each trying again (a missing hub model costs minutes a try).
 CAPTIONER_RETRY_S = 300.0
@@ -92,6 +73,8 @@ CAPTIONER_RETRY_S = 300.0
 class JobRunner:
     """Runs queued ingest jobs on ``workers`` background threads.
 
+    ``max_in_flight`` caps the ingestion windows in the shared engine;
+    ``decode_processes`` sizes the shared decode pool (0: half the cores).
     ``model`` names the captioning model in errors. If the model cannot load,
     every job fails at once with that one error for ``CAPTIONER_RETRY_S``
     seconds instead of loading it again per job.
@@ -101,18 +84,25 @@ class JobRunner:
         self,
         store: Store,
         embedder: Embedder,
-        captioner_factory: Callable[[], Captioner],
+        captioner_factory: Callable[[], Captioner | CaptionEngine],
         config: IngestConfig,
         allowed_roots: list[Path],
         workers: int = 1,
         model: str = "",
+        *,
+        max_in_flight: int = 64,
+        decode_processes: int = 0,
     ) -> None:
         if workers < 1:
             raise InvalidArgument(f"workers must be >= 1, got {workers}")
         self.store = store
         self.embedder = embedder
         self._captioner_factory = captioner_factory
-        self._captioner: SerialCaptioner | None = None
+        self._captioner: BoundedEngine | None = None
+        self._max_in_flight = max_in_flight
+        self._decode_processes = decode_processes
+        self._decode_pool: DecodePool | None = None
+        self.timings = StageTimes()
         self._captioner_lock = threading.Lock()
         self._model = model
         self._load_failure: tuple[str, float] | None = None  # message, retry after
@@ -186,6 +176,8 @@ class JobRunner:
         self._probe_worker.close()
         for ingestor in self._ingestors:
             ingestor.close()
+        if self._decode_pool is not None:
+            self._decode_pool.close()
         if self._captioner is not None:
             self._captioner.close()
 
@@ -201,13 +193,25 @@ class JobRunner:
                 self._safe_update(job_id, state="failed", error="internal error (see server log)")
 
     def _ingestor(self) -> Ingestor:
-        """This worker thread's ingestor (its own decoder process, the shared captioner)."""
+        """This worker thread's ingestor (the shared engine and decode pool)."""
         ingestor: Ingestor | None = getattr(self._local, "ingestor", None)
         if ingestor is None:
-            ingestor = Ingestor(self.store, self.captioner(), self.embedder, self.config)
-            self._local.ingestor = ingestor
+            engine = self.captioner()
             with self._captioner_lock:
+                if self._decode_pool is None:
+                    self._decode_pool = DecodePool(
+                        self.config.decode_backend, self._decode_processes
+                    )
+                ingestor = Ingestor(
+                    self.store,
+                    engine,
+                    self.embedder,
+                    self.config,
+                    decode_pool=self._decode_pool,
+                    timings=self.timings,
+                )
                 self._ingestors.append(ingestor)
+            self._local.ingestor = ingestor
         return ingestor
 
     def _run_job(self, job_id: str) -> None:
@@ -268,15 +272,18 @@ class JobRunner:
             p.windows_skipped,
         )
 
-    def captioner(self) -> SerialCaptioner:
-        """The captioner, loaded on first use; CaptionerUnavailable if it cannot load."""
+    def captioner(self) -> BoundedEngine:
+        """The shared engine, loaded on first use; CaptionerUnavailable if it cannot load."""
         with self._captioner_lock:
             if self._captioner is None:
                 failed = self._load_failure
                 if failed is not None and time.monotonic() < failed[1]:
                     raise CaptionerUnavailable(failed[0])
                 try:
-                    self._captioner = SerialCaptioner(self._captioner_factory())
+                    engine = as_engine(
+                        self._captioner_factory(), max_batch=self.config.batch_windows
+                    )
+                    self._captioner = BoundedEngine(engine, self._max_in_flight)
                 except Exception as exc:  # model files missing, out of memory, bad weights...
                     name = f" {self._model!r}" if self._model else ""
                     message = (

@@ -7,7 +7,7 @@ video) at a higher rate (``fps``, 2 by default), with the **absolute** source fr
 indices and the source fps, so the model reads absolute ``<t seconds>`` tags; it then
 asks the captioning model where the query happens in that clip (a grounding window:
 :attr:`~vidseek.indexer.types.Window.query`, answer constrained to
-``{"start": s, "end": e}``). All clips go to the model in one ``describe`` call.
+``{"start": s, "end": e}``). All clips are in the engine at once.
 
 A refined moment gets the model's span (clamped to its clip) and keeps the span it
 had as ``coarse_start_seconds`` / ``coarse_end_seconds``. Refinement is best effort
@@ -33,15 +33,15 @@ import math
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, replace
 from typing import TypeVar
 
+from vidseek.indexer.engine import REFINE_PRIORITY, CaptionEngine
 from vidseek.indexer.parse import parse_span
 from vidseek.indexer.types import CaptionOutput, VideoInfo, Window, WindowClip
 from vidseek.indexer.video import DecodeWorker, resized_shape, sample_indices
-from vidseek.server.jobs import SerialCaptioner
 from vidseek.server.search import MomentResult
 from vidseek.storage.store import Store, VideoRecord
 
@@ -86,7 +86,7 @@ class _Late(Exception):
 class Refiner:
     """Refines search moments to the second with the captioning model (see the module docstring).
 
-    ``captioner`` returns the shared captioner, loading it on first use (e.g.
+    ``captioner`` returns the shared captioning engine, loading it on first use (e.g.
     :meth:`~vidseek.server.jobs.JobRunner.captioner`); it is called on a background
     thread, so a model that takes minutes to load only makes early requests coarse.
     ``worker`` is the decoder process to use (default: a new one of
@@ -96,7 +96,7 @@ class Refiner:
     def __init__(
         self,
         store: Store,
-        captioner: Callable[[], SerialCaptioner],
+        captioner: Callable[[], CaptionEngine],
         config: RefineConfig | None = None,
         *,
         worker: DecodeWorker | None = None,
@@ -108,13 +108,12 @@ class Refiner:
         self._worker = worker or DecodeWorker(self.config.decode_backend)
         self._loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="refine-load")
         self._decoder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="refine-decode")
-        self._engine = ThreadPoolExecutor(max_workers=1, thread_name_prefix="refine-model")
         self._load_lock = threading.Lock()
-        self._load: Future[SerialCaptioner] | None = None
+        self._load: Future[CaptionEngine] | None = None
 
     def close(self) -> None:
         """Stop the background threads (work in flight finishes) and the decoder process."""
-        for pool in (self._loader, self._decoder, self._engine):
+        for pool in (self._loader, self._decoder):
             pool.shutdown(wait=False, cancel_futures=True)
         if self._owns_worker:
             self._worker.close()
@@ -163,7 +162,7 @@ class Refiner:
         for (position, clip), output in zip(clips, outputs, strict=True):
             result[position] = _refined(result[position], clip, output)
 
-    def _captioner_future(self) -> Future[SerialCaptioner]:
+    def _captioner_future(self) -> Future[CaptionEngine]:
         """The (possibly finished) loading of the captioner; a failed load is retried."""
         with self._load_lock:
             load = self._load
@@ -231,19 +230,14 @@ class Refiner:
         )
 
     def _describe(
-        self, captioner: SerialCaptioner, clips: list[WindowClip], deadline: float
+        self, engine: CaptionEngine, clips: list[WindowClip], deadline: float
     ) -> list[CaptionOutput]:
-        """The model's answers for all clips in one call, under the captioner's lock."""
-        # Lock order: only this lock is held while the model runs; it is released by
-        # the model thread when the call ends, even if the request gave up waiting.
-        if not captioner.lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
-            raise _Late("the captioner stayed busy (ingestion) past the deadline")
-        try:
-            call = self._engine.submit(_describe_then_release, captioner, clips)
-        except BaseException:
-            captioner.lock.release()
-            raise
-        return self._wait(call, deadline, "the model did not answer in time")
+        """The model's answers for all clips, submitted ahead of ingestion."""
+        futures = [engine.submit(clip, priority=REFINE_PRIORITY) for clip in clips]
+        _, waiting = wait(futures, timeout=max(0.0, deadline - time.monotonic()))
+        if waiting:
+            raise _Late(f"the model did not answer {len(waiting)} of {len(clips)} clips in time")
+        return [future.result() for future in futures]
 
     @staticmethod
     def _wait(future: Future[T], deadline: float, late: str) -> T:
@@ -251,16 +245,6 @@ class Refiner:
             return future.result(timeout=max(0.0, deadline - time.monotonic()))
         except FutureTimeout:
             raise _Late(late) from None
-
-
-def _describe_then_release(
-    captioner: SerialCaptioner, clips: list[WindowClip]
-) -> list[CaptionOutput]:
-    """Run the model with the lock the caller acquired, then release it."""
-    try:
-        return captioner.inner.describe(clips)
-    finally:
-        captioner.lock.release()
 
 
 def _refined(moment: MomentResult, clip: WindowClip, output: CaptionOutput) -> MomentResult:

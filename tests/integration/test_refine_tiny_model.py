@@ -21,10 +21,10 @@ from tests.support.prompts import chat_prompt
 from tests.support.videos import write_video
 from vidseek.indexer import model_inputs
 from vidseek.indexer.captioner_transformers import TransformersCaptioner
+from vidseek.indexer.engine import BatchingEngine
 from vidseek.indexer.prompt import build_grounding_prompt
 from vidseek.indexer.types import CaptionOutput, WindowClip
 from vidseek.indexer.video import probe
-from vidseek.server.jobs import SerialCaptioner
 from vidseek.server.refine import RefineConfig, Refiner
 from vidseek.server.search import MomentResult
 from vidseek.storage.store import Store
@@ -85,10 +85,10 @@ def test_tiny_model_sees_the_padded_clip_with_absolute_timestamps(
     captioner = RecordingCaptioner(
         str(tiny_qwen_dir), device="cpu", dtype="float32", max_new_tokens=64
     )
-    serial = SerialCaptioner(captioner)
+    engine = BatchingEngine(captioner)
     refiner = Refiner(
         store,
-        lambda: serial,
+        lambda: engine,
         RefineConfig(fps=2.0, pad_seconds=5.0, max_pixels=160 * 96, decode_backend="pyav"),
     )
     coarse = MomentResult(
@@ -103,7 +103,7 @@ def test_tiny_model_sees_the_padded_clip_with_absolute_timestamps(
         (result,) = refiner.refine(QUERY, [coarse], time.monotonic() + 300)
     finally:
         refiner.close()
-        captioner.close()
+        engine.close()  # closes the captioner too
 
     # The model saw exactly one prompt: the grounding question about the clip
     # [95, 107] s, sampled at 2 fps from the 10 fps source (frames 950, 955, ...,

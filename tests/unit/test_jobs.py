@@ -35,8 +35,11 @@ def runner_factory(tmp_path: Path, embedder) -> Iterator:
         config = IngestConfig(
             plan=PlanConfig(sample_fps=2.0, window_seconds=2.0, max_frame_pixels=160 * 96),
             batch_windows=1,
+            max_in_flight=1,  # one window in hand at a time: cancelling stops after it
         )
-        runner = JobRunner(store, embedder, lambda: captioner, config, [], workers=workers)
+        runner = JobRunner(
+            store, embedder, lambda: captioner, config, [], workers=workers, max_in_flight=1
+        )
         made.append((runner, store))
         runner.start()
         return runner, captioner, store

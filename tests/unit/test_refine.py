@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.clips import make_clip
 from tests.support.fakes import (
     FixedAnswerCaptioner,
     GarbageCaptioner,
@@ -26,10 +27,10 @@ from tests.support.fakes import (
 )
 from vidseek.indexer.captioner import Captioner
 from vidseek.indexer.embedder import Embedder
+from vidseek.indexer.engine import BatchingEngine
 from vidseek.indexer.parse import parse_span
 from vidseek.indexer.video import DecodeWorker
 from vidseek.server.app import build_app, refine_config
-from vidseek.server.jobs import SerialCaptioner
 from vidseek.server.refine import RefineConfig, Refiner
 from vidseek.server.search import MomentResult
 from vidseek.server.settings import load_settings
@@ -71,23 +72,31 @@ def video_id(store: Store, video: Path) -> str:
     )
 
 
-Make = Callable[..., tuple[Refiner, SerialCaptioner]]
+Make = Callable[..., tuple[Refiner, BatchingEngine]]
 
 
 @pytest.fixture
 def make(store: Store, worker: DecodeWorker) -> Iterator[Make]:
     refiners: list[Refiner] = []
 
-    def build(inner: Captioner, **config: object) -> tuple[Refiner, SerialCaptioner]:
-        serial = SerialCaptioner(inner)
+    engines: list[BatchingEngine] = []
+
+    def build(inner: Captioner, **config: object) -> tuple[Refiner, BatchingEngine]:
+        engine = BatchingEngine(inner, max_batch=4)
         options: dict[str, object] = {"fps": 2.0, "pad_seconds": 2.0, "max_moments": 2}
-        refiner = Refiner(store, lambda: serial, RefineConfig(**(options | config)), worker=worker)  # type: ignore[arg-type]
+        refiner = Refiner(store, lambda: engine, RefineConfig(**(options | config)), worker=worker)  # type: ignore[arg-type]
         refiners.append(refiner)
-        return refiner, serial
+        engines.append(engine)
+        return refiner, engine
 
     yield build
     for refiner in refiners:
         refiner.close()
+    for engine in engines:
+        inner = engine.captioner
+        if isinstance(inner, GatedCaptioner):
+            inner.gate.set()
+        engine.close()
 
 
 def moment(video_id: str, start: float, end: float, score: float = 0.5) -> MomentResult:
@@ -203,38 +212,23 @@ def test_unusable_answers_return_coarse(make: Make, video_id: str, inner: Captio
     assert refiner.refine(QUERY, coarse, soon()) == coarse
 
 
-def test_captioner_lock_held_by_ingestion_returns_coarse_in_bounded_time(
+def test_engine_busy_with_ingestion_returns_coarse_in_bounded_time(
     make: Make, video_id: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    fake = GroundingCaptioner()
-    refiner, serial = make(fake)
-    coarse = [moment(video_id, 3.0, 6.0)]
-    assert refiner.refine(QUERY, coarse, soon())[0].refined  # decoder warm, model "loaded"
-
-    with serial.lock:  # ingestion is captioning a window
-        started = time.monotonic()
-        with caplog.at_level(logging.WARNING, logger="vidseek.server.refine"):
-            result = refiner.refine(QUERY, coarse, started + 1.0)
-        elapsed = time.monotonic() - started
-    assert result == coarse
-    assert elapsed < 1.5
-    assert len(fake.calls) == 1  # the model was not called again
-    assert "captioner stayed busy" in caplog.text
-
-
-def test_model_call_past_the_deadline_returns_coarse_and_frees_the_lock_later(
-    make: Make, video_id: str
-) -> None:
     slow = GatedCaptioner()
-    refiner, serial = make(slow)
+    refiner, engine = make(slow)
     coarse = [moment(video_id, 3.0, 6.0)]
+    ingesting = engine.submit(make_clip(start_second=0, index=0))  # held by the gate
+    assert slow.waiting.wait(30)
     started = time.monotonic()
-    assert refiner.refine(QUERY, coarse, started + 3.0) == coarse
-    assert time.monotonic() - started < 3.5
-    assert slow.waiting.is_set()
-    assert serial.lock.locked()  # the model call is still running, and owns the lock
+    with caplog.at_level(logging.WARNING, logger="vidseek.server.refine"):
+        result = refiner.refine(QUERY, coarse, started + 1.0)
+    assert result == coarse
+    assert time.monotonic() - started < 1.5
+    assert "did not answer 1 of 1 clips in time" in caplog.text
     slow.gate.set()
-    assert _eventually(lambda: not serial.lock.locked())
+    assert ingesting.result(30).text  # the ingestion window still gets its answer
+    assert _eventually(lambda: engine.stats.in_flight == 0)  # the late refinement finished
 
 
 @pytest.mark.parametrize("deadline", [float("inf"), float("nan")])
@@ -257,7 +251,7 @@ def test_captioner_that_cannot_load_returns_coarse(
 ) -> None:
     attempts = []
 
-    def unavailable() -> SerialCaptioner:
+    def unavailable() -> BatchingEngine:
         attempts.append(1)
         raise CaptionerUnavailable("could not load the captioning model: no weights")
 

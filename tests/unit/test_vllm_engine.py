@@ -1,0 +1,226 @@
+"""The async vLLM engine up to vLLM itself: a stand-in ``AsyncLLM`` that records requests.
+
+The stand-in holds every request until the test opens its gate, so the test sees how
+many windows vLLM would hold at once. The prompts are built by the real code from the
+tiny Qwen3-VL's real tokenizer, exactly as for the offline backend.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import threading
+import time
+import types
+from typing import Any
+
+import pytest
+
+from tests.support.clips import make_clip
+from vidseek.indexer import model_inputs
+from vidseek.indexer.engine import INGEST_PRIORITY, REFINE_PRIORITY, CaptionEngine
+from vidseek.indexer.engine_vllm import AsyncVllmEngine, async_engine_kwargs
+
+
+class _Params:
+    def __init__(self, **kwargs: Any) -> None:
+        self.kwargs = kwargs
+
+
+@pytest.fixture
+def fake_vllm(monkeypatch):
+    module = types.ModuleType("vllm")
+    sampling = types.ModuleType("vllm.sampling_params")
+
+    class SamplingParams(_Params):
+        pass
+
+    class StructuredOutputsParams(_Params):
+        pass
+
+    module.SamplingParams = SamplingParams  # type: ignore[attr-defined]
+    sampling.StructuredOutputsParams = StructuredOutputsParams  # type: ignore[attr-defined]
+    module.sampling_params = sampling  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "vllm", module)
+    monkeypatch.setitem(sys.modules, "vllm.sampling_params", sampling)
+    return module
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    from transformers import AutoProcessor
+
+    from tests.support.tiny_qwen import build_tiny_qwen3_vl
+
+    directory = build_tiny_qwen3_vl(tmp_path_factory.mktemp("tiny-qwen3-vl"))
+    return AutoProcessor.from_pretrained(directory).tokenizer
+
+
+class FakeRenderer:
+    def __init__(self) -> None:
+        self.rendered: list[dict[str, Any]] = []
+
+    async def render_cmpl_async(self, prompts: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        self.rendered.extend(prompts)
+        await asyncio.sleep(0)
+        return [{"type": "rendered", "source": p} for p in prompts]
+
+
+class FakeAsyncLLM:
+    """Records requests; each waits for ``gate`` before its one final output."""
+
+    def __init__(self, kwargs: dict[str, Any], tokenizer: Any) -> None:
+        self.kwargs = kwargs
+        self.tokenizer = tokenizer
+        self.renderer = FakeRenderer()
+        self.gate = asyncio.Event()  # built inside the engine's loop
+        self.requests: list[tuple[dict[str, Any], Any, str, int]] = []
+        self.in_engine = 0
+        self.most_in_engine = 0
+        self.shut_down = False
+
+    def get_tokenizer(self) -> Any:
+        return self.tokenizer
+
+    async def generate(
+        self, prompt: dict[str, Any], params: Any, request_id: str, *, priority: int
+    ):
+        self.requests.append((prompt, params, request_id, priority))
+        self.in_engine += 1
+        self.most_in_engine = max(self.most_in_engine, self.in_engine)
+        await self.gate.wait()
+        self.in_engine -= 1
+        frames = prompt["source"]["multi_modal_data"]["video"][0][1]["frames_indices"]
+        yield types.SimpleNamespace(
+            prompt_token_ids=list(range(100 + len(frames))),
+            outputs=[
+                types.SimpleNamespace(text=f'{{"events": []}} {request_id}', token_ids=[7, 8])
+            ],
+        )
+
+    def shutdown(self) -> None:
+        self.shut_down = True
+
+
+def _engine(tokenizer: Any, **options: Any) -> tuple[AsyncVllmEngine, list[FakeAsyncLLM]]:
+    made: list[FakeAsyncLLM] = []
+
+    def factory(kwargs: dict[str, Any]) -> FakeAsyncLLM:
+        llm = FakeAsyncLLM(kwargs, tokenizer)
+        made.append(llm)
+        return llm
+
+    engine = AsyncVllmEngine(
+        "/models/qwen3-vl", llm_factory=factory, bare_video_token=True, **options
+    )
+    return engine, made
+
+
+def _until(condition, timeout: float = 10.0) -> bool:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if condition():
+            return True
+        time.sleep(0.01)
+    return condition()
+
+
+def test_windows_from_many_threads_are_all_in_the_engine_at_once(fake_vllm, tokenizer):
+    engine, (llm,) = _engine(tokenizer, max_new_tokens=256, renderer_workers=6)
+    assert isinstance(engine, CaptionEngine)
+    futures: list[Any] = []
+    lock = threading.Lock()
+
+    def job(first: int) -> None:
+        for k in range(4):
+            future = engine.submit(make_clip(start_second=60 * (first + k), index=first + k))
+            with lock:
+                futures.append(future)
+
+    threads = [threading.Thread(target=job, args=(4 * j,)) for j in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert _until(lambda: llm.in_engine == 12)  # none waits for another's answer
+    assert engine.stats.in_flight == 12
+    engine._loop.call_soon_threadsafe(llm.gate.set)
+    outputs = [f.result(10) for f in futures]
+    engine.close()
+
+    assert llm.most_in_engine == 12 and llm.shut_down
+    assert len({rid for _, _, rid, _ in llm.requests}) == 12
+    assert all(o.prompt_tokens == 104 and o.output_tokens == 2 for o in outputs)
+    assert llm.kwargs["scheduling_policy"] == "priority"
+    assert llm.kwargs["renderer_num_workers"] == 6
+    assert llm.kwargs["mm_processor_cache_gb"] == 0
+    # The rendered prompts are the offline backend's requests: absolute indices, real fps.
+    sources = {
+        p["multi_modal_data"]["video"][0][1]["frames_indices"][0] for p in llm.renderer.rendered
+    }
+    assert sources == {round(60 * s * 30.0) for s in range(12)}
+    first = llm.renderer.rendered[0]
+    assert first["mm_processor_kwargs"] == model_inputs.processor_kwargs()
+    stats = engine.stats.snapshot()
+    assert stats["completed"] == 12 and stats["in_flight"] == 0 and stats["max_in_flight"] == 12
+    with pytest.raises(RuntimeError, match="closed"):
+        engine.submit(make_clip())
+
+
+def test_priority_and_grounding_reach_the_engine(fake_vllm, tokenizer):
+    engine, (llm,) = _engine(tokenizer, max_new_tokens=64)
+    ingest = engine.submit(make_clip(index=0))
+    refine = engine.submit(make_clip(index=1, query="a dog jumps"), priority=REFINE_PRIORITY)
+    assert _until(lambda: len(llm.requests) == 2)
+    engine._loop.call_soon_threadsafe(llm.gate.set)
+    ingest.result(10), refine.result(10)
+    engine.close()
+    by_priority = {priority: params for _, params, _, priority in llm.requests}
+    assert set(by_priority) == {INGEST_PRIORITY, REFINE_PRIORITY}
+    events = by_priority[INGEST_PRIORITY].kwargs["structured_outputs"].kwargs["grammar"]
+    span = by_priority[REFINE_PRIORITY].kwargs["structured_outputs"].kwargs["grammar"]
+    assert events == model_inputs.events_grammar_ebnf()
+    assert span == model_inputs.span_grammar_ebnf()
+    assert by_priority[INGEST_PRIORITY].kwargs["max_tokens"] == 64
+
+
+def test_an_engine_error_fails_only_its_window(fake_vllm, tokenizer):
+    engine, (llm,) = _engine(tokenizer)
+
+    async def broken(prompt, params, request_id, *, priority):
+        raise RuntimeError("CUDA error: out of memory")
+        yield  # an async generator
+
+    good = engine.submit(make_clip(index=0))
+    assert _until(lambda: len(llm.requests) == 1)
+    llm.generate = broken  # type: ignore[method-assign]
+    bad = engine.submit(make_clip(index=1))
+    with pytest.raises(RuntimeError, match="out of memory"):
+        bad.result(10)
+    engine._loop.call_soon_threadsafe(llm.gate.set)
+    assert good.result(10).text
+    engine.close()
+    assert engine.stats.failed == 1 and engine.stats.completed == 1
+
+
+def test_async_engine_kwargs_validate_and_carry_data_parallelism():
+    kwargs = async_engine_kwargs(
+        "m",
+        gpu_memory_utilization=0.9,
+        max_model_len=32768,
+        renderer_workers=4,
+        data_parallel_size=2,
+        extra={"load_format": "dummy"},
+    )
+    assert kwargs["data_parallel_size"] == 2 and kwargs["load_format"] == "dummy"
+    assert kwargs["limit_mm_per_prompt"] == {"image": 0, "video": 1}
+    with pytest.raises(ValueError, match="renderer_workers"):
+        async_engine_kwargs("m", gpu_memory_utilization=0.9, max_model_len=1, renderer_workers=0)
+    with pytest.raises(ValueError, match="data_parallel_size"):
+        async_engine_kwargs(
+            "m",
+            gpu_memory_utilization=0.9,
+            max_model_len=1,
+            renderer_workers=1,
+            data_parallel_size=0,
+        )
