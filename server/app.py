@@ -199,6 +199,7 @@ def _build_app(
         model=settings.model,
         max_in_flight=settings.max_in_flight,
         decode_processes=settings.decode_processes,
+        max_queued_jobs=settings.max_queued_jobs,
     )
     # Refinement shares the ingest jobs' engine (ahead of them) but decodes in a
     # decoder process of its own.

@@ -35,6 +35,7 @@ from vidseek.storage.errors import (
     InvalidArgument,
     NotFound,
     PermissionDenied,
+    ResourceExhausted,
     VidseekError,
 )
 from vidseek.storage.models import IngestJobRow
@@ -75,6 +76,8 @@ class JobRunner:
 
     ``max_in_flight`` caps the ingestion windows in the shared engine;
     ``decode_processes`` sizes the shared decode pool (0: half the cores).
+    ``max_queued_jobs`` (0: no cap) bounds the jobs queued or running: a submission
+    past it is refused with ResourceExhausted.
     ``model`` names the captioning model in errors. If the model cannot load,
     every job fails at once with that one error for ``CAPTIONER_RETRY_S``
     seconds instead of loading it again per job.
@@ -92,6 +95,7 @@ class JobRunner:
         *,
         max_in_flight: int = 64,
         decode_processes: int = 0,
+        max_queued_jobs: int = 0,
     ) -> None:
         if workers < 1:
             raise InvalidArgument(f"workers must be >= 1, got {workers}")
@@ -101,6 +105,8 @@ class JobRunner:
         self._captioner: BoundedEngine | None = None
         self._max_in_flight = max_in_flight
         self._decode_processes = decode_processes
+        self._max_queued_jobs = max_queued_jobs
+        self._submit_lock = threading.Lock()
         self._decode_pool: DecodePool | None = None
         self.timings = StageTimes()
         self._captioner_lock = threading.Lock()
@@ -142,7 +148,16 @@ class JobRunner:
             raise NotFound(f"not a file: {uri}")
         probe(str(path), timeout=self.config.decode_timeout, worker=self._probe_worker)
         job_id = uuid.uuid4().hex
-        self.store.create_job(job_id, str(path), collection)
+        with self._submit_lock:  # the count and the insert together
+            if self._max_queued_jobs:
+                waiting = self.store.count_jobs(["queued", "running"])
+                if waiting >= self._max_queued_jobs:
+                    raise ResourceExhausted(
+                        f"{waiting} ingest jobs are queued or running, the most this server "
+                        f"takes (VIDSEEK_MAX_QUEUED_JOBS={self._max_queued_jobs}); "
+                        "retry once some have finished"
+                    )
+            self.store.create_job(job_id, str(path), collection)
         self._queue.put(job_id)
         return job_id
 

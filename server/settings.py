@@ -122,6 +122,11 @@ class Settings:
     decode_processes: int = _s(
         0, "Decoder processes shared by all ingest jobs (0: half the cores)."
     )
+    max_queued_jobs: int = _s(
+        10_000,
+        "Ingest jobs queued or running at once; a submission past it gets RESOURCE_EXHAUSTED "
+        "(0: no cap).",
+    )
     ingest_workers: int = _s(
         1,
         "Videos ingested at once; all share the decoder processes and the captioning engine.",
@@ -340,6 +345,7 @@ def _validate(s: Settings) -> None:
         (s.batch_windows > 0, "batch_windows", "must be > 0"),
         (s.ingest_workers > 0, "ingest_workers", "must be > 0"),
         (s.max_in_flight > 0, "max_in_flight", "must be > 0"),
+        (s.max_queued_jobs >= 0, "max_queued_jobs", "must be >= 0"),
         (s.decode_processes >= 0, "decode_processes", "must be >= 0"),
         (s.vllm_renderer_workers > 0, "vllm_renderer_workers", "must be > 0"),
         (s.vllm_data_parallel_size > 0, "vllm_data_parallel_size", "must be > 0"),

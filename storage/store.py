@@ -591,6 +591,14 @@ class Store:
                 raise NotFound(f"ingest job {job_id!r} not found")
             return row
 
+    def count_jobs(self, states: Sequence[str] = ()) -> int:
+        """How many jobs there are, optionally only in ``states``."""
+        with self._session() as s:
+            q = select(func.count()).select_from(IngestJobRow)
+            if states:
+                q = q.where(IngestJobRow.state.in_(list(states)))
+            return int(s.scalar(q) or 0)
+
     def list_jobs(self, offset: int, limit: int, states: Sequence[str] = ()) -> list[IngestJobRow]:
         """Jobs, newest first, optionally only in ``states``."""
         with self._session() as s:

@@ -57,3 +57,30 @@ def test_rpcs_beyond_the_cap_and_oversized_messages_are_resource_exhausted(
         captioner.gate.set()
         server.stop(0)
         app.shutdown()
+
+
+def test_jobs_beyond_the_queue_cap_are_resource_exhausted_with_a_hint(
+    data_dir: Path, embedder, colour_video: Path
+):
+    settings = load_settings(
+        overrides={"port": 0, "data_dir": str(data_dir), "max_queued_jobs": 2},
+        environ={},
+    )
+    captioner = GatedCaptioner()
+    server, port, app = create_server(
+        settings, embedder=embedder, captioner_factory=lambda: captioner
+    )
+    try:
+        with Client(f"127.0.0.1:{port}", retries=0) as client:
+            first = client.ingest(str(colour_video)).job_id  # running, held by the gate
+            client.ingest(str(colour_video))  # queued
+            with pytest.raises(ResourceExhaustedError, match=r"MAX_QUEUED_JOBS=2.*retry"):
+                client.ingest(str(colour_video))
+            assert app.store.count_jobs() == 2  # the refused one left no job behind
+            captioner.gate.set()
+            assert client.wait_for_job(first, timeout=60).state.value == "succeeded"
+            assert client.ingest(str(colour_video)).job_id  # room again
+    finally:
+        captioner.gate.set()
+        server.stop(0)
+        app.shutdown()
