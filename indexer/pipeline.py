@@ -123,19 +123,34 @@ class StageTimes:
     ``decode``: in decoder processes; ``submit_wait``: a job waiting for room in the
     engine (backpressure); ``answer_wait``: a job with nothing to do but wait for
     answers; ``commit``: parsing, embedding and the SQL commit.
+
+    Beside the seconds it counts what was committed (:meth:`counts`):
+    ``windows_<status>`` per window status (and ``windows_skipped``) and
+    ``video_seconds``, the length of the windows committed.
     """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._seconds: dict[str, float] = {}
+        self._counts: dict[str, float] = {}
 
     def add(self, stage: str, seconds: float) -> None:
         with self._lock:
             self._seconds[stage] = self._seconds.get(stage, 0.0) + seconds
 
+    def count(self, name: str, amount: float = 1.0) -> None:
+        with self._lock:
+            self._counts[name] = self._counts.get(name, 0.0) + amount
+
     def snapshot(self) -> dict[str, float]:
+        """Seconds by stage."""
         with self._lock:
             return {k: round(v, 3) for k, v in self._seconds.items()}
+
+    def counts(self) -> dict[str, float]:
+        """What was committed (see the class docstring)."""
+        with self._lock:
+            return dict(self._counts)
 
 
 class Ingestor:
@@ -271,6 +286,7 @@ class Ingestor:
                     progress.gap = progress.gap or note
                 if clip is None:
                     progress.windows_skipped += 1
+                    self.timings.count("windows_skipped")
                     if on_progress:
                         on_progress(progress)
                 else:
@@ -353,6 +369,8 @@ class Ingestor:
         )
         progress.windows_done += 1
         if committed:
+            self.timings.count(f"windows_{status}")
+            self.timings.count("video_seconds", w.end_seconds - w.start_seconds)
             progress.events_indexed += len(events)
             if status == "unparsed":
                 progress.windows_unparsed += 1

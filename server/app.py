@@ -24,6 +24,7 @@ from vidseek.indexer.pipeline import IngestConfig
 from vidseek.indexer.planner import PlanConfig
 from vidseek.server.interceptors import ErrorAndAuthInterceptor
 from vidseek.server.jobs import JobRunner
+from vidseek.server.metrics import Metrics, MetricsInterceptor
 from vidseek.server.refine import RefineConfig, Refiner
 from vidseek.server.search import SearchService
 from vidseek.server.service import VideoSearchServicer
@@ -130,6 +131,9 @@ class App:
     refiner: Refiner | None = None
     queries: QueryEmbedder | None = None
     lock: DirectoryLock | None = None
+    metrics: Metrics | None = None
+    metrics_port: int = 0
+    """The bound port of the Prometheus endpoint (0: off)."""
 
     def shutdown(self, grace: float | None = None) -> None:
         """Stop ingest after its current window, then snapshot and close storage."""
@@ -137,6 +141,8 @@ class App:
         if self.refiner is not None:
             self.refiner.close()
         self.jobs.stop(timeout=grace)
+        if self.metrics is not None:
+            self.metrics.close()
         if self.queries is not None:
             self.queries.close()
         try:
@@ -287,6 +293,18 @@ def create_server(
             "VIDSEEK_ALLOW_UNAUTHENTICATED=true behind a proxy that authenticates."
         )
     app = build_app(settings, embedder=embedder, captioner_factory=captioner_factory)
+    metrics = None
+    if settings.metrics_port:
+        metrics = Metrics()
+        metrics.watch(app.store, app.jobs)
+        try:
+            app.metrics_port = metrics.serve(settings.metrics_host, settings.metrics_port)
+        except OSError as exc:
+            app.shutdown()
+            raise ConfigError(
+                f"cannot serve metrics on {settings.metrics_host}:{settings.metrics_port}: {exc}"
+            ) from exc
+        app.metrics = metrics
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=settings.grpc_workers),
         options=[
@@ -294,7 +312,10 @@ def create_server(
             ("grpc.max_send_message_length", settings.max_message_bytes),
         ],
         maximum_concurrent_rpcs=settings.max_concurrent_rpcs,
-        interceptors=[ErrorAndAuthInterceptor(tokens)],
+        interceptors=[
+            *([MetricsInterceptor(metrics)] if metrics is not None else []),
+            ErrorAndAuthInterceptor(tokens),
+        ],
     )
     pb_grpc.add_VideoSearchServicer_to_server(
         VideoSearchServicer(

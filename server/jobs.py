@@ -287,6 +287,10 @@ class JobRunner:
             p.windows_skipped,
         )
 
+    def loaded_engine(self) -> BoundedEngine | None:
+        """The shared engine if it has loaded, without loading it."""
+        return self._captioner
+
     def captioner(self) -> BoundedEngine:
         """The shared engine, loaded on first use; CaptionerUnavailable if it cannot load."""
         with self._captioner_lock:

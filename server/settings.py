@@ -164,6 +164,12 @@ class Settings:
         "carry the request id of the RPC being answered.",
     )
     grpc_workers: int = _s(8, "Threads answering RPCs.")
+    metrics_port: int = _s(
+        0, "Port of the Prometheus endpoint (http://HOST:PORT/metrics); 0 turns it off."
+    )
+    metrics_host: str = _s(
+        "127.0.0.1", "Address the Prometheus endpoint listens on (0.0.0.0: every interface)."
+    )
     max_concurrent_rpcs: int = _s(
         128,
         "RPCs in progress or waiting for a thread at once; more are answered "
@@ -346,6 +352,7 @@ def _validate(s: Settings) -> None:
         (s.ingest_workers > 0, "ingest_workers", "must be > 0"),
         (s.max_in_flight > 0, "max_in_flight", "must be > 0"),
         (s.max_queued_jobs >= 0, "max_queued_jobs", "must be >= 0"),
+        (0 <= s.metrics_port <= 65535, "metrics_port", "must be 0-65535"),
         (s.decode_processes >= 0, "decode_processes", "must be >= 0"),
         (s.vllm_renderer_workers > 0, "vllm_renderer_workers", "must be > 0"),
         (s.vllm_data_parallel_size > 0, "vllm_data_parallel_size", "must be > 0"),

@@ -328,6 +328,12 @@ class Store:
         self._train_in_background()
         return applied
 
+    def change_log_lag(self) -> int:
+        """Change-log entries in SQL that the vector index has not applied yet."""
+        with self._session() as s:
+            latest = s.scalar(select(func.max(ChangeLog.seq))) or 0
+        return max(0, int(latest) - self._index.applied_seq)
+
     def _train_in_background(self) -> None:
         """Start a rebuild (which trains) if an ``ivf``/``auto`` index has grown enough."""
         if self._index.needs_training:
