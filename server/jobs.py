@@ -27,7 +27,16 @@ from vidseek.indexer.captioner import Captioner
 from vidseek.indexer.decode_pool import DecodePool
 from vidseek.indexer.embedder import Embedder
 from vidseek.indexer.engine import BoundedEngine, CaptionEngine, as_engine
-from vidseek.indexer.pipeline import IngestConfig, Ingestor, IngestProgress, StageTimes
+from vidseek.indexer.pipeline import (
+    IngestConfig,
+    Ingestor,
+    IngestProgress,
+    StageTimes,
+    content_hash,
+)
+from vidseek.indexer.planner import plan_windows
+from vidseek.indexer.prompt import PROMPT_VERSION
+from vidseek.indexer.types import VideoInfo
 from vidseek.indexer.video import DecodeWorker, probe
 from vidseek.storage.errors import (
     CaptionerUnavailable,
@@ -39,7 +48,7 @@ from vidseek.storage.errors import (
     VidseekError,
 )
 from vidseek.storage.models import IngestJobRow
-from vidseek.storage.store import Store, collection_name
+from vidseek.storage.store import Store, collection_name, window_id_for
 
 __all__ = ["JobRunner", "check_ingest_path"]
 
@@ -146,8 +155,10 @@ class JobRunner:
         path = check_ingest_path(uri, self.allowed_roots)
         if not path.is_file():
             raise NotFound(f"not a file: {uri}")
-        probe(str(path), timeout=self.config.decode_timeout, worker=self._probe_worker)
+        info = probe(str(path), timeout=self.config.decode_timeout, worker=self._probe_worker)
         job_id = uuid.uuid4().hex
+        if self._finish_if_indexed(job_id, path, info, collection):
+            return job_id
         with self._submit_lock:  # the count and the insert together
             if self._max_queued_jobs:
                 waiting = self.store.count_jobs(["queued", "running"])
@@ -160,6 +171,54 @@ class JobRunner:
             self.store.create_job(job_id, str(path), collection)
         self._queue.put(job_id)
         return job_id
+
+    def _finish_if_indexed(
+        self, job_id: str, path: Path, info: VideoInfo, collection: str
+    ) -> bool:
+        """Record a job that is already done if every window of the file is committed.
+
+        Known at submission, without waiting behind running jobs: the same content
+        (hash), planned as now, captioned by the current model with the current
+        prompt. The model is the loaded engine's (else the configured name).
+        """
+        chash = content_hash(path)
+        try:
+            video = self.store.get_video(chash[:16])
+        except NotFound:
+            return False
+        engine = self._captioner
+        model = engine.model_id if engine is not None else self._model
+        plan = plan_windows(info, self.config.plan)
+        wanted = {
+            window_id_for(chash, w.start_seconds, w.end_seconds, model, PROMPT_VERSION)
+            for w in plan.windows
+        }
+        if not model or not wanted <= self.store.committed_window_ids(video.id):
+            return False
+        self.store.upsert_video(
+            uri=str(path),
+            content_hash=chash,
+            duration=info.duration,
+            fps=info.fps,
+            width=info.width,
+            height=info.height,
+            frame_count=info.frame_count,
+            collection=collection,
+        )
+        self.store.create_job(job_id, str(path), collection)
+        n = len(plan.windows)
+        self.store.update_job(
+            job_id,
+            state="succeeded",
+            video_id=video.id,
+            plan=plan.summary(),
+            windows_total=n,
+            windows_done=n,
+            windows_reused=n,
+            events_indexed=video.event_count,
+        )
+        log.info("ingest job %s (%s): already indexed (same content)", job_id, path)
+        return True
 
     def cancel(self, job_id: str) -> IngestJobRow:
         """Cancel a queued or running job; a running one stops after its current window.

@@ -135,3 +135,27 @@ def test_a_model_that_cannot_load_fails_every_queued_job_at_once(tmp_path, embed
     finally:
         runner.stop(timeout=30)
         store.close()
+
+
+def test_an_already_indexed_file_is_done_at_submission_not_behind_a_running_job(
+    runner_factory, videos, caplog
+):
+    caplog.set_level("INFO", logger="vidseek.server.jobs")
+    runner, captioner, store = runner_factory(1)
+    captioner.gate.set()
+    first = runner.submit(videos[0])
+    _wait(lambda: store.get_job(first).state == "succeeded")
+    captioner.gate.clear()
+    captioner.waiting.clear()
+    long_job = runner.submit(videos[1])
+    assert captioner.waiting.wait(60)  # the only worker is busy with another video
+    again = runner.submit(videos[0], collection="archive")
+    job = store.get_job(again)  # no waiting: decided at submission
+    assert job.state == "succeeded" and store.get_job(long_job).state == "running"
+    assert job.windows_reused == job.windows_done == job.windows_total == 4
+    assert job.video_id == store.get_job(first).video_id
+    assert job.events_indexed == store.get_video(job.video_id).event_count > 0
+    assert store.get_video(job.video_id).collection == "archive"  # it had none
+    assert "already indexed (same content)" in caplog.text
+    captioner.gate.set()
+    _wait(lambda: store.get_job(long_job).state == "succeeded")
