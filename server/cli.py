@@ -29,7 +29,7 @@ from vidseek.client import (
     UnavailableError,
     VidseekClientError,
 )
-from vidseek.server.logs import log_handler
+from vidseek.server.logs import log_handler, route_library_logs
 from vidseek.server.settings import Settings, client_environment, load_settings
 from vidseek.storage.errors import ConfigError
 
@@ -146,6 +146,7 @@ def cmd_serve(ns: argparse.Namespace) -> int:
     for old in list(root.handlers):
         root.removeHandler(old)
     root.addHandler(log_handler(settings.log_format))
+    route_library_logs()
     serve(
         settings,
         ready=lambda port: print(f"vidseek listening on {settings.host}:{port}", flush=True),

@@ -172,9 +172,7 @@ class JobRunner:
         self._queue.put(job_id)
         return job_id
 
-    def _finish_if_indexed(
-        self, job_id: str, path: Path, info: VideoInfo, collection: str
-    ) -> bool:
+    def _finish_if_indexed(self, job_id: str, path: Path, info: VideoInfo, collection: str) -> bool:
         """Record a job that is already done if every window of the file is committed.
 
         Known at submission, without waiting behind running jobs: the same content
@@ -361,8 +359,10 @@ class JobRunner:
                     engine = as_engine(
                         self._captioner_factory(), max_batch=self.config.batch_windows
                     )
-                    self._captioner = BoundedEngine(engine, self._max_in_flight)
                 except Exception as exc:  # model files missing, out of memory, bad weights...
+                    if self._stop.is_set():  # e.g. SIGTERM while a refinement loads it
+                        log.info("captioning model load abandoned, the server is stopping: %s", exc)
+                        raise CaptionerUnavailable("the server is stopping") from exc
                     name = f" {self._model!r}" if self._model else ""
                     message = (
                         f"could not load the captioning model{name}: {exc}. Give a local model "
@@ -374,6 +374,10 @@ class JobRunner:
                     log.error("%s", message, exc_info=exc)
                     self._load_failure = (message, time.monotonic() + CAPTIONER_RETRY_S)
                     raise CaptionerUnavailable(message) from exc
+                if self._stop.is_set():  # loaded after stop(): nobody else will close it
+                    engine.close()
+                    raise CaptionerUnavailable("the server is stopping")
+                self._captioner = BoundedEngine(engine, self._max_in_flight)
                 self._load_failure = None
             return self._captioner
 

@@ -7,13 +7,21 @@ so every line logged while an RPC is answered names it (``-`` elsewhere).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import sys
 import time
 from contextvars import ContextVar
 
-__all__ = ["LOG_FORMATS", "REQUEST_ID", "JsonFormatter", "RequestIdFilter", "log_handler"]
+__all__ = [
+    "LOG_FORMATS",
+    "REQUEST_ID",
+    "JsonFormatter",
+    "RequestIdFilter",
+    "log_handler",
+    "route_library_logs",
+]
 
 LOG_FORMATS = ("text", "json")
 REQUEST_ID: ContextVar[str] = ContextVar("vidseek_request_id", default="-")
@@ -53,3 +61,25 @@ def log_handler(fmt: str = "text", stream: object = None) -> logging.Handler:
     handler.addFilter(RequestIdFilter())
     handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter(_TEXT))
     return handler
+
+
+def route_library_logs() -> None:
+    """Send transformers' and huggingface_hub's records through the root handler only.
+
+    Each library installs a stderr handler of its own; huggingface_hub's also
+    propagates to the root, so each of its warnings came out twice, once without
+    the request id and the chosen format.
+    """
+    with contextlib.suppress(ImportError):
+        from transformers.utils import logging as transformers_logging
+
+        transformers_logging.disable_default_handler()
+        transformers_logging.enable_propagation()
+    with contextlib.suppress(ImportError):
+        from huggingface_hub.utils import logging as hub_logging
+
+        hub_logging.get_logger()  # configures the library's logger (adds its handler)
+        library = logging.getLogger("huggingface_hub")
+        for handler in list(library.handlers):
+            library.removeHandler(handler)
+        library.propagate = True

@@ -43,6 +43,7 @@ from vidseek.indexer.parse import parse_span
 from vidseek.indexer.types import CaptionOutput, VideoInfo, Window, WindowClip
 from vidseek.indexer.video import DecodeWorker, resized_shape, sample_indices
 from vidseek.server.search import MomentResult
+from vidseek.storage.errors import CaptionerUnavailable
 from vidseek.storage.store import Store, VideoRecord
 
 __all__ = ["RefineConfig", "Refiner"]
@@ -132,7 +133,7 @@ class Refiner:
         deadline = min(deadline, latest) if not math.isnan(deadline) else latest
         try:
             self._refine(query, result, deadline)
-        except _Late as late:
+        except (_Late, CaptionerUnavailable) as late:
             log.warning("refinement: %s; moments left coarse", late)
         except Exception:  # best effort by contract: the coarse moments are a valid answer
             log.exception("refinement failed; moments left coarse")

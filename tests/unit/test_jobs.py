@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -13,7 +15,7 @@ from tests.support.videos import write_video
 from vidseek.indexer.pipeline import IngestConfig
 from vidseek.indexer.planner import PlanConfig
 from vidseek.server.jobs import JobRunner
-from vidseek.storage.errors import FailedPrecondition
+from vidseek.storage.errors import CaptionerUnavailable, FailedPrecondition
 from vidseek.storage.store import Store
 
 
@@ -159,3 +161,45 @@ def test_an_already_indexed_file_is_done_at_submission_not_behind_a_running_job(
     assert "already indexed (same content)" in caplog.text
     captioner.gate.set()
     _wait(lambda: store.get_job(long_job).state == "succeeded")
+
+
+@pytest.mark.parametrize("load_fails", [True, False])
+def test_stopping_while_the_model_loads_logs_no_error_and_closes_a_late_model(
+    tmp_path: Path, embedder, caplog, load_fails
+):
+    caplog.set_level("INFO")
+    loading, release = threading.Event(), threading.Event()
+    late = GatedCaptioner()
+    closed: list[bool] = []
+    late.close = lambda: closed.append(True)  # type: ignore[method-assign]
+
+    def slow_model() -> GatedCaptioner:
+        loading.set()
+        assert release.wait(30)
+        if load_fails:
+            raise RuntimeError("interrupted while downloading the weights")
+        return late
+
+    store = Store(f"sqlite:///{tmp_path / 'db.sqlite'}", tmp_path / "faiss.index", embedder.dim)
+    runner = JobRunner(store, embedder, slow_model, IngestConfig(), [], model="m")
+    outcome: list[BaseException] = []
+
+    def load() -> None:
+        try:
+            runner.captioner()  # as a refinement does, on its own thread
+        except BaseException as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=load)
+    thread.start()
+    try:
+        assert loading.wait(30)
+        runner.stop(timeout=0)  # SIGTERM: the server stops while the model loads
+        release.set()
+        thread.join(30)
+    finally:
+        store.close()
+    (exc,) = outcome
+    assert isinstance(exc, CaptionerUnavailable) and "stopping" in str(exc)
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert closed == ([] if load_fails else [True])

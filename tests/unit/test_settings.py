@@ -87,3 +87,33 @@ def test_index_tuning_settings_reach_the_store(tmp_path: Path, embedder):
         load_settings(environ={"VIDSEEK_IVF_NLIST": "8", "VIDSEEK_IVF_NPROBE": "9"})
     with pytest.raises(ConfigError, match="no events"):
         rebuild_index(settings)  # an empty database: nothing to take the dimension from
+
+
+def test_library_warnings_come_out_once_through_the_root_handler(capsys):
+    import logging
+
+    from huggingface_hub.utils import logging as hub_logging
+    from transformers.utils import logging as transformers_logging
+
+    from vidseek.server.logs import route_library_logs
+
+    seen: list[str] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            seen.append(record.name)
+
+    root = logging.getLogger()
+    handler = Collect()
+    root.addHandler(handler)
+    try:
+        hub_logging.get_logger()  # each library installs its own stderr handler
+        transformers_logging.get_logger()
+        route_library_logs()
+        hub_logging.get_logger("huggingface_hub.file_download").warning("hub says")
+        transformers_logging.get_logger("transformers.modeling").warning("transformers says")
+    finally:
+        root.removeHandler(handler)
+    assert seen == ["huggingface_hub.file_download", "transformers.modeling"]
+    err = capsys.readouterr().err
+    assert "hub says" not in err and "transformers says" not in err  # no second copy
