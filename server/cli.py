@@ -11,7 +11,9 @@ import contextlib
 import json
 import logging
 import os
+import queue
 import sys
+import threading
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict
@@ -216,6 +218,11 @@ class _IngestRun:
     Two bars on stderr: videos done (with ETA) and windows done across the jobs
     in flight and finished. When stderr is not a terminal (a log file, CI), plain
     progress lines every ``line_every`` seconds instead, and one per finished video.
+
+    Each job in flight is followed by a thread streaming its changes
+    (``wait_for_job``: ``WatchIngestJob``, polling only where the server cannot
+    stream); the main thread applies them as they come. A job whose stream breaks
+    is polled with ``GetIngestJob`` from then on.
     """
 
     def __init__(
@@ -232,6 +239,8 @@ class _IngestRun:
         self.pending: dict[str, str] = {}  # job id -> path
         self._counts: dict[str, tuple[int, int]] = {}  # job id -> (windows done, total)
         self._bars: list[Any] = []
+        self._updates: queue.Queue[IngestJob] = queue.Queue()
+        self._unwatched: set[str] = set()  # jobs whose stream broke: polled instead
 
     def _submit(self, path: Path) -> bool:
         """Queue one video; False (and a failed result) if the server refused it."""
@@ -244,7 +253,15 @@ class _IngestRun:
             self._say(f"vidseek: failed: {path}: {exc.message}")
             return False
         self.pending[job.job_id] = str(path)
+        threading.Thread(target=self._watch, args=(job.job_id,), daemon=True).start()
         return True
+
+    def _watch(self, job_id: str) -> None:
+        """Stream one job's changes into the update queue (a background thread)."""
+        try:
+            self._updates.put(self.client.wait_for_job(job_id, on_progress=self._updates.put))
+        except VidseekClientError:
+            self._unwatched.add(job_id)
 
     def submit_all(self, paths: Sequence[Path]) -> None:
         """Queue every video and return (``--no-wait``)."""
@@ -271,8 +288,6 @@ class _IngestRun:
             self._poll(videos, windows)
             if self.lines and time.monotonic() - self._last_line >= self.line_every:
                 self._progress_line(len(paths))
-            if self.pending:
-                time.sleep(0.5)
         if self.lines:
             self._progress_line(len(paths))
         self._close_bars()
@@ -297,12 +312,22 @@ class _IngestRun:
             f"{len(self.pending)} in flight"
         )
 
-    def _poll(self, videos: Any = None, windows: Any = None) -> None:
-        for job_id in list(self.pending):
-            job = self.client.get_job(job_id)
-            self._counts[job_id] = (job.windows_done, job.windows_total)
+    def _poll(self, videos: Any = None, windows: Any = None, wait: float = 0.5) -> None:
+        """Apply the job changes that came in (waiting up to ``wait`` s for the first)."""
+        changes: list[IngestJob] = []
+        try:
+            changes.append(self._updates.get(timeout=wait))
+            while True:
+                changes.append(self._updates.get_nowait())
+        except queue.Empty:
+            pass
+        changes += [self.client.get_job(j) for j in list(self._unwatched) if j in self.pending]
+        for job in changes:
+            if job.job_id not in self.pending:
+                continue  # a change that came after the job's end was applied
+            self._counts[job.job_id] = (job.windows_done, job.windows_total)
             if job.state.done:
-                path = self.pending.pop(job_id)
+                path = self.pending.pop(job.job_id)
                 self.results[path] = _job_result(job)
                 self._finished += 1
                 if videos is not None:
@@ -334,8 +359,6 @@ class _IngestRun:
         try:
             while self.pending:
                 self._poll()
-                if self.pending:
-                    time.sleep(0.5)
         except KeyboardInterrupt:
             for job_id, path in self.pending.items():
                 self.results[path] = {"status": "cancelled", "job_id": job_id}

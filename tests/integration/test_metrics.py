@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import socket
 import urllib.request
@@ -106,3 +107,39 @@ def test_metrics_are_off_by_default_and_a_taken_port_is_a_clear_error(
         )
         with pytest.raises(ConfigError, match=r"cannot serve metrics on 127\.0\.0\.1"):
             create_server(busy, embedder=embedder, captioner_factory=ColourCaptioner)
+
+
+def test_the_cli_follows_its_jobs_by_streaming_not_polling(
+    data_dir: Path, embedder, tmp_path: Path, capsys: pytest.CaptureFixture
+):
+    from tests.support.videos import write_video
+    from vidseek.server.cli import main
+
+    settings = load_settings(
+        overrides={
+            "port": 0,
+            "data_dir": str(data_dir),
+            "window_seconds": 2.0,
+            "metrics_port": _free_port(),
+        },
+        environ={},
+    )
+    server, port, app = create_server(
+        settings, embedder=embedder, captioner_factory=ColourCaptioner
+    )
+    videos = [
+        write_video(tmp_path / f"v{i}.mp4", seconds=4, colors=[(255, 0, 0)] * i + [(0, 0, 255)])
+        for i in (1, 2)
+    ]
+    try:
+        target = f"127.0.0.1:{port}"
+        code = main(["ingest", *videos, "--workers", "2", "--json", "--server", target])
+        scraped = _scrape(app.metrics_port)
+    finally:
+        server.stop(0)
+        app.shutdown()
+    out = json.loads(capsys.readouterr().out)
+    assert code == 0 and out["failed"] == 0
+    assert [r["status"] for r in out["results"].values()] == ["indexed", "indexed"]
+    assert scraped['vidseek_rpc_requests_total{code="OK",method="WatchIngestJob"}'] == 2
+    assert not [k for k in scraped if 'method="GetIngestJob"' in k]
