@@ -10,6 +10,9 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import Any, NoReturn
 
 import grpc
+from google.protobuf import any_pb2
+from google.rpc import error_details_pb2, status_pb2
+from grpc_status import rpc_status
 
 from vidseek.server.logs import REQUEST_ID
 from vidseek.storage.errors import VidseekError
@@ -28,6 +31,30 @@ SCOPES = ("read", "write")
 WRITE_METHODS = frozenset(
     f"/vidseek.v1.VideoSearch/{m}" for m in ("IngestVideo", "CancelIngestJob", "DeleteVideo")
 )
+
+
+def rich_status(code: grpc.StatusCode, exc: VidseekError) -> grpc.Status:
+    """The error as a ``google.rpc.Status``: its message, and the details it names.
+
+    A field at fault becomes a ``BadRequest`` field violation; a retry delay a
+    ``RetryInfo``. The plain status code and message stay what they were, so
+    clients that read no details lose nothing.
+    """
+    status = status_pb2.Status(code=code.value[0], message=str(exc))
+    if exc.field:
+        violation = error_details_pb2.BadRequest.FieldViolation(
+            field=exc.field, description=str(exc)
+        )
+        detail = any_pb2.Any()
+        detail.Pack(error_details_pb2.BadRequest(field_violations=[violation]))
+        status.details.append(detail)
+    if exc.retry_after > 0:
+        retry = error_details_pb2.RetryInfo()
+        retry.retry_delay.FromNanoseconds(int(exc.retry_after * 1e9))
+        detail = any_pb2.Any()
+        detail.Pack(retry)
+        status.details.append(detail)
+    return rpc_status.to_status(status)
 
 
 class ErrorAndAuthInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
@@ -89,7 +116,7 @@ class ErrorAndAuthInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
         def fail(context: grpc.ServicerContext, exc: Exception) -> NoReturn:
             if isinstance(exc, VidseekError):
                 code = getattr(grpc.StatusCode, exc.grpc_code, grpc.StatusCode.INTERNAL)
-                context.abort(code, str(exc))
+                context.abort_with_status(rich_status(code, exc))
             log.error("unexpected error in %s (request id %s)", method, request_id, exc_info=exc)
             context.abort(grpc.StatusCode.INTERNAL, f"internal error (request id {request_id})")
 

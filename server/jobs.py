@@ -166,7 +166,8 @@ class JobRunner:
                     raise ResourceExhausted(
                         f"{waiting} ingest jobs are queued or running, the most this server "
                         f"takes (VIDSEEK_MAX_QUEUED_JOBS={self._max_queued_jobs}); "
-                        "retry once some have finished"
+                        "retry once some have finished",
+                        retry_after=30.0,
                     )
             self.store.create_job(job_id, str(path), collection)
         self._queue.put(job_id)

@@ -404,30 +404,38 @@ class SearchService:
     def _plan(self, q: SearchQuery) -> _Plan:
         text = q.text.strip()
         if not text:
-            raise InvalidArgument("query is empty")
+            raise InvalidArgument("query is empty", field="query")
         if len(q.text) > self.max_query_chars:
             raise InvalidArgument(
-                f"query is {len(q.text)} characters; the limit is {self.max_query_chars}"
+                f"query is {len(q.text)} characters; the limit is {self.max_query_chars}",
+                field="query",
             )
         if not 0 <= q.top_k <= self.max_top_k:
             raise InvalidArgument(
                 f"top_k must be between 1 and {self.max_top_k} (0 for the default "
-                f"{self.default_top_k}), got {q.top_k}"
+                f"{self.default_top_k}), got {q.top_k}",
+                field="top_k",
             )
         if not 0 <= q.moments_per_video <= self.max_top_k:
             raise InvalidArgument(
                 f"moments_per_video must be between 1 and {self.max_top_k} (0 for the "
-                f"default {self.default_moments_per_video}), got {q.moments_per_video}"
+                f"default {self.default_moments_per_video}), got {q.moments_per_video}",
+                field="moments_per_video",
             )
         if not math.isfinite(q.min_score):
-            raise InvalidArgument(f"min_score must be a finite number, got {q.min_score}")
+            raise InvalidArgument(
+                f"min_score must be a finite number, got {q.min_score}", field="min_score"
+            )
         start, end = q.start_seconds, q.end_seconds
         for name, value in (("start_seconds", start), ("end_seconds", end)):
             if value is not None and not (math.isfinite(value) and value >= 0):
-                raise InvalidArgument(f"{name} must be a finite number >= 0, got {value}")
+                raise InvalidArgument(
+                    f"{name} must be a finite number >= 0, got {value}", field=name
+                )
         if start is not None and end is not None and end < start:
             raise InvalidArgument(
-                f"inverted time range: end_seconds {end} is before start_seconds {start}"
+                f"inverted time range: end_seconds {end} is before start_seconds {start}",
+                field="end_seconds",
             )
         collection = collection_name(q.collection)
         requested = self._video_filter(q.video_ids)
@@ -474,10 +482,11 @@ class SearchService:
             return None
         wanted = tuple(sorted({i.strip() for i in ids}))
         if "" in wanted:
-            raise InvalidArgument("video_ids contains an empty id")
+            raise InvalidArgument("video_ids contains an empty id", field="video_ids")
         if len(wanted) > self.max_filter_videos:
             raise InvalidArgument(
-                f"video_ids names {len(wanted)} videos; the limit is {self.max_filter_videos}"
+                f"video_ids names {len(wanted)} videos; the limit is {self.max_filter_videos}",
+                field="video_ids",
             )
         missing = set(wanted) - self.store.existing_video_ids(wanted)
         if missing:
@@ -499,7 +508,7 @@ class SearchService:
             if version != "1" or not offset.isdigit():
                 raise ValueError(raw)
         except ValueError as exc:  # binascii.Error and UnicodeDecodeError are ValueErrors
-            raise InvalidArgument(f"invalid page_token {token[:40]!r}") from exc
+            raise InvalidArgument(f"invalid page_token {token[:40]!r}", field="page_token") from exc
         if fp != fingerprint:
             raise InvalidArgument(
                 "page_token belongs to a different request (query, filters and grouping "

@@ -26,13 +26,13 @@ REFINE_DEADLINE_MARGIN_S = 0.5
 
 def _page_size(requested: int) -> int:
     if requested < 0:
-        raise InvalidArgument(f"page_size must be >= 0, got {requested}")
+        raise InvalidArgument(f"page_size must be >= 0, got {requested}", field="page_size")
     return min(requested or 100, MAX_PAGE_SIZE)
 
 
 def _required(value: str, name: str) -> str:
     if not value.strip():
-        raise InvalidArgument(f"{name} is required")
+        raise InvalidArgument(f"{name} is required", field=name)
     return value.strip()
 
 
@@ -139,7 +139,8 @@ class VideoSearchServicer(pb_grpc.VideoSearchServicer):
         end = request.end_seconds or None
         if request.start_seconds < 0 or (end is not None and end < request.start_seconds):
             raise InvalidArgument(
-                f"invalid time range [{request.start_seconds}, {request.end_seconds}]"
+                f"invalid time range [{request.start_seconds}, {request.end_seconds}]",
+                field="end_seconds" if request.start_seconds >= 0 else "start_seconds",
             )
         events = self.store.timeline(video_id, request.start_seconds, end)
         return pb.GetTimelineResponse(

@@ -42,6 +42,13 @@ class VidseekError(Exception):
     grpc_code: str = "INTERNAL"
     retriable: bool = False
 
+    def __init__(self, message: str = "", *, field: str = "", retry_after: float = 0.0) -> None:
+        """``field``: the request field at fault (sent as a ``BadRequest`` field violation);
+        ``retry_after``: seconds after which a retry may succeed (sent as ``RetryInfo``)."""
+        super().__init__(message)
+        self.field = field
+        self.retry_after = retry_after
+
 
 class InvalidArgument(VidseekError):
     """The request or its input is malformed."""

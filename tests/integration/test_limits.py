@@ -8,7 +8,7 @@ import grpc
 import pytest
 
 from tests.support.fakes import GatedCaptioner
-from vidseek.client import Client, ResourceExhaustedError
+from vidseek.client import Client, InvalidArgumentError, ResourceExhaustedError
 from vidseek.server.app import create_server
 from vidseek.server.settings import load_settings
 from vidseek.v1 import video_search_pb2 as pb
@@ -74,8 +74,9 @@ def test_jobs_beyond_the_queue_cap_are_resource_exhausted_with_a_hint(
         with Client(f"127.0.0.1:{port}", retries=0) as client:
             first = client.ingest(str(colour_video)).job_id  # running, held by the gate
             client.ingest(str(colour_video))  # queued
-            with pytest.raises(ResourceExhaustedError, match=r"MAX_QUEUED_JOBS=2.*retry"):
+            with pytest.raises(ResourceExhaustedError, match=r"MAX_QUEUED_JOBS=2.*retry") as info:
                 client.ingest(str(colour_video))
+            assert info.value.retry_after == 30.0  # google.rpc.RetryInfo in the status details
             assert app.store.count_jobs() == 2  # the refused one left no job behind
             captioner.gate.set()
             assert client.wait_for_job(first, timeout=60).state.value == "succeeded"
@@ -84,3 +85,25 @@ def test_jobs_beyond_the_queue_cap_are_resource_exhausted_with_a_hint(
         captioner.gate.set()
         server.stop(0)
         app.shutdown()
+
+
+def test_bad_fields_come_back_as_field_violations(data_dir: Path, embedder):
+    settings = load_settings(overrides={"port": 0, "data_dir": str(data_dir)}, environ={})
+    server, port, app = create_server(settings, embedder=embedder, captioner_factory=GatedCaptioner)
+    try:
+        with Client(f"127.0.0.1:{port}", retries=0) as client:
+            with pytest.raises(InvalidArgumentError) as bad_k:
+                client.search("a red screen", top_k=100_000)
+            with pytest.raises(InvalidArgumentError) as inverted:
+                client.search("a red screen", start_seconds=10.0, end_seconds=5.0)
+            with pytest.raises(InvalidArgumentError) as missing:
+                client.get_job("")
+    finally:
+        server.stop(0)
+        app.shutdown()
+    (violation,) = bad_k.value.field_violations
+    assert violation.field == "top_k" and "top_k must be between" in violation.description
+    assert [v.field for v in inverted.value.field_violations] == ["end_seconds"]
+    assert [v.field for v in missing.value.field_violations] == ["job_id"]
+    assert "top_k must be between" in bad_k.value.message  # the plain message is unchanged
+    assert bad_k.value.retry_after is None

@@ -52,6 +52,7 @@ def test_sdk_public_names_are_pinned():
             "DeadlineExceededError",
             "Event",
             "FailedPreconditionError",
+            "FieldViolation",
             "IngestJob",
             "InvalidArgumentError",
             "JobState",

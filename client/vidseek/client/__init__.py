@@ -13,6 +13,7 @@ from vidseek.client._client import AsyncClient, Client
 from vidseek.client.errors import (
     DeadlineExceededError,
     FailedPreconditionError,
+    FieldViolation,
     InvalidArgumentError,
     NotFoundError,
     PermissionDeniedError,
@@ -39,6 +40,7 @@ __all__ = [
     "DeadlineExceededError",
     "Event",
     "FailedPreconditionError",
+    "FieldViolation",
     "IngestJob",
     "InvalidArgumentError",
     "JobState",
