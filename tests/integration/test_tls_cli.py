@@ -9,7 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from vidseek.client import Client, UnavailableError
+from vidseek.client import (
+    Client,
+    NotFoundError,
+    PermissionDeniedError,
+    UnauthenticatedError,
+    UnavailableError,
+)
 from vidseek.server.app import create_server
 from vidseek.server.cli import main
 from vidseek.server.settings import load_settings
@@ -107,3 +113,57 @@ def test_client_variables_fill_in_the_flags_and_the_server_ignores_them(
     assert "UNAUTHENTICATED" in capsys.readouterr().err
     # Client variables are not server settings, and not unknown ones either.
     assert load_settings(environ={"VIDSEEK_TOKEN_FILE": "x", "VIDSEEK_SERVER": "h:1"})
+
+
+READER, WRITER = "matrix-reader", "matrix-writer"
+
+
+@pytest.fixture
+def tls_scoped_port(data_dir: Path, embedder, certs, tmp_path: Path) -> Iterator[int]:
+    tokens = tmp_path / "tokens"
+    tokens.write_text(f"read {READER}\nwrite {WRITER}\n")
+    yield from _serve(
+        data_dir,
+        embedder,
+        tls_cert_file=str(certs["cert"]),
+        tls_key_file=str(certs["key"]),
+        auth_tokens_file=str(tokens),
+    )
+
+
+@pytest.mark.parametrize(
+    ("token", "search", "ingest", "watch"),
+    [
+        (None, UnauthenticatedError, UnauthenticatedError, UnauthenticatedError),
+        ("not-a-token", UnauthenticatedError, UnauthenticatedError, UnauthenticatedError),
+        (READER, None, PermissionDeniedError, NotFoundError),
+        (WRITER, None, NotFoundError, NotFoundError),
+    ],
+    ids=["no token", "wrong token", "read-only token", "read-write token"],
+)
+def test_the_auth_matrix_over_tls_for_unary_and_streaming_rpcs(
+    tls_scoped_port, certs, token, search, ingest, watch
+):
+    """Search (unary, read), IngestVideo (unary, write), WatchIngestJob (server stream, read).
+
+    Past the token check each call meets an ordinary answer: an empty search, an
+    unknown file, an unknown job.
+    """
+    with Client(
+        f"localhost:{tls_scoped_port}",
+        token=token,
+        tls=True,
+        root_certificates=certs["cert"].read_bytes(),
+        retries=0,
+    ) as client:
+        calls = {
+            "search": lambda: client.search("a red screen"),
+            "ingest": lambda: client.ingest("/no/such/video.mp4"),
+            "watch": lambda: client.wait_for_job("no-such-job", timeout=10),
+        }
+        for name, expected in (("search", search), ("ingest", ingest), ("watch", watch)):
+            if expected is None:
+                calls[name]()
+            else:
+                with pytest.raises(expected):
+                    calls[name]()
