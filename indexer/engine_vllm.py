@@ -13,6 +13,10 @@ full. A window's path through vLLM:
    core process with the window's priority (``scheduling_policy="priority"``: lower is
    sooner, so refinement overtakes ingestion in the queue).
 
+The renderer pool serves renders in arrival order, so ingestion windows wait for a
+render slot here (one per renderer thread) and refinement windows do not: a refinement
+is rendered after at most one round of ingestion renders.
+
 The requests are exactly those of the offline backend
 (:func:`~vidseek.indexer.captioner_vllm.window_request`: absolute frame indices and the
 real fps, so the model reads absolute ``<t seconds>``; the same prompt layout and the
@@ -190,6 +194,7 @@ class AsyncVllmEngine:
             self._stop_loop()
             raise
         self._tokenizer: Any = self._llm.get_tokenizer()
+        self._render_slots = asyncio.Semaphore(renderer_workers)
         self._closed = False
 
     @property
@@ -231,7 +236,14 @@ class AsyncVllmEngine:
         preprocess_s = generate_s = 0.0
         try:
             started = time.perf_counter()
-            rendered = await self._llm.renderer.render_cmpl_async([prompt])
+            if priority >= INGEST_PRIORITY:
+                # vLLM's renderer pool is first come, first served: ingestion holds at
+                # most one render per renderer thread, so a refinement waits for at
+                # most one round of renders, not for every ingestion window in flight.
+                async with self._render_slots:
+                    rendered = await self._llm.renderer.render_cmpl_async([prompt])
+            else:
+                rendered = await self._llm.renderer.render_cmpl_async([prompt])
             rendered_at = time.perf_counter()
             preprocess_s = rendered_at - started
             final: Any = None

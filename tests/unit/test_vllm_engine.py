@@ -224,3 +224,35 @@ def test_async_engine_kwargs_validate_and_carry_data_parallelism():
             renderer_workers=1,
             data_parallel_size=0,
         )
+
+
+class FifoRenderer:
+    """Like vLLM's renderer: a first-come, first-served pool of ``workers`` threads."""
+
+    def __init__(self, workers: int, seconds: float) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.pool = ThreadPoolExecutor(workers)
+        self.seconds = seconds
+        self.finished: list[int] = []  # window indices, in the order their render ended
+
+    async def render_cmpl_async(self, prompts: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        await asyncio.get_running_loop().run_in_executor(self.pool, time.sleep, self.seconds)
+        first = prompts[0]["multi_modal_data"]["video"][0][1]["frames_indices"][0]
+        self.finished.append(first)
+        return [{"type": "rendered", "source": p} for p in prompts]
+
+
+def test_a_refinement_is_rendered_without_waiting_for_every_ingestion_window(fake_vllm, tokenizer):
+    engine, (llm,) = _engine(tokenizer, renderer_workers=2)
+    llm.renderer = FifoRenderer(workers=2, seconds=0.05)  # type: ignore[assignment]
+    ingest = [engine.submit(make_clip(start_second=60 * (k + 1), index=k)) for k in range(12)]
+    time.sleep(0.02)  # the ingestion windows are all waiting before the refinement comes
+    refine = engine.submit(make_clip(start_second=0, index=99, query="q"), priority=REFINE_PRIORITY)
+    assert _until(lambda: len(llm.renderer.finished) == 13)
+    engine._loop.call_soon_threadsafe(llm.gate.set)
+    for future in [*ingest, refine]:
+        future.result(10)
+    engine.close()
+    # Frame 0 is the refinement's: it finished among the first few renders, not last.
+    assert llm.renderer.finished.index(0) <= 4
