@@ -210,12 +210,16 @@ class MetricsInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
             inner_us = handler.unary_stream
 
             def us(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
-                started, failed = time.perf_counter(), True
+                started, failed, gone = time.perf_counter(), True, False
                 try:
                     yield from inner_us(request, context)
                     failed = False
+                except GeneratorExit:  # the client went away before the stream ended
+                    gone = True
+                    raise
                 finally:
-                    observe(method, _code(context, failed), time.perf_counter() - started)
+                    code = "CANCELLED" if gone else _code(context, failed)
+                    observe(method, code, time.perf_counter() - started)
 
             return grpc.unary_stream_rpc_method_handler(us, **codec)
         return handler  # the service has no client-streaming RPCs

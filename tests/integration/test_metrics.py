@@ -155,4 +155,9 @@ def test_the_cli_follows_its_jobs_by_streaming_not_polling(
     # One stream per job, counted once each (OK, or CANCELLED when the client hung up
     # after the final message and before the server side ended).
     assert watches == 2
+    codes = {k for k in scraped if k.startswith("vidseek_rpc_requests_total{") and "Watch" in k}
+    assert codes <= {
+        'vidseek_rpc_requests_total{code="OK",method="WatchIngestJob"}',
+        'vidseek_rpc_requests_total{code="CANCELLED",method="WatchIngestJob"}',
+    }
     assert not [k for k in scraped if 'method="GetIngestJob"' in k]
