@@ -3,7 +3,13 @@
 Backends (selected by the ``captioner`` setting, imported only when selected):
 
 - ``transformers``: in-process Hugging Face model (CPU or GPU); the test backend.
-- ``vllm``: in-process ``vllm.LLM`` (GPU), many windows in flight at once.
+- ``vllm``: in-process ``vllm.LLM`` (GPU), many windows in flight at once; the
+  server uses vLLM's async engine instead (:mod:`vidseek.indexer.engine_vllm`).
+- ``openai``: an OpenAI-compatible server (``vllm serve``).
+
+The server shares one engine between every ingest job and search refinement
+(:mod:`vidseek.indexer.engine`); a synchronous captioner becomes one through
+:class:`~vidseek.indexer.engine.BatchingEngine`.
 
 Every backend receives pre-sampled frames with their **absolute** source frame
 indices and the source fps, so the ``<t seconds>`` tags the model reads are

@@ -17,10 +17,11 @@ missing frame range, and not committed, so a later run of the same file tries
 it again.
 
 Overlapping windows (``overlap_seconds > 0``) see the same stretch twice. An
-event of a later window that repeats an already committed event of the same
-video (both ends within :func:`span_tolerance`, text near-identical, see
-:func:`drop_duplicates`) is dropped, with a reason in the window's ``dropped``
-list.
+event that repeats an already committed event of the same video (both ends within
+:func:`span_tolerance`, text near-identical, see :func:`drop_duplicates`) is
+dropped, with a reason in the window's ``dropped`` list. Answers commit in the
+order they arrive, so of two overlapping windows the one committed second drops
+the repeat.
 """
 
 from __future__ import annotations
