@@ -76,6 +76,7 @@ import numpy.typing as npt
 
 from vidseek.indexer import model_inputs
 from vidseek.indexer.engine import INGEST_PRIORITY, EngineStats
+from vidseek.indexer.replicas import Replicas
 from vidseek.indexer.types import CaptionOutput, WindowClip
 
 __all__ = [
@@ -352,7 +353,10 @@ class OpenAICaptioner:
 
     Implements both ``Captioner`` (:meth:`describe`) and ``CaptionEngine``
     (:meth:`submit`, one window per call from any thread).
-    ``base_url`` is the server root or its ``/v1``; ``model`` the served model name
+    ``base_url`` is the server root or its ``/v1``, or several of them (a sequence or a
+    comma-separated string): replicas of the same model, each request going to the
+    healthy one with the fewest requests open, a failed request retried on another
+    (:mod:`vidseek.indexer.replicas`). ``model`` is the served model name
     (also recorded with every event). Ingestion windows are sent concurrently, at most
     ``max_concurrency`` at a time (keep it at least the engine's in-flight cap, so the
     server sees every window in flight); refinement windows (a priority below
@@ -367,7 +371,7 @@ class OpenAICaptioner:
 
     def __init__(
         self,
-        base_url: str,
+        base_url: str | Sequence[str],
         model: str,
         api_key: str = "EMPTY",
         *,
@@ -384,6 +388,7 @@ class OpenAICaptioner:
         retry_backoff: float = 1.0,
         tokenizer: model_inputs.ChatTokenizer | None = None,
         send_priority: bool = False,
+        replica_cooldown: float = 10.0,
     ) -> None:
         if max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be positive, got {max_new_tokens}")
@@ -395,7 +400,9 @@ class OpenAICaptioner:
             raise ValueError(f"frame_format must be 'jpeg' or 'png', got {frame_format!r}")
         if structured_output not in ("vllm_grammar", "json_schema"):
             raise ValueError(f"unknown structured_output {structured_output!r}")
-        self._url = chat_url(base_url)
+        urls = [u.strip() for u in base_url.split(",")] if isinstance(base_url, str) else base_url
+        self._replicas = Replicas([chat_url(u) for u in urls if u.strip()], replica_cooldown)
+        self._url = self._replicas.urls[0]
         self._model = model
         self._api_key = api_key
         self._max_new_tokens = max_new_tokens
@@ -424,8 +431,13 @@ class OpenAICaptioner:
 
     @property
     def url(self) -> str:
-        """The chat-completions endpoint requests go to."""
+        """The chat-completions endpoint of the first replica."""
         return self._url
+
+    @property
+    def urls(self) -> list[str]:
+        """The chat-completions endpoints of every replica."""
+        return list(self._replicas.urls)
 
     @property
     def stats(self) -> EngineStats:
@@ -521,32 +533,47 @@ class OpenAICaptioner:
             "Authorization": f"Bearer {self._api_key}",
         }
         attempt = 0
+        failed_on: list[str] = []
         while True:
-            request = urllib.request.Request(self._url, data=data, headers=headers, method="POST")
+            url = self._replicas.acquire(avoid=failed_on)
+            request = urllib.request.Request(url, data=data, headers=headers, method="POST")
             try:
                 with urllib.request.urlopen(request, timeout=self._timeout) as response:
                     raw = response.read()
             except urllib.error.HTTPError as error:
                 message = _error_message(error.read())
-                if error.code in _RETRY_STATUSES and attempt < self._max_retries:
-                    self._sleep_before_retry(attempt, f"HTTP {error.code}: {message}")
+                transient = error.code in _RETRY_STATUSES
+                self._replicas.release(url, failed=transient)
+                if transient and attempt < self._max_retries:
+                    failed_on.append(url)
+                    self._before_retry(attempt, url, f"HTTP {error.code}: {message}", failed_on)
                     attempt += 1
                     continue
                 raise OpenAICaptionerError(
-                    f"{self._url} answered HTTP {error.code}: {message}"
+                    f"{url} answered HTTP {error.code}: {message}"
                 ) from error
             except (urllib.error.URLError, ConnectionError, TimeoutError) as error:
+                self._replicas.release(url, failed=True)
                 if attempt < self._max_retries:
-                    self._sleep_before_retry(attempt, str(error))
+                    failed_on.append(url)
+                    self._before_retry(attempt, url, str(error), failed_on)
                     attempt += 1
                     continue
-                raise OpenAICaptionerError(f"{self._url} unreachable: {error}") from error
+                raise OpenAICaptionerError(f"{url} unreachable: {error}") from error
+            self._replicas.release(url)
             try:
                 return json.loads(raw)
             except ValueError as error:
                 raise OpenAICaptionerError(
-                    f"{self._url} answered non-JSON: {_clip_text(raw.decode('utf-8', 'replace'))}"
+                    f"{url} answered non-JSON: {_clip_text(raw.decode('utf-8', 'replace'))}"
                 ) from error
+
+    def _before_retry(self, attempt: int, url: str, reason: str, failed_on: list[str]) -> None:
+        """Retry at once on another replica; back off when every one has failed this request."""
+        if any(u not in failed_on for u in self._replicas.urls):
+            logger.warning("%s failed (%s); retrying on another replica", url, reason)
+            return
+        self._sleep_before_retry(attempt, reason)
 
     def _sleep_before_retry(self, attempt: int, reason: str) -> None:
         delay = self._retry_backoff * (2**attempt)

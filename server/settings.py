@@ -64,7 +64,9 @@ class Settings:
         "or 'openai' (an OpenAI-compatible server such as `vllm serve`).",
     )
     openai_base_url: str = _s(
-        "http://localhost:8000/v1", "Base URL of the OpenAI-compatible server (captioner openai)."
+        "http://localhost:8000/v1",
+        "Base URL of the OpenAI-compatible server (captioner openai); several, comma-separated, "
+        "for replicas of the same model (each request to the healthy one with the fewest open).",
     )
     openai_api_key: str = _s("EMPTY", "API key sent to the OpenAI-compatible server.")
     openai_max_concurrency: int = _s(

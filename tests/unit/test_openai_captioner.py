@@ -15,6 +15,7 @@ import base64
 import io
 import json
 import threading
+import time
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -466,3 +467,58 @@ def test_grounding_request_has_the_offline_prompt_tokens_and_a_span_constraint(s
         "schema": SPAN_JSON_SCHEMA,
         "strict": True,
     }
+
+
+# --- several replicas -----------------------------------------------------------------
+
+
+def test_windows_spread_over_replicas(serve, tokenizer):
+    barrier = threading.Barrier(4, timeout=10)
+
+    def answer_together(body: dict[str, Any]) -> tuple[int, Any]:
+        barrier.wait()  # four requests open at once, over both replicas
+        return 200, vllm_answer(body, server_prompt_ids(tokenizer, body))
+
+    first, second = serve(answer_together), serve(answer_together)
+    captioner = OpenAICaptioner(f"{first.base_url},{second.base_url}", "m", max_concurrency=4)
+    clips = [make_clip(start_second=s) for s in (0, 60, 120, 180)]
+    assert [o.text for o in captioner.describe(clips)] == [ANSWER] * 4
+    assert len(first.requests) == len(second.requests) == 2  # fewest open requests first
+    assert captioner.urls == [s.base_url + "/chat/completions" for s in (first, second)]
+
+
+def test_a_failing_replica_is_left_out_and_its_request_retried_elsewhere(serve, tokenizer):
+    broken = serve(lambda body: (503, {"error": {"message": "engine dead"}}))
+    healthy = serve(like_vllm(tokenizer))
+    captioner = OpenAICaptioner(
+        [broken.base_url, healthy.base_url],
+        "m",
+        retry_backoff=60.0,
+        replica_cooldown=60.0,
+        max_concurrency=1,  # one request at a time: the first goes to the broken replica
+    )
+    started = time.monotonic()
+    outputs = captioner.describe([make_clip(start_second=s) for s in range(0, 300, 60)])
+    assert [o.text for o in outputs] == [ANSWER] * 5
+    assert time.monotonic() - started < 30  # retried on the other replica, no backoff sleep
+    assert len(broken.requests) == 1  # then left out while it cools down
+    assert len(healthy.requests) == 5
+
+
+def test_unreachable_replicas_all_fail_with_the_last_error():
+    captioner = OpenAICaptioner(
+        ["http://127.0.0.1:9", "http://127.0.0.1:7"],
+        "m",
+        max_retries=1,
+        retry_backoff=0.0,
+        timeout=2.0,
+    )
+    with pytest.raises(OpenAICaptionerError, match="unreachable"):
+        captioner.describe([make_clip()])
+
+
+def test_replicas_refuse_an_empty_or_repeated_list():
+    with pytest.raises(ValueError, match="at least one"):
+        OpenAICaptioner("", "m")
+    with pytest.raises(ValueError, match="repeat"):
+        OpenAICaptioner("http://a:1/v1,http://a:1/v1", "m")
