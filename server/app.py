@@ -134,10 +134,29 @@ class App:
     metrics: Metrics | None = None
     metrics_port: int = 0
     """The bound port of the Prometheus endpoint (0: off)."""
+    _catching_up: threading.Event | None = None
+    _catch_up_thread: threading.Thread | None = None
+
+    def start_catch_up(self, interval: float) -> None:
+        """Catch the index up from the SQL change log every ``interval`` s (a replica)."""
+        stop = self._catching_up = threading.Event()
+
+        def run() -> None:
+            while not stop.wait(interval):
+                try:
+                    self.store.catch_up()
+                except Exception:  # the database may be briefly away; try again next time
+                    log.warning("catching the index up failed; retrying", exc_info=True)
+
+        self._catch_up_thread = threading.Thread(target=run, name="index-catch-up", daemon=True)
+        self._catch_up_thread.start()
 
     def shutdown(self, grace: float | None = None) -> None:
         """Stop ingest after its current window, then snapshot and close storage."""
         self.health.enter_graceful_shutdown()
+        if self._catching_up is not None and self._catch_up_thread is not None:
+            self._catching_up.set()
+            self._catch_up_thread.join(timeout=30)
         if self.refiner is not None:
             self.refiner.close()
         self.jobs.stop(timeout=grace)
@@ -206,6 +225,7 @@ def _build_app(
         max_in_flight=settings.max_in_flight,
         decode_processes=settings.decode_processes,
         max_queued_jobs=settings.max_queued_jobs,
+        accept_jobs=settings.role == "all",
     )
     # Refinement shares the ingest jobs' engine (ahead of them) but decodes in a
     # decoder process of its own.
@@ -341,6 +361,8 @@ def create_server(
     if port == 0:
         raise OSError(f"could not bind {address}")
     app.jobs.start()
+    if settings.role == "search":
+        app.start_catch_up(settings.catch_up_seconds)
     server.start()
     for name in ("", SERVICE_NAME):
         app.health.set(name, health_pb2.HealthCheckResponse.SERVING)

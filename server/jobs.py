@@ -86,7 +86,9 @@ class JobRunner:
     ``max_in_flight`` caps the ingestion windows in the shared engine;
     ``decode_processes`` sizes the shared decode pool (0: half the cores).
     ``max_queued_jobs`` (0: no cap) bounds the jobs queued or running: a submission
-    past it is refused with ResourceExhausted.
+    past it is refused with ResourceExhausted. ``accept_jobs=False`` (a search
+    replica) runs no jobs, neither new nor left unfinished in the shared database,
+    and refuses submissions and cancellations with FailedPrecondition.
     ``model`` names the captioning model in errors. If the model cannot load,
     every job fails at once with that one error for ``CAPTIONER_RETRY_S``
     seconds instead of loading it again per job.
@@ -105,6 +107,7 @@ class JobRunner:
         max_in_flight: int = 64,
         decode_processes: int = 0,
         max_queued_jobs: int = 0,
+        accept_jobs: bool = True,
     ) -> None:
         if workers < 1:
             raise InvalidArgument(f"workers must be >= 1, got {workers}")
@@ -115,6 +118,7 @@ class JobRunner:
         self._max_in_flight = max_in_flight
         self._decode_processes = decode_processes
         self._max_queued_jobs = max_queued_jobs
+        self.accept_jobs = accept_jobs
         self._submit_lock = threading.Lock()
         self._decode_pool: DecodePool | None = None
         self.timings = StageTimes()
@@ -138,7 +142,9 @@ class JobRunner:
         ]
 
     def start(self) -> None:
-        """Re-queue unfinished jobs and start the worker threads."""
+        """Re-queue unfinished jobs and start the worker threads (none on a replica)."""
+        if not self.accept_jobs:
+            return
         for state in ("running", "queued"):
             for job in reversed(self.store.list_jobs(0, 1_000_000, states=[state])):
                 self._queue.put(job.id)
@@ -151,6 +157,7 @@ class JobRunner:
         The video goes into ``collection`` (a name of at most 200 characters;
         empty for none).
         """
+        self._check_accepts("ingest")
         collection = collection_name(collection)
         path = check_ingest_path(uri, self.allowed_roots)
         if not path.is_file():
@@ -172,6 +179,13 @@ class JobRunner:
             self.store.create_job(job_id, str(path), collection)
         self._queue.put(job_id)
         return job_id
+
+    def _check_accepts(self, what: str) -> None:
+        if not self.accept_jobs:
+            raise FailedPrecondition(
+                f"this server is a search replica (VIDSEEK_ROLE=search) and does not {what}; "
+                "send it to a server with VIDSEEK_ROLE=all"
+            )
 
     def _finish_if_indexed(self, job_id: str, path: Path, info: VideoInfo, collection: str) -> bool:
         """Record a job that is already done if every window of the file is committed.
@@ -225,6 +239,7 @@ class JobRunner:
         Returns the job as it is now (a running job is still ``running`` until its
         worker notices). Cancelling a finished job is an error naming its state.
         """
+        self._check_accepts("cancel jobs")
         job = self.store.get_job(job_id)
         if job.state not in ("queued", "running"):
             raise FailedPrecondition(f"ingest job {job_id} is already {job.state}")

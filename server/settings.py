@@ -63,6 +63,15 @@ class Settings:
         "Captioner backend: 'transformers' (in-process), 'vllm' (in-process vLLM on a GPU) "
         "or 'openai' (an OpenAI-compatible server such as `vllm serve`).",
     )
+    role: str = _s(
+        "all",
+        "'all': run ingest jobs and answer searches; 'search': a search replica sharing the "
+        "database of an 'all' server (no ingest jobs; its index catches up from the change log "
+        "every catch_up_seconds).",
+    )
+    catch_up_seconds: float = _s(
+        2.0, "Search replica: seconds between catching its index up from the SQL change log."
+    )
     openai_base_url: str = _s(
         "http://localhost:8000/v1",
         "Base URL of the OpenAI-compatible server (captioner openai); several, comma-separated, "
@@ -354,6 +363,8 @@ def _validate(s: Settings) -> None:
         (s.ingest_workers > 0, "ingest_workers", "must be > 0"),
         (s.max_in_flight > 0, "max_in_flight", "must be > 0"),
         (s.max_queued_jobs >= 0, "max_queued_jobs", "must be >= 0"),
+        (s.role in ("all", "search"), "role", "must be 'all' or 'search'"),
+        (s.catch_up_seconds > 0, "catch_up_seconds", "must be > 0"),
         (0 <= s.metrics_port <= 65535, "metrics_port", "must be 0-65535"),
         (s.decode_processes >= 0, "decode_processes", "must be >= 0"),
         (s.vllm_renderer_workers > 0, "vllm_renderer_workers", "must be > 0"),

@@ -1,0 +1,78 @@
+"""Search replicas: servers that share one database and catch their index up from the change log.
+
+One server ingests (role ``all``); two replicas (role ``search``) on other ports and data
+directories see the video within their catch-up interval, and both stop returning it
+after a delete made through the ingesting server. PostgreSQL, as in a real deployment.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tests.support.fakes import ColourCaptioner
+from tests.support.storage import postgres_schema
+from vidseek.client import Client, FailedPreconditionError
+from vidseek.server.app import create_server
+from vidseek.server.settings import load_settings
+
+pytestmark = pytest.mark.postgres
+
+CATCH_UP_S = 0.2
+
+
+def _eventually(check: Callable[[], bool], timeout: float = 10.0) -> float:
+    """Seconds until ``check()`` held (fails after ``timeout``)."""
+    started = time.monotonic()
+    while not check():
+        assert time.monotonic() - started < timeout, "timed out"
+        time.sleep(0.05)
+    return time.monotonic() - started
+
+
+def test_replicas_see_ingests_and_deletes_within_their_catch_up_interval(
+    tmp_path: Path, embedder, colour_video: Path
+):
+    with postgres_schema() as url:
+        servers = []
+        for name, role in (("ingest", "all"), ("replica-1", "search"), ("replica-2", "search")):
+            settings = load_settings(
+                overrides={
+                    "port": 0,
+                    "data_dir": str(tmp_path / name),
+                    "database_url": url,
+                    "role": role,
+                    "catch_up_seconds": CATCH_UP_S,
+                    "window_seconds": 6.0,
+                },
+                environ={},
+            )
+            servers.append(
+                create_server(settings, embedder=embedder, captioner_factory=ColourCaptioner)
+            )
+        try:
+            ingest, *replicas = (Client(f"127.0.0.1:{port}", retries=0) for _, port, _ in servers)
+
+            def found(client: Client) -> bool:
+                return any(m.video_id for m in client.search("a red screen", min_score=-1.0))
+
+            assert not any(found(r) for r in replicas)
+            job = ingest.wait_for_job(ingest.ingest(str(colour_video)).job_id, timeout=60)
+            assert job.state.value == "succeeded"
+            seen = [_eventually(lambda r=r: found(r)) for r in replicas]
+            deleted = ingest.delete_video(job.video_id)
+            assert deleted > 0
+            gone = [_eventually(lambda r=r: not found(r)) for r in replicas]
+            with pytest.raises(FailedPreconditionError, match="search replica"):
+                replicas[0].ingest(str(colour_video))
+            for client in (ingest, *replicas):
+                client.close()
+        finally:
+            for server, _, app in servers:
+                server.stop(0)
+                app.shutdown()
+    # Each replica caught up within a few intervals (searches poll every 50 ms).
+    assert max(seen) < 20 * CATCH_UP_S + 2 and max(gone) < 20 * CATCH_UP_S + 2
