@@ -192,8 +192,11 @@ class JobRunner:
 
         Known at submission, without waiting behind running jobs: the same content
         (hash), planned as now, captioned by the current model with the current
-        prompt. The model is the loaded engine's (else the configured name).
+        prompt. The model is the loaded engine's (else the configured name). Only a
+        path already registered is hashed here, so a new file costs the RPC no hashing.
         """
+        if not self.store.has_video_at(str(path)):
+            return False
         chash = content_hash(path)
         try:
             video = self.store.get_video(chash[:16])

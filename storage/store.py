@@ -481,6 +481,11 @@ class Store:
             n = s.scalar(select(func.count()).where(EventRow.video_id == video_id)) or 0
             return _video_record(row, int(n))
 
+    def has_video_at(self, uri: str) -> bool:
+        """Whether a video was registered from ``uri`` (any content)."""
+        with self._session() as s:
+            return s.scalar(select(VideoRow.id).where(VideoRow.uri == uri).limit(1)) is not None
+
     def list_videos(self, offset: int, limit: int) -> list[VideoRecord]:
         """Videos in creation order."""
         with self._session() as s:

@@ -203,3 +203,18 @@ def test_stopping_while_the_model_loads_logs_no_error_and_closes_a_late_model(
     assert isinstance(exc, CaptionerUnavailable) and "stopping" in str(exc)
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert closed == ([] if load_fails else [True])
+
+
+def test_a_new_file_is_not_hashed_at_submission(runner_factory, videos, monkeypatch):
+    import vidseek.server.jobs as jobs_module
+
+    def no_hashing(path):
+        raise AssertionError(f"{path} was hashed inside the RPC")
+
+    runner, captioner, store = runner_factory(1)
+    monkeypatch.setattr(jobs_module, "content_hash", no_hashing)
+    job_id = runner.submit(videos[2])  # never seen: queued without reading the file
+    assert store.get_job(job_id).state in ("queued", "running")
+    monkeypatch.undo()
+    captioner.gate.set()
+    _wait(lambda: store.get_job(job_id).state == "succeeded")
