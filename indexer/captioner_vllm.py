@@ -261,7 +261,6 @@ class VllmCaptioner:
             os.environ.setdefault("VLLM_WORKER_MULTIPROC_METHOD", worker_multiproc_method)
         import vllm
 
-        self._vllm: Any = vllm
         self._llm: Any = vllm.LLM(**kwargs)
         self._tokenizer: Any = self._llm.get_tokenizer()
         self._sampling_params: Any = sampling_params(self._spec, sampling_options)

@@ -71,10 +71,6 @@ class DecodePool:
         finally:
             self._idle.put(worker)
 
-    def pids(self) -> list[int]:
-        """Process ids of the workers that are running."""
-        return [pid for w in self._workers if (pid := w.pid) is not None]
-
     def close(self) -> None:
         """Stop every worker process (waiting calls are cancelled)."""
         with self._lock:

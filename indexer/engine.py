@@ -30,7 +30,6 @@ import itertools
 import logging
 import threading
 import time
-from collections.abc import Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
@@ -46,7 +45,6 @@ __all__ = [
     "CaptionEngine",
     "EngineStats",
     "as_engine",
-    "describe_all",
 ]
 
 log = logging.getLogger(__name__)
@@ -269,11 +267,3 @@ def as_engine(captioner: Captioner | CaptionEngine, *, max_batch: int = 4) -> Ca
     if isinstance(captioner, CaptionEngine):
         return captioner
     return BatchingEngine(captioner, max_batch=max_batch)
-
-
-def describe_all(
-    engine: CaptionEngine, clips: Sequence[WindowClip], *, priority: int = INGEST_PRIORITY
-) -> list[CaptionOutput]:
-    """Every clip's answer, in order (all submitted before any is awaited)."""
-    futures = [engine.submit(clip, priority=priority) for clip in clips]
-    return [future.result() for future in futures]

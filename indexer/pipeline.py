@@ -184,11 +184,6 @@ class Ingestor:
         )
         self.timings = timings or StageTimes()
 
-    @property
-    def captioner(self) -> CaptionEngine:
-        """The engine windows are captioned by."""
-        return self.engine
-
     def close(self) -> None:
         """Stop what this ingestor started itself (its decoder processes, its engine)."""
         if self._owns_pool:

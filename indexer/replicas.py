@@ -60,7 +60,3 @@ class Replicas:
                 self._down_until[url] = time.monotonic() + self.cooldown
             else:
                 self._down_until[url] = 0.0
-
-    def open_requests(self) -> dict[str, int]:
-        with self._lock:
-            return dict(self._open)

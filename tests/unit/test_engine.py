@@ -24,7 +24,6 @@ from vidseek.indexer.engine import (
     BatchingEngine,
     BoundedEngine,
     as_engine,
-    describe_all,
 )
 from vidseek.indexer.pipeline import IngestConfig, Ingestor, IngestResult
 from vidseek.indexer.planner import PlanConfig
@@ -243,4 +242,5 @@ def test_as_engine_wraps_a_plain_captioner_and_keeps_an_engine():
         assert isinstance(wrapped, BatchingEngine) and wrapped.max_batch == 3
     finally:
         wrapped.close()
-    assert [o.text for o in describe_all(held, [make_clip(index=i) for i in range(3)])]
+    futures = [held.submit(make_clip(index=i)) for i in range(3)]
+    assert [f.result(10).text for f in futures]
