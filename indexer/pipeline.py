@@ -59,7 +59,9 @@ __all__ = [
     "StageTimes",
     "content_hash",
     "drop_duplicates",
+    "register_video",
     "span_tolerance",
+    "window_ids",
 ]
 
 # Two descriptions at least this similar (difflib ratio of their normalised
@@ -67,6 +69,28 @@ __all__ = [
 SAME_TEXT_RATIO = 0.85
 
 log = logging.getLogger(__name__)
+
+
+def register_video(store: Store, path: Path, chash: str, info: VideoInfo, collection: str) -> str:
+    """The video's id, registered from ``path`` with its probed facts (see ``upsert_video``)."""
+    return store.upsert_video(
+        uri=str(path),
+        content_hash=chash,
+        duration=info.duration,
+        fps=info.fps,
+        width=info.width,
+        height=info.height,
+        frame_count=info.frame_count,
+        collection=collection,
+    )
+
+
+def window_ids(chash: str, plan: WindowPlan, model: str) -> dict[int, int]:
+    """Each planned window's id (by window index): content, span, model and prompt version."""
+    return {
+        w.index: window_id_for(chash, w.start_seconds, w.end_seconds, model, PROMPT_VERSION)
+        for w in plan.windows
+    }
 
 
 def content_hash(path: Path, chunk: int = 1 << 22) -> str:
@@ -217,22 +241,10 @@ class Ingestor:
             lambda worker: probe(str(path), timeout=self.config.decode_timeout, worker=worker)
         ).result()
         chash = content_hash(path)
-        video_id = self.store.upsert_video(
-            uri=str(path.resolve()),
-            content_hash=chash,
-            duration=info.duration,
-            fps=info.fps,
-            width=info.width,
-            height=info.height,
-            frame_count=info.frame_count,
-            collection=collection,
-        )
+        video_id = register_video(self.store, path.resolve(), chash, info, collection)
         plan = plan_windows(info, self.config.plan)
         model = self.engine.model_id
-        ids = {
-            w.index: window_id_for(chash, w.start_seconds, w.end_seconds, model, PROMPT_VERSION)
-            for w in plan.windows
-        }
+        ids = window_ids(chash, plan, model)
         done_ids = self.store.committed_window_ids(video_id)
         todo = [w for w in plan.windows if ids[w.index] not in done_ids]
         reused = len(plan.windows) - len(todo)

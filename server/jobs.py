@@ -33,9 +33,10 @@ from vidseek.indexer.pipeline import (
     IngestProgress,
     StageTimes,
     content_hash,
+    register_video,
+    window_ids,
 )
 from vidseek.indexer.planner import plan_windows
-from vidseek.indexer.prompt import PROMPT_VERSION
 from vidseek.indexer.types import VideoInfo
 from vidseek.indexer.video import DecodeWorker, probe
 from vidseek.storage.errors import (
@@ -48,7 +49,7 @@ from vidseek.storage.errors import (
     VidseekError,
 )
 from vidseek.storage.models import IngestJobRow
-from vidseek.storage.store import Store, collection_name, window_id_for
+from vidseek.storage.store import Store, collection_name
 
 __all__ = ["JobRunner", "check_ingest_path"]
 
@@ -205,22 +206,10 @@ class JobRunner:
         engine = self._captioner
         model = engine.model_id if engine is not None else self._model
         plan = plan_windows(info, self.config.plan)
-        wanted = {
-            window_id_for(chash, w.start_seconds, w.end_seconds, model, PROMPT_VERSION)
-            for w in plan.windows
-        }
+        wanted = set(window_ids(chash, plan, model).values())
         if not model or not wanted <= self.store.committed_window_ids(video.id):
             return False
-        self.store.upsert_video(
-            uri=str(path),
-            content_hash=chash,
-            duration=info.duration,
-            fps=info.fps,
-            width=info.width,
-            height=info.height,
-            frame_count=info.frame_count,
-            collection=collection,
-        )
+        register_video(self.store, path, chash, info, collection)
         self.store.create_job(job_id, str(path), collection)
         n = len(plan.windows)
         self.store.update_job(
