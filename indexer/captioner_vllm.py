@@ -52,8 +52,10 @@ __all__ = [
     "engine_kwargs",
     "processor_expands_bare_video_token",
     "sampling_params",
+    "spawn_engine_workers",
     "vllm_prompt_text",
     "window_request",
+    "window_sampling_params",
 ]
 
 logger = logging.getLogger(__name__)
@@ -205,6 +207,32 @@ def sampling_params(spec: DecodingSpec, extra: Mapping[str, Any] | None = None) 
     return vllm.SamplingParams(**kwargs)
 
 
+def window_sampling_params(
+    max_new_tokens: int, constrained_json: bool, extra: Mapping[str, Any] | None = None
+) -> tuple[Any, Any]:
+    """``SamplingParams`` of captioning windows and of grounding windows (refinement).
+
+    With ``constrained_json`` the first answer events, the second one span.
+    """
+    return (
+        sampling_params(decoding_spec(max_new_tokens, constrained_json), extra),
+        sampling_params(decoding_spec(max_new_tokens, constrained_json, grounding=True), extra),
+    )
+
+
+def spawn_engine_workers(method: str | None) -> None:
+    """Make vLLM start its engine-core process with ``method`` unless already set.
+
+    vLLM forks its engine-core process by default. A fork of a process that has
+    already run OpenMP (torch on CPU), tokenizers or other threads can deadlock in
+    the child: on the H100 the engine core then idled forever after "worker requested
+    memory". Spawn is safe (the main module needs a ``__main__`` guard). ``None``
+    leaves vLLM's default.
+    """
+    if method is not None:
+        os.environ.setdefault("VLLM_WORKER_MULTIPROC_METHOD", method)
+
+
 class VllmCaptioner:
     """Qwen3-VL served by an in-process ``vllm.LLM`` (implements ``Captioner``).
 
@@ -234,7 +262,6 @@ class VllmCaptioner:
         worker_multiproc_method: str | None = "spawn",
     ) -> None:
         self._model_id = model
-        self._spec = decoding_spec(max_new_tokens, constrained_json)
         bound = model_inputs.max_constrained_output_tokens()
         if constrained_json and max_new_tokens < bound:
             logger.debug(
@@ -252,22 +279,14 @@ class VllmCaptioner:
             enforce_eager=enforce_eager,
             extra=engine_options,
         )
-
-        if worker_multiproc_method is not None:
-            # vLLM forks its engine-core process by default. A fork of a process that has
-            # already run OpenMP (torch on CPU), tokenizers or other threads can deadlock
-            # in the child: on the H100 the engine core then idled forever after "worker
-            # requested memory". Spawn is safe (the main module needs a __main__ guard).
-            os.environ.setdefault("VLLM_WORKER_MULTIPROC_METHOD", worker_multiproc_method)
+        spawn_engine_workers(worker_multiproc_method)
         import vllm
 
         self._llm: Any = vllm.LLM(**kwargs)
         self._tokenizer: Any = self._llm.get_tokenizer()
-        self._sampling_params: Any = sampling_params(self._spec, sampling_options)
         # Grounding windows (search refinement) are constrained to one span.
-        self._grounding_params: Any = sampling_params(
-            decoding_spec(max_new_tokens, constrained_json, grounding=True),
-            sampling_options,
+        self._sampling_params, self._grounding_params = window_sampling_params(
+            max_new_tokens, constrained_json, sampling_options
         )
 
     @property

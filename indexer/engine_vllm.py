@@ -35,7 +35,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -44,12 +43,12 @@ from typing import Any
 
 from vidseek.indexer import model_inputs
 from vidseek.indexer.captioner_vllm import (
-    decoding_spec,
     engine_kwargs,
     processor_expands_bare_video_token,
-    sampling_params,
+    spawn_engine_workers,
     vllm_prompt_text,
     window_request,
+    window_sampling_params,
 )
 from vidseek.indexer.engine import INGEST_PRIORITY, EngineStats
 from vidseek.indexer.types import CaptionOutput, WindowClip
@@ -160,10 +159,7 @@ class AsyncVllmEngine:
             enforce_eager=enforce_eager,
             extra=engine_options,
         )
-        if worker_multiproc_method is not None:
-            # As for the offline engine: a forked engine core can deadlock in a process
-            # that already runs threads (see VllmCaptioner).
-            os.environ.setdefault("VLLM_WORKER_MULTIPROC_METHOD", worker_multiproc_method)
+        spawn_engine_workers(worker_multiproc_method)
         self._bare_video_token = (
             processor_expands_bare_video_token() if bare_video_token is None else bare_video_token
         )
@@ -171,11 +167,8 @@ class AsyncVllmEngine:
         kind = _final_output_kind()
         if kind is not None:
             sampling_extra.setdefault("output_kind", kind)
-        self._params = sampling_params(
-            decoding_spec(max_new_tokens, constrained_json), sampling_extra
-        )
-        self._grounding_params = sampling_params(
-            decoding_spec(max_new_tokens, constrained_json, grounding=True), sampling_extra
+        self._params, self._grounding_params = window_sampling_params(
+            max_new_tokens, constrained_json, sampling_extra
         )
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(
