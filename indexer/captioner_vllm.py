@@ -262,6 +262,11 @@ class VllmCaptioner:
         worker_multiproc_method: str | None = "spawn",
     ) -> None:
         self._model_id = model
+        # Built first, so a bad max_new_tokens fails before the engine takes minutes to load.
+        # Grounding windows (search refinement) are constrained to one span.
+        self._sampling_params, self._grounding_params = window_sampling_params(
+            max_new_tokens, constrained_json, sampling_options
+        )
         bound = model_inputs.max_constrained_output_tokens()
         if constrained_json and max_new_tokens < bound:
             logger.debug(
@@ -284,10 +289,6 @@ class VllmCaptioner:
 
         self._llm: Any = vllm.LLM(**kwargs)
         self._tokenizer: Any = self._llm.get_tokenizer()
-        # Grounding windows (search refinement) are constrained to one span.
-        self._sampling_params, self._grounding_params = window_sampling_params(
-            max_new_tokens, constrained_json, sampling_options
-        )
 
     @property
     def model_id(self) -> str:
