@@ -33,6 +33,36 @@ WRITE_METHODS = frozenset(
 )
 
 
+# An RPC handler's behaviour: (request or request iterator, context) -> answer or answers.
+Behaviour = Callable[[Any, grpc.ServicerContext], Any]
+
+
+def rewrap(
+    handler: grpc.RpcMethodHandler[Any, Any],
+    once: Callable[[Behaviour], Behaviour],
+    stream: Callable[[Behaviour], Behaviour],
+) -> grpc.RpcMethodHandler[Any, Any]:
+    """``handler`` with its behaviour wrapped, whatever its kind.
+
+    ``once`` wraps the behaviour of handlers that answer once (unary-unary,
+    stream-unary), ``stream`` that of handlers that stream their answers
+    (unary-stream, stream-stream); the (de)serialisers stay.
+    """
+    codec = {
+        "request_deserializer": handler.request_deserializer,
+        "response_serializer": handler.response_serializer,
+    }
+    if handler.unary_unary is not None:
+        return grpc.unary_unary_rpc_method_handler(once(handler.unary_unary), **codec)
+    if handler.unary_stream is not None:
+        return grpc.unary_stream_rpc_method_handler(stream(handler.unary_stream), **codec)
+    if handler.stream_unary is not None:
+        return grpc.stream_unary_rpc_method_handler(once(handler.stream_unary), **codec)
+    if handler.stream_stream is not None:
+        return grpc.stream_stream_rpc_method_handler(stream(handler.stream_stream), **codec)
+    return handler
+
+
 def rich_status(code: grpc.StatusCode, exc: VidseekError) -> grpc.Status:
     """The error as a ``google.rpc.Status``: its message, and the details it names.
 
@@ -120,52 +150,24 @@ class ErrorAndAuthInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
             log.error("unexpected error in %s (request id %s)", method, request_id, exc_info=exc)
             context.abort(grpc.StatusCode.INTERNAL, f"internal error (request id {request_id})")
 
-        codec = {
-            "request_deserializer": handler.request_deserializer,
-            "response_serializer": handler.response_serializer,
-        }
-        if handler.unary_unary is not None:
-            unary_unary = handler.unary_unary
-
-            def uu(request: Any, context: grpc.ServicerContext) -> Any:
+        def answer_once(behaviour: Behaviour) -> Behaviour:
+            def call(request: Any, context: grpc.ServicerContext) -> Any:
                 check(context)
                 try:
-                    return unary_unary(request, context)
+                    return behaviour(request, context)
                 except Exception as exc:
                     fail(context, exc)
 
-            return grpc.unary_unary_rpc_method_handler(uu, **codec)
-        if handler.unary_stream is not None:
-            unary_stream = handler.unary_stream
+            return call
 
-            def us(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+        def answer_stream(behaviour: Behaviour) -> Behaviour:
+            def call(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
                 check(context)
                 try:
-                    yield from unary_stream(request, context)
+                    yield from behaviour(request, context)
                 except Exception as exc:
                     fail(context, exc)
 
-            return grpc.unary_stream_rpc_method_handler(us, **codec)
-        if handler.stream_unary is not None:
-            stream_unary = handler.stream_unary
+            return call
 
-            def su(requests: Iterator[Any], context: grpc.ServicerContext) -> Any:
-                check(context)
-                try:
-                    return stream_unary(requests, context)
-                except Exception as exc:
-                    fail(context, exc)
-
-            return grpc.stream_unary_rpc_method_handler(su, **codec)
-        stream_stream = handler.stream_stream
-        if stream_stream is None:
-            return handler
-
-        def ss(requests: Iterator[Any], context: grpc.ServicerContext) -> Iterator[Any]:
-            check(context)
-            try:
-                yield from stream_stream(requests, context)
-            except Exception as exc:
-                fail(context, exc)
-
-        return grpc.stream_stream_rpc_method_handler(ss, **codec)
+        return rewrap(handler, answer_once, answer_stream)

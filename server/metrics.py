@@ -40,6 +40,8 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from vidseek.server.interceptors import Behaviour, rewrap
+
 if TYPE_CHECKING:
     from vidseek.server.jobs import JobRunner
     from vidseek.storage.store import Store
@@ -189,30 +191,24 @@ class MetricsInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
             return handler
         method: str = details.method
         observe = self.metrics.observe
-        codec = {
-            "request_deserializer": handler.request_deserializer,
-            "response_serializer": handler.response_serializer,
-        }
-        if handler.unary_unary is not None:
-            inner_uu = handler.unary_unary
 
-            def uu(request: Any, context: grpc.ServicerContext) -> Any:
+        def answer_once(behaviour: Behaviour) -> Behaviour:
+            def call(request: Any, context: grpc.ServicerContext) -> Any:
                 started, failed = time.perf_counter(), True
                 try:
-                    answer = inner_uu(request, context)
+                    answer = behaviour(request, context)
                     failed = False
                     return answer
                 finally:
                     observe(method, _code(context, failed), time.perf_counter() - started)
 
-            return grpc.unary_unary_rpc_method_handler(uu, **codec)
-        if handler.unary_stream is not None:
-            inner_us = handler.unary_stream
+            return call
 
-            def us(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+        def answer_stream(behaviour: Behaviour) -> Behaviour:
+            def call(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
                 started, failed, gone = time.perf_counter(), True, False
                 try:
-                    yield from inner_us(request, context)
+                    yield from behaviour(request, context)
                     failed = False
                 except GeneratorExit:  # the client went away before the stream ended
                     gone = True
@@ -221,5 +217,6 @@ class MetricsInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
                     code = "CANCELLED" if gone else _code(context, failed)
                     observe(method, code, time.perf_counter() - started)
 
-            return grpc.unary_stream_rpc_method_handler(us, **codec)
-        return handler  # the service has no client-streaming RPCs
+            return call
+
+        return rewrap(handler, answer_once, answer_stream)
