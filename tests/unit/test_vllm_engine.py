@@ -8,7 +8,6 @@ tiny Qwen3-VL's real tokenizer, exactly as for the offline backend.
 from __future__ import annotations
 
 import asyncio
-import sys
 import threading
 import time
 import types
@@ -17,33 +16,15 @@ from typing import Any
 import pytest
 
 from tests.support.clips import make_clip
+from tests.support.fake_vllm import install_fake_vllm
 from vidseek.indexer import model_inputs
 from vidseek.indexer.engine import INGEST_PRIORITY, REFINE_PRIORITY, CaptionEngine
 from vidseek.indexer.engine_vllm import AsyncVllmEngine, async_engine_kwargs
 
 
-class _Params:
-    def __init__(self, **kwargs: Any) -> None:
-        self.kwargs = kwargs
-
-
 @pytest.fixture
 def fake_vllm(monkeypatch):
-    module = types.ModuleType("vllm")
-    sampling = types.ModuleType("vllm.sampling_params")
-
-    class SamplingParams(_Params):
-        pass
-
-    class StructuredOutputsParams(_Params):
-        pass
-
-    module.SamplingParams = SamplingParams  # type: ignore[attr-defined]
-    sampling.StructuredOutputsParams = StructuredOutputsParams  # type: ignore[attr-defined]
-    module.sampling_params = sampling  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "vllm", module)
-    monkeypatch.setitem(sys.modules, "vllm.sampling_params", sampling)
-    return module
+    return install_fake_vllm(monkeypatch)
 
 
 @pytest.fixture(scope="module")

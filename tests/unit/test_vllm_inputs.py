@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from tests.support.fake_vllm import install_fake_vllm
 from vidseek.indexer import model_inputs
 from vidseek.indexer.captioner_vllm import (
     VllmCaptioner,
@@ -253,29 +254,11 @@ class _FakeLLM:
         ]
 
 
-class _Params:
-    def __init__(self, **kwargs: Any) -> None:
-        self.kwargs = kwargs
-
-
 @pytest.fixture
 def fake_vllm(monkeypatch, processor):
     _FakeLLM.instances.clear()
-    module = types.ModuleType("vllm")
-    sampling = types.ModuleType("vllm.sampling_params")
-
-    class SamplingParams(_Params):
-        pass
-
-    class StructuredOutputsParams(_Params):
-        pass
-
+    module = install_fake_vllm(monkeypatch)
     module.LLM = lambda **kwargs: _init_fake(kwargs, processor)  # type: ignore[attr-defined]
-    module.SamplingParams = SamplingParams  # type: ignore[attr-defined]
-    sampling.StructuredOutputsParams = StructuredOutputsParams  # type: ignore[attr-defined]
-    module.sampling_params = sampling  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "vllm", module)
-    monkeypatch.setitem(sys.modules, "vllm.sampling_params", sampling)
     return module
 
 
