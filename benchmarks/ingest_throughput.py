@@ -195,6 +195,19 @@ def engine_options(args: argparse.Namespace) -> dict[str, Any]:
     return options
 
 
+def vllm_options(args: argparse.Namespace) -> dict[str, Any]:
+    """What the baseline and the production engine share: the run's model and answers."""
+    return {
+        "max_new_tokens": args.output_tokens,
+        "constrained_json": False,
+        "gpu_memory_utilization": args.gpu_memory_utilization,
+        "max_model_len": args.max_model_len,
+        "enforce_eager": args.enforce_eager,
+        "engine_options": engine_options(args),
+        "sampling_options": {"ignore_eos": True},
+    }
+
+
 def build_engine(directory: Path, args: argparse.Namespace) -> Any:
     """The production engine for the end-to-end runs."""
     if args.engine == "tiny":
@@ -209,15 +222,9 @@ def build_engine(directory: Path, args: argparse.Namespace) -> Any:
 
     return AsyncVllmEngine(
         str(directory),
-        max_new_tokens=args.output_tokens,
-        constrained_json=False,
-        gpu_memory_utilization=args.gpu_memory_utilization,
-        max_model_len=args.max_model_len,
         renderer_workers=args.renderer_workers,
         data_parallel_size=args.data_parallel,
-        enforce_eager=args.enforce_eager,
-        engine_options=engine_options(args),
-        sampling_options={"ignore_eos": True},
+        **vllm_options(args),
     )
 
 
@@ -285,16 +292,7 @@ def run_baseline(directory: Path, clips: list[WindowClip], args: argparse.Namesp
     from vidseek.indexer.captioner_vllm import VllmCaptioner
 
     started = time.perf_counter()
-    captioner = VllmCaptioner(
-        str(directory),
-        max_new_tokens=args.output_tokens,
-        constrained_json=False,
-        gpu_memory_utilization=args.gpu_memory_utilization,
-        max_model_len=args.max_model_len,
-        enforce_eager=args.enforce_eager,
-        engine_options=engine_options(args),
-        sampling_options={"ignore_eos": True},
-    )
+    captioner = VllmCaptioner(str(directory), **vllm_options(args))
     build_s = time.perf_counter() - started
     try:
         captioner.describe(clips[:2])  # warm-up
