@@ -12,6 +12,7 @@ from concurrent import futures
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -36,7 +37,18 @@ from vidseek.storage.vector_index import AutoParams, HnswParams, IvfParams
 from vidseek.v1 import video_search_pb2 as pb
 from vidseek.v1 import video_search_pb2_grpc as pb_grpc
 
-__all__ = ["App", "create_server", "load_captioner", "refine_config", "serve"]
+__all__ = [
+    "App",
+    "create_server",
+    "embedder_for",
+    "job_runner",
+    "load_captioner",
+    "refine_config",
+    "serve",
+]
+
+if TYPE_CHECKING:
+    from vidseek.server.task_queue import JobQueue
 
 log = logging.getLogger(__name__)
 
@@ -192,31 +204,29 @@ def build_app(
         raise
 
 
-def _build_app(
-    settings: Settings,
-    lock: DirectoryLock,
-    embedder: Embedder | None,
-    captioner_factory: Callable[[], Captioner | CaptionEngine] | None,
-) -> App:
-    emb = embedder or load_embedder(
+def embedder_for(settings: Settings) -> Embedder:
+    """The text embedder the settings name."""
+    return load_embedder(
         settings.embedder,
         device=_device(settings),
         threads=settings.embedder_threads,
         backend=settings.embedder_backend,
     )
-    store = Store(
-        settings.resolved_database_url,
-        settings.index_path,
-        emb.dim,
-        index_kind=settings.index_kind,
-        hnsw=hnsw_params(settings),
-        ivf=ivf_params(settings),
-        auto=auto_params(settings),
-    )
+
+
+def job_runner(
+    settings: Settings,
+    store: Store,
+    embedder: Embedder,
+    captioner_factory: Callable[[], Captioner | CaptionEngine] | None = None,
+    *,
+    queue: JobQueue | None = None,
+) -> JobRunner:
+    """The ingest job runner the settings describe (a server's, or a worker's)."""
     roots = [Path(r.strip()) for r in settings.allowed_roots.split(",") if r.strip()]
-    jobs = JobRunner(
+    return JobRunner(
         store,
-        emb,
+        embedder,
         captioner_factory or (lambda: load_captioner(settings)),
         ingest_config(settings),
         roots,
@@ -226,7 +236,36 @@ def _build_app(
         decode_processes=settings.decode_processes,
         max_queued_jobs=settings.max_queued_jobs,
         accept_jobs=settings.role == "all",
+        task_queue=queue,
     )
+
+
+def _build_app(
+    settings: Settings,
+    lock: DirectoryLock,
+    embedder: Embedder | None,
+    captioner_factory: Callable[[], Captioner | CaptionEngine] | None,
+) -> App:
+    emb = embedder or embedder_for(settings)
+    store = Store(
+        settings.resolved_database_url,
+        settings.index_path,
+        emb.dim,
+        index_kind=settings.index_kind,
+        hnsw=hnsw_params(settings),
+        ivf=ivf_params(settings),
+        auto=auto_params(settings),
+    )
+    queue = None
+    if settings.job_queue == "procrastinate" and settings.role == "all":
+        from vidseek.server.task_queue import JobQueue
+
+        try:
+            queue = JobQueue(settings.resolved_database_url)
+        except BaseException:
+            store.close()
+            raise
+    jobs = job_runner(settings, store, emb, captioner_factory, queue=queue)
     # Refinement shares the ingest jobs' engine (ahead of them) but decodes in a
     # decoder process of its own.
     refiner = Refiner(store, jobs.captioner, refine_config(settings))
@@ -361,7 +400,8 @@ def create_server(
     if port == 0:
         raise OSError(f"could not bind {address}")
     app.jobs.start()
-    if settings.role == "search":
+    if settings.role == "search" or settings.job_queue == "procrastinate":
+        # Others write the index's events: replicas' writers, or queue workers.
         app.start_catch_up(settings.catch_up_seconds)
     server.start()
     for name in ("", SERVICE_NAME):

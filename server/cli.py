@@ -140,19 +140,32 @@ def _print_json(obj: Any) -> None:
     print(json.dumps(obj, indent=2, default=str))
 
 
-def cmd_serve(ns: argparse.Namespace) -> int:
-    from vidseek.server.app import serve
-
+def _service_settings(ns: argparse.Namespace) -> Settings:
+    """The settings of a long-running process, its logs set up in their format."""
     settings = _settings(ns)
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)
     root.addHandler(log_handler(settings.log_format))
     route_library_logs()
+    return settings
+
+
+def cmd_serve(ns: argparse.Namespace) -> int:
+    from vidseek.server.app import serve
+
+    settings = _service_settings(ns)
     serve(
         settings,
         ready=lambda port: print(f"vidseek listening on {settings.host}:{port}", flush=True),
     )
+    return EXIT_OK
+
+
+def cmd_worker(ns: argparse.Namespace) -> int:
+    from vidseek.server.worker import worker_main
+
+    worker_main(_service_settings(ns), name=ns.name)
     return EXIT_OK
 
 
@@ -604,6 +617,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("serve", help="run the gRPC server (settings: flags or VIDSEEK_* env)")
     _add_setting_flags(p)
     p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser(
+        "worker",
+        help="run ingest jobs from the PostgreSQL task queue (servers with "
+        "VIDSEEK_JOB_QUEUE=procrastinate queue them)",
+    )
+    p.add_argument("--name", default="", help="worker name in logs (default: host-pid)")
+    _add_setting_flags(p)
+    p.set_defaults(func=cmd_worker)
 
     def client_flags(p: argparse.ArgumentParser) -> None:
         p.add_argument(

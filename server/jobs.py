@@ -11,6 +11,10 @@ running job together; search refinement uses the same engine, ahead of them.
 
 Cancelling a job stops it after the windows in flight are committed; what was
 committed stays indexed, and the job ends ``cancelled``.
+
+With a :class:`~vidseek.server.task_queue.JobQueue` (``VIDSEEK_JOB_QUEUE=procrastinate``)
+the runner only records and queues jobs: ``vidseek worker`` processes run them
+through :meth:`JobRunner.run`, and cancelling goes through the queue.
 """
 
 from __future__ import annotations
@@ -21,7 +25,9 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from vidseek.indexer.captioner import Captioner
 from vidseek.indexer.decode_pool import DecodePool
@@ -50,6 +56,9 @@ from vidseek.storage.errors import (
 )
 from vidseek.storage.models import IngestJobRow
 from vidseek.storage.store import Store, collection_name
+
+if TYPE_CHECKING:
+    from vidseek.server.task_queue import JobQueue
 
 __all__ = ["JobRunner", "check_ingest_path"]
 
@@ -89,7 +98,9 @@ class JobRunner:
     ``max_queued_jobs`` (0: no cap) bounds the jobs queued or running: a submission
     past it is refused with ResourceExhausted. ``accept_jobs=False`` (a search
     replica) runs no jobs, neither new nor left unfinished in the shared database,
-    and refuses submissions and cancellations with FailedPrecondition.
+    and refuses submissions and cancellations with FailedPrecondition. With a
+    ``task_queue`` it runs no jobs either: it defers each to the task queue, whose
+    workers call :meth:`run`.
     ``model`` names the captioning model in errors. If the model cannot load,
     every job fails at once with that one error for ``CAPTIONER_RETRY_S``
     seconds instead of loading it again per job.
@@ -109,6 +120,7 @@ class JobRunner:
         decode_processes: int = 0,
         max_queued_jobs: int = 0,
         accept_jobs: bool = True,
+        task_queue: JobQueue | None = None,
     ) -> None:
         if workers < 1:
             raise InvalidArgument(f"workers must be >= 1, got {workers}")
@@ -120,6 +132,7 @@ class JobRunner:
         self._decode_processes = decode_processes
         self._max_queued_jobs = max_queued_jobs
         self.accept_jobs = accept_jobs
+        self.task_queue = task_queue
         self._submit_lock = threading.Lock()
         self._decode_pool: DecodePool | None = None
         self.timings = StageTimes()
@@ -143,8 +156,9 @@ class JobRunner:
         ]
 
     def start(self) -> None:
-        """Re-queue unfinished jobs and start the worker threads (none on a replica)."""
-        if not self.accept_jobs:
+        """Re-queue unfinished jobs and start the worker threads (none on a replica, none
+        with a task queue: its workers run the jobs)."""
+        if not self.accept_jobs or self.task_queue is not None:
             return
         for state in ("running", "queued"):
             for job in reversed(self.store.list_jobs(0, 1_000_000, states=[state])):
@@ -178,7 +192,14 @@ class JobRunner:
                         retry_after=30.0,
                     )
             self.store.create_job(job_id, str(path), collection)
-        self._queue.put(job_id)
+        if self.task_queue is None:
+            self._queue.put(job_id)
+            return job_id
+        try:
+            self.task_queue.defer(job_id)
+        except Exception as exc:
+            self.store.update_job(job_id, state="failed", error=f"could not queue the job: {exc}")
+            raise
         return job_id
 
     def _check_accepts(self, what: str) -> None:
@@ -235,8 +256,13 @@ class JobRunner:
         job = self.store.get_job(job_id)
         if job.state not in ("queued", "running"):
             raise FailedPrecondition(f"ingest job {job_id} is already {job.state}")
-        with self._cancel_lock:
-            self._cancelled.add(job_id)
+        if self.task_queue is not None:
+            # Deleted from the queue if no worker has it, else its worker is asked to
+            # abort it and records ``cancelled`` itself.
+            self.task_queue.cancel(job_id)
+        else:
+            with self._cancel_lock:
+                self._cancelled.add(job_id)
         if job.state == "queued":
             self.store.update_job(job_id, state="cancelled")
         return self.store.get_job(job_id)
@@ -260,17 +286,38 @@ class JobRunner:
             self._decode_pool.close()
         if self._captioner is not None:
             self._captioner.close()
+        if self.task_queue is not None:
+            self.task_queue.close()
 
     def _run(self) -> None:
         while not self._stop.is_set():
             job_id = self._queue.get()
             if job_id is None:
                 return
-            try:
-                self._run_job(job_id)
-            except Exception:  # the runner must survive anything one job does
-                log.exception("ingest job %s crashed", job_id)
-                self._safe_update(job_id, state="failed", error="internal error (see server log)")
+            self.run(
+                job_id, partial(self._should_stop, job_id), partial(self._is_cancelled, job_id)
+            )
+
+    def _should_stop(self, job_id: str) -> bool:
+        return self._stop.is_set() or self._is_cancelled(job_id)
+
+    def run(
+        self, job_id: str, should_stop: Callable[[], bool], is_cancelled: Callable[[], bool]
+    ) -> str:
+        """Run one job to its end; returns how it ended.
+
+        ``should_stop`` is checked between windows; when it turns true, the windows in
+        flight commit and the job ends ``cancelled`` if ``is_cancelled()``, else it is
+        ``queued`` again and the outcome is ``"interrupted"`` (run it again later: it
+        resumes). Other outcomes: ``"succeeded"``, ``"failed"`` (recorded on the job,
+        whatever the job raised), ``"cancelled"``.
+        """
+        try:
+            return self._run_job(job_id, should_stop, is_cancelled)
+        except Exception:  # the runner must survive anything one job does
+            log.exception("ingest job %s crashed", job_id)
+            self._safe_update(job_id, state="failed", error="internal error (see server log)")
+            return "failed"
 
     def _ingestor(self) -> Ingestor:
         """This worker thread's ingestor (the shared engine and decode pool)."""
@@ -294,10 +341,14 @@ class JobRunner:
             self._local.ingestor = ingestor
         return ingestor
 
-    def _run_job(self, job_id: str) -> None:
+    def _run_job(
+        self, job_id: str, should_stop: Callable[[], bool], is_cancelled: Callable[[], bool]
+    ) -> str:
         job = self.store.get_job(job_id)
-        if job.state == "cancelled" or self._is_cancelled(job_id):
-            return
+        if job.state in ("cancelled", "succeeded", "failed"):  # e.g. a retried queue task
+            return job.state
+        if is_cancelled():
+            return "cancelled"
         self.store.update_job(job_id, state="running")
 
         def report(p: IngestProgress) -> None:
@@ -318,19 +369,19 @@ class JobRunner:
             result = self._ingestor().ingest(
                 job.uri,
                 on_progress=report,
-                should_stop=lambda: self._stop.is_set() or self._is_cancelled(job_id),
+                should_stop=should_stop,
                 collection=job.collection,
             )
         except VidseekError as exc:
             log.warning("ingest job %s (%s) failed: %s", job_id, job.uri, exc)
             self.store.update_job(job_id, state="failed", error=str(exc))
-            return
-        if result.interrupted and self._is_cancelled(job_id):
+            return "failed"
+        if result.interrupted and is_cancelled():
             self.store.update_job(job_id, state="cancelled")
-            return
+            return "cancelled"
         if result.interrupted:
             self.store.update_job(job_id, state="queued")  # resumes on next start
-            return
+            return "interrupted"
         self.store.snapshot()
         p = result.progress
         # A job with damaged stretches still succeeds; ``error`` says what was left out.
@@ -351,6 +402,7 @@ class JobRunner:
             p.windows_reused,
             p.windows_skipped,
         )
+        return "succeeded"
 
     def loaded_engine(self) -> BoundedEngine | None:
         """The shared engine if it has loaded, without loading it."""

@@ -70,7 +70,23 @@ class Settings:
         "every catch_up_seconds).",
     )
     catch_up_seconds: float = _s(
-        2.0, "Search replica: seconds between catching its index up from the SQL change log."
+        2.0,
+        "Search replica, or a server with job_queue=procrastinate: seconds between catching its "
+        "index up from the SQL change log.",
+    )
+    job_queue: str = _s(
+        "embedded",
+        "'embedded': the server runs its ingest jobs on its own threads; 'procrastinate': jobs "
+        "go to a procrastinate task queue in the PostgreSQL database, run by `vidseek worker` "
+        "processes on any host (the server then catches its index up like a replica).",
+    )
+    worker_heartbeat_seconds: float = _s(
+        10.0, "vidseek worker: seconds between the worker's heartbeats in the task queue."
+    )
+    worker_stalled_seconds: float = _s(
+        60.0,
+        "vidseek worker: a job whose worker sent no heartbeat for this long is retried by "
+        "another worker (it resumes at its first uncommitted window).",
     )
     openai_base_url: str = _s(
         "http://localhost:8000/v1",
@@ -365,6 +381,22 @@ def _validate(s: Settings) -> None:
         (s.max_queued_jobs >= 0, "max_queued_jobs", "must be >= 0"),
         (s.role in ("all", "search"), "role", "must be 'all' or 'search'"),
         (s.catch_up_seconds > 0, "catch_up_seconds", "must be > 0"),
+        (
+            s.job_queue in ("embedded", "procrastinate"),
+            "job_queue",
+            "must be 'embedded' or 'procrastinate'",
+        ),
+        (s.worker_heartbeat_seconds > 0, "worker_heartbeat_seconds", "must be > 0"),
+        (
+            s.worker_stalled_seconds >= 2 * s.worker_heartbeat_seconds,
+            "worker_stalled_seconds",
+            "must be at least twice worker_heartbeat_seconds",
+        ),
+        (
+            s.job_queue == "embedded" or s.resolved_database_url.startswith("postgresql"),
+            "job_queue",
+            "'procrastinate' needs a PostgreSQL database_url (postgresql+psycopg://...)",
+        ),
         (0 <= s.metrics_port <= 65535, "metrics_port", "must be 0-65535"),
         (s.decode_processes >= 0, "decode_processes", "must be >= 0"),
         (s.vllm_renderer_workers > 0, "vllm_renderer_workers", "must be > 0"),

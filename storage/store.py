@@ -184,6 +184,10 @@ class Store:
     ``create_empty_schema``: create the schema in an empty database (the embedded
     default needs no extra step); a database at an older revision is always
     refused with :class:`~vidseek.storage.errors.SchemaOutdated`.
+    ``keep_index=False`` makes a store that writes SQL (windows, events, the change
+    log) but holds no vector index: an ingest worker's, whose commits search servers
+    apply from the change log. It loads, catches up and snapshots nothing; its
+    vector searches find nothing.
     """
 
     def __init__(
@@ -198,6 +202,7 @@ class Store:
         auto: AutoParams | None = None,
         use_gpu: bool | None = None,
         create_empty_schema: bool = True,
+        keep_index: bool = True,
     ) -> None:
         if index_kind not in INDEX_KINDS:
             raise ConfigError(
@@ -235,7 +240,8 @@ class Store:
         self.unknown_ids_dropped = 0
         self._job_changes = threading.Condition()
         self._job_change_count = 0
-        self._index = self._load_index()
+        self.keep_index = keep_index
+        self._index = self._load_index() if keep_index else self._new_index()
         self.catch_up()
 
     # ---- vector index lifecycle -------------------------------------------------
@@ -323,6 +329,8 @@ class Store:
 
         Call it periodically in a search replica that does not write itself.
         """
+        if not self.keep_index:
+            return 0
         with self._write_lock:
             applied = catch_up_index(self._session, self._index)
         self._train_in_background()
@@ -346,6 +354,8 @@ class Store:
         while the file is written; memory briefly holds a second copy of the index
         (the serialised blob).
         """
+        if not self.keep_index:
+            return False
         with self._snapshot_lock:
             index = self._index
             if not force and index.saved_version == index.version and self.index_path.exists():
@@ -688,6 +698,7 @@ class Store:
                             insert(ChangeLog),
                             [{"op": "add", "event_id": r["id"]} for r in rows],
                         )
+                    if rows and self.keep_index:
                         # If every change-log entry the index has not applied is one of
                         # ours, apply our vectors directly instead of reading them back.
                         pending, last_seq = conn.execute(
@@ -700,6 +711,8 @@ class Store:
             except IntegrityError:
                 # A concurrent writer (another process) committed the same window first.
                 return False
+            if not self.keep_index:
+                return True
             if last_seq is not None:
                 index.apply(
                     add_ids=ids,
