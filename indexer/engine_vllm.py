@@ -17,6 +17,13 @@ The renderer pool serves renders in arrival order, so ingestion windows wait for
 render slot here (one per renderer thread) and refinement windows do not: a refinement
 is rendered after at most one round of ingestion renders.
 
+The engine's first render runs alone. It builds the Hugging Face processor, which
+vLLM caches (``functools.lru_cache``, not guarded against concurrent misses), and that
+build deep-copies vLLM's thread-pooled tokenizer several times. With every renderer
+thread missing the cold cache at once, on the H200 (vLLM 0.26, 8 renderer threads,
+64 windows submitted together) no window finished rendering within 110 s; the GPU
+sat idle.
+
 The requests are exactly those of the offline backend
 (:func:`~vidseek.indexer.captioner_vllm.window_request`: absolute frame indices and the
 real fps, so the model reads absolute ``<t seconds>``; the same prompt layout and the
@@ -188,6 +195,8 @@ class AsyncVllmEngine:
             raise
         self._tokenizer: Any = self._llm.get_tokenizer()
         self._render_slots = asyncio.Semaphore(renderer_workers)
+        self._first_render = asyncio.Lock()
+        self._warm = False
         self._closed = False
 
     @property
@@ -229,14 +238,7 @@ class AsyncVllmEngine:
         preprocess_s = generate_s = 0.0
         try:
             started = time.perf_counter()
-            if priority >= INGEST_PRIORITY:
-                # vLLM's renderer pool is first come, first served: ingestion holds at
-                # most one render per renderer thread, so a refinement waits for at
-                # most one round of renders, not for every ingestion window in flight.
-                async with self._render_slots:
-                    rendered = await self._llm.renderer.render_cmpl_async([prompt])
-            else:
-                rendered = await self._llm.renderer.render_cmpl_async([prompt])
+            rendered = await self._render(prompt, priority)
             rendered_at = time.perf_counter()
             preprocess_s = rendered_at - started
             final: Any = None
@@ -254,6 +256,21 @@ class AsyncVllmEngine:
             return output
         finally:
             self._stats.finished(output, preprocess_s=preprocess_s, generate_s=generate_s)
+
+    async def _render(self, prompt: dict[str, Any], priority: int) -> Any:
+        if not self._warm:
+            async with self._first_render:  # the first render alone (see the module doc)
+                if not self._warm:
+                    rendered = await self._llm.renderer.render_cmpl_async([prompt])
+                    self._warm = False
+                    return rendered
+        if priority >= INGEST_PRIORITY:
+            # vLLM's renderer pool is first come, first served: ingestion holds at
+            # most one render per renderer thread, so a refinement waits for at
+            # most one round of renders, not for every ingestion window in flight.
+            async with self._render_slots:
+                return await self._llm.renderer.render_cmpl_async([prompt])
+        return await self._llm.renderer.render_cmpl_async([prompt])
 
     def _stop_loop(self) -> None:
         self._loop.call_soon_threadsafe(self._loop.stop)

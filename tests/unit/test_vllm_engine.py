@@ -237,3 +237,37 @@ def test_a_refinement_is_rendered_without_waiting_for_every_ingestion_window(fak
     engine.close()
     # Frame 0 is the refinement's: it finished among the first few renders, not last.
     assert llm.renderer.finished.index(0) <= 4
+
+
+class CountingRenderer(FifoRenderer):
+    """Counts the renders running at once, and the most while the first one ran."""
+
+    def __init__(self, workers: int, seconds: float) -> None:
+        super().__init__(workers, seconds)
+        self.running = 0
+        self.most = 0
+        self.most_during_first = 0
+
+    async def render_cmpl_async(self, prompts: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        self.running += 1
+        self.most = max(self.most, self.running)
+        try:
+            return await super().render_cmpl_async(prompts)
+        finally:
+            if not self.finished[1:]:
+                self.most_during_first = self.most
+            self.running -= 1
+
+
+def test_the_first_render_runs_alone_then_renders_run_in_parallel(fake_vllm, tokenizer):
+    engine, (llm,) = _engine(tokenizer, renderer_workers=4)
+    renderer = llm.renderer = CountingRenderer(workers=4, seconds=0.05)  # type: ignore[assignment]
+    futures = [engine.submit(make_clip(start_second=60 * k, index=k)) for k in range(12)]
+    assert _until(lambda: len(renderer.finished) == 12)
+    engine._loop.call_soon_threadsafe(llm.gate.set)
+    for future in futures:
+        future.result(10)
+    engine.close()
+    # vLLM builds its processor on the first render: nothing else renders meanwhile.
+    assert renderer.most_during_first == 1
+    assert renderer.most == 4
