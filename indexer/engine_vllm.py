@@ -262,7 +262,7 @@ class AsyncVllmEngine:
             async with self._first_render:  # the first render alone (see the module doc)
                 if not self._warm:
                     rendered = await self._llm.renderer.render_cmpl_async([prompt])
-                    self._warm = False
+                    self._warm = True
                     return rendered
         if priority >= INGEST_PRIORITY:
             # vLLM's renderer pool is first come, first served: ingestion holds at

@@ -226,9 +226,11 @@ class FifoRenderer:
 
 def test_a_refinement_is_rendered_without_waiting_for_every_ingestion_window(fake_vllm, tokenizer):
     engine, (llm,) = _engine(tokenizer, renderer_workers=2)
-    llm.renderer = FifoRenderer(workers=2, seconds=0.05)  # type: ignore[assignment]
+    llm.renderer = FifoRenderer(workers=2, seconds=0.2)  # type: ignore[assignment]
     ingest = [engine.submit(make_clip(start_second=60 * (k + 1), index=k)) for k in range(12)]
-    time.sleep(0.02)  # the ingestion windows are all waiting before the refinement comes
+    # The first render (alone) is done; the other ingestion windows are all waiting
+    # before the refinement comes.
+    assert _until(lambda: len(llm.renderer.finished) >= 1)
     refine = engine.submit(make_clip(start_second=0, index=99, query="q"), priority=REFINE_PRIORITY)
     assert _until(lambda: len(llm.renderer.finished) == 13)
     engine._loop.call_soon_threadsafe(llm.gate.set)
