@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
 from collections.abc import Callable
 
 import procrastinate
@@ -176,8 +177,10 @@ async def run_worker(
     concurrency: int,
     heartbeat_seconds: float,
     stalled_seconds: float,
+    stop: threading.Event | None = None,
 ) -> None:
-    """Run a worker on the ingest queue until SIGTERM/SIGINT.
+    """Run a worker on the ingest queue until SIGTERM/SIGINT (or, if given, until
+    ``stop`` is set: then no signal handlers are installed, e.g. off the main thread).
 
     Beside it, every ``stalled_seconds / 2`` it retries stalled jobs
     (:func:`retry_stalled_jobs`). That check runs outside the worker's job slots:
@@ -193,10 +196,16 @@ async def run_worker(
             except Exception:  # the database may be briefly away; try again next time
                 log.warning("checking for stalled ingest jobs failed", exc_info=True)
 
+    async def stop_when_asked(worker: asyncio.Task[None]) -> None:
+        assert stop is not None
+        while not stop.is_set():
+            await asyncio.sleep(0.1)
+        worker.cancel()  # procrastinate stops gracefully, as on SIGTERM
+
     async with app.open_async():
         reaper = asyncio.create_task(reap(), name="vidseek-retry-stalled")
-        try:
-            await app.run_worker_async(
+        worker = asyncio.create_task(
+            app.run_worker_async(
                 queues=[QUEUE],
                 name=name,
                 concurrency=concurrency,
@@ -204,12 +213,20 @@ async def run_worker(
                 stalled_worker_timeout=stalled_seconds,
                 # vidseek's own job table keeps the history; finished queue rows go.
                 delete_jobs="successful",
-                install_signal_handlers=True,
+                install_signal_handlers=stop is None,
                 # On SIGTERM, abort running jobs at once (reason shutdown): they commit
                 # their windows in flight and go back to the queue.
                 shutdown_graceful_timeout=0,
-            )
-        finally:
-            reaper.cancel()
+            ),
+            name="vidseek-worker",
+        )
+        watcher = asyncio.create_task(stop_when_asked(worker)) if stop is not None else None
+        try:
             with contextlib.suppress(asyncio.CancelledError):
-                await reaper
+                await worker
+        finally:
+            for task in (reaper, watcher):
+                if task is not None:
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task

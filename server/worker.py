@@ -14,6 +14,7 @@ import asyncio
 import logging
 import os
 import socket
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -38,8 +39,10 @@ def worker_main(
     name: str = "",
     embedder: Embedder | None = None,
     captioner_factory: Callable[[], Captioner | CaptionEngine] | None = None,
+    stop: threading.Event | None = None,
 ) -> None:
-    """Run an ingest worker until SIGTERM/SIGINT.
+    """Run an ingest worker until SIGTERM/SIGINT, or until ``stop`` is set if given
+    (then it may run off the main thread).
 
     On a signal, running jobs commit their windows in flight and go back to the
     queue at once, for this worker after a restart or for another one.
@@ -86,6 +89,7 @@ def worker_main(
                 concurrency=settings.ingest_workers,
                 heartbeat_seconds=settings.worker_heartbeat_seconds,
                 stalled_seconds=settings.worker_stalled_seconds,
+                stop=stop,
             )
         )
     finally:

@@ -7,6 +7,7 @@ after a delete made through the ingesting server. PostgreSQL, as in a real deplo
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -18,6 +19,7 @@ from tests.support.storage import postgres_schema
 from vidseek.client import Client, FailedPreconditionError
 from vidseek.server.app import create_server
 from vidseek.server.settings import load_settings
+from vidseek.server.worker import worker_main
 
 pytestmark = pytest.mark.postgres
 
@@ -75,4 +77,71 @@ def test_replicas_see_ingests_and_deletes_within_their_catch_up_interval(
                 server.stop(0)
                 app.shutdown()
     # Each replica caught up within a few intervals (searches poll every 50 ms).
+    assert max(seen) < 20 * CATCH_UP_S + 2 and max(gone) < 20 * CATCH_UP_S + 2
+
+
+def test_replicas_see_what_queue_workers_ingest_and_deletes(
+    tmp_path: Path, embedder, colour_video: Path
+):
+    """The same through the task queue: the server only queues, a worker ingests."""
+    with postgres_schema() as url:
+
+        def settings(name: str, **overrides: object):
+            return load_settings(
+                overrides={
+                    "port": 0,
+                    "data_dir": str(tmp_path / name),
+                    "database_url": url,
+                    "catch_up_seconds": CATCH_UP_S,
+                    "window_seconds": 6.0,
+                    **overrides,
+                },
+                environ={},
+            )
+
+        servers = [
+            create_server(
+                settings(name, **overrides), embedder=embedder, captioner_factory=ColourCaptioner
+            )
+            for name, overrides in (
+                ("server", {"job_queue": "procrastinate"}),
+                ("replica-1", {"role": "search"}),
+                ("replica-2", {"role": "search"}),
+            )
+        ]
+        stop = threading.Event()
+        worker = threading.Thread(
+            target=worker_main,
+            args=(settings("worker", worker_heartbeat_seconds=0.5, worker_stalled_seconds=2.0),),
+            kwargs={
+                "name": "w",
+                "embedder": embedder,
+                "captioner_factory": ColourCaptioner,
+                "stop": stop,
+            },
+        )
+        worker.start()
+        try:
+            clients = [Client(f"127.0.0.1:{port}", retries=0) for _, port, _ in servers]
+            server = clients[0]
+
+            def found(client: Client) -> bool:
+                return any(m.video_id for m in client.search("a red screen", min_score=-1.0))
+
+            job = server.wait_for_job(server.ingest(str(colour_video)).job_id, timeout=60)
+            assert job.state.value == "succeeded" and job.events_indexed > 0
+            # The server, which ran no job itself, sees it through the change log too.
+            seen = [_eventually(lambda c=c: found(c)) for c in clients]
+            assert servers[0][2].store.change_log_lag() == 0
+            assert server.delete_video(job.video_id) > 0
+            gone = [_eventually(lambda c=c: not found(c)) for c in clients]
+            for client in clients:
+                client.close()
+        finally:
+            stop.set()
+            worker.join(60)
+            for grpc_server, _, app in servers:
+                grpc_server.stop(0)
+                app.shutdown()
+    assert not worker.is_alive()
     assert max(seen) < 20 * CATCH_UP_S + 2 and max(gone) < 20 * CATCH_UP_S + 2

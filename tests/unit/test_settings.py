@@ -117,3 +117,21 @@ def test_library_warnings_come_out_once_through_the_root_handler(capsys):
     assert seen == ["huggingface_hub.file_download", "transformers.modeling"]
     err = capsys.readouterr().err
     assert "hub says" not in err and "transformers says" not in err  # no second copy
+
+
+def test_the_task_queue_needs_postgresql(tmp_path: Path):
+    with pytest.raises(ConfigError, match="'procrastinate' needs a PostgreSQL database_url"):
+        load_settings(environ={"VIDSEEK_JOB_QUEUE": "procrastinate"})
+    with pytest.raises(ConfigError, match="worker_stalled_seconds"):
+        load_settings(
+            environ={
+                "VIDSEEK_WORKER_HEARTBEAT_SECONDS": "10",
+                "VIDSEEK_WORKER_STALLED_SECONDS": "15",
+            }
+        )
+    from vidseek.server.worker import worker_main
+
+    # A worker on the embedded SQLite default says what it needs before loading anything.
+    sqlite = load_settings(environ={"VIDSEEK_DATA_DIR": str(tmp_path)})
+    with pytest.raises(ConfigError, match="the task queue needs PostgreSQL, not sqlite"):
+        worker_main(sqlite)
