@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import faulthandler
 import json
 import os
 import random
@@ -384,8 +385,20 @@ def run_end_to_end(
             late += elapsed >= args.refine_timeout * 0.99
 
     def report_progress(started: float, gpu: GpuSampler, emit: Any) -> None:
-        """A line every ``--progress-interval`` s, so a run cut short still tells its rate."""
+        """A line every ``--progress-interval`` s, so a run cut short still tells its rate.
+
+        If no window completes for ``--stall-dump`` s, every thread's stack goes to
+        stderr once (where a stalled engine waits shows there).
+        """
+        completed, changed, dumped = -1, time.monotonic(), False
         while not done.wait(args.progress_interval):
+            now_completed = engine.stats.snapshot()["completed"]
+            if now_completed != completed:
+                completed, changed = now_completed, time.monotonic()
+            elif args.stall_dump and not dumped and time.monotonic() - changed > args.stall_dump:
+                print(f"no window completed for {args.stall_dump:g} s; stacks:", file=sys.stderr)
+                faulthandler.dump_traceback(sys.stderr, all_threads=True)
+                dumped = True
             jobs = app.store.list_jobs(0, 100)
             emit(
                 {
@@ -540,6 +553,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--refine-interval", type=float, default=1.0, help="0: no probes")
     parser.add_argument("--refine-timeout", type=float, default=30.0)
     parser.add_argument("--progress-interval", type=float, default=30.0)
+    parser.add_argument(
+        "--stall-dump", type=float, default=120.0, help="seconds without a window: dump stacks"
+    )
     parser.add_argument("--gpu-memory-utilization", type=float, default=0.85)
     parser.add_argument("--max-model-len", type=int, default=65536)
     parser.add_argument("--max-num-batched-tokens", type=int, default=0)
