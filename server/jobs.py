@@ -257,12 +257,13 @@ class JobRunner:
         if job.state not in ("queued", "running"):
             raise FailedPrecondition(f"ingest job {job_id} is already {job.state}")
         if self.task_queue is not None:
-            # Deleted from the queue if no worker has it, else its worker is asked to
-            # abort it and records ``cancelled`` itself.
-            self.task_queue.cancel(job_id)
-        else:
-            with self._cancel_lock:
-                self._cancelled.add(job_id)
+            # Deleted from the queue if no worker has it (or no live task is left for
+            # it); else its worker is asked to stop and records ``cancelled`` itself.
+            if self.task_queue.cancel(job_id) != "aborting":
+                self.store.update_job(job_id, state="cancelled")
+            return self.store.get_job(job_id)
+        with self._cancel_lock:
+            self._cancelled.add(job_id)
         if job.state == "queued":
             self.store.update_job(job_id, state="cancelled")
         return self.store.get_job(job_id)

@@ -4,20 +4,27 @@ With ``VIDSEEK_JOB_QUEUE=procrastinate`` a server records each ingest job in its
 table (progress, results, as in the embedded mode) and defers one procrastinate job
 for it; any number of ``vidseek worker`` processes, on any host sharing the
 PostgreSQL database, claim those and run them. procrastinate provides the claiming
-(``FOR UPDATE SKIP LOCKED``), worker heartbeats, stalled-job detection and abort
-requests; vidseek adds no locking of its own.
+(``FOR UPDATE SKIP LOCKED``), worker heartbeats, stalled-job detection, abort
+requests and retries.
 
 - **A worker dies** (SIGKILL, lost host): its heartbeat stops. Every
   ``VIDSEEK_WORKER_STALLED_SECONDS / 2`` each worker asks procrastinate for the jobs
-  of workers silent for ``VIDSEEK_WORKER_STALLED_SECONDS`` and sends them back to the
-  queue; another worker resumes them at their first uncommitted window. Window ids are content
-  hashes and a commit inserts the window row first, so a window is committed at most
-  once even if two runs overlap.
+  of workers silent for ``VIDSEEK_WORKER_STALLED_SECONDS`` (never its own) and sends
+  them back to the queue; another worker resumes them at their first uncommitted
+  window.
+- **Two runs of one job never overlap.** A run holds the job's PostgreSQL advisory
+  lock (:func:`fenced`) on a connection of its own, which dies with its process. A
+  worker that only looked dead (heartbeats starved) still holds it, so the retry
+  waits (:class:`JobBusy`, retried after half the stalled interval) and, once it gets
+  the lock, finds the job finished or resumes it. Window ids are content hashes and a
+  commit inserts the window row first, so a window is committed at most once anyway.
 - **A worker is stopped** (SIGTERM): procrastinate asks its running jobs to abort
   (reason shutdown); they commit what is in flight and are queued again at once.
 - **A job is cancelled** through the API: procrastinate deletes it if it has not
-  started, else asks its worker to abort it (reason user request); the job ends
-  ``cancelled`` with what was committed kept.
+  started, else asks its worker to abort it; the job ends ``cancelled`` with what
+  was committed kept. The cancellation is stored in the queue (``abort_requested``),
+  so it holds when a SIGTERM comes before the worker notices, and a stalled job
+  whose cancellation was asked for is ended, not retried.
 
 The queue's tables live in the same database as vidseek's; they are created on first
 use (under an advisory lock, so workers starting together do not race).
@@ -27,15 +34,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import procrastinate
 import psycopg
 from procrastinate.exceptions import JobAborted
-from procrastinate.job_context import AbortReason, JobContext
-from procrastinate.jobs import Job
+from procrastinate.job_context import JobContext
+from procrastinate.jobs import Job, Status
 from procrastinate.retry import BaseRetryStrategy, RetryDecision
 from procrastinate.schema import SchemaManager
 from sqlalchemy.engine import make_url
@@ -103,29 +112,72 @@ class JobQueue:
         task = self.app.configure_task(INGEST_TASK, queue=QUEUE, queueing_lock=job_id)
         return task.defer(job_id=job_id)
 
-    def cancel(self, job_id: str) -> bool:
-        """Delete the job if no worker has it, else ask its worker to abort it.
+    def cancel(self, job_id: str) -> str:
+        """Cancel vidseek job ``job_id`` in the queue; returns what became of it.
 
-        False if the queue holds no such job still to do or running.
+        ``"cancelled"``: no worker had it, and none will. ``"aborting"``: a worker runs
+        it and is asked to stop; it records the job ``cancelled`` itself. ``"absent"``:
+        the queue holds no live task for it (nobody will run it).
         """
-        cancelled = False
+        result = "absent"
         for job in self.app.job_manager.list_jobs(queue=QUEUE, queueing_lock=job_id):
-            if job.id is not None and job.status in ("todo", "doing"):
-                cancelled |= self.app.job_manager.cancel_job_by_id(job.id, abort=True)
-        return cancelled
+            if job.id is None or job.status not in ("todo", "doing"):
+                continue
+            if self.app.job_manager.cancel_job_by_id(job.id, abort=True):
+                result = "aborting" if job.status == "doing" else "cancelled"
+        return result
 
     def close(self) -> None:
         self.app.close()
 
 
+class JobBusy(Exception):
+    """Another process still runs this vidseek job (it holds the job's fence)."""
+
+
 class _RetryWhenShutDown(BaseRetryStrategy):
     """Queue a job again at once when its worker stops mid-job (procrastinate calls
-    this for an abort only if the reason is the worker's shutdown)."""
+    this for an abort only if the reason is the worker's shutdown), and later when
+    another process still runs it."""
+
+    def __init__(self, busy_retry_seconds: int = 30) -> None:
+        self.busy_retry_seconds = busy_retry_seconds
 
     def get_retry_decision(self, *, exception: BaseException, job: Job) -> RetryDecision | None:
         if isinstance(exception, JobAborted):
             return RetryDecision(retry_in={"seconds": 0})
+        if isinstance(exception, JobBusy):
+            return RetryDecision(retry_in={"seconds": round(self.busy_retry_seconds)})
         return None
+
+
+def _fence_key(job_id: str) -> int:
+    digest = hashlib.sha256(f"vidseek-ingest-job:{job_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
+
+
+@contextlib.contextmanager
+def fenced(database_url: str, job_id: str) -> Iterator[psycopg.Connection[Any] | None]:
+    """A connection holding job ``job_id``'s advisory lock, or None if another holds it.
+
+    The lock lives as long as the connection, so it goes with a process that dies:
+    two runs of one job never overlap, even when a worker that only looked dead
+    (heartbeats starved) goes on.
+    """
+    conn = psycopg.connect(conninfo(database_url), autocommit=True)
+    try:
+        row = conn.execute("SELECT pg_try_advisory_lock(%s)", (_fence_key(job_id),)).fetchone()
+        yield conn if row is not None and row[0] else None
+    finally:
+        conn.close()
+
+
+def _abort_requested(conn: psycopg.Connection[Any], task_id: int | None) -> bool:
+    """Whether the job's cancellation was asked for (procrastinate's stored flag)."""
+    row = conn.execute(
+        "SELECT abort_requested FROM procrastinate_jobs WHERE id = %s", (task_id,)
+    ).fetchone()
+    return bool(row is not None and row[0])
 
 
 RunJob = Callable[[str, Callable[[], bool], Callable[[], bool]], str]
@@ -133,17 +185,40 @@ RunJob = Callable[[str, Callable[[], bool], Callable[[], bool]], str]
 means the job stopped early and must run again."""
 
 
-def worker_app(database_url: str, run_job: RunJob) -> procrastinate.App:
-    """A procrastinate app whose ingest task runs jobs with ``run_job``."""
-    app = _app(database_url)
+def worker_app(
+    database_url: str,
+    run_job: RunJob,
+    running: set[str] | None = None,
+    *,
+    busy_retry_seconds: int = 30,
+) -> procrastinate.App:
+    """A procrastinate app whose ingest task runs jobs with ``run_job``.
 
-    @app.task(name=INGEST_TASK, queue=QUEUE, pass_context=True, retry=_RetryWhenShutDown())
+    Each run holds the job's fence (:func:`fenced`); a task whose job another process
+    still runs is retried after ``busy_retry_seconds``. ``running`` holds the vidseek
+    job ids this process runs now. A job counts as cancelled when its cancellation
+    is stored in the queue, whatever else stopped it (e.g. a SIGTERM after a cancel).
+    """
+    app = _app(database_url)
+    here = running if running is not None else set()
+
+    @app.task(
+        name=INGEST_TASK,
+        queue=QUEUE,
+        pass_context=True,
+        retry=_RetryWhenShutDown(busy_retry_seconds),
+    )
     def ingest_job(context: JobContext, job_id: str) -> str:
-        outcome = run_job(
-            job_id,
-            context.should_abort,
-            lambda: context.abort_reason() == AbortReason.USER_REQUEST,
-        )
+        with fenced(database_url, job_id) as conn:
+            if conn is None:
+                raise JobBusy(f"ingest job {job_id} is still running in another process")
+            here.add(job_id)
+            try:
+                outcome = run_job(
+                    job_id, context.should_abort, lambda: _abort_requested(conn, context.job.id)
+                )
+            finally:
+                here.discard(job_id)
         if outcome == "interrupted":
             raise JobAborted(f"ingest job {job_id} stopped with its worker; queued again")
         return outcome
@@ -152,15 +227,37 @@ def worker_app(database_url: str, run_job: RunJob) -> procrastinate.App:
     return app
 
 
-async def retry_stalled_jobs(app: procrastinate.App, stalled_seconds: float) -> int:
-    """Send ingest jobs whose worker is silent for ``stalled_seconds`` back to the queue."""
+async def retry_stalled_jobs(
+    app: procrastinate.App,
+    stalled_seconds: float,
+    *,
+    running: set[str] | frozenset[str] = frozenset(),
+    on_cancelled: Callable[[str], None] | None = None,
+) -> int:
+    """Send ingest jobs whose worker is silent for ``stalled_seconds`` back to the queue.
+
+    Jobs in ``running`` (this process's own) are left alone. A stalled job whose
+    cancellation was asked for is ended instead, and ``on_cancelled`` records it.
+    """
     manager = app.job_manager
     stalled = await manager.get_stalled_jobs(
         queue=QUEUE, task_name=INGEST_TASK, seconds_since_heartbeat=stalled_seconds
     )
     n = 0
     for job in stalled:
+        job_id = str(job.task_kwargs.get("job_id", ""))
+        if job_id in running or job.id is None:
+            continue
         try:
+            details = list(await manager.list_jobs_async(id=job.id))
+            if details and details[0].abort_requested:
+                await manager.finish_job_by_id_async(job.id, Status.ABORTED, delete_job=False)
+                if on_cancelled is not None:
+                    on_cancelled(job_id)
+                log.warning(
+                    "ingest task %s (job %s) lost its worker while cancelled", job.id, job_id
+                )
+                continue
             await manager.retry_job(job)
         except Exception:  # another worker retried it first, or it just finished
             log.debug("could not retry stalled task %s", job.id, exc_info=True)
@@ -178,6 +275,8 @@ async def run_worker(
     heartbeat_seconds: float,
     stalled_seconds: float,
     stop: threading.Event | None = None,
+    running: set[str] | frozenset[str] = frozenset(),
+    on_cancelled: Callable[[str], None] | None = None,
 ) -> None:
     """Run a worker on the ingest queue until SIGTERM/SIGINT (or, if given, until
     ``stop`` is set: then no signal handlers are installed, e.g. off the main thread).
@@ -192,7 +291,9 @@ async def run_worker(
         while True:
             await asyncio.sleep(stalled_seconds / 2)
             try:
-                await retry_stalled_jobs(app, stalled_seconds)
+                await retry_stalled_jobs(
+                    app, stalled_seconds, running=running, on_cancelled=on_cancelled
+                )
             except Exception:  # the database may be briefly away; try again next time
                 log.warning("checking for stalled ingest jobs failed", exc_info=True)
 

@@ -58,6 +58,7 @@ def worker_main(
         Path(settings.index_path),
         emb.dim,
         index_kind=settings.index_kind,
+        use_gpu=False,
         keep_index=False,
     )
     runner = job_runner(settings, store, emb, captioner_factory)
@@ -75,6 +76,16 @@ def worker_main(
                 ) from exc
             log.info("worker metrics on http://%s:%d/metrics", settings.metrics_host, port)
         name = name or f"{socket.gethostname()}-{os.getpid()}"
+        # The model loads before the first job is claimed: a worker whose model cannot
+        # load takes no jobs (it exits, saying why), and a long load cannot starve the
+        # heartbeats of a worker that holds jobs.
+        log.info("vidseek worker %s: loading the captioning model", name)
+        runner.captioner()
+        running: set[str] = set()
+
+        def cancelled(job_id: str) -> None:  # a cancelled job whose worker died
+            store.update_job(job_id, state="cancelled")
+
         log.info(
             "vidseek worker %s: %d job(s) at once, heartbeat %g s, stalled after %g s",
             name,
@@ -84,12 +95,19 @@ def worker_main(
         )
         asyncio.run(
             run_worker(
-                worker_app(url, runner.run),
+                worker_app(
+                    url,
+                    runner.run,
+                    running,
+                    busy_retry_seconds=max(1, round(settings.worker_stalled_seconds / 2)),
+                ),
                 name=name,
                 concurrency=settings.ingest_workers,
                 heartbeat_seconds=settings.worker_heartbeat_seconds,
                 stalled_seconds=settings.worker_stalled_seconds,
                 stop=stop,
+                running=running,
+                on_cancelled=cancelled,
             )
         )
     finally:

@@ -337,7 +337,10 @@ class Store:
         return applied
 
     def change_log_lag(self) -> int:
-        """Change-log entries in SQL that the vector index has not applied yet."""
+        """Change-log entries in SQL that the vector index has not applied yet (0 for a
+        store that keeps no index)."""
+        if not self.keep_index:
+            return 0
         with self._session() as s:
             latest = s.scalar(select(func.max(ChangeLog.seq))) or 0
         return max(0, int(latest) - self._index.applied_seq)
@@ -544,6 +547,8 @@ class Store:
                 s.execute(delete(EventRow).where(EventRow.video_id == video_id))
                 s.execute(delete(WindowRow).where(WindowRow.video_id == video_id))
                 s.execute(delete(VideoRow).where(VideoRow.id == video_id))
+            if not self.keep_index:
+                return len(ids)
             catch_up_index(self._session, self._index)
             compact = self._index.needs_compaction
         if compact:

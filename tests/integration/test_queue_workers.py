@@ -35,8 +35,8 @@ from vidseek.server.settings import load_settings
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
 N_VIDEOS = 30
-HEARTBEAT_S = 0.5
-STALLED_S = 3.0
+HEARTBEAT_S = 1.0
+STALLED_S = 8.0
 
 
 def _eventually(check: Callable[[], Any], timeout: float, what: str) -> Any:
@@ -58,13 +58,16 @@ class Workers:
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
 
     def start(self, name: str) -> None:
-        log = (self.tmp_path / f"{name}.log").open("wb")
-        self.procs[name] = subprocess.Popen(
-            [sys.executable, "-m", "vidseek.server.cli", "worker", "--name", name],
-            env={**self.env, "VIDSEEK_DATA_DIR": str(self.tmp_path / name)},
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
+        with (self.tmp_path / f"{name}.log").open("wb") as log:
+            self.procs[name] = subprocess.Popen(
+                [sys.executable, "-m", "vidseek.server.cli", "worker", "--name", name],
+                env={**self.env, "VIDSEEK_DATA_DIR": str(self.tmp_path / name)},
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+
+    def stop(self, name: str) -> None:
+        self.procs[name].send_signal(signal.SIGSTOP)
 
     def kill(self, name: str) -> None:
         self.procs[name].send_signal(signal.SIGKILL)
@@ -96,7 +99,7 @@ def test_workers_survive_kills_and_commit_every_window_once(
         write_video(path, seconds=24.0, fps=5, colors=[(8 * i, 255 - 8 * i, 40)])
         videos.append(path)
     long_video = tmp_path / "long.mp4"
-    write_video(long_video, seconds=40.0, fps=10)
+    write_video(long_video, seconds=80.0, fps=10)
 
     with postgres_schema() as url:
         common = {
@@ -158,17 +161,22 @@ def test_workers_survive_kills_and_commit_every_window_once(
             client.cancel_job(long_id)
             long_job = client.wait_for_job(long_id, timeout=60)
             assert long_job.state is JobState.CANCELLED
-            assert 1 <= long_job.windows_done < long_job.windows_total == 20
+            assert 1 <= long_job.windows_done < long_job.windows_total == 40
 
             ids = [client.ingest(str(v)).job_id for v in videos]
-            held = _eventually(
-                lambda: windows_committed() >= 60 and jobs_of("w0"), 180, "w0 to hold a job"
-            )
-            workers.kill("w0")
-            held += _eventually(
-                lambda: windows_committed() >= 150 and jobs_of("w1"), 180, "w1 to hold a job"
-            )
-            workers.kill("w1")
+            held = []
+            for name, committed in (("w0", 60), ("w1", 150)):
+                # Frozen while it holds a job (its heartbeat stops), then killed.
+                _eventually(
+                    lambda c=committed, n=name: windows_committed() >= c and jobs_of(n),
+                    180,
+                    f"{name} to hold a job",
+                )
+                workers.stop(name)
+                frozen = jobs_of(name)
+                workers.kill(name)
+                held += frozen
+            assert held, "a killed worker held a running job"
             workers.start("w3")
 
             jobs = [client.wait_for_job(i, timeout=300) for i in ids]
