@@ -158,7 +158,14 @@ class JobRunner:
     def start(self) -> None:
         """Re-queue unfinished jobs and start the worker threads (none on a replica, none
         with a task queue: its workers run the jobs)."""
-        if not self.accept_jobs or self.task_queue is not None:
+        if not self.accept_jobs:
+            return
+        if self.task_queue is not None:
+            # Unfinished jobs without a task in the queue (left by the embedded mode, or
+            # by a crash between recording a job and queueing it) are queued.
+            for state in ("queued", "running"):
+                for job in reversed(self.store.list_jobs(0, 1_000_000, states=[state])):
+                    self.task_queue.ensure_queued(job.id)
             return
         for state in ("running", "queued"):
             for job in reversed(self.store.list_jobs(0, 1_000_000, states=[state])):

@@ -42,7 +42,7 @@ from typing import Any
 
 import procrastinate
 import psycopg
-from procrastinate.exceptions import JobAborted
+from procrastinate.exceptions import AlreadyEnqueued, JobAborted
 from procrastinate.job_context import JobContext
 from procrastinate.jobs import Job, Status
 from procrastinate.retry import BaseRetryStrategy, RetryDecision
@@ -111,6 +111,17 @@ class JobQueue:
         """Queue vidseek job ``job_id`` for a worker; returns procrastinate's job id."""
         task = self.app.configure_task(INGEST_TASK, queue=QUEUE, queueing_lock=job_id)
         return task.defer(job_id=job_id)
+
+    def ensure_queued(self, job_id: str) -> bool:
+        """Queue vidseek job ``job_id`` unless a task for it waits or runs; True if queued."""
+        live = self.app.job_manager.list_jobs(queue=QUEUE, queueing_lock=job_id)
+        if any(job.status in ("todo", "doing") for job in live):
+            return False
+        try:
+            self.defer(job_id)
+        except AlreadyEnqueued:  # another server queued it meanwhile
+            return False
+        return True
 
     def cancel(self, job_id: str) -> str:
         """Cancel vidseek job ``job_id`` in the queue; returns what became of it.

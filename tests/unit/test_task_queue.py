@@ -48,10 +48,15 @@ def test_jobs_are_queued_once_and_cancelled_before_a_worker_takes_them():
             assert jobs["job-a"].task_name == INGEST_TASK
             assert jobs["job-a"].task_kwargs == {"job_id": "job-a"}
 
+            # A job recorded but never queued is queued once; a waiting one is left alone.
+            assert queue.ensure_queued("job-c") is True
+            assert queue.ensure_queued("job-c") is False
+            assert queue.ensure_queued("job-b") is False
+
             assert queue.cancel("job-a") == "cancelled"
             assert queue.cancel("no-such-job") == "absent"
             status = {j.queueing_lock: j.status for j in queue.app.job_manager.list_jobs()}
-            assert status == {"job-a": "cancelled", "job-b": "todo"}
+            assert status == {"job-a": "cancelled", "job-b": "todo", "job-c": "todo"}
         finally:
             queue.close()
 
@@ -116,3 +121,25 @@ def test_stalled_jobs_are_retried_or_ended_if_cancelled_but_never_ones_running_h
         retried, cancelled, status = asyncio.run(scenario())
     assert retried == 1 and cancelled == ["lost-cancelled"]
     assert status == {"lost": "todo", "lost-cancelled": "aborted", "mine": "doing"}
+
+
+@pytest.mark.postgres
+def test_a_queue_mode_runner_queues_the_unfinished_jobs_it_finds(tmp_path, embedder):
+    from tests.support.fakes import ColourCaptioner
+    from vidseek.indexer.pipeline import IngestConfig
+    from vidseek.server.jobs import JobRunner
+    from vidseek.storage.store import Store
+
+    with postgres_schema() as url:
+        store = Store(url, tmp_path / "index", embedder.dim)
+        store.create_job("left-behind", "/videos/a.mp4")  # recorded, never queued
+        queue = JobQueue(url)
+        runner = JobRunner(store, embedder, ColourCaptioner, IngestConfig(), [], task_queue=queue)
+        try:
+            runner.start()
+            runner.start()  # a second server start queues nothing twice
+            tasks = list(queue.app.job_manager.list_jobs(queue=QUEUE))
+        finally:
+            runner.stop()
+            store.close()
+    assert [(t.queueing_lock, t.status) for t in tasks] == [("left-behind", "todo")]
