@@ -358,11 +358,9 @@ def create_server(
         metrics.watch(app.store, app.jobs)
         try:
             app.metrics_port = metrics.serve(settings.metrics_host, settings.metrics_port)
-        except OSError as exc:
+        except ConfigError:
             app.shutdown()
-            raise ConfigError(
-                f"cannot serve metrics on {settings.metrics_host}:{settings.metrics_port}: {exc}"
-            ) from exc
+            raise
         app.metrics = metrics
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=settings.grpc_workers),

@@ -41,6 +41,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from vidseek.server.interceptors import Behaviour, rewrap
+from vidseek.storage.errors import ConfigError
 
 if TYPE_CHECKING:
     from vidseek.server.jobs import JobRunner
@@ -150,8 +151,14 @@ class Metrics:
         self.registry.register(_ServiceCollector(store, jobs))
 
     def serve(self, host: str, port: int) -> int:
-        """Start the HTTP endpoint; returns the bound port (``port`` 0 is not allowed here)."""
-        server, _thread = start_http_server(port, addr=host, registry=self.registry)
+        """Start the HTTP endpoint; returns the bound port (``port`` 0 is not allowed here).
+
+        ConfigError if the address cannot be bound (say, the port is taken).
+        """
+        try:
+            server, _thread = start_http_server(port, addr=host, registry=self.registry)
+        except OSError as exc:
+            raise ConfigError(f"cannot serve metrics on {host}:{port}: {exc}") from exc
         self._server = server
         return int(server.server_port)
 

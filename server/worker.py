@@ -67,13 +67,7 @@ def worker_main(
         if settings.metrics_port:
             metrics = Metrics()
             metrics.watch(store, runner)
-            try:
-                port = metrics.serve(settings.metrics_host, settings.metrics_port)
-            except OSError as exc:
-                raise ConfigError(
-                    f"cannot serve metrics on {settings.metrics_host}:{settings.metrics_port}: "
-                    f"{exc}"
-                ) from exc
+            port = metrics.serve(settings.metrics_host, settings.metrics_port)
             log.info("worker metrics on http://%s:%d/metrics", settings.metrics_host, port)
         name = name or f"{socket.gethostname()}-{os.getpid()}"
         # The model loads before the first job is claimed: a worker whose model cannot

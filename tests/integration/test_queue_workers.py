@@ -16,7 +16,6 @@ import re
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -27,6 +26,7 @@ from sqlalchemy import create_engine, text
 from tests.support.fakes import ColourCaptioner
 from tests.support.storage import postgres_schema
 from tests.support.videos import write_video
+from tests.support.waiting import eventually
 from vidseek.client import Client, JobState
 from vidseek.indexer import model_inputs
 from vidseek.server.app import create_server
@@ -39,14 +39,8 @@ HEARTBEAT_S = 1.0
 STALLED_S = 8.0
 
 
-def _eventually(check: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.2)
+def _wait(check: Callable[[], object], timeout: float, what: str) -> None:
+    eventually(check, timeout, what, poll=0.2)  # each check reads logs and jobs
 
 
 class Workers:
@@ -157,7 +151,7 @@ def test_workers_survive_kills_and_commit_every_window_once(
 
             # Cancelling reaches the worker that runs the job.
             long_id = client.ingest(str(long_video)).job_id
-            _eventually(lambda: client.get_job(long_id).windows_done >= 1, 180, "the long job")
+            _wait(lambda: client.get_job(long_id).windows_done >= 1, 180, "the long job")
             client.cancel_job(long_id)
             long_job = client.wait_for_job(long_id, timeout=60)
             assert long_job.state is JobState.CANCELLED
@@ -167,7 +161,7 @@ def test_workers_survive_kills_and_commit_every_window_once(
             held = []
             for name, committed in (("w0", 60), ("w1", 150)):
                 # Frozen while it holds a job (its heartbeat stops), then killed.
-                _eventually(
+                _wait(
                     lambda c=committed, n=name: windows_committed() >= c and jobs_of(n),
                     180,
                     f"{name} to hold a job",
@@ -180,7 +174,7 @@ def test_workers_survive_kills_and_commit_every_window_once(
             workers.start("w3")
 
             jobs = [client.wait_for_job(i, timeout=300) for i in ids]
-            _eventually(lambda: "Starting worker" in workers.log("w3"), 120, "w3 to start")
+            _wait(lambda: "Starting worker" in workers.log("w3"), 120, "w3 to start")
             codes = workers.stop_all()
 
             for job in jobs:
@@ -208,7 +202,7 @@ def test_workers_survive_kills_and_commit_every_window_once(
             assert sorted(adds) == sorted(events)  # each event added once
 
             # The server's index caught up with exactly what the workers committed.
-            _eventually(lambda: app.store.change_log_lag() == 0, 30, "the index to catch up")
+            _wait(lambda: app.store.change_log_lag() == 0, 30, "the index to catch up")
             assert set(app.store.index.ids().tolist()) == events
         finally:
             client.close()

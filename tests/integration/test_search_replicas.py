@@ -8,14 +8,13 @@ after a delete made through the ingesting server. PostgreSQL, as in a real deplo
 from __future__ import annotations
 
 import threading
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from tests.support.fakes import ColourCaptioner
 from tests.support.storage import postgres_schema
+from tests.support.waiting import eventually
 from vidseek.client import Client, FailedPreconditionError
 from vidseek.server.app import create_server
 from vidseek.server.settings import load_settings
@@ -24,15 +23,6 @@ from vidseek.server.worker import worker_main
 pytestmark = pytest.mark.postgres
 
 CATCH_UP_S = 0.2
-
-
-def _eventually(check: Callable[[], bool], timeout: float = 10.0) -> float:
-    """Seconds until ``check()`` held (fails after ``timeout``)."""
-    started = time.monotonic()
-    while not check():
-        assert time.monotonic() - started < timeout, "timed out"
-        time.sleep(0.05)
-    return time.monotonic() - started
 
 
 def test_replicas_see_ingests_and_deletes_within_their_catch_up_interval(
@@ -64,10 +54,10 @@ def test_replicas_see_ingests_and_deletes_within_their_catch_up_interval(
             assert not any(found(r) for r in replicas)
             job = ingest.wait_for_job(ingest.ingest(str(colour_video)).job_id, timeout=60)
             assert job.state.value == "succeeded"
-            seen = [_eventually(lambda r=r: found(r)) for r in replicas]
+            seen = [eventually(lambda r=r: found(r)) for r in replicas]
             deleted = ingest.delete_video(job.video_id)
             assert deleted > 0
-            gone = [_eventually(lambda r=r: not found(r)) for r in replicas]
+            gone = [eventually(lambda r=r: not found(r)) for r in replicas]
             with pytest.raises(FailedPreconditionError, match="search replica"):
                 replicas[0].ingest(str(colour_video))
             for client in (ingest, *replicas):
@@ -131,10 +121,10 @@ def test_replicas_see_what_queue_workers_ingest_and_deletes(
             job = server.wait_for_job(server.ingest(str(colour_video)).job_id, timeout=60)
             assert job.state.value == "succeeded" and job.events_indexed > 0
             # The server, which ran no job itself, sees it through the change log too.
-            seen = [_eventually(lambda c=c: found(c)) for c in clients]
+            seen = [eventually(lambda c=c: found(c)) for c in clients]
             assert servers[0][2].store.change_log_lag() == 0
             assert server.delete_video(job.video_id) > 0
-            gone = [_eventually(lambda c=c: not found(c)) for c in clients]
+            gone = [eventually(lambda c=c: not found(c)) for c in clients]
             for client in clients:
                 client.close()
         finally:
