@@ -40,6 +40,7 @@ import argparse
 import contextlib
 import faulthandler
 import json
+import math
 import os
 import random
 import statistics
@@ -220,11 +221,15 @@ def build_engine(directory: Path, args: argparse.Namespace) -> Any:
         )
         return BatchingEngine(captioner, max_batch=4)
     from vidseek.indexer.engine_vllm import AsyncVllmEngine
+    from vidseek.indexer.model_inputs import max_video_tokens
 
+    height, width = args.frame_size
+    frames = math.ceil(max(args.window_seconds) * args.sample_fps) + 1
     return AsyncVllmEngine(
         str(directory),
         renderer_workers=args.renderer_workers,
         data_parallel_size=args.data_parallel,
+        max_video_tokens=max_video_tokens(frames, height * width),
         **vllm_options(args),
     )
 

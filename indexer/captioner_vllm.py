@@ -152,6 +152,10 @@ def window_request(clip: WindowClip, prompt_text: str) -> dict[str, Any]:
     }
 
 
+DEFAULT_STEP_TOKENS = 16_384
+"""vLLM's tokens per scheduler step for the offline engine on an H100/H200."""
+
+
 def engine_kwargs(
     model: str,
     *,
@@ -159,6 +163,7 @@ def engine_kwargs(
     max_model_len: int,
     seed: int = 0,
     enforce_eager: bool = False,
+    max_video_tokens: int = 0,
     extra: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Keyword arguments of ``vllm.LLM`` for captioning (``extra`` overrides any of them).
@@ -166,11 +171,23 @@ def engine_kwargs(
     One video and no image per prompt, which also keeps vLLM's memory profiling to one
     video. The processor cache is off: every window is new, so caching processed
     inputs only costs memory.
+
+    ``max_video_tokens`` is the largest window the engine will be sent (see
+    :func:`~vidseek.indexer.model_inputs.max_video_tokens`). vLLM encodes a video in
+    one piece and sizes its encoder cache from its tokens per step (16,384 by
+    default on an H100/H200); a longer window (600 frames of 256x448 is 33,600
+    tokens) is refused, so the step is raised to hold it.
     """
     if not 0.0 < gpu_memory_utilization <= 1.0:
         raise ValueError(f"gpu_memory_utilization must be in (0, 1], got {gpu_memory_utilization}")
     if max_model_len < 1:
         raise ValueError(f"max_model_len must be positive, got {max_model_len}")
+    if max_video_tokens >= max_model_len:
+        raise ValueError(
+            f"a window of up to {max_video_tokens} video tokens does not fit the engine's "
+            f"context of {max_model_len} tokens: shorten the windows, lower the frame "
+            "pixels or raise the context"
+        )
     kwargs: dict[str, Any] = {
         "model": model,
         "tokenizer": model,
@@ -181,6 +198,8 @@ def engine_kwargs(
         "seed": seed,
         "enforce_eager": enforce_eager,
     }
+    if max_video_tokens > DEFAULT_STEP_TOKENS:
+        kwargs["max_num_batched_tokens"] = max_video_tokens
     kwargs.update(extra or {})
     return kwargs
 

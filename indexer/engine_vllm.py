@@ -17,12 +17,13 @@ The renderer pool serves renders in arrival order, so ingestion windows wait for
 render slot here (one per renderer thread) and refinement windows do not: a refinement
 is rendered after at most one round of ingestion renders.
 
-The engine's first render runs alone. It builds the Hugging Face processor, which
-vLLM caches (``functools.lru_cache``, not guarded against concurrent misses), and that
-build deep-copies vLLM's thread-pooled tokenizer several times. With every renderer
-thread missing the cold cache at once, on the H200 (vLLM 0.26, 8 renderer threads,
-64 windows submitted together) no window finished rendering within 110 s; the GPU
-sat idle.
+The engine renders one small synthetic window while it is built, before any real
+window. That first render builds the Hugging Face processor, which vLLM caches
+(``functools.lru_cache``, not guarded against concurrent misses); the build deep-copies
+vLLM's thread-pooled tokenizer several times and took 60-90 s on the H200 (vLLM 0.26,
+8 renderer threads). Left to the first real windows, every renderer thread missed the
+cold cache at once (no window rendered within 110 s), and even alone it held the first
+minute of every ingest with the GPU idle.
 
 The requests are exactly those of the offline backend
 (:func:`~vidseek.indexer.captioner_vllm.window_request`: absolute frame indices and the
@@ -48,6 +49,8 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from typing import Any
 
+import numpy as np
+
 from vidseek.indexer import model_inputs
 from vidseek.indexer.captioner_vllm import (
     engine_kwargs,
@@ -58,7 +61,7 @@ from vidseek.indexer.captioner_vllm import (
     window_sampling_params,
 )
 from vidseek.indexer.engine import INGEST_PRIORITY, EngineStats
-from vidseek.indexer.types import CaptionOutput, WindowClip
+from vidseek.indexer.types import CaptionOutput, Window, WindowClip
 
 __all__ = ["AsyncVllmEngine", "async_engine_kwargs"]
 
@@ -74,6 +77,7 @@ def async_engine_kwargs(
     data_parallel_size: int = 1,
     seed: int = 0,
     enforce_eager: bool = False,
+    max_video_tokens: int = 0,
     extra: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """``AsyncEngineArgs`` keyword arguments: the offline ones plus the async engine's own.
@@ -92,6 +96,7 @@ def async_engine_kwargs(
         max_model_len=max_model_len,
         seed=seed,
         enforce_eager=enforce_eager,
+        max_video_tokens=max_video_tokens,
     )
     kwargs.update(
         scheduling_policy="priority",
@@ -132,7 +137,10 @@ class AsyncVllmEngine:
     ``AsyncEngineArgs`` on top of :func:`async_engine_kwargs` (e.g.
     ``load_format="dummy"``, ``quantization``); ``sampling_options`` to every
     ``SamplingParams`` (e.g. ``ignore_eos=True`` for fixed-length benchmark answers).
-    Building the engine takes minutes on a real model; build one per process.
+    ``max_video_tokens`` bounds the windows it will be sent (see
+    :func:`~vidseek.indexer.captioner_vllm.engine_kwargs`). Building the engine takes
+    minutes on a real model (the processor's first build included); build one per
+    process.
     """
 
     def __init__(
@@ -147,6 +155,7 @@ class AsyncVllmEngine:
         data_parallel_size: int = 1,
         seed: int = 0,
         enforce_eager: bool = False,
+        max_video_tokens: int = 0,
         engine_options: Mapping[str, Any] | None = None,
         sampling_options: Mapping[str, Any] | None = None,
         worker_multiproc_method: str | None = "spawn",
@@ -164,6 +173,7 @@ class AsyncVllmEngine:
             data_parallel_size=data_parallel_size,
             seed=seed,
             enforce_eager=enforce_eager,
+            max_video_tokens=max_video_tokens,
             extra=engine_options,
         )
         spawn_engine_workers(worker_multiproc_method)
@@ -195,9 +205,12 @@ class AsyncVllmEngine:
             raise
         self._tokenizer: Any = self._llm.get_tokenizer()
         self._render_slots = asyncio.Semaphore(renderer_workers)
-        self._first_render = asyncio.Lock()
-        self._warm = False
         self._closed = False
+        try:
+            self._warm_up()
+        except BaseException:
+            self.close()
+            raise
 
     @property
     def model_id(self) -> str:
@@ -257,13 +270,17 @@ class AsyncVllmEngine:
         finally:
             self._stats.finished(output, preprocess_s=preprocess_s, generate_s=generate_s)
 
+    def _warm_up(self) -> None:
+        """Render a 2-frame window once, so vLLM builds its processor now (module doc)."""
+        window = Window(index=0, start_seconds=0.0, end_seconds=1.0, frame_indices=(0, 1))
+        frames = np.zeros((2, 64, 64, 3), np.uint8)
+        clip = WindowClip(window=window, frames=frames, fps=1.0, total_frames=2)
+        started = time.perf_counter()
+        render = self._llm.renderer.render_cmpl_async([self.request(clip)])
+        asyncio.run_coroutine_threadsafe(render, self._loop).result()
+        log.info("vLLM processor built in %.1f s", time.perf_counter() - started)
+
     async def _render(self, prompt: dict[str, Any], priority: int) -> Any:
-        if not self._warm:
-            async with self._first_render:  # the first render alone (see the module doc)
-                if not self._warm:
-                    rendered = await self._llm.renderer.render_cmpl_async([prompt])
-                    self._warm = True
-                    return rendered
         if priority >= INGEST_PRIORITY:
             # vLLM's renderer pool is first come, first served: ingestion holds at
             # most one render per renderer thread, so a refinement waits for at

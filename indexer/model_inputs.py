@@ -256,6 +256,18 @@ def video_tokens_per_frame_pair(height: int, width: int) -> int:
     return (height // _PIXELS_PER_TOKEN_SIDE) * (width // _PIXELS_PER_TOKEN_SIDE)
 
 
+def max_video_tokens(frames: int, max_pixels: int) -> int:
+    """Most ``<|video_pad|>`` tokens of a clip of ``frames`` frames of at most ``max_pixels``.
+
+    Frames are resized to multiples of 32 within ``max_pixels`` and merged in pairs,
+    so a pair costs at most ``max_pixels // 1024`` tokens.
+    """
+    if frames < 1 or max_pixels < _PIXELS_PER_TOKEN_SIDE**2:
+        raise ValueError(f"need frames >= 1 and max_pixels >= 1024, got {frames}, {max_pixels}")
+    pairs = -(-frames // TEMPORAL_PATCH_SIZE)
+    return pairs * (max_pixels // _PIXELS_PER_TOKEN_SIDE**2)
+
+
 def is_grounding(window: Window) -> bool:
     """Whether a window asks for the span of a query (refinement) rather than dense captions."""
     return window.query is not None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import math
 import signal
 import threading
 import time
@@ -64,6 +65,17 @@ def _device(settings: Settings) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def max_window_video_tokens(settings: Settings) -> int:
+    """Video tokens of the largest window the settings send the engine (ingest or refine)."""
+    from vidseek.indexer.model_inputs import max_video_tokens
+
+    ingest_frames = math.ceil(settings.window_seconds * settings.sample_fps) + 1
+    return max(
+        max_video_tokens(ingest_frames, settings.max_frame_pixels),
+        max_video_tokens(settings.refine_max_frames, settings.refine_max_pixels),
+    )
+
+
 def load_captioner(settings: Settings) -> Captioner | CaptionEngine:
     """The captioning backend the settings select (imported only when selected)."""
     if settings.captioner == "vllm":
@@ -77,6 +89,7 @@ def load_captioner(settings: Settings) -> Captioner | CaptionEngine:
             max_model_len=settings.vllm_max_model_len,
             renderer_workers=settings.vllm_renderer_workers,
             data_parallel_size=settings.vllm_data_parallel_size,
+            max_video_tokens=max_window_video_tokens(settings),
         )
     if settings.captioner == "openai":
         from vidseek.indexer.captioner_openai import OpenAICaptioner

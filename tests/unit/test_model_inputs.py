@@ -140,6 +140,17 @@ def test_video_token_count_and_size_are_kept(processor: Any) -> None:
     assert len(out["input_ids"][0]) == len(model_inputs.prompt_token_ids(processor.tokenizer, clip))
 
 
+def test_max_video_tokens_bounds_what_the_processor_writes(processor: Any) -> None:
+    clip = make_clip(height=352, width=640, indices=WINDOW_INDICES[:3], end=3604.0)
+    out = run_processor(processor, clip)
+    written = int((out["input_ids"][0] == VIDEO_PAD_ID).sum())
+    # 3 frames make 2 pairs; 352x640 is within 640x360 pixels.
+    assert written == 2 * 220 <= model_inputs.max_video_tokens(3, 640 * 360) == 2 * 225
+    assert model_inputs.max_video_tokens(600, 256 * 448) == 33_600
+    with pytest.raises(ValueError, match="frames >= 1"):
+        model_inputs.max_video_tokens(0, 640 * 360)
+
+
 @pytest.mark.parametrize(
     ("indices", "fps"),
     [

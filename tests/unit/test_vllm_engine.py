@@ -207,6 +207,36 @@ def test_async_engine_kwargs_validate_and_carry_data_parallelism():
         )
 
 
+def test_a_long_window_raises_the_engine_step_so_its_video_fits_the_encoder_cache():
+    def kwargs(tokens: int) -> dict[str, Any]:
+        return async_engine_kwargs(
+            "m",
+            gpu_memory_utilization=0.9,
+            max_model_len=65536,
+            renderer_workers=1,
+            max_video_tokens=tokens,
+        )
+
+    # 10-minute windows of 256x448 at 1 fps: 33,600 video tokens in one piece.
+    assert kwargs(33_600)["max_num_batched_tokens"] == 33_600
+    # A 60 s window fits vLLM's default step, which stays vLLM's to choose.
+    assert "max_num_batched_tokens" not in kwargs(6_975)
+    with pytest.raises(ValueError, match=r"70000 video tokens does not fit .* 65536"):
+        kwargs(70_000)
+
+
+def test_the_server_sizes_the_engine_for_its_longest_window():
+    from vidseek.server.app import max_window_video_tokens
+    from vidseek.server.settings import load_settings
+
+    # Refinement's 128 frames of 640x360 outweigh a 60 s ingest window (61 frames).
+    assert max_window_video_tokens(load_settings(environ={})) == 64 * 225
+    # 600 s at 1 fps is 601 frames, 301 pairs of 640x360: more than a 65,536-token
+    # context, which the engine then refuses by name (above).
+    long = load_settings(environ={"VIDSEEK_WINDOW_SECONDS": "600"})
+    assert max_window_video_tokens(long) == 301 * 225
+
+
 class FifoRenderer:
     """Like vLLM's renderer: a first-come, first-served pool of ``workers`` threads."""
 
@@ -228,8 +258,8 @@ def test_a_refinement_is_rendered_without_waiting_for_every_ingestion_window(fak
     engine, (llm,) = _engine(tokenizer, renderer_workers=2)
     llm.renderer = FifoRenderer(workers=2, seconds=0.2)  # type: ignore[assignment]
     ingest = [engine.submit(make_clip(start_second=60 * (k + 1), index=k)) for k in range(12)]
-    # The first render (alone) is done; the other ingestion windows are all waiting
-    # before the refinement comes.
+    # The first renders are done; the other ingestion windows are all waiting before
+    # the refinement comes.
     assert _until(lambda: len(llm.renderer.finished) >= 1)
     refine = engine.submit(make_clip(start_second=0, index=99, query="q"), priority=REFINE_PRIORITY)
     assert _until(lambda: len(llm.renderer.finished) == 13)
@@ -242,13 +272,12 @@ def test_a_refinement_is_rendered_without_waiting_for_every_ingestion_window(fak
 
 
 class CountingRenderer(FifoRenderer):
-    """Counts the renders running at once, and the most while the first one ran."""
+    """Counts the renders running at once."""
 
     def __init__(self, workers: int, seconds: float) -> None:
         super().__init__(workers, seconds)
         self.running = 0
         self.most = 0
-        self.most_during_first = 0
 
     async def render_cmpl_async(self, prompts: list[dict[str, Any]]) -> list[dict[str, Any]]:
         self.running += 1
@@ -256,13 +285,16 @@ class CountingRenderer(FifoRenderer):
         try:
             return await super().render_cmpl_async(prompts)
         finally:
-            if not self.finished[1:]:
-                self.most_during_first = self.most
             self.running -= 1
 
 
-def test_the_first_render_runs_alone_then_renders_run_in_parallel(fake_vllm, tokenizer):
+def test_the_engine_renders_once_while_built_then_renders_in_parallel(fake_vllm, tokenizer):
     engine, (llm,) = _engine(tokenizer, renderer_workers=4)
+    # vLLM builds its processor on the first render: that happens in the constructor,
+    # on a 2-frame window, before any real window and with nothing sent to generate.
+    (warm_up,) = llm.renderer.rendered
+    assert warm_up["multi_modal_data"]["video"][0][0].shape[0] == 2
+    assert llm.requests == []
     renderer = llm.renderer = CountingRenderer(workers=4, seconds=0.05)  # type: ignore[assignment]
     futures = [engine.submit(make_clip(start_second=60 * k, index=k)) for k in range(12)]
     assert _until(lambda: len(renderer.finished) == 12)
@@ -270,6 +302,23 @@ def test_the_first_render_runs_alone_then_renders_run_in_parallel(fake_vllm, tok
     for future in futures:
         future.result(10)
     engine.close()
-    # vLLM builds its processor on the first render: nothing else renders meanwhile.
-    assert renderer.most_during_first == 1
     assert renderer.most == 4
+    assert len(llm.requests) == 12
+
+
+def test_an_engine_whose_warm_up_render_fails_is_shut_down(fake_vllm, tokenizer):
+    made: list[FakeAsyncLLM] = []
+
+    class BrokenRenderer(FakeRenderer):
+        async def render_cmpl_async(self, prompts: list[dict[str, Any]]) -> list[dict[str, Any]]:
+            raise RuntimeError("processor failed to load")
+
+    def factory(kwargs: dict[str, Any]) -> FakeAsyncLLM:
+        llm = FakeAsyncLLM(kwargs, tokenizer)
+        llm.renderer = BrokenRenderer()
+        made.append(llm)
+        return llm
+
+    with pytest.raises(RuntimeError, match="processor failed to load"):
+        AsyncVllmEngine("/models/qwen3-vl", llm_factory=factory, bare_video_token=True)
+    assert made[0].shut_down
