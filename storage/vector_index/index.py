@@ -77,6 +77,7 @@ from vidseek.storage.vector_index.params import (
     IvfParams,
 )
 from vidseek.storage.vector_index.table import EventFilter, EventTable
+from vidseek.storage.vector_index.totals import VideoTotals, stored_vectors
 
 __all__ = ["EXACT_FILTER_LIMIT", "EventHits", "VectorIndex"]
 
@@ -216,6 +217,7 @@ class VectorIndex:
         self._gpu = gpu
         self.applied_seq = 0
         self._table = EventTable()
+        self._totals = VideoTotals(dim)
         self._dead = 0  # hnsw tombstones
         self._trained = False  # auto/ivf: the IVF index has replaced the flat one
         self.trained_size = 0
@@ -343,9 +345,12 @@ class VectorIndex:
             replaced = self._table.lookup(ids)
             stale = np.union1d(gone, replaced[replaced >= 0])
             if len(stale):
+                old_slots, old_vectors = stored_vectors(self._index, stale)
+                self._totals.remove(self._table.video[old_slots], old_vectors)
                 self._drop(stale)
             if n:
                 slots = self._table.append(ids, vids, starts, ends)
+                self._totals.add(self._table.video[slots], vectors)
                 if n < _SMALL_BATCH:
                     with _omp_threads(1):
                         self._index.add_with_ids(vectors, slots)
@@ -475,6 +480,28 @@ class VectorIndex:
                 start=t.start[slots],
                 end=t.end[slots],
             )
+
+    def video_context(
+        self, query: FloatArray, video_ids: Sequence[str]
+    ) -> dict[str, tuple[int, float]]:
+        """Each known video's event count and context cosine: the query's cosine with
+        the normalised sum of the video's event vectors (see :mod:`.totals`)."""
+        q = np.asarray(query, dtype=np.float32).reshape(self.dim)
+        with self._lock.read():
+            known, codes = self._table.known(video_ids)
+            counts, cosines = self._totals.context(codes, q)
+        return {
+            v: (int(c), float(x))
+            for v, c, x in zip(known, counts.tolist(), cosines.tolist(), strict=True)
+            if c > 0
+        }
+
+    def rebuild_totals(self) -> None:
+        """Sum the per-video totals again from the stored vectors (after a load)."""
+        with self._lock.write():
+            self._totals = VideoTotals(self.dim)
+            slots, vectors = stored_vectors(self._index)
+            self._totals.add(self._table.video[slots], vectors)
 
     def describe(self, event_ids: Sequence[int]) -> dict[int, tuple[str, float, float]]:
         """(video id, start, end) of each live event of ``event_ids``."""

@@ -162,6 +162,7 @@ def read_snapshot(
     out._dead = len(slots) - len(live)
     out.applied_seq = int(meta["applied_seq"])
     out.saved_version = out.version
+    out.rebuild_totals()
     if out.auto_train and out._can_train():  # saved untrained with a larger threshold
         out.train()
     return out

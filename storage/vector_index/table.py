@@ -103,6 +103,11 @@ class EventTable:
             (c for v in video_ids if (c := codes.get(v)) is not None), dtype=np.int32
         )
 
+    def known(self, video_ids: Collection[str]) -> tuple[list[str], npt.NDArray[np.int32]]:
+        """The ``video_ids`` this table has seen, and their codes."""
+        pairs = [(v, c) for v in video_ids if (c := self._codes.get(v)) is not None]
+        return [v for v, _ in pairs], np.array([c for _, c in pairs], dtype=np.int32)
+
     def mask(self, where: EventFilter) -> npt.NDArray[np.bool_]:
         """Boolean per slot: live and admitted by ``where``."""
         n = self.size

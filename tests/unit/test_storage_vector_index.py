@@ -486,3 +486,53 @@ def test_a_waiting_writer_blocks_new_readers():
     for t in (t1, tw, t2):
         t.join()
     assert order == ["r1", "w", "r2"]
+
+
+def _expected_context(vectors: dict[int, np.ndarray], owner: dict[int, str], q: np.ndarray):
+    out: dict[str, tuple[int, float]] = {}
+    for video in sorted(set(owner.values())):
+        mine = [vectors[i] for i in vectors if owner[i] == video]
+        if mine:
+            total = np.sum(mine, axis=0)
+            out[video] = (len(mine), float(total @ q / np.linalg.norm(total)))
+    return out
+
+
+@pytest.mark.parametrize(
+    ("kind", "params"),
+    [
+        ("flat", SMALL_IVF),
+        ("hnsw", SMALL_IVF),
+        ("ivf", SMALL_IVF),  # 700 vectors: trained, vectors in the cells
+        ("ivf", IvfParams(nlist=16, nprobe=4, encoding="sq8")),
+    ],
+)
+def test_video_context_follows_adds_replacements_removals_and_snapshots(
+    tmp_path: Path, kind: str, params: IvfParams
+):
+    n = 700
+    idx = VectorIndex(DIM, kind, ivf=params)
+    x = _vecs(range(n), seed=5)
+    owner = {i: f"v{i % 7}" for i in range(n)}
+    idx.add(list(range(n)), x, videos=[owner[i] for i in range(n)])
+    assert kind != "ivf" or idx.trained
+    vectors = {i: x[i].astype(np.float64) for i in range(n)}
+    # Replace an event's vector, and remove all of one video and part of another.
+    idx.add([3], _vecs([3], seed=9), videos=["v3"])
+    vectors[3] = _vecs([3], seed=9)[0].astype(np.float64)
+    gone = [i for i in range(n) if owner[i] == "v1"] + [5, 12, 19]
+    idx.remove(gone)
+    for i in gone:
+        del vectors[i]
+    q = _vecs([10_000])[0]
+    expected = _expected_context(vectors, owner, q)
+    assert "v1" not in expected
+    tolerance = 0.02 if params.encoding == "sq8" else 1e-5  # SQ8 stores 8-bit values
+    idx.save(tmp_path / "i")
+    loaded = VectorIndex.load(tmp_path / "i", DIM, kind, ivf=params)
+    for index in (idx, loaded):
+        got = index.video_context(q, [f"v{k}" for k in range(7)] + ["nope"])
+        assert got.keys() == expected.keys()
+        for video, (count, cosine) in expected.items():
+            assert got[video][0] == count
+            assert got[video][1] == pytest.approx(cosine, abs=tolerance)

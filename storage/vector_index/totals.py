@@ -1,0 +1,121 @@
+"""Per-video totals of the indexed event vectors: their sum and their count.
+
+A video's summed event vectors give its *context*: the cosine of a query with the
+(normalised) sum says how well the video as a whole matches, beyond any one event
+(search's learned video ranking reads it). The index keeps the totals up to date
+on every add, replacement and removal, under its own write lock; a snapshot does
+not store them: they are summed again from the vectors when one is loaded.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import faiss
+import numpy as np
+import numpy.typing as npt
+
+__all__ = ["VideoTotals", "stored_vectors"]
+
+FloatArray = npt.NDArray[np.float32]
+IdArray = npt.NDArray[np.int64]
+CodeArray = npt.NDArray[np.int32]
+_faiss: Any = faiss
+
+
+class VideoTotals:
+    """Sum and count of the event vectors of each video code. Not thread-safe."""
+
+    def __init__(self, dim: int) -> None:
+        self.dim = dim
+        self.sums = np.zeros((0, dim), np.float64)
+        self.counts = np.zeros(0, np.int64)
+
+    def _reserve(self, codes: CodeArray) -> None:
+        need = int(codes.max(initial=-1)) + 1
+        if need > len(self.counts):
+            cap = max(need, 2 * len(self.counts), 64)
+            sums = np.zeros((cap, self.dim), np.float64)
+            sums[: len(self.sums)] = self.sums
+            counts = np.zeros(cap, np.int64)
+            counts[: len(self.counts)] = self.counts
+            self.sums, self.counts = sums, counts
+
+    def add(self, codes: CodeArray, vectors: FloatArray) -> None:
+        """Count ``vectors`` into the videos of ``codes`` (one code per vector, -1: none)."""
+        keep = codes >= 0
+        codes, vectors = codes[keep], vectors[keep]
+        if len(codes):
+            self._reserve(codes)
+            np.add.at(self.sums, codes, vectors)
+            np.add.at(self.counts, codes, 1)
+
+    def remove(self, codes: CodeArray, vectors: FloatArray) -> None:
+        """Take ``vectors`` out of the videos of ``codes``."""
+        keep = codes >= 0
+        codes, vectors = codes[keep], vectors[keep]
+        if len(codes):
+            np.subtract.at(self.sums, codes, vectors)
+            np.subtract.at(self.counts, codes, 1)
+            emptied = codes[self.counts[codes] == 0]
+            self.sums[emptied] = 0.0  # no rounding drift left in an emptied video
+
+    def context(
+        self, codes: CodeArray, query: FloatArray
+    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]:
+        """Event count and context cosine (query . normalised sum) of each code."""
+        inside = codes < len(self.counts)
+        counts = np.zeros(len(codes), np.int64)
+        cosines = np.zeros(len(codes))
+        known = codes[inside]
+        counts[inside] = self.counts[known]
+        sums = self.sums[known]
+        norms = np.linalg.norm(sums, axis=1)
+        cosines[inside] = np.where(norms > 0, sums @ query.astype(np.float64), 0.0) / np.maximum(
+            norms, 1e-12
+        )
+        return counts, cosines
+
+
+def stored_vectors(index: Any, slots: IdArray | None = None) -> tuple[IdArray, FloatArray]:
+    """(slot, vector) pairs held by a FAISS index of the vector index: of ``slots``, or all.
+
+    ``index`` is the ``IndexIDMap`` over a flat or HNSW index, or a trained IVF
+    index (ids are slots). Tombstoned HNSW nodes (id -1) are left out.
+    """
+    if isinstance(index, faiss.IndexIVF):
+        return _ivf_vectors(index, slots)
+    inner = _faiss.downcast_index(index.index)
+    flat = _faiss.downcast_index(inner.storage) if isinstance(inner, faiss.IndexHNSW) else inner
+    n, d = int(flat.ntotal), int(flat.d)
+    if n == 0:
+        return np.empty(0, np.int64), np.empty((0, d), np.float32)
+    xb = _faiss.rev_swig_ptr(flat.get_xb(), n * d).reshape(n, d)
+    id_map = faiss.vector_to_array(index.id_map).astype(np.int64)
+    pos = np.flatnonzero(id_map >= 0 if slots is None else np.isin(id_map, slots))
+    return id_map[pos], np.array(xb[pos], np.float32)
+
+
+def _ivf_vectors(index: Any, slots: IdArray | None) -> tuple[IdArray, FloatArray]:
+    lists, d = index.invlists, int(index.d)
+    raw = int(index.code_size) == 4 * d  # IVF,Flat: the codes are the vectors
+    found: list[IdArray] = [np.empty(0, np.int64)]
+    vectors: list[FloatArray] = [np.empty((0, d), np.float32)]
+    for no in range(index.nlist):
+        size = lists.list_size(no)
+        if not size:
+            continue
+        ids = _faiss.rev_swig_ptr(lists.get_ids(no), size).astype(np.int64)
+        offsets = np.flatnonzero(ids >= 0 if slots is None else np.isin(ids, slots))
+        if not len(offsets):
+            continue
+        found.append(ids[offsets])
+        if raw:
+            codes = _faiss.rev_swig_ptr(lists.get_codes(no), size * 4 * d)
+            vectors.append(np.array(codes.view(np.float32).reshape(size, d)[offsets]))
+        else:  # SQ8: decoded, so a removal takes out what was stored, to 8 bits
+            out = np.empty((len(offsets), d), np.float32)
+            for row, o in zip(out, offsets.tolist(), strict=True):
+                index.reconstruct_from_offset(no, o, faiss.swig_ptr(row))
+            vectors.append(out)
+    return np.concatenate(found), np.concatenate(vectors)
