@@ -27,6 +27,7 @@ __all__ = [
     "EventRow",
     "IngestJobRow",
     "VideoRow",
+    "VideoTermRow",
     "WindowRow",
 ]
 
@@ -122,6 +123,20 @@ class EventRow(Base):
     embedding: Mapped[bytes] = mapped_column(LargeBinary)
 
     __table_args__ = (Index("ix_events_video_start", "video_id", "start_seconds"),)
+
+
+class VideoTermRow(Base):
+    """How many of a video's events use each content word (search's video-level words)."""
+
+    __tablename__ = "video_terms"
+
+    video_id: Mapped[str] = mapped_column(
+        String(32), ForeignKey("videos.id", ondelete="CASCADE"), primary_key=True
+    )
+    term: Mapped[str] = mapped_column(String(64), primary_key=True)
+    events: Mapped[int] = mapped_column(Integer)
+
+    __table_args__ = (Index("ix_video_terms_term", "term"),)
 
 
 class ChangeLog(Base):

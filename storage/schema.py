@@ -47,7 +47,7 @@ MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 UPGRADE_HINT = "run `vidseek db upgrade`"
 # The shipped revisions, oldest first (a test pins them to the migration scripts).
 # Checking a database needs only these names, not Alembic, which keeps start-up lean.
-REVISIONS = ("0001", "0002", "0003")
+REVISIONS = ("0001", "0002", "0003", "0004")
 HEAD = REVISIONS[-1]
 
 # Tables of revision 0001, i.e. of the pre-Alembic skeleton.

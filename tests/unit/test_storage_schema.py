@@ -166,9 +166,13 @@ def test_outdated_database_is_refused_until_upgraded(db_url: str, tmp_path: Path
     assert (before.state, before.revision, after.state) == ("outdated", "0001", "current")
     s = Store(db_url, tmp_path / "faiss.index", DIM)
     try:
-        # Data written before the upgrade is searchable by keyword and by vector.
+        # Data written before the upgrade is searchable by keyword and by vector, and
+        # its words are counted for the video ranking.
         assert [i for i, _ in s.keyword_search("barking dogs", 5)] == [old_event]
         assert s.index.ids().tolist() == [old_event]
+        with s.engine.connect() as conn:
+            terms = conn.execute(text("SELECT video_id, term, events FROM video_terms")).all()
+        assert sorted(terms) == [("v1", "barks", 1), ("v1", "dog", 1), ("v1", "mailman", 1)]
     finally:
         s.close()
 

@@ -1,0 +1,91 @@
+"""Video-level words: which content words each video's events use, for search ranking.
+
+``video_terms`` holds, per video and content word (the keyword search's tokens
+without stop words, :func:`~vidseek.storage.fulltext.query_tokens`), how many of
+the video's events use it. A window commit adds its events' words in the same
+transaction as the events, a video delete removes them, and migration ``0004``
+fills the table for events committed before it existed.
+
+:func:`term_share` answers, for a query and a few candidate videos, the
+idf-weighted share of the query's content words found anywhere in each video:
+the idf is over videos (``ln(V / (1 + df))``, ``V`` the videos, ``df`` those using
+the word, floored at 0; a word no video uses weighs 0), so rare words count more. Both queries
+read by the primary key or the term index, so the cost does not grow with the
+library.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import unicodedata
+from collections import Counter
+from collections.abc import Iterable, Sequence
+
+from sqlalchemy import Connection, func, select
+from sqlalchemy.dialects import postgresql, sqlite
+
+from vidseek.storage.fulltext import STOP_WORDS, query_tokens
+from vidseek.storage.models import VideoRow, VideoTermRow
+
+__all__ = ["MAX_TERM_CHARS", "add_terms", "document_terms", "term_share"]
+
+MAX_TERM_CHARS = 64
+"""Longer words are left out (the width of the ``term`` column)."""
+_WORD = re.compile(r"\w+")
+
+
+def document_terms(text: str) -> set[str]:
+    """The content words of one event's text (tokenised as keyword queries are)."""
+    words = _WORD.findall(unicodedata.normalize("NFKC", text).casefold())
+    return {w for w in words if w not in STOP_WORDS and len(w) <= MAX_TERM_CHARS}
+
+
+def add_terms(conn: Connection, video_id: str, texts: Iterable[str]) -> None:
+    """Count the content words of events ``texts`` into ``video_id``'s row (an upsert)."""
+    counts = Counter(t for text in texts for t in document_terms(text))
+    if not counts:
+        return
+    rows = [{"video_id": video_id, "term": t, "events": n} for t, n in sorted(counts.items())]
+    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    stmt = dialect.insert(VideoTermRow)
+    conn.execute(
+        stmt.on_conflict_do_update(
+            index_elements=[VideoTermRow.video_id, VideoTermRow.term],
+            set_={"events": VideoTermRow.events + stmt.excluded.events},
+        ),
+        rows,
+    )
+
+
+def term_share(conn: Connection, query: str, video_ids: Sequence[str]) -> dict[str, float]:
+    """Each video's idf-weighted share of the query's content words (see the module doc).
+
+    Videos without any of the words get 0; a query without content words gives {}.
+    """
+    words = [t for t in query_tokens(query) if t not in STOP_WORDS and len(t) <= MAX_TERM_CHARS]
+    if not words or not video_ids:
+        return {}
+    df = dict(
+        conn.execute(
+            select(VideoTermRow.term, func.count())
+            .where(VideoTermRow.term.in_(words))
+            .group_by(VideoTermRow.term)
+        ).all()
+    )
+    if not df:
+        return dict.fromkeys(video_ids, 0.0)
+    videos = conn.execute(select(func.count()).select_from(VideoRow)).scalar_one()
+    idf = {w: max(0.0, math.log(videos / (1 + df.get(w, 0)))) if w in df else 0.0 for w in words}
+    total = sum(idf.values())
+    if total <= 0:
+        return dict.fromkeys(video_ids, 0.0)
+    found = conn.execute(
+        select(VideoTermRow.video_id, VideoTermRow.term).where(
+            VideoTermRow.video_id.in_(list(video_ids)), VideoTermRow.term.in_(words)
+        )
+    ).all()
+    share = dict.fromkeys(video_ids, 0.0)
+    for video, term in found:
+        share[video] += idf[term] / total
+    return share
