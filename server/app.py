@@ -29,6 +29,7 @@ from vidseek.server.jobs import JobRunner
 from vidseek.server.metrics import Metrics, MetricsInterceptor
 from vidseek.server.refine import RefineConfig, Refiner
 from vidseek.server.search import SearchService
+from vidseek.server.search.video_ranker import VideoRanker, default_ranker
 from vidseek.server.service import VideoSearchServicer
 from vidseek.server.settings import Settings
 from vidseek.storage.errors import ConfigError
@@ -63,6 +64,13 @@ def _device(settings: Settings) -> str:
     import torch
 
     return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def load_video_ranker(setting: str) -> VideoRanker | None:
+    """The search's video ranker named by the ``video_ranker`` setting."""
+    if setting == "off":
+        return None
+    return default_ranker() if setting == "learned" else VideoRanker.load(setting)
 
 
 def max_window_video_tokens(settings: Settings) -> int:
@@ -294,6 +302,7 @@ def _build_app(
         refiner=refiner,
         max_refine=settings.refine_max_moments,
         refine_budget_s=settings.refine_timeout,
+        video_ranker=load_video_ranker(settings.video_ranker),
     )
     return App(
         settings=settings,

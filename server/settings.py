@@ -234,6 +234,12 @@ class Settings:
     default_top_k: int = _s(10, "Moments returned when a search asks for top_k 0.")
     max_top_k: int = _s(1000, "Largest top_k a search may ask for.")
     max_query_chars: int = _s(2000, "Longest accepted query text.")
+    video_ranker: str = _s(
+        "learned",
+        "How search ranks candidate videos: 'learned' (the model shipped with vidseek, "
+        "trained on ActivityNet Captions' training set), 'off' (the hand-set video score), "
+        "or the path of a ranker file written by benchmarks/train_video_ranker.py.",
+    )
     refine_fps: float = _s(
         2.0, "Search refinement (refine=true): frames per second sampled around each moment."
     )
@@ -424,6 +430,11 @@ def _validate(s: Settings) -> None:
             f"must be one of {', '.join(EMBEDDER_BACKENDS)}",
         ),
         (s.query_cache_size >= 0, "query_cache_size", "must be >= 0"),
+        (
+            s.video_ranker in ("learned", "off") or Path(s.video_ranker).is_file(),
+            "video_ranker",
+            "must be 'learned', 'off' or the path of an existing ranker file",
+        ),
         (s.auto_index_threshold >= 10_000, "auto_index_threshold", "must be >= 10000"),
         (0 < s.ivf_nprobe <= s.ivf_nlist, "ivf_nprobe", "must be in 1..ivf_nlist"),
         (

@@ -8,7 +8,10 @@ the score shown:
   keyword-match score divided by the query's best keyword-match score (so in
   [0, 1]; 0 when the keyword leg did not return it);
 * a *video's* score is ``(best relevance + mw * mean cosine) / (1 + mw)``, the mean
-  over its best ``mean_of_best`` events;
+  over its best ``mean_of_best`` events; with the learned video ranking (the
+  server's default, :mod:`~vidseek.server.search.video_ranker`), it is instead
+  that model's probability that the video is the one the query describes, in
+  [0, 1];
 * a *moment's* score is its video's score minus ``alt * (video's best relevance
   - moment's best relevance)``: a video's best moment carries the video's score,
   its other moments rank lower by how much weaker their events are.
@@ -26,7 +29,7 @@ from __future__ import annotations
 import heapq
 import math
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -130,8 +133,12 @@ def rank_videos(
     *,
     depth: int | None = None,
     grouped: bool = False,
+    video_scores: Mapping[str, float] | None = None,
 ) -> list[VideoHits]:
     """Score each video of ``events`` and its moments; videos best first.
+
+    ``video_scores`` (e.g. from the learned video ranking) replaces the hand-set
+    video score for the videos it names.
 
     ``events`` should hold at least each video's best ``mean_of_best`` events (in
     the requested time range): a video's score averages their cosines. With ``depth``,
@@ -148,6 +155,8 @@ def rank_videos(
         cosines = heapq.nlargest(params.mean_of_best, (e.cosine for e in items))
         mean = sum(cosines) / len(cosines)
         score = _f32((best + params.mean_weight * mean) / (1.0 + params.mean_weight))
+        if video_scores is not None and video_id in video_scores:
+            score = _f32(video_scores[video_id])
         scored.append((score, video_id, best))
     scored.sort(key=lambda t: (-t[0], t[1]))
     out: list[VideoHits] = []

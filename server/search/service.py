@@ -32,9 +32,13 @@ import json
 import logging
 import math
 import time
+from collections import defaultdict
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
+
+import numpy as np
+import numpy.typing as npt
 
 from vidseek.indexer.embedder import Embedder
 from vidseek.server.search.ranking import RankingParams, flatten, rank_videos
@@ -46,6 +50,7 @@ from vidseek.server.search.types import (
     SearchQuery,
     VideoHits,
 )
+from vidseek.server.search.video_ranker import VideoFacts, VideoRanker, features
 from vidseek.storage.errors import InvalidArgument, NotFound
 from vidseek.storage.store import EventRecord, Store, collection_name
 from vidseek.storage.vector_index import EventFilter, EventHits
@@ -81,7 +86,9 @@ class SearchService:
     runs on up to ``keyword_threads`` threads beside the dense leg. ``refiner``
     serves ``refine=True`` requests: up to ``max_refine`` moments of a page, in
     at most ``refine_budget_s`` seconds; without one such requests get the
-    coarse moments.
+    coarse moments. ``video_ranker`` scores the candidate videos with a learned
+    model (:mod:`~vidseek.server.search.video_ranker`) instead of the hand-set
+    video score.
     """
 
     def __init__(
@@ -101,6 +108,7 @@ class SearchService:
         max_refine: int = 5,
         refine_budget_s: float = 20.0,
         keyword_threads: int = 8,
+        video_ranker: VideoRanker | None = None,
     ) -> None:
         self.store = store
         self.embedder = embedder
@@ -116,6 +124,7 @@ class SearchService:
         self.refiner = refiner
         self.max_refine = max_refine
         self.refine_budget_s = refine_budget_s
+        self.video_ranker = video_ranker
 
     # ---- validation and page tokens ---------------------------------------------
 
@@ -247,9 +256,44 @@ class SearchService:
         videos and moments. Validates the request like :meth:`search_page`.
         The events' ``text`` is empty (search reads texts for its page only).
         """
-        return self._gather(self._plan(q))
+        return self._gather(self._plan(q))[0]
 
-    def _gather(self, plan: _Plan) -> list[ScoredEvent]:
+    def video_features(self, q: SearchQuery) -> tuple[list[str], npt.NDArray[np.float64]]:
+        """The candidate videos of ``q`` and the learned ranking's features of each
+        (:func:`~vidseek.server.search.video_ranker.features`): what the ranker sees,
+        for training it."""
+        plan = self._plan(q)
+        events, vec = self._gather(plan)
+        return self._features(plan.text, events, vec)
+
+    def _features(
+        self, text: str, events: list[ScoredEvent], vec: npt.NDArray[np.float32]
+    ) -> tuple[list[str], npt.NDArray[np.float64]]:
+        by_video: dict[str, list[ScoredEvent]] = defaultdict(list)
+        for e in events:
+            by_video[e.event.video_id].append(e)
+        context = self.store.video_context(vec, list(by_video))
+        shares = self.store.video_term_share(text, list(by_video))
+        facts = {
+            v: VideoFacts(count, cosine, shares.get(v, 0.0))
+            for v, (count, cosine) in context.items()
+        }
+        return features(
+            by_video,
+            facts,
+            keyword_weight=self.params.keyword_weight,
+            mean_of_best=self.params.mean_of_best,
+        )
+
+    def _video_scores(
+        self, text: str, events: list[ScoredEvent], vec: npt.NDArray[np.float32]
+    ) -> dict[str, float] | None:
+        if self.video_ranker is None or not events:
+            return None
+        videos, matrix = self._features(text, events, vec)
+        return dict(zip(videos, self.video_ranker.scores(matrix).tolist(), strict=True))
+
+    def _gather(self, plan: _Plan) -> tuple[list[ScoredEvent], npt.NDArray[np.float32]]:
         """Candidate events with their scores, from a bounded number of neighbours.
 
         1. The dense leg asks the index for the ``dense_candidates`` nearest
@@ -266,10 +310,10 @@ class SearchService:
 
         Every step is bounded by the page depth, never by the size of the
         library, and no event text is read: the page's texts are read at the end.
-        Returned events carry an empty ``text``.
+        Returned events carry an empty ``text``; the query's vector comes with them.
         """
         if plan.video_ids == ():
-            return []
+            return [], np.zeros(self.embedder.dim, np.float32)
         p = self.params
         # Deep pages need more candidates: a page of n moments (or videos) needs n videos.
         scale = max(1, -(-(plan.offset + plan.top_k + 1) // p.candidate_videos))
@@ -309,7 +353,7 @@ class SearchService:
                 best[video] = s
         videos = sorted(best, key=lambda v: (-best[v], v))[: p.candidate_videos * scale]
         if not videos:
-            return []
+            return [], vec
         chosen = set(videos)
         k = len(videos) * p.events_per_video
         ours = [i for i in cosines if spans[i][0] in chosen]
@@ -326,7 +370,7 @@ class SearchService:
                 # A keyword hit outside the dense top-k scores at most the last cosine.
                 event = EventRecord(i, video, start, end, text="")
                 out.append(ScoredEvent(event, cosines.get(i, floor), keyword.get(i, 0.0)))
-        return out
+        return out, vec
 
     # ---- search -------------------------------------------------------------------
 
@@ -338,7 +382,14 @@ class SearchService:
         """
         plan = self._plan(q)
         depth = plan.offset + plan.top_k + 1
-        videos = rank_videos(self._gather(plan), self.params, depth=depth, grouped=q.group_by_video)
+        events, vec = self._gather(plan)
+        videos = rank_videos(
+            events,
+            self.params,
+            depth=depth,
+            grouped=q.group_by_video,
+            video_scores=self._video_scores(plan.text, events, vec),
+        )
         if q.group_by_video:
             groups: list[VideoHits] = []
             for v in videos:
