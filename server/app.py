@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-import math
 import signal
 import threading
 import time
@@ -31,7 +30,7 @@ from vidseek.server.refine import RefineConfig, Refiner
 from vidseek.server.search import SearchService
 from vidseek.server.search.video_ranker import VideoRanker, default_ranker
 from vidseek.server.service import VideoSearchServicer
-from vidseek.server.settings import Settings
+from vidseek.server.settings import Settings, max_window_video_tokens
 from vidseek.storage.errors import ConfigError
 from vidseek.storage.locks import DirectoryLock
 from vidseek.storage.store import Store, rebuild_snapshot
@@ -71,17 +70,6 @@ def load_video_ranker(setting: str) -> VideoRanker | None:
     if setting == "off":
         return None
     return default_ranker() if setting == "learned" else VideoRanker.load(setting)
-
-
-def max_window_video_tokens(settings: Settings) -> int:
-    """Video tokens of the largest window the settings send the engine (ingest or refine)."""
-    from vidseek.indexer.model_inputs import max_video_tokens
-
-    ingest_frames = math.ceil(settings.window_seconds * settings.sample_fps) + 1
-    return max(
-        max_video_tokens(ingest_frames, settings.max_frame_pixels),
-        max_video_tokens(settings.refine_max_frames, settings.refine_max_pixels),
-    )
 
 
 def load_captioner(settings: Settings) -> Captioner | CaptionEngine:

@@ -10,6 +10,7 @@ type fails at start-up with a message naming it. Nothing else in vidseek reads
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from vidseek.indexer.embedder import EMBEDDER_BACKENDS
+from vidseek.indexer.model_inputs import max_video_tokens
 from vidseek.indexer.video import BACKENDS
 from vidseek.storage.errors import ConfigError
 from vidseek.storage.vector_index import INDEX_KINDS
@@ -446,3 +448,19 @@ def _validate(s: Settings) -> None:
     for ok, name, problem in checks:
         if not ok:
             raise ConfigError(f"setting {name!r} = {getattr(s, name)!r}: {problem}")
+    if s.captioner == "vllm" and (tokens := max_window_video_tokens(s)) >= s.vllm_max_model_len:
+        raise ConfigError(
+            f"setting 'vllm_max_model_len' = {s.vllm_max_model_len}: the largest window "
+            f"({tokens} video tokens, from window_seconds, sample_fps and max_frame_pixels, "
+            "or refine_max_frames and refine_max_pixels) does not fit; raise it or make the "
+            "windows smaller"
+        )
+
+
+def max_window_video_tokens(s: Settings) -> int:
+    """Video tokens of the largest window the settings send the engine (ingest or refine)."""
+    ingest_frames = math.ceil(s.window_seconds * s.sample_fps) + 1
+    return max(
+        max_video_tokens(ingest_frames, s.max_frame_pixels),
+        max_video_tokens(s.refine_max_frames, s.refine_max_pixels),
+    )

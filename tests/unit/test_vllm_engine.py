@@ -20,6 +20,7 @@ from tests.support.fake_vllm import install_fake_vllm
 from vidseek.indexer import model_inputs
 from vidseek.indexer.engine import INGEST_PRIORITY, REFINE_PRIORITY, CaptionEngine
 from vidseek.indexer.engine_vllm import AsyncVllmEngine, async_engine_kwargs
+from vidseek.storage.errors import ConfigError
 
 
 @pytest.fixture
@@ -226,15 +227,20 @@ def test_a_long_window_raises_the_engine_step_so_its_video_fits_the_encoder_cach
 
 
 def test_the_server_sizes_the_engine_for_its_longest_window():
-    from vidseek.server.app import max_window_video_tokens
-    from vidseek.server.settings import load_settings
+    from vidseek.server.settings import load_settings, max_window_video_tokens
 
     # Refinement's 128 frames of 640x360 outweigh a 60 s ingest window (61 frames).
     assert max_window_video_tokens(load_settings(environ={})) == 64 * 225
     # 600 s at 1 fps is 601 frames, 301 pairs of 640x360: more than a 65,536-token
-    # context, which the engine then refuses by name (above).
+    # context, which the vllm captioner's settings refuse by name.
     long = load_settings(environ={"VIDSEEK_WINDOW_SECONDS": "600"})
     assert max_window_video_tokens(long) == 301 * 225
+    refused = r"'vllm_max_model_len' = 65536: the largest window \(67725 video tokens"
+    with pytest.raises(ConfigError, match=refused):
+        load_settings(environ={"VIDSEEK_WINDOW_SECONDS": "600", "VIDSEEK_CAPTIONER": "vllm"})
+    smaller = {"VIDSEEK_WINDOW_SECONDS": "600", "VIDSEEK_MAX_FRAME_PIXELS": str(256 * 448)}
+    assert max_window_video_tokens(load_settings(environ=smaller)) == 301 * 112
+    load_settings(environ={**smaller, "VIDSEEK_CAPTIONER": "vllm"})
 
 
 class FifoRenderer:
