@@ -77,7 +77,12 @@ from vidseek.storage.vector_index.params import (
     IvfParams,
 )
 from vidseek.storage.vector_index.table import EventFilter, EventTable
-from vidseek.storage.vector_index.totals import VideoTotals, stored_vectors
+from vidseek.storage.vector_index.totals import (
+    VideoTotals,
+    as_stored,
+    stored_vectors,
+    sum_stored,
+)
 
 __all__ = ["EXACT_FILTER_LIMIT", "EventHits", "VectorIndex"]
 
@@ -350,7 +355,7 @@ class VectorIndex:
                 self._drop(stale)
             if n:
                 slots = self._table.append(ids, vids, starts, ends)
-                self._totals.add(self._table.video[slots], vectors)
+                self._totals.add(self._table.video[slots], as_stored(self._index, vectors))
                 if n < _SMALL_BATCH:
                     with _omp_threads(1):
                         self._index.add_with_ids(vectors, slots)
@@ -423,6 +428,9 @@ class VectorIndex:
             self._index = ivf
             self.ivf = p
             self._trained = True
+            if int(ivf.code_size) != 4 * self.dim:  # 8-bit codes: sum what is now stored
+                self._totals = VideoTotals(self.dim)
+                sum_stored(ivf, self._table.video, self._totals)
             self.trained_size = self.ntotal
             self.version += 1
         return True
@@ -500,8 +508,7 @@ class VectorIndex:
         """Sum the per-video totals again from the stored vectors (after a load)."""
         with self._lock.write():
             self._totals = VideoTotals(self.dim)
-            slots, vectors = stored_vectors(self._index)
-            self._totals.add(self._table.video[slots], vectors)
+            sum_stored(self._index, self._table.video, self._totals)
 
     def describe(self, event_ids: Sequence[int]) -> dict[int, tuple[str, float, float]]:
         """(video id, start, end) of each live event of ``event_ids``."""

@@ -15,7 +15,7 @@ import faiss
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["VideoTotals", "stored_vectors"]
+__all__ = ["VideoTotals", "as_stored", "stored_vectors", "sum_stored"]
 
 FloatArray = npt.NDArray[np.float32]
 IdArray = npt.NDArray[np.int64]
@@ -41,24 +41,23 @@ class VideoTotals:
             counts[: len(self.counts)] = self.counts
             self.sums, self.counts = sums, counts
 
-    def add(self, codes: CodeArray, vectors: FloatArray) -> None:
-        """Count ``vectors`` into the videos of ``codes`` (one code per vector, -1: none)."""
-        keep = codes >= 0
-        codes, vectors = codes[keep], vectors[keep]
-        if len(codes):
-            self._reserve(codes)
-            np.add.at(self.sums, codes, vectors)
-            np.add.at(self.counts, codes, 1)
+    def add(self, codes: CodeArray, vectors: FloatArray, sign: int = 1) -> None:
+        """Count ``vectors`` into the videos of ``codes`` (one code per vector, -1: none);
+        ``sign=-1`` takes them out."""
+        keep = np.flatnonzero(codes >= 0)
+        if not len(keep):
+            return
+        order = keep[np.argsort(codes[keep], kind="stable")]
+        videos, starts, n = np.unique(codes[order], return_index=True, return_counts=True)
+        self._reserve(videos)
+        self.sums[videos] += sign * np.add.reduceat(vectors[order].astype(np.float64), starts)
+        self.counts[videos] += sign * n
+        if sign < 0:
+            self.sums[videos[self.counts[videos] == 0]] = 0.0  # no drift left in an empty video
 
     def remove(self, codes: CodeArray, vectors: FloatArray) -> None:
         """Take ``vectors`` out of the videos of ``codes``."""
-        keep = codes >= 0
-        codes, vectors = codes[keep], vectors[keep]
-        if len(codes):
-            np.subtract.at(self.sums, codes, vectors)
-            np.subtract.at(self.counts, codes, 1)
-            emptied = codes[self.counts[codes] == 0]
-            self.sums[emptied] = 0.0  # no rounding drift left in an emptied video
+        self.add(codes, vectors, sign=-1)
 
     def context(
         self, codes: CodeArray, query: FloatArray
@@ -75,6 +74,38 @@ class VideoTotals:
             norms, 1e-12
         )
         return counts, cosines
+
+
+def as_stored(index: Any, vectors: FloatArray) -> FloatArray:
+    """``vectors`` as ``index`` will hold them: decoded from their codes on a trained
+    IVF index with 8-bit codes (so sums add what removals later take out)."""
+    if isinstance(index, faiss.IndexIVF) and int(index.code_size) != 4 * int(index.d):
+        out: FloatArray = index.sa_decode(index.sa_encode(np.ascontiguousarray(vectors)))
+        return out
+    return vectors
+
+
+def sum_stored(
+    index: Any, table_codes: CodeArray, totals: VideoTotals, chunk: int = 65_536
+) -> None:
+    """Add every vector ``index`` holds into ``totals`` (``table_codes``: video code per
+    slot), a chunk at a time."""
+    if isinstance(index, faiss.IndexIVF):
+        slots, vectors = _ivf_vectors(index, None)
+        for start in range(0, len(slots), chunk):
+            totals.add(table_codes[slots[start : start + chunk]], vectors[start : start + chunk])
+        return
+    inner = _faiss.downcast_index(index.index)
+    flat = _faiss.downcast_index(inner.storage) if isinstance(inner, faiss.IndexHNSW) else inner
+    n, d = int(flat.ntotal), int(flat.d)
+    if n == 0:
+        return
+    xb = _faiss.rev_swig_ptr(flat.get_xb(), n * d).reshape(n, d)
+    id_map = faiss.vector_to_array(index.id_map).astype(np.int64)
+    for start in range(0, n, chunk):
+        ids = id_map[start : start + chunk]
+        live = ids >= 0
+        totals.add(table_codes[ids[live]], xb[start : start + chunk][live])
 
 
 def stored_vectors(index: Any, slots: IdArray | None = None) -> tuple[IdArray, FloatArray]:
@@ -99,6 +130,7 @@ def stored_vectors(index: Any, slots: IdArray | None = None) -> tuple[IdArray, F
 def _ivf_vectors(index: Any, slots: IdArray | None) -> tuple[IdArray, FloatArray]:
     lists, d = index.invlists, int(index.d)
     raw = int(index.code_size) == 4 * d  # IVF,Flat: the codes are the vectors
+    coarse = int(index.coarse_code_size())
     found: list[IdArray] = [np.empty(0, np.int64)]
     vectors: list[FloatArray] = [np.empty((0, d), np.float32)]
     for no in range(index.nlist):
@@ -110,12 +142,13 @@ def _ivf_vectors(index: Any, slots: IdArray | None) -> tuple[IdArray, FloatArray
         if not len(offsets):
             continue
         found.append(ids[offsets])
+        code_size = int(index.code_size)
+        codes = _faiss.rev_swig_ptr(lists.get_codes(no), size * code_size)
+        codes = codes.reshape(size, code_size)[offsets]
         if raw:
-            codes = _faiss.rev_swig_ptr(lists.get_codes(no), size * 4 * d)
-            vectors.append(np.array(codes.view(np.float32).reshape(size, d)[offsets]))
-        else:  # SQ8: decoded, so a removal takes out what was stored, to 8 bits
-            out = np.empty((len(offsets), d), np.float32)
-            for row, o in zip(out, offsets.tolist(), strict=True):
-                index.reconstruct_from_offset(no, o, faiss.swig_ptr(row))
-            vectors.append(out)
+            vectors.append(np.array(codes.view(np.float32)))
+        else:  # SQ8: decode with the list number in front, as sa_encode writes it
+            prefix = np.frombuffer(int(no).to_bytes(8, "little"), np.uint8)[:coarse]
+            standalone = np.hstack([np.tile(prefix, (len(offsets), 1)), codes])
+            vectors.append(index.sa_decode(np.ascontiguousarray(standalone)))
     return np.concatenate(found), np.concatenate(vectors)

@@ -488,6 +488,13 @@ def test_a_waiting_writer_blocks_new_readers():
     assert order == ["r1", "w", "r2"]
 
 
+def _assert_same_context(a: dict[str, tuple[int, float]], b: dict[str, tuple[int, float]]):
+    assert a.keys() == b.keys()
+    for video, (count, cosine) in a.items():
+        assert b[video][0] == count
+        assert b[video][1] == pytest.approx(cosine, abs=1e-6)
+
+
 def _expected_context(vectors: dict[int, np.ndarray], owner: dict[int, str], q: np.ndarray):
     out: dict[str, tuple[int, float]] = {}
     for video in sorted(set(owner.values())):
@@ -530,9 +537,45 @@ def test_video_context_follows_adds_replacements_removals_and_snapshots(
     tolerance = 0.02 if params.encoding == "sq8" else 1e-5  # SQ8 stores 8-bit values
     idx.save(tmp_path / "i")
     loaded = VectorIndex.load(tmp_path / "i", DIM, kind, ivf=params)
+    # What a process keeps as it goes equals what a fresh load sums (no drift, even
+    # where the index stores 8-bit codes).
+    _assert_same_context(
+        idx.video_context(q, list(expected)), loaded.video_context(q, list(expected))
+    )
     for index in (idx, loaded):
         got = index.video_context(q, [f"v{k}" for k in range(7)] + ["nope"])
         assert got.keys() == expected.keys()
         for video, (count, cosine) in expected.items():
             assert got[video][0] == count
             assert got[video][1] == pytest.approx(cosine, abs=tolerance)
+
+
+def test_video_context_follows_an_event_that_moves_to_another_video():
+    idx = VectorIndex(DIM, "flat")
+    x = _vecs(range(4), seed=2)
+    idx.add([0, 1, 2, 3], x, videos=["a", "a", "b", "b"])
+    idx.apply(add_ids=[1], add_vectors=x[1:2], videos=["b"], remove_ids=[3])
+    q = x[1]
+    got = idx.video_context(q, ["a", "b"])
+    assert got["a"] == (1, pytest.approx(float(x[0] @ q), abs=1e-5))
+    total = x[1] + x[2]
+    assert got["b"] == (2, pytest.approx(float(total @ q / np.linalg.norm(total)), abs=1e-5))
+
+
+def test_video_context_survives_training_into_8_bit_cells():
+    params = IvfParams(nlist=16, nprobe=16, encoding="sq8")
+    idx = VectorIndex(DIM, "ivf", ivf=params, auto_train=False)
+    x = _vecs(range(700), seed=4)
+    idx.add(list(range(700)), x, videos=[f"v{i % 5}" for i in range(700)])
+    q = _vecs([5000])[0]
+    before = idx.video_context(q, [f"v{k}" for k in range(5)])
+    assert idx.train()
+    after = idx.video_context(q, [f"v{k}" for k in range(5)])
+    for video, (count, cosine) in before.items():
+        assert after[video][0] == count
+        assert after[video][1] == pytest.approx(cosine, abs=0.02)  # now the 8-bit values
+    idx.remove(list(range(0, 700, 3)))
+    rebuilt = VectorIndex(DIM, "ivf", ivf=params)
+    rebuilt._index, rebuilt._table, rebuilt._trained = idx._index, idx._table, True
+    rebuilt.rebuild_totals()
+    _assert_same_context(idx.video_context(q, list(before)), rebuilt.video_context(q, list(before)))
