@@ -9,15 +9,19 @@ fills the table for events committed before it existed.
 :func:`term_share` answers, for a query and a few candidate videos, the
 idf-weighted share of the query's content words found anywhere in each video:
 the idf is over videos (``ln(V / (1 + df))``, ``V`` the videos, ``df`` those using
-the word, floored at 0; a word no video uses weighs 0), so rare words count more. Both queries
-read by the primary key or the term index, so the cost does not grow with the
-library.
+the word, floored at 0; a word no video uses weighs 0), so rare words count more.
+Which candidates use which words is one read by primary key, bounded by the
+candidates and the query's words. Counting ``df`` and ``V`` grows with the library
+(a common word is in most videos), so :class:`TermStats` caches them per word for
+``ttl`` seconds: idf weights may lag the library by that long.
 """
 
 from __future__ import annotations
 
 import math
 import re
+import threading
+import time
 import unicodedata
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -28,7 +32,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from vidseek.storage.fulltext import STOP_WORDS, query_tokens
 from vidseek.storage.models import VideoRow, VideoTermRow
 
-__all__ = ["MAX_TERM_CHARS", "add_terms", "document_terms", "term_share"]
+__all__ = ["MAX_TERM_CHARS", "TermStats", "add_terms", "document_terms", "term_share"]
 
 MAX_TERM_CHARS = 64
 """Longer words are left out (the width of the ``term`` column)."""
@@ -58,25 +62,56 @@ def add_terms(conn: Connection, video_id: str, texts: Iterable[str]) -> None:
     )
 
 
-def term_share(conn: Connection, query: str, video_ids: Sequence[str]) -> dict[str, float]:
+class TermStats:
+    """Videos per word (``df``) and the number of videos, each cached for ``ttl`` s."""
+
+    def __init__(self, ttl: float = 60.0, max_words: int = 100_000) -> None:
+        self.ttl = ttl
+        self.max_words = max_words
+        self._lock = threading.Lock()
+        self._df: dict[str, tuple[int, float]] = {}
+        self._videos: tuple[int, float] = (0, -math.inf)
+
+    def get(self, conn: Connection, words: Sequence[str]) -> tuple[int, dict[str, int]]:
+        """The number of videos, and ``df`` of each of ``words``."""
+        now = time.monotonic()
+        with self._lock:
+            videos, at = self._videos
+            cached = {w: self._df.get(w) for w in words}
+        fresh = {w: hit[0] for w, hit in cached.items() if hit and now - hit[1] < self.ttl}
+        if now - at >= self.ttl:
+            videos = conn.execute(select(func.count()).select_from(VideoRow)).scalar_one()
+        counted = dict.fromkeys([w for w in words if w not in fresh], 0)
+        if counted:
+            counted.update(
+                conn.execute(
+                    select(VideoTermRow.term, func.count())
+                    .where(VideoTermRow.term.in_(list(counted)))
+                    .group_by(VideoTermRow.term)
+                ).all()
+            )
+        with self._lock:
+            if now - at >= self.ttl:
+                self._videos = (videos, now)
+            if len(self._df) + len(counted) > self.max_words:
+                self._df.clear()
+            self._df.update((w, (n, now)) for w, n in counted.items())
+        return videos, {**fresh, **counted}
+
+
+def term_share(
+    conn: Connection, query: str, video_ids: Sequence[str], stats: TermStats | None = None
+) -> dict[str, float]:
     """Each video's idf-weighted share of the query's content words (see the module doc).
 
     Videos without any of the words get 0; a query without content words gives {}.
+    ``stats`` caches the word and video counts (none: counted now).
     """
     words = [t for t in query_tokens(query) if t not in STOP_WORDS and len(t) <= MAX_TERM_CHARS]
     if not words or not video_ids:
         return {}
-    df = dict(
-        conn.execute(
-            select(VideoTermRow.term, func.count())
-            .where(VideoTermRow.term.in_(words))
-            .group_by(VideoTermRow.term)
-        ).all()
-    )
-    if not df:
-        return dict.fromkeys(video_ids, 0.0)
-    videos = conn.execute(select(func.count()).select_from(VideoRow)).scalar_one()
-    idf = {w: max(0.0, math.log(videos / (1 + df.get(w, 0)))) if w in df else 0.0 for w in words}
+    videos, df = (stats or TermStats(ttl=0.0)).get(conn, words)
+    idf = {w: max(0.0, math.log(videos / (1 + df[w]))) if df[w] else 0.0 for w in words}
     total = sum(idf.values())
     if total <= 0:
         return dict.fromkeys(video_ids, 0.0)

@@ -63,7 +63,7 @@ from vidseek.storage.store.records import (
     window_id_for,
 )
 from vidseek.storage.sync import build_index_from_sql, catch_up_index, rebuild_snapshot
-from vidseek.storage.terms import add_terms, term_share
+from vidseek.storage.terms import TermStats, add_terms, term_share
 from vidseek.storage.vector_index import (
     INDEX_KINDS,
     AutoParams,
@@ -154,6 +154,7 @@ class Store(JobTable):
         JobTable.__init__(self, make_sessionmaker(self.engine))
         self._keywords = fulltext.for_dialect(self.engine.dialect.name)
         self._frequencies = fulltext.TokenFrequencies(self._keywords)
+        self._term_stats = TermStats()
         self.index_path = index_path
         self.dim = dim
         # Lock order: _rebuild_lock, _write_lock, _snapshot_lock, then the index's lock.
@@ -323,9 +324,9 @@ class Store(JobTable):
 
     def video_term_share(self, query: str, video_ids: Sequence[str]) -> dict[str, float]:
         """Each video's idf-weighted share of the query's content words (see
-        :func:`~vidseek.storage.terms.term_share`; two indexed SQL reads)."""
+        :func:`~vidseek.storage.terms.term_share`; word counts cached for a minute)."""
         with self.engine.connect() as conn:
-            return term_share(conn, query, video_ids)
+            return term_share(conn, query, video_ids, self._term_stats)
 
     def describe_events(self, ids: Sequence[int]) -> dict[int, tuple[str, float, float]]:
         """(video id, start, end) of the indexed events among ``ids`` (no SQL)."""

@@ -83,3 +83,16 @@ def test_term_share_weighs_rare_words_by_their_idf(store: Store):
     assert store.video_term_share("zebra", [dog]) == {dog: 0.0}
     assert store.video_term_share("dog", []) == {}
     assert np.isfinite(list(share.values())).all()
+
+
+def test_word_counts_are_cached_for_their_ttl(store: Store):
+    from vidseek.storage.terms import TermStats
+
+    commit(store, "aa" * 32, 0, ["a dog"])
+    cached, live = TermStats(ttl=3600.0), TermStats(ttl=0.0)
+    with store.engine.connect() as conn:
+        assert cached.get(conn, ["dog", "cat"]) == (1, {"dog": 1, "cat": 0})
+    commit(store, "bb" * 32, 0, ["a dog and a cat"])
+    with store.engine.connect() as conn:
+        assert cached.get(conn, ["dog", "cat"]) == (1, {"dog": 1, "cat": 0})
+        assert live.get(conn, ["dog", "cat"]) == (2, {"dog": 2, "cat": 1})
