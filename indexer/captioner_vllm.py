@@ -154,6 +154,8 @@ def window_request(clip: WindowClip, prompt_text: str) -> dict[str, Any]:
 
 DEFAULT_STEP_TOKENS = 16_384
 """vLLM's tokens per scheduler step for the offline engine on an H100/H200."""
+SMALLEST_STEP_TOKENS = 8_192
+"""The same on an A100 or a GPU with less than 70 GiB."""
 
 
 def engine_kwargs(
@@ -175,8 +177,9 @@ def engine_kwargs(
     ``max_video_tokens`` is the largest window the engine will be sent (see
     :func:`~vidseek.indexer.model_inputs.max_video_tokens`). vLLM encodes a video in
     one piece and sizes its encoder cache from its tokens per step (16,384 by
-    default on an H100/H200); a longer window (600 frames of 256x448 is 33,600
-    tokens) is refused, so the step is raised to hold it.
+    default on an H100/H200, 8,192 on smaller GPUs); a longer window (600 frames of
+    256x448 is 33,600 tokens) is refused, so past 8,192 the step is raised to hold
+    it, and to at least the H100/H200 default.
     """
     if not 0.0 < gpu_memory_utilization <= 1.0:
         raise ValueError(f"gpu_memory_utilization must be in (0, 1], got {gpu_memory_utilization}")
@@ -198,8 +201,8 @@ def engine_kwargs(
         "seed": seed,
         "enforce_eager": enforce_eager,
     }
-    if max_video_tokens > DEFAULT_STEP_TOKENS:
-        kwargs["max_num_batched_tokens"] = max_video_tokens
+    if max_video_tokens > SMALLEST_STEP_TOKENS:
+        kwargs["max_num_batched_tokens"] = max(max_video_tokens, DEFAULT_STEP_TOKENS)
     kwargs.update(extra or {})
     return kwargs
 

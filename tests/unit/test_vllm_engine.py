@@ -220,7 +220,9 @@ def test_a_long_window_raises_the_engine_step_so_its_video_fits_the_encoder_cach
 
     # 10-minute windows of 256x448 at 1 fps: 33,600 video tokens in one piece.
     assert kwargs(33_600)["max_num_batched_tokens"] == 33_600
-    # A 60 s window fits vLLM's default step, which stays vLLM's to choose.
+    # Refinement's 14,400 tokens fit an H200's default step but not an A100's (8,192).
+    assert kwargs(14_400)["max_num_batched_tokens"] == 16_384
+    # A 60 s window fits every default step, which stays vLLM's to choose.
     assert "max_num_batched_tokens" not in kwargs(6_975)
     with pytest.raises(ValueError, match=r"70000 video tokens does not fit .* 65536"):
         kwargs(70_000)
