@@ -176,11 +176,19 @@ def fenced(database_url: str, job_id: str) -> Iterator[psycopg.Connection[Any] |
     (heartbeats starved) goes on.
     """
     conn = psycopg.connect(conninfo(database_url), autocommit=True)
+    held = False
     try:
         row = conn.execute("SELECT pg_try_advisory_lock(%s)", (_fence_key(job_id),)).fetchone()
-        yield conn if row is not None and row[0] else None
+        held = row is not None and bool(row[0])
+        yield conn if held else None
     finally:
-        conn.close()
+        try:
+            if held:  # at once: the server frees a closed connection's locks only later
+                conn.execute("SELECT pg_advisory_unlock(%s)", (_fence_key(job_id),))
+        except psycopg.Error:
+            log.warning("could not unlock job %s's fence; it goes with the connection", job_id)
+        finally:
+            conn.close()
 
 
 def _abort_requested(conn: psycopg.Connection[Any], task_id: int | None) -> bool:
