@@ -19,6 +19,10 @@ single events, no merging). A query is a hit at (k, m) when one of its top-k
 moments is in the query's video with temporal IoU >= m against its segment.
 
     python benchmarks/search_quality.py [--sample N --seed S] [--split test|tune|all]
+
+``--tune`` reruns the search for the hand-set weights; ``--tune-learned`` measures
+the learned ranking's moment penalty (``RankingParams.learned_alt_penalty``), both
+on the tune half only.
 """
 
 from __future__ import annotations
@@ -371,6 +375,26 @@ def tune(
     return sorted(tried.values(), key=lambda r: -r[0])
 
 
+LEARNED_ALT_GRID = [2.5, 5.0, 10.0, 20.0, 40.0]
+
+
+def tune_learned(
+    store: Store, embedder: Embedder, queries: Sequence[Segment], ids: dict[str, str]
+) -> list[tuple[float, dict[str, float]]]:
+    """R@k of the learned video ranking for each ``learned_alt_penalty`` of the grid
+    (R@1 does not depend on it: a video's best moment carries the video's score)."""
+    out = []
+    for value in LEARNED_ALT_GRID:
+        service = SearchService(
+            store,
+            embedder,
+            params=RankingParams(learned_alt_penalty=value),
+            video_ranker=default_ranker(),
+        )
+        out.append((value, evaluate(f"lalt={value}", vidseek_search(service), queries, ids)))
+    return out
+
+
 # ---- report -------------------------------------------------------------------------
 
 COLUMNS = [f"R@{k} IoU{m:.1f}" for k in KS for m in IOUS] + [f"video R@{k}" for k in KS]
@@ -430,6 +454,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="store_true",
         help="grid-search the ranking weights on the tune half instead",
     )
+    ap.add_argument(
+        "--tune-learned",
+        action="store_true",
+        help="measure the learned ranking's moment penalty on the tune half instead",
+    )
     ap.add_argument("--data-dir", type=Path, default=DATA_DIR)
     ap.add_argument(
         "--cache-dir", type=Path, default=CACHE_DIR, help="where embeddings are cached between runs"
@@ -441,7 +470,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     model = load_embedder(DEFAULT_EMBEDDER, device="cpu")
     event_vecs = embed_cached(model, [s.text for s in corpus.events], args.cache_dir)
     query_vecs = embed_cached(model, [s.text for s in corpus.queries], args.cache_dir)
-    split = "tune" if args.tune else args.split
+    split = "tune" if args.tune or args.tune_learned else args.split
     chosen = split_queries(corpus, split)
     if args.sample and args.sample < len(chosen):
         chosen = sorted(random.Random(args.seed).sample(chosen, args.sample))
@@ -460,6 +489,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             if args.tune:
                 _report_tuning(tune(SearchService(store, cached), queries, ids), len(queries))
+                return 0
+            if args.tune_learned:
+                print(f"## learned_alt_penalty on the tune half ({len(queries)} queries)\n")
+                for value, row in tune_learned(store, cached, queries, ids):
+                    cells = ", ".join(f"{c} {row[c]:.1f}" for c in COLUMNS if "IoU0.5" in c)
+                    print(f"- {value}: {cells}")
                 return 0
             ranker = default_ranker()
             rows = {

@@ -735,7 +735,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--min-score",
         type=float,
         default=0.0,
-        help="drop results scoring below this (scores are in [-1, 1]; default 0)",
+        help="drop results scoring below this (scores are in [0, 1], or [-1, 1] with "
+        "VIDSEEK_VIDEO_RANKER=off; default 0)",
     )
     p.add_argument(
         "--refine", action="store_true", help="ask the server to refine the best moments' spans"

@@ -14,10 +14,12 @@ the score shown:
   [0, 1];
 * a *moment's* score is its video's score minus ``alt * (video's best relevance
   - moment's best relevance)``: a video's best moment carries the video's score,
-  its other moments rank lower by how much weaker their events are.
+  its other moments rank lower by how much weaker their events are. With the
+  learned ranking, it is the video's score times ``exp(-lalt * (video's best
+  relevance - moment's best relevance))``, so it stays in [0, 1].
 
-The cosine parts are absolute, so scores are comparable across queries as
-similarities (a ``min_score`` of, say, 0.4 keeps the same kind of match for any
+With the hand-set score, the cosine parts are absolute, so scores are comparable
+across queries as similarities (a ``min_score`` of, say, 0.4 keeps the same kind of match for any
 query); the keyword part is relative to the query's best keyword match, so two
 queries' scores differ by at most ``kw / (1 + kw)`` of keyword evidence. The
 weights are :class:`RankingParams`, chosen on the tuning half of
@@ -49,6 +51,8 @@ class RankingParams:
     """``mw``: weight of the mean cosine of a video's events in its score."""
     alt_penalty: float = 0.25
     """``alt``: how much a weaker moment of a video ranks below its best one."""
+    learned_alt_penalty: float = 5.0
+    """``lalt``: the same for the learned video ranking (a factor per unit of relevance)."""
     merge_margin: float = 0.05
     """Events within this relevance of their video's best are merged into moments."""
     merge_gap_seconds: float = 1.0
@@ -176,9 +180,9 @@ def rank_videos(
                 # none can reach the best `depth` of all.
                 if depth is not None and not grouped and len(kept) >= depth:
                     break
+        learned = video_scores is not None and video_id in video_scores
         moments = tuple(
-            replace(m, score=_f32(max(-1.0, score - params.alt_penalty * (best - m.score))))
-            for m in kept
+            replace(m, score=_moment_score(score, best - m.score, learned, params)) for m in kept
         )
         if depth is not None and not grouped:
             for m in moments:
@@ -188,6 +192,13 @@ def rank_videos(
                     heapq.heapreplace(top, m.score)
         out.append(VideoHits(video_id=video_id, score=score, moments=moments))
     return out
+
+
+def _moment_score(video: float, weaker: float, learned: bool, params: RankingParams) -> float:
+    """A moment's score from its video's and how much weaker its best event is."""
+    if learned:
+        return _f32(video * math.exp(-params.learned_alt_penalty * weaker))
+    return _f32(max(-1.0, video - params.alt_penalty * weaker))
 
 
 def _f32(x: float) -> float:

@@ -9,9 +9,10 @@ so that a video's score is the model's probability that it is the right one, in
 [0, 1] and comparable across queries.
 
 Features of a candidate video, all from what search already holds for it (its
-best ``events_per_video`` events with their cosines and keyword scores, and the
-index's per-video totals), so the stage adds no search and its cost does not grow
-with the library:
+best ``events_per_video`` events with their cosines and keyword scores, the
+index's per-video totals, and its words in SQL), so the stage adds no search and
+its cost does not grow with the library (the shipped model uses :data:`EVIDENCE`,
+all but ``mean_cosine`` and ``log_events``, with non-negative weights):
 
 ``best_relevance``, ``best_cosine``, ``second_cosine``
     the hand-set ranking's evidence: the best event, and the second best (a video
@@ -33,8 +34,8 @@ with the library:
     its best relevance, context cosine and word share minus the best of the
     candidates (the margin to the query's best candidate).
 
-The trained weights live in ``video_ranker.json`` beside this module (a few
-hundred bytes), rebuilt by ``python benchmarks/train_video_ranker.py`` from the
+The trained weights live in ``video_ranker.json`` beside this module (about
+1 KB), rebuilt by ``python benchmarks/train_video_ranker.py`` from the
 ActivityNet Captions *training* annotations, disjoint from the benchmark's videos.
 Training is deterministic: full-batch gradient descent on a convex loss from zero
 weights, in numpy.
@@ -56,7 +57,15 @@ import numpy.typing as npt
 from vidseek.server.search.types import ScoredEvent
 from vidseek.storage.errors import ConfigError
 
-__all__ = ["FEATURES", "VideoFacts", "VideoRanker", "default_ranker", "features", "fit"]
+__all__ = [
+    "EVIDENCE",
+    "FEATURES",
+    "VideoFacts",
+    "VideoRanker",
+    "default_ranker",
+    "features",
+    "fit",
+]
 
 FEATURES = (
     "best_relevance",
@@ -74,6 +83,14 @@ FEATURES = (
     "term_share_gap",
 )
 """Every feature :func:`features` computes, in column order."""
+
+EVIDENCE = tuple(f for f in FEATURES if f not in ("mean_cosine", "log_events"))
+"""The features the shipped model uses: each one can only rise with better evidence
+for the video (its events, its mean vector or its words matching the query better).
+Trained with non-negative weights on them, a video whose evidence all improves
+never scores lower. ``mean_cosine`` and ``log_events`` are left out: they depend on
+how long a video is and how densely it is captioned, which differ between the
+training data (ActivityNet: a few events per video) and hours of video."""
 
 Matrix = npt.NDArray[np.float64]
 
@@ -217,8 +234,9 @@ def default_ranker() -> VideoRanker:
 
 def fit(
     lists: Sequence[tuple[Matrix, int]],
-    feature_names: Sequence[str] = FEATURES,
+    feature_names: Sequence[str] = EVIDENCE,
     *,
+    nonnegative: bool = True,
     l2: float = 1e-3,
     steps: int = 3000,
     trained_on: str = "",
@@ -226,7 +244,8 @@ def fit(
     """Train a ranker on queries' candidate lists: (features matrix, row of the right video).
 
     Lists whose right video is not among the candidates (label < 0) teach nothing
-    and are skipped. Deterministic: the loss is convex and descent starts at zero.
+    and are skipped. ``nonnegative`` keeps every weight >= 0 (see :data:`EVIDENCE`).
+    Deterministic: the loss is convex and (projected) descent starts at zero.
     """
     columns = [FEATURES.index(f) for f in feature_names]
     kept = [(m[:, columns], label) for m, label in lists if 0 <= label < len(m)]
@@ -262,6 +281,9 @@ def fit(
         grad = np.einsum("qc,qcf->f", p, x) / len(kept) + 2 * l2 * ahead
         velocity = momentum * velocity - rate * grad
         w = w + velocity
+        if nonnegative:
+            velocity = np.where(w < 0, 0.0, velocity)
+            w = np.maximum(w, 0.0)
     slope, intercept = _calibrate(x, mask, labels, w)
     return VideoRanker(
         feature_names=tuple(feature_names),

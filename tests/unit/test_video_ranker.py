@@ -12,6 +12,7 @@ import pytest
 from tests.support.storage import add_video, new_window
 from vidseek.server.search import ScoredEvent, SearchQuery, SearchService
 from vidseek.server.search.video_ranker import (
+    EVIDENCE,
     FEATURES,
     VideoFacts,
     VideoRanker,
@@ -106,7 +107,7 @@ def test_a_ranker_round_trips_through_its_file_and_bad_files_are_named(tmp_path:
 
 def test_the_shipped_ranker_loads_offline_and_scores_in_the_unit_interval():
     ranker = default_ranker()
-    assert set(ranker.feature_names) <= set(FEATURES)
+    assert ranker.feature_names == EVIDENCE
     assert "activitynet_train" in ranker.trained_on
     videos, m = features(
         {"b": [ev(2, "b", 0.3), ev(3, "b", 0.2)], "a": [ev(1, "a", 0.8)]},
@@ -118,6 +119,25 @@ def test_the_shipped_ranker_loads_offline_and_scores_in_the_unit_interval():
     assert videos == ["a", "b"]
     assert ((scores > 0) & (scores < 1)).all()
     assert scores[0] > scores[1]  # a far better best event still wins
+
+
+def test_the_shipped_ranker_never_scores_a_video_lower_for_better_evidence():
+    ranker = default_ranker()
+    assert all(w >= 0 for w in ranker.weights)
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        n = int(rng.integers(1, 30))
+        cosines = rng.uniform(0.0, 0.6, n)
+        keywords = rng.uniform(0.0, 1.0, n) * (rng.uniform(size=n) < 0.3)
+        pairs = list(zip(cosines, keywords, strict=True))
+        plain = [ev(i, "a", c, k) for i, (c, k) in enumerate(pairs)]
+        better = [ev(i, "a", c + 0.15, k) for i, (c, k) in enumerate(pairs)]
+        rival = {"b": [ev(100, "b", 0.5)]}
+        facts = {"a": VideoFacts(n * 20, 0.3, 0.2), "b": VideoFacts(3, 0.4, 0.5)}
+        base = features({"a": plain, **rival}, facts, keyword_weight=0.1, mean_of_best=5)
+        better_facts = {**facts, "a": VideoFacts(n * 20, 0.35, 0.3)}
+        lifted = features({"a": better, **rival}, better_facts, keyword_weight=0.1, mean_of_best=5)
+        assert ranker.scores(lifted[1])[0] >= ranker.scores(base[1])[0]
 
 
 class FixedEmbedder:
@@ -168,6 +188,12 @@ def test_search_with_a_ranker_orders_videos_by_its_model(tmp_path: Path):
         page = learned.search_page(q).videos
         assert [ids[v.video_id] for v in page] == ["steady", "lucky"]
         assert all(0.0 < v.score < 1.0 for v in page)
+        # Moments of a learned video score stay in [0, 1]: the default min_score (0)
+        # keeps every one, however much weaker than its video's best.
+        flat = learned.search_page(SearchQuery(text="the query", top_k=10)).moments
+        assert len(flat) == 6 and all(0.0 <= m.score <= 1.0 for m in flat)
+        weakest = min(flat, key=lambda m: m.score)
+        assert ids[weakest.video_id] == "lucky" and weakest.score < flat[0].score
         # The features it ranked by are those video_features reports.
         names, m = learned.video_features(q)
         context = dict(zip(names, column(m, "context_cosine"), strict=True))
@@ -175,3 +201,16 @@ def test_search_with_a_ranker_orders_videos_by_its_model(tmp_path: Path):
         assert context[steady] > context[lucky]
     finally:
         store.close()
+
+
+def test_the_setting_picks_the_ranker(tmp_path: Path):
+    from vidseek.server.app import load_video_ranker
+    from vidseek.server.settings import load_settings
+
+    assert load_video_ranker("off") is None
+    assert load_video_ranker("learned") == default_ranker()
+    default_ranker().save(tmp_path / "mine.json")
+    assert load_video_ranker(str(tmp_path / "mine.json")) == default_ranker()
+    assert load_settings(environ={"VIDSEEK_VIDEO_RANKER": str(tmp_path / "mine.json")})
+    with pytest.raises(ConfigError, match=r"'video_ranker' = .*missing\.json.*existing ranker"):
+        load_settings(environ={"VIDSEEK_VIDEO_RANKER": str(tmp_path / "missing.json")})
