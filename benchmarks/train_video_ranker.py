@@ -15,6 +15,11 @@ written, and checked on the validation videos: video R@1 and the benchmark's ful
 table, with and without it, beside the dense-only and BM25-only baselines.
 
     python benchmarks/train_video_ranker.py [--out PATH] [--fit-queries 8000]
+        [--candidate-videos 50 --dense-candidates 200]
+
+``--candidate-videos``/``--dense-candidates`` widen the candidate set the ranker
+chooses from (``RankingParams``; the shipped model uses the defaults), to measure
+what breadth buys; write such a model elsewhere with ``--out``.
 """
 
 from __future__ import annotations
@@ -50,7 +55,7 @@ from benchmarks.search_quality import (  # noqa: E402
     vidseek_search,
 )
 from vidseek.indexer.embedder import DEFAULT_EMBEDDER, load_embedder  # noqa: E402
-from vidseek.server.search import SearchQuery, SearchService  # noqa: E402
+from vidseek.server.search import RankingParams, SearchQuery, SearchService  # noqa: E402
 from vidseek.server.search.video_ranker import FEATURES, VideoRanker, fit  # noqa: E402
 
 OUT = REPO / "server" / "search" / "video_ranker.json"
@@ -118,6 +123,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=OUT)
     parser.add_argument("--fit-queries", type=int, default=8000)
+    parser.add_argument("--candidate-videos", type=int, default=RankingParams.candidate_videos)
+    parser.add_argument("--dense-candidates", type=int, default=RankingParams.dense_candidates)
     args = parser.parse_args(argv)
     started = time.perf_counter()
     embedder = load_embedder(DEFAULT_EMBEDDER)
@@ -132,7 +139,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="vidseek-train-ranker-") as tmp:
         store, ids = build_store(Path(tmp), corpus, vecs)
         try:
-            plain = SearchService(store, cached)
+            params = RankingParams(
+                candidate_videos=args.candidate_videos, dense_candidates=args.dense_candidates
+            )
+            plain = SearchService(store, cached, params=params)
             print(f"index: {len(corpus.events)} events of {len(ids)} videos", flush=True)
             lists = candidate_lists(plain, fit_queries, ids)
             ranker = fit(
@@ -154,7 +164,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"{100 * video_r1(val_lists, ranker):.1f}; right video among the "
                 f"candidates: {100 * np.mean([label >= 0 for _, label in val_lists]):.1f}%"
             )
-            learned = SearchService(store, cached, video_ranker=ranker)
+            learned = SearchService(store, cached, params=params, video_ranker=ranker)
             rows = {
                 "vidseek with learned video ranking": evaluate(
                     "learned", vidseek_search(learned), val_queries, ids
