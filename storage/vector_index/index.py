@@ -80,6 +80,8 @@ from vidseek.storage.vector_index.table import EventFilter, EventTable
 from vidseek.storage.vector_index.totals import (
     VideoTotals,
     as_stored,
+    flat_vectors,
+    is_lossy,
     stored_vectors,
     sum_stored,
 )
@@ -148,15 +150,6 @@ def _new_faiss_index(dim: int, kind: str, hnsw: HnswParams) -> Any:
         inner.hnsw.efSearch = hnsw.ef_search
         return faiss.IndexIDMap(inner)
     raise ConfigError(f"unknown index kind {kind!r}; expected one of {', '.join(INDEX_KINDS)}")
-
-
-def _flat_vectors(flat: Any) -> FloatArray:
-    """The vectors of an ``IndexFlat`` as a view (valid until it changes)."""
-    n, d = int(flat.ntotal), int(flat.d)
-    if n == 0:
-        return np.empty((0, d), np.float32)
-    arr: FloatArray = _faiss.rev_swig_ptr(flat.get_xb(), n * d).reshape(n, d)
-    return arr
 
 
 def _add_to_cells(ivf: Any, vectors: FloatArray, ids: IdArray) -> None:
@@ -407,7 +400,7 @@ class VectorIndex:
                 return False
             n = self.ntotal
             p = self.auto.ivf_for(n, self.ivf) if self.kind == "auto" else self.ivf
-            vectors = _flat_vectors(_faiss.downcast_index(self._index.index))
+            vectors = flat_vectors(_faiss.downcast_index(self._index.index))
             slots = faiss.vector_to_array(self._index.id_map)
             rng = np.random.default_rng(p.seed)
             order = np.argsort(self._table.event_id[slots], kind="stable")
@@ -424,11 +417,11 @@ class VectorIndex:
             if self._trained:
                 return False
             flat = _faiss.downcast_index(self._index.index)
-            _add_to_cells(ivf, _flat_vectors(flat), faiss.vector_to_array(self._index.id_map))
+            _add_to_cells(ivf, flat_vectors(flat), faiss.vector_to_array(self._index.id_map))
             self._index = ivf
             self.ivf = p
             self._trained = True
-            if int(ivf.code_size) != 4 * self.dim:  # 8-bit codes: sum what is now stored
+            if is_lossy(ivf):  # 8-bit codes: sum what is now stored
                 self._totals = VideoTotals(self.dim)
                 sum_stored(ivf, self._table.video, self._totals)
             self.trained_size = self.ntotal
@@ -587,7 +580,7 @@ class VectorIndex:
         admit = np.append(mask, False)  # id -1 (a tombstone) reads the appended False
         positions = np.flatnonzero(admit[id_map])
         storage = _faiss.downcast_index(_faiss.downcast_index(self._index.index).storage)
-        sims = _flat_vectors(storage)[positions] @ q[0]
+        sims = flat_vectors(storage)[positions] @ q[0]
         top = np.argsort(-sims, kind="stable")[:k]
         return sims[top].astype(np.float32), id_map[positions[top]].astype(np.int64)
 

@@ -15,7 +15,15 @@ import faiss
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["VideoTotals", "as_stored", "stored_vectors", "sum_stored"]
+__all__ = [
+    "VideoTotals",
+    "as_stored",
+    "flat_vectors",
+    "idmap_vectors",
+    "is_lossy",
+    "stored_vectors",
+    "sum_stored",
+]
 
 FloatArray = npt.NDArray[np.float32]
 IdArray = npt.NDArray[np.int64]
@@ -76,10 +84,32 @@ class VideoTotals:
         return counts, cosines
 
 
+def flat_vectors(flat: Any) -> FloatArray:
+    """The vectors of an ``IndexFlat`` as a view (valid until it changes)."""
+    n, d = int(flat.ntotal), int(flat.d)
+    if n == 0:
+        return np.empty((0, d), np.float32)
+    arr: FloatArray = _faiss.rev_swig_ptr(flat.get_xb(), n * d).reshape(n, d)
+    return arr
+
+
+def idmap_vectors(index: Any) -> tuple[IdArray, FloatArray]:
+    """The ids (slots; -1: an HNSW tombstone) and vectors, by storage position, of an
+    ``IndexIDMap`` over a flat or HNSW index (the vectors as a view)."""
+    inner = _faiss.downcast_index(index.index)
+    flat = _faiss.downcast_index(inner.storage) if isinstance(inner, faiss.IndexHNSW) else inner
+    return faiss.vector_to_array(index.id_map).astype(np.int64), flat_vectors(flat)
+
+
+def is_lossy(index: Any) -> bool:
+    """Whether ``index`` stores codes that decode to other vectors (IVF with 8-bit codes)."""
+    return isinstance(index, faiss.IndexIVF) and int(index.code_size) != 4 * int(index.d)
+
+
 def as_stored(index: Any, vectors: FloatArray) -> FloatArray:
     """``vectors`` as ``index`` will hold them: decoded from their codes on a trained
     IVF index with 8-bit codes (so sums add what removals later take out)."""
-    if isinstance(index, faiss.IndexIVF) and int(index.code_size) != 4 * int(index.d):
+    if is_lossy(index):
         out: FloatArray = index.sa_decode(index.sa_encode(np.ascontiguousarray(vectors)))
         return out
     return vectors
@@ -95,14 +125,8 @@ def sum_stored(
         for start in range(0, len(slots), chunk):
             totals.add(table_codes[slots[start : start + chunk]], vectors[start : start + chunk])
         return
-    inner = _faiss.downcast_index(index.index)
-    flat = _faiss.downcast_index(inner.storage) if isinstance(inner, faiss.IndexHNSW) else inner
-    n, d = int(flat.ntotal), int(flat.d)
-    if n == 0:
-        return
-    xb = _faiss.rev_swig_ptr(flat.get_xb(), n * d).reshape(n, d)
-    id_map = faiss.vector_to_array(index.id_map).astype(np.int64)
-    for start in range(0, n, chunk):
+    id_map, xb = idmap_vectors(index)
+    for start in range(0, len(id_map), chunk):
         ids = id_map[start : start + chunk]
         live = ids >= 0
         totals.add(table_codes[ids[live]], xb[start : start + chunk][live])
@@ -116,20 +140,13 @@ def stored_vectors(index: Any, slots: IdArray | None = None) -> tuple[IdArray, F
     """
     if isinstance(index, faiss.IndexIVF):
         return _ivf_vectors(index, slots)
-    inner = _faiss.downcast_index(index.index)
-    flat = _faiss.downcast_index(inner.storage) if isinstance(inner, faiss.IndexHNSW) else inner
-    n, d = int(flat.ntotal), int(flat.d)
-    if n == 0:
-        return np.empty(0, np.int64), np.empty((0, d), np.float32)
-    xb = _faiss.rev_swig_ptr(flat.get_xb(), n * d).reshape(n, d)
-    id_map = faiss.vector_to_array(index.id_map).astype(np.int64)
+    id_map, xb = idmap_vectors(index)
     pos = np.flatnonzero(id_map >= 0 if slots is None else np.isin(id_map, slots))
     return id_map[pos], np.array(xb[pos], np.float32)
 
 
 def _ivf_vectors(index: Any, slots: IdArray | None) -> tuple[IdArray, FloatArray]:
-    lists, d = index.invlists, int(index.d)
-    raw = int(index.code_size) == 4 * d  # IVF,Flat: the codes are the vectors
+    lists, d, code_size = index.invlists, int(index.d), int(index.code_size)
     coarse = int(index.coarse_code_size())
     found: list[IdArray] = [np.empty(0, np.int64)]
     vectors: list[FloatArray] = [np.empty((0, d), np.float32)]
@@ -142,10 +159,9 @@ def _ivf_vectors(index: Any, slots: IdArray | None) -> tuple[IdArray, FloatArray
         if not len(offsets):
             continue
         found.append(ids[offsets])
-        code_size = int(index.code_size)
         codes = _faiss.rev_swig_ptr(lists.get_codes(no), size * code_size)
         codes = codes.reshape(size, code_size)[offsets]
-        if raw:
+        if not is_lossy(index):  # IVF,Flat: the codes are the vectors
             vectors.append(np.array(codes.view(np.float32)))
         else:  # SQ8: decode with the list number in front, as sa_encode writes it
             prefix = np.frombuffer(int(no).to_bytes(8, "little"), np.uint8)[:coarse]
