@@ -56,6 +56,7 @@ __all__ = [
     "content_tokens",
     "for_dialect",
     "query_tokens",
+    "word_tokens",
 ]
 
 MAX_QUERY_TOKENS = 64
@@ -65,10 +66,14 @@ PRUNE_MIN_DOCS = 10_000
 _WORD = re.compile(r"\w+")
 
 
+def word_tokens(text: str) -> list[str]:
+    """Every word token of ``text`` (unicode ``\\w+``, NFKC, case-folded), in order."""
+    return _WORD.findall(unicodedata.normalize("NFKC", text).casefold())
+
+
 def query_tokens(query: str) -> list[str]:
     """The first :data:`MAX_QUERY_TOKENS` distinct word tokens of ``query`` (NFKC, case-folded)."""
-    words = _WORD.findall(unicodedata.normalize("NFKC", query).casefold())
-    return list(dict.fromkeys(words))[:MAX_QUERY_TOKENS]
+    return list(dict.fromkeys(word_tokens(query)))[:MAX_QUERY_TOKENS]
 
 
 # Snowball's English stop words (PostgreSQL's english.stop), case-folded.

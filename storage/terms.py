@@ -19,30 +19,30 @@ candidates and the query's words. Counting ``df`` and ``V`` grows with the libra
 from __future__ import annotations
 
 import math
-import re
 import threading
 import time
-import unicodedata
 from collections import Counter
 from collections.abc import Iterable, Sequence
 
 from sqlalchemy import Connection, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 
-from vidseek.storage.fulltext import STOP_WORDS, query_tokens
+from vidseek.storage.fulltext import STOP_WORDS, query_tokens, word_tokens
 from vidseek.storage.models import VideoRow, VideoTermRow
 
 __all__ = ["MAX_TERM_CHARS", "TermStats", "add_terms", "document_terms", "term_share"]
 
 MAX_TERM_CHARS = 64
 """Longer words are left out (the width of the ``term`` column)."""
-_WORD = re.compile(r"\w+")
+
+
+def _content(words: Iterable[str]) -> list[str]:
+    return [w for w in words if w not in STOP_WORDS and len(w) <= MAX_TERM_CHARS]
 
 
 def document_terms(text: str) -> set[str]:
     """The content words of one event's text (tokenised as keyword queries are)."""
-    words = _WORD.findall(unicodedata.normalize("NFKC", text).casefold())
-    return {w for w in words if w not in STOP_WORDS and len(w) <= MAX_TERM_CHARS}
+    return set(_content(word_tokens(text)))
 
 
 def add_terms(conn: Connection, video_id: str, texts: Iterable[str]) -> None:
@@ -107,7 +107,7 @@ def term_share(
     Videos without any of the words get 0; a query without content words gives {}.
     ``stats`` caches the word and video counts (none: counted now).
     """
-    words = [t for t in query_tokens(query) if t not in STOP_WORDS and len(t) <= MAX_TERM_CHARS]
+    words = _content(query_tokens(query))
     if not words or not video_ids:
         return {}
     videos, df = (stats or TermStats(ttl=0.0)).get(conn, words)
