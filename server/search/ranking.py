@@ -38,7 +38,7 @@ import numpy as np
 
 from vidseek.server.search.types import MomentResult, ScoredEvent, VideoHits
 
-__all__ = ["RankingParams", "flatten", "merge_moments", "rank_videos"]
+__all__ = ["RankingParams", "flatten", "merge_moments", "rank_videos", "relevance"]
 
 
 @dataclass(frozen=True)
@@ -71,7 +71,8 @@ class RankingParams:
     """The mean cosine of a video's score is over its best this many events."""
 
 
-def _relevance(e: ScoredEvent, p: RankingParams) -> float:
+def relevance(e: ScoredEvent, p: RankingParams) -> float:
+    """An event's relevance (see the module docstring)."""
     return (e.cosine + p.keyword_weight * e.keyword) / (1.0 + p.keyword_weight)
 
 
@@ -91,7 +92,7 @@ def merge_moments(
         by_video[e.event.video_id].append(e)
     out: list[MomentResult] = []
     for items in by_video.values():
-        rel = {id(e): _relevance(e, params) for e in items}
+        rel = {id(e): relevance(e, params) for e in items}
         floor = max(rel.values()) - params.merge_margin
         strong = sorted(
             (e for e in items if rel[id(e)] >= floor),
@@ -155,7 +156,7 @@ def rank_videos(
         by_video[e.event.video_id].append(e)
     scored: list[tuple[float, str, float]] = []
     for video_id, items in by_video.items():
-        best = max(_relevance(e, params) for e in items)
+        best = max(relevance(e, params) for e in items)
         cosines = heapq.nlargest(params.mean_of_best, (e.cosine for e in items))
         mean = sum(cosines) / len(cosines)
         score = _f32((best + params.mean_weight * mean) / (1.0 + params.mean_weight))

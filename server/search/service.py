@@ -278,12 +278,7 @@ class SearchService:
             v: VideoFacts(count, cosine, shares.get(v, 0.0))
             for v, (count, cosine) in context.items()
         }
-        return features(
-            by_video,
-            facts,
-            keyword_weight=self.params.keyword_weight,
-            mean_of_best=self.params.mean_of_best,
-        )
+        return features(by_video, facts, self.params)
 
     def _video_scores(
         self, text: str, events: list[ScoredEvent], vec: npt.NDArray[np.float32]

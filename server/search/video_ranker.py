@@ -54,6 +54,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from vidseek.server.search.ranking import RankingParams, relevance
 from vidseek.server.search.types import ScoredEvent
 from vidseek.storage.errors import ConfigError
 
@@ -109,14 +110,12 @@ class VideoFacts:
 def features(
     by_video: Mapping[str, Sequence[ScoredEvent]],
     facts: Mapping[str, VideoFacts],
-    *,
-    keyword_weight: float,
-    mean_of_best: int,
+    params: RankingParams,
 ) -> tuple[list[str], Matrix]:
     """The candidate videos (sorted) and their :data:`FEATURES`, one row each.
 
     ``by_video`` holds each candidate's scored events (at least its best
-    ``mean_of_best``); ``facts`` its whole-video facts (a video missing there, as
+    ``params.mean_of_best``); ``facts`` its whole-video facts (a video missing there, as
     one deleted meanwhile, counts its fetched events and their mean cosine).
     """
     videos = sorted(by_video)
@@ -125,15 +124,13 @@ def features(
         items = by_video[video]
         cosines = sorted((e.cosine for e in items), reverse=True)
         keywords = [e.keyword for e in items]
-        best_relevance = max(
-            (e.cosine + keyword_weight * e.keyword) / (1.0 + keyword_weight) for e in items
-        )
+        best_relevance = max(relevance(e, params) for e in items)
         fact = facts.get(video) or VideoFacts(len(items), sum(cosines) / len(cosines))
         row[:9] = (
             best_relevance,
             cosines[0],
             cosines[1] if len(cosines) > 1 else cosines[0],
-            sum(cosines[:mean_of_best]) / len(cosines[:mean_of_best]),
+            sum(cosines[: params.mean_of_best]) / len(cosines[: params.mean_of_best]),
             sum(cosines) / len(cosines),
             fact.context_cosine,
             math.log(max(fact.event_count, len(items))),

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from tests.support.storage import add_video, new_window
-from vidseek.server.search import ScoredEvent, SearchQuery, SearchService
+from vidseek.server.search import RankingParams, ScoredEvent, SearchQuery, SearchService
 from vidseek.server.search.video_ranker import (
     EVIDENCE,
     FEATURES,
@@ -22,6 +22,8 @@ from vidseek.server.search.video_ranker import (
 )
 from vidseek.storage.errors import ConfigError
 from vidseek.storage.store import EventRecord, NewEvent, Store
+
+PARAMS = RankingParams(keyword_weight=0.1, mean_of_best=5)
 
 
 def ev(i: int, video: str, cosine: float, keyword: float = 0.0) -> ScoredEvent:
@@ -38,7 +40,7 @@ def test_features_of_hand_made_candidates():
         "a": [ev(1, "a", 0.9)],
     }
     facts = {"a": VideoFacts(event_count=10, context_cosine=0.2, term_share=0.5)}  # "b": none
-    videos, m = features(by_video, facts, keyword_weight=0.1, mean_of_best=2)
+    videos, m = features(by_video, facts, RankingParams(keyword_weight=0.1, mean_of_best=2))
     assert videos == ["a", "b"]
     assert column(m, "best_cosine") == [0.9, 0.5]
     assert column(m, "second_cosine") == [0.9, 0.3]  # a single event is its own second
@@ -112,8 +114,7 @@ def test_the_shipped_ranker_loads_offline_and_scores_in_the_unit_interval():
     videos, m = features(
         {"b": [ev(2, "b", 0.3), ev(3, "b", 0.2)], "a": [ev(1, "a", 0.8)]},
         {},
-        keyword_weight=0.1,
-        mean_of_best=5,
+        RankingParams(keyword_weight=0.1, mean_of_best=5),
     )
     scores = ranker.scores(m)
     assert videos == ["a", "b"]
@@ -134,9 +135,9 @@ def test_the_shipped_ranker_never_scores_a_video_lower_for_better_evidence():
         better = [ev(i, "a", c + 0.15, k) for i, (c, k) in enumerate(pairs)]
         rival = {"b": [ev(100, "b", 0.5)]}
         facts = {"a": VideoFacts(n * 20, 0.3, 0.2), "b": VideoFacts(3, 0.4, 0.5)}
-        base = features({"a": plain, **rival}, facts, keyword_weight=0.1, mean_of_best=5)
+        base = features({"a": plain, **rival}, facts, PARAMS)
         better_facts = {**facts, "a": VideoFacts(n * 20, 0.35, 0.3)}
-        lifted = features({"a": better, **rival}, better_facts, keyword_weight=0.1, mean_of_best=5)
+        lifted = features({"a": better, **rival}, better_facts, PARAMS)
         assert ranker.scores(lifted[1])[0] >= ranker.scores(base[1])[0]
 
 
