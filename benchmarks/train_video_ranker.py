@@ -76,14 +76,14 @@ def training_corpus(data_dir: Path = DATA_DIR) -> tuple[Corpus, set[str]]:
         ]
         events += segs[0::2]
         queries += segs[1::2]
-    indexed = sorted({s.video for s in events})
+    indexed = {s.video for s in events}
     names = sorted(data)
     random.Random(1).shuffle(names)
     held_out = set(names[:HELD_OUT_VIDEOS])
     corpus = Corpus(
         events=events,
-        queries=[q for q in queries if q.video in set(indexed)],
-        durations={v: float(data[v]["duration"]) for v in indexed},
+        queries=[q for q in queries if q.video in indexed],
+        durations={v: float(data[v]["duration"]) for v in sorted(indexed)},
     )
     return corpus, held_out
 
