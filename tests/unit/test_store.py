@@ -562,6 +562,7 @@ def test_storage_public_api_is_pinned():
             "content_tokens",
             "for_dialect",
             "query_tokens",
+            "word_tokens",
         ],
         "gpu": ["GpuConverter", "GpuMirror", "gpu_count", "make_gpu_converter"],
         "locks": ["DirectoryLock", "ReadWriteLock"],
