@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import os
+from collections import OrderedDict
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any, ClassVar
 
@@ -26,10 +29,25 @@ from vidseek.indexer.video.sampling import _frame_timeline, _Timeline
 from vidseek.storage.errors import VideoError
 
 
-class _PyAVFile:
-    """An open container, its frame index (from demuxing, no decoding) and decoder state."""
+@dataclass(frozen=True)
+class _StreamIndex:
+    """What demuxing a whole video stream tells (:meth:`_PyAVFile._scan`), kept per file."""
 
-    def __init__(self, av: Any, path: str) -> None:
+    pts: np.ndarray  # every frame's timestamp, presentation order
+    keyframes: np.ndarray  # frame numbers of the keyframes, 0 first
+    has_pts: bool
+    timeline: _Timeline
+    errors: tuple[str, ...]  # why demuxing stopped early, if it did
+
+
+class _PyAVFile:
+    """An open container, its frame index (from demuxing, no decoding) and decoder state.
+
+    ``index`` is this file's :class:`_StreamIndex` from an earlier opening; without
+    one the whole stream is demuxed to build it.
+    """
+
+    def __init__(self, av: Any, path: str, index: _StreamIndex | None = None) -> None:
         self.av = av
         self.container = av.open(path)
         try:
@@ -47,7 +65,12 @@ class _PyAVFile:
             sar = self.stream.sample_aspect_ratio
             self.sar = Fraction(sar) if sar else None
             self.errors: list[str] = []
-            self._scan()
+            self.index = index or self._scan()
+            self.errors.extend(self.index.errors)
+            self.pts = self.index.pts
+            self.keyframes = self.index.keyframes
+            self.has_pts = self.index.has_pts
+            self.timeline = self.index.timeline
         except BaseException:
             self.container.close()
             raise
@@ -57,43 +80,44 @@ class _PyAVFile:
         # Frame number the decoder yielded last; None when unknown (just sought).
         self.last: int | None = None
 
-    def _scan(self) -> None:
+    def _scan(self) -> _StreamIndex:
         """Timestamps and keyframes of every packet, in presentation order."""
         stamps: list[int] = []
         keys: list[int] = []
-        self.has_pts = True
+        errors: list[str] = []
+        has_pts = True
         try:
             for packet in self.container.demux(self.stream):
                 if not packet.size:
                     continue
                 stamp = packet.pts if packet.pts is not None else packet.dts
                 if stamp is None:
-                    self.has_pts = False
+                    has_pts = False
                     stamp = len(stamps)
                 if packet.is_keyframe:
                     keys.append(stamp)
                 stamps.append(stamp)
         except self.av.FFmpegError as exc:
             # A truncated or damaged container: index what demuxes.
-            self.errors.append(f"demuxing stopped: {_clean_message(str(exc))}")
+            errors.append(f"demuxing stopped: {_clean_message(str(exc))}")
         if not stamps:
             raise VideoError("video stream has no frames")
-        if not self.has_pts:
+        if not has_pts:
             # No timestamps (rare raw streams): frames are counted from the start.
             stamps = list(range(len(stamps)))
         order = np.sort(np.asarray(stamps, dtype=np.int64))
-        self.pts = order
-        self.keyframes = np.searchsorted(order, np.asarray(sorted(keys), dtype=np.int64))
-        if not len(self.keyframes) or self.keyframes[0] != 0:
-            self.keyframes = np.concatenate([[0], self.keyframes]).astype(np.int64)
-        if self.has_pts:
+        keyframes = np.searchsorted(order, np.asarray(sorted(keys), dtype=np.int64))
+        if not len(keyframes) or keyframes[0] != 0:
+            keyframes = np.concatenate([[0], keyframes]).astype(np.int64)
+        if has_pts:
             seconds = (order - order[0]).astype(np.float64) * float(self.time_base)
-            self.timeline = _frame_timeline(seconds, self.header_fps)
+            timeline = _frame_timeline(seconds, self.header_fps)
         else:
             if not self.header_fps:
                 raise VideoError("video has no timestamps and no frame rate")
-            self.timeline = _Timeline(self.header_fps, len(order), vfr=False)
+            timeline = _Timeline(self.header_fps, len(order), vfr=False)
         self.container.seek(0)
+        return _StreamIndex(order, keyframes, has_pts, timeline, tuple(errors))
 
     def index_of(self, frame: Any) -> int:
         """The frame number (presentation order) of a decoded frame."""
@@ -165,6 +189,11 @@ class PyAVBackend(FrameBackend):
     name = "pyav"
     # Let the decoder drop unwanted non-reference frames (see _PyAVFile.frames).
     skip_nonref: ClassVar[bool] = True
+    # Stream indexes kept for the files opened last. A decode pool hands any window
+    # of any running job to any worker, so a worker switches files often; without
+    # them every switch demuxed the whole file again (an hour of 360p: 320 MB read,
+    # about 1 s). An index is a few bytes per frame.
+    index_cache_size: ClassVar[int] = 16
 
     def __init__(self) -> None:
         import av
@@ -173,13 +202,25 @@ class PyAVBackend(FrameBackend):
         self._file: _PyAVFile | None = None
         self._path: str | None = None
         self._first_size = (0, 0)
+        self._indexes: OrderedDict[tuple[str, int, int, int], _StreamIndex] = OrderedDict()
+
+    @staticmethod
+    def _identity(path: str) -> tuple[str, int, int, int] | None:
+        """What a cached index is valid for: the path and the file's inode, size and mtime."""
+        try:
+            st = os.stat(path)
+        except OSError:
+            return None
+        return (path, st.st_ino, st.st_size, st.st_mtime_ns)
 
     def _open(self, path: str) -> _PyAVFile:
         if self._file is not None and path == self._path:
             return self._file
         self.close()
+        identity = self._identity(path)
+        index = self._indexes.get(identity) if identity is not None else None
         try:
-            file = _PyAVFile(self._av, path)
+            file = _PyAVFile(self._av, path, index)
         except self._av.FFmpegError as exc:
             reason = _diagnose(path) or _clean_message(str(exc))
             raise VideoError(f"cannot open video: {reason}") from None
@@ -197,6 +238,11 @@ class PyAVBackend(FrameBackend):
         file.last = file.index_of(first) - 1
         self._first_size = (int(first.width), int(first.height))
         self._file, self._path = file, path
+        if identity is not None:
+            self._indexes[identity] = file.index
+            self._indexes.move_to_end(identity)
+            while len(self._indexes) > self.index_cache_size:
+                self._indexes.popitem(last=False)
         return file
 
     def probe(self, path: str) -> VideoInfo:

@@ -14,6 +14,7 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -43,11 +44,13 @@ from vidseek.indexer.video import (
     DecodedFrames,
     DecodeWorker,
     FrameReader,
+    PyAVBackend,
     _frame_timeline,
     probe,
     resized_shape,
     sample_indices,
 )
+from vidseek.indexer.video.backend_pyav import _PyAVFile
 from vidseek.storage.errors import ConfigError, DecodeTimeout, NotFound, VideoError
 
 _NO_TORCHCODEC = torchcodec_missing()
@@ -411,6 +414,50 @@ def test_pyav_dropping_non_reference_frames_changes_no_frame(
                 slow = every.read(path, wanted, 48, 80, timeout=30)
                 assert np.array_equal(fast, slow), (path, start)
                 assert [read_counter(f) for f in fast] == wanted
+
+
+def test_pyav_indexes_each_file_once_while_switching_between_files(
+    long_video: str, rgb_video: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A pool worker gets windows of several videos in turn: each file is demuxed
+    # once, and what is read after a switch equals a fresh backend's read.
+    scans: list[str] = []
+    original = _PyAVFile._scan
+
+    def counting_scan(self: _PyAVFile) -> Any:
+        scans.append(self.container.name)
+        return original(self)
+
+    monkeypatch.setattr(_PyAVFile, "_scan", counting_scan)
+    backend = PyAVBackend()
+    wanted = {long_video: [[10, 100, 170], [400, 590]], rgb_video: [[3, 90], [120, 179]]}
+    try:
+        for round_ in range(2):
+            for path, runs in wanted.items():
+                out = np.zeros((len(runs[round_]), 32, 48, 3), np.uint8)
+                backend.read(path, runs[round_], (32, 48), out)
+                assert [read_counter(f) for f in out] == runs[round_], (path, round_)
+    finally:
+        backend.close()
+    assert sorted(scans) == sorted(wanted)
+
+
+def test_pyav_indexes_a_file_again_when_it_changes(videos: Path) -> None:
+    path = videos / "rewritten.mp4"
+    backend = PyAVBackend()
+    try:
+        write_video(path, seconds=1, fps=30)
+        assert backend.probe(str(path)).frame_count == 30
+        write_video(videos / "other.mp4", seconds=1, fps=30)
+        backend.probe(str(videos / "other.mp4"))  # closes the first file
+        write_video(videos / "longer.mp4", seconds=3, fps=30)
+        os.replace(videos / "longer.mp4", path)
+        assert backend.probe(str(path)).frame_count == 90
+        out = np.zeros((1, 32, 48, 3), np.uint8)
+        backend.read(str(path), [80], (32, 48), out)
+        assert read_counter(out[0]) == 80
+    finally:
+        backend.close()
 
 
 @pytest.mark.parametrize("rotation", [90, 180, 270])
