@@ -53,8 +53,10 @@ import numpy as np
 
 from vidseek.indexer import model_inputs
 from vidseek.indexer.captioner_vllm import (
+    DecodingSpec,
     engine_kwargs,
     processor_expands_bare_video_token,
+    sampling_params,
     spawn_engine_workers,
     vllm_prompt_text,
     window_request,
@@ -136,8 +138,10 @@ class AsyncVllmEngine:
     ``model`` is a hub id or a local checkpoint directory; ``engine_options`` go to
     ``AsyncEngineArgs`` on top of :func:`async_engine_kwargs` (e.g.
     ``load_format="dummy"``, ``quantization``); ``sampling_options`` to every
-    ``SamplingParams`` (e.g. ``ignore_eos=True`` for fixed-length benchmark answers).
-    ``max_video_tokens`` bounds the windows it will be sent (see
+    ``SamplingParams``. ``fixed_caption_tokens`` (benchmarks with random weights, which
+    never end an answer) makes every captioning window's answer exactly that many
+    tokens, unconstrained, while grounding windows (refinement) decode as in
+    production. ``max_video_tokens`` bounds the windows it will be sent (see
     :func:`~vidseek.indexer.captioner_vllm.engine_kwargs`). Building the engine takes
     minutes on a real model (the processor's first build included); build one per
     process.
@@ -158,6 +162,7 @@ class AsyncVllmEngine:
         max_video_tokens: int = 0,
         engine_options: Mapping[str, Any] | None = None,
         sampling_options: Mapping[str, Any] | None = None,
+        fixed_caption_tokens: int = 0,
         worker_multiproc_method: str | None = "spawn",
         llm_factory: Callable[[dict[str, Any]], Any] | None = None,
         bare_video_token: bool | None = None,
@@ -187,6 +192,11 @@ class AsyncVllmEngine:
         self._params, self._grounding_params = window_sampling_params(
             max_new_tokens, constrained_json, sampling_extra
         )
+        if fixed_caption_tokens:
+            self._params = sampling_params(
+                DecodingSpec(max_tokens=fixed_caption_tokens),
+                {**sampling_extra, "ignore_eos": True},
+            )
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(
             target=self._loop.run_forever, name="vllm-async-engine", daemon=True

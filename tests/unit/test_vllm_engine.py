@@ -149,21 +149,38 @@ def test_windows_from_many_threads_are_all_in_the_engine_at_once(fake_vllm, toke
         engine.submit(make_clip())
 
 
-def test_priority_and_grounding_reach_the_engine(fake_vllm, tokenizer):
-    engine, (llm,) = _engine(tokenizer, max_new_tokens=64)
+def _ingest_and_refine(engine: AsyncVllmEngine, llm: FakeAsyncLLM) -> dict[int, Any]:
+    """One ingestion and one refinement window through ``engine``; params by priority."""
     ingest = engine.submit(make_clip(index=0))
     refine = engine.submit(make_clip(index=1, query="a dog jumps"), priority=REFINE_PRIORITY)
     assert _until(lambda: len(llm.requests) == 2)
     engine._loop.call_soon_threadsafe(llm.gate.set)
     ingest.result(10), refine.result(10)
     engine.close()
-    by_priority = {priority: params for _, params, _, priority in llm.requests}
+    return {priority: params for _, params, _, priority in llm.requests}
+
+
+def test_priority_and_grounding_reach_the_engine(fake_vllm, tokenizer):
+    engine, (llm,) = _engine(tokenizer, max_new_tokens=64)
+    by_priority = _ingest_and_refine(engine, llm)
     assert set(by_priority) == {INGEST_PRIORITY, REFINE_PRIORITY}
     events = by_priority[INGEST_PRIORITY].kwargs["structured_outputs"].kwargs["grammar"]
     span = by_priority[REFINE_PRIORITY].kwargs["structured_outputs"].kwargs["grammar"]
     assert events == model_inputs.events_grammar_ebnf()
     assert span == model_inputs.span_grammar_ebnf()
     assert by_priority[INGEST_PRIORITY].kwargs["max_tokens"] == 64
+
+
+def test_fixed_length_captions_leave_grounding_decoding_as_in_production(fake_vllm, tokenizer):
+    # Benchmarks force caption answers to a fixed length; refinement must stay real.
+    engine, (llm,) = _engine(tokenizer, max_new_tokens=512, fixed_caption_tokens=256)
+    by_priority = _ingest_and_refine(engine, llm)
+    caption = by_priority[INGEST_PRIORITY].kwargs
+    grounding = by_priority[REFINE_PRIORITY].kwargs
+    assert caption["max_tokens"] == 256 and caption["ignore_eos"] is True
+    assert "structured_outputs" not in caption
+    assert "ignore_eos" not in grounding and grounding["max_tokens"] == 512
+    assert grounding["structured_outputs"].kwargs["grammar"] == model_inputs.span_grammar_ebnf()
 
 
 def test_an_engine_error_fails_only_its_window(fake_vllm, tokenizer):
