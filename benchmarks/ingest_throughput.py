@@ -5,7 +5,7 @@ Qwen3-VL-4B shape, ``load_format="dummy"``, see ``caption_throughput.py``):
 
 1. **The naive baseline**: bare ``vllm.LLM.generate`` (the offline engine, the
    project's ``VllmCaptioner``) on ``--baseline-windows`` windows decoded beforehand
-   from the first video, all in one call.
+   from the first videos, all in one call.
 2. **End to end**: ``create_server`` (the real gRPC server, job runner, decode pool,
    SQLite and FAISS), the SDK's ``Client.ingest`` for every video at once, waiting for
    every job through ``wait_for_job``. The captioning engine is the production
@@ -15,13 +15,15 @@ Qwen3-VL-4B shape, ``load_format="dummy"``, see ``caption_throughput.py``):
    minus the search) asks about a random 5 s moment of an ingesting video every
    ``--refine-interval`` seconds; its latency is reported.
 
-Answers are forced to ``--output-tokens`` tokens (``ignore_eos``, no grammar; random
-weights never stop), so with random weights no window parses into events: embedding
-and commit cost only the window rows here. Reported per run: video-hours per GPU-hour,
-GPU busy fraction (NVML utilisation, sampled 10 times a second over the run), peak GPU
-and host memory, where the time goes (decode in the pool's processes, waits of the job
-threads, vLLM preprocessing and generation summed over windows), and refinement
-latency p50/p99. A decode-only pass times the decode pool per resolution and size.
+Caption answers are forced to ``--output-tokens`` tokens (``ignore_eos``, no grammar;
+random weights never stop); refinement answers decode as in production, under the span
+grammar that ends them within 40 tokens. With random weights no window parses into
+events: embedding and commit cost only the window rows here. Reported per run:
+video-hours per GPU-hour, GPU busy fraction (NVML utilisation, sampled 10 times a
+second over the run), the same two over the steady state, peak GPU and host memory,
+where the time goes (decode in the pool's processes, waits of the job threads, vLLM
+preprocessing and generation summed over windows), and refinement latency p50/p99.
+A decode-only pass times the decode pool per resolution and size.
 
 On the lent GPU machine (vLLM 0.26; see the README's GPU section)::
 
@@ -59,7 +61,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))  # benchmarks.* and tests.support, when run as a script
 
 from benchmarks.caption_throughput import _size  # noqa: E402
-from benchmarks.make_videos import make_videos  # noqa: E402
+from benchmarks.make_videos import make_videos, with_copies  # noqa: E402
 from vidseek.indexer.engine import EngineStats  # noqa: E402
 from vidseek.indexer.types import CaptionOutput, WindowClip  # noqa: E402
 
@@ -72,6 +74,7 @@ class GpuSampler:
     def __init__(self, period: float = 0.1) -> None:
         self.period = period
         self.samples: list[float] = []
+        self.times: list[float] = []  # perf_counter of each sample
         self.peak_memory_gib = 0.0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -105,7 +108,13 @@ class GpuSampler:
             busy = [nvml.nvmlDeviceGetUtilizationRates(h).gpu / 100 for h in self._handles]
             used = sum(nvml.nvmlDeviceGetMemoryInfo(h).used for h in self._handles)
             self.samples.append(sum(busy) / len(busy))
+            self.times.append(time.perf_counter())
             self.peak_memory_gib = max(self.peak_memory_gib, used / 2**30)
+
+    def busy_between(self, start: float, end: float) -> float | None:
+        """Mean utilisation of the samples taken between two ``perf_counter`` times."""
+        window = [b for b, t in zip(self.samples, self.times, strict=True) if start <= t <= end]
+        return round(statistics.fmean(window), 3) if window else None
 
     def report(self) -> dict[str, Any]:
         if not self.samples:
@@ -189,7 +198,13 @@ def model_dir(work: Path, variant: str, args: argparse.Namespace) -> Path:
 
 
 def engine_options(args: argparse.Namespace) -> dict[str, Any]:
-    options: dict[str, Any] = {"load_format": "dummy", "dtype": "bfloat16"}
+    # Prefix caching off: copies of a video (--copies) carry the same frames, so their
+    # windows would be served from the cache, which distinct videos never are.
+    options: dict[str, Any] = {
+        "load_format": "dummy",
+        "dtype": "bfloat16",
+        "enable_prefix_caching": False,
+    }
     if args.max_num_batched_tokens:
         options["max_num_batched_tokens"] = args.max_num_batched_tokens
     if args.max_num_seqs:
@@ -225,12 +240,16 @@ def build_engine(directory: Path, args: argparse.Namespace) -> Any:
 
     height, width = args.frame_size
     frames = math.ceil(max(args.window_seconds) * args.sample_fps) + 1
+    # Captions are forced to --output-tokens (random weights never end one); refinement
+    # decodes as in production, its span grammar ending the answer (at most 40 tokens).
+    options = {**vllm_options(args), "constrained_json": True, "sampling_options": {}}
     return AsyncVllmEngine(
         str(directory),
         renderer_workers=args.renderer_workers,
         data_parallel_size=args.data_parallel,
         max_video_tokens=max_video_tokens(frames, height * width),
-        **vllm_options(args),
+        fixed_caption_tokens=args.output_tokens,
+        **options,
     )
 
 
@@ -348,7 +367,7 @@ def run_end_to_end(
             "max_new_tokens": args.output_tokens,
             "max_in_flight": args.max_in_flight,
             "decode_processes": args.decode_processes,
-            "ingest_workers": len(videos),
+            "ingest_workers": args.ingest_workers or len(videos),
             "refine_timeout": args.refine_timeout,
             "grpc_workers": 16,
         },
@@ -389,14 +408,23 @@ def run_end_to_end(
             latencies.append(elapsed)
             late += elapsed >= args.refine_timeout * 0.99
 
-    def report_progress(started: float, gpu: GpuSampler, emit: Any) -> None:
-        """A line every ``--progress-interval`` s, so a run cut short still tells its rate.
+    curve: list[tuple[float, int]] = []  # (perf_counter, windows committed), every second
 
-        If no window completes for ``--stall-dump`` s, every thread's stack goes to
-        stderr once (where a stalled engine waits shows there).
+    def report_progress(started: float, gpu: GpuSampler, emit: Any) -> None:
+        """Records the windows done each second; a line every ``--progress-interval`` s.
+
+        The lines let a run cut short still tell its rate. If no window completes for
+        ``--stall-dump`` s, every thread's stack goes to stderr once (where a stalled
+        engine waits shows there).
         """
         completed, changed, dumped = -1, time.monotonic(), False
-        while not done.wait(args.progress_interval):
+        emitted = time.perf_counter()
+        while not done.wait(1.0):
+            jobs = app.store.list_jobs(0, 10_000)
+            curve.append((time.perf_counter(), sum(j.windows_done for j in jobs)))
+            if time.perf_counter() - emitted < args.progress_interval:
+                continue
+            emitted = time.perf_counter()
             now_completed = engine.stats.snapshot()["completed"]
             if now_completed != completed:
                 completed, changed = now_completed, time.monotonic()
@@ -404,13 +432,12 @@ def run_end_to_end(
                 print(f"no window completed for {args.stall_dump:g} s; stacks:", file=sys.stderr)
                 faulthandler.dump_traceback(sys.stderr, all_threads=True)
                 dumped = True
-            jobs = app.store.list_jobs(0, 100)
             emit(
                 {
                     "run": "end to end (progress)",
                     "window_seconds": window_seconds,
                     "elapsed_s": round(time.perf_counter() - started, 1),
-                    "windows_done": sum(j.windows_done for j in jobs),
+                    "windows_done": curve[-1][1],
                     "windows_total": sum(j.windows_total for j in jobs),
                     "stage_seconds": app.jobs.timings.snapshot(),
                     "engine": engine.stats.snapshot(),
@@ -461,7 +488,32 @@ def run_end_to_end(
         "refine_p99_s": _round(percentile(latencies, 99)),
         "refine_late": late,
         "host_peak_memory_gib": round(host.peak_gib, 1),
+        **steady_state(curve, window_seconds, gpus, gpu),
         **gpu.report(),
+    }
+
+
+def steady_state(
+    curve: list[tuple[float, int]], window_seconds: float, gpus: int, gpu: GpuSampler
+) -> dict[str, Any]:
+    """Rate and GPU busy fraction between 10% and 90% of the windows committed.
+
+    Start-up (the first windows decoding) and the tail (the last windows of each
+    video, when the engine empties) are left out. Windows count as ``window_seconds``
+    of video each (only a video's last window is shorter).
+    """
+    if len(curve) < 2 or curve[-1][1] < 10:
+        return {}
+    total = curve[-1][1]
+    start = next(p for p in curve if p[1] >= 0.1 * total)
+    end = next(p for p in curve if p[1] >= 0.9 * total)
+    if end[0] <= start[0]:
+        return {}
+    hours = (end[1] - start[1]) * window_seconds / 3600
+    return {
+        "steady_s": round(end[0] - start[0], 1),
+        "steady_video_hours_per_gpu_hour": round(hours / ((end[0] - start[0]) / 3600) / gpus, 1),
+        "steady_gpu_busy": gpu.busy_between(start[0], end[0]),
     }
 
 
@@ -549,6 +601,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--frame-size", type=_size, default=(256, 448), help="HxW")
     parser.add_argument("--output-tokens", type=int, default=256)
     parser.add_argument("--baseline-windows", type=int, default=64, help="0: no baseline")
+    parser.add_argument("--copies", type=int, default=1, help="remuxed copies of each video")
+    parser.add_argument("--ingest-workers", type=int, default=0, help="0: one per video")
     parser.add_argument("--max-in-flight", type=int, default=64)
     parser.add_argument("--decode-processes", type=int, default=0, help="0: half the cores")
     parser.add_argument("--decode-sizes", type=int, nargs="*", default=[1, 4, 8])
@@ -585,7 +639,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 out.write(line + "\n")
 
     started = time.perf_counter()
-    videos = make_videos(args.video_dir, args.videos, args.make_processes)
+    videos = with_copies(make_videos(args.video_dir, args.videos, args.make_processes), args.copies)
     print(f"videos ready in {time.perf_counter() - started:.0f} s", file=sys.stderr, flush=True)
     from vidseek.indexer.video import DecodeWorker, probe
 
@@ -598,7 +652,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     for variant in args.variants:
         directory = model_dir(work, variant, args)
         if args.baseline_windows and args.engine == "vllm":
-            clips = decode_windows(videos[0], args.baseline_windows, args.window_seconds[0], args)
+            clips: list[WindowClip] = []
+            for video in videos[: len(videos) // args.copies]:  # distinct videos, no copies
+                more = args.baseline_windows - len(clips)
+                if more > 0:
+                    clips += decode_windows(video, more, args.window_seconds[0], args)
             emit({"variant": variant, **run_baseline(directory, clips, args)})
             del clips
         build_started = time.perf_counter()

@@ -10,6 +10,11 @@ shifted), so an hour of 1080p takes minutes on a many-core machine instead of an
 
 Each spec is ``<height>p:<seconds>``; the file is ``OUT_DIR/<height>p_<seconds>s_<n>.mp4``
 (n counts same-spec videos; each has its own seed). Existing files are kept.
+
+``--copies K`` adds ``K - 1`` copies of every video (``<name>_copy<k>.mp4``): the same
+packets remuxed under another title, so each is a distinct file (its own content hash,
+so its own video to the indexer) that decodes like the original. A long ingestion run
+needs many video-hours, and copying takes seconds where encoding takes minutes.
 """
 
 from __future__ import annotations
@@ -132,6 +137,34 @@ def make_video(
     return path
 
 
+def copy_video(source: Path, path: Path, title: str) -> Path:
+    """``source``'s packets remuxed into ``path`` with ``title`` (made once)."""
+    if path.exists():
+        return path
+    tmp = path.with_suffix(".copying.mp4")
+    with av.open(str(source)) as src, av.open(str(tmp), "w") as out:
+        out.metadata["title"] = title
+        video = src.streams.video[0]
+        stream = out.add_stream_from_template(video)
+        for packet in src.demux(video):
+            if packet.dts is None:
+                continue
+            packet.stream = stream
+            out.mux(packet)
+    tmp.rename(path)
+    return path
+
+
+def with_copies(paths: list[Path], copies: int) -> list[Path]:
+    """``paths`` and ``copies - 1`` remuxed copies of each (see the module docstring)."""
+    every = list(paths)
+    for k in range(1, copies):
+        for path in paths:
+            name = path.with_name(f"{path.stem}_copy{k}.mp4")
+            every.append(copy_video(path, name, f"{path.stem} copy {k}"))
+    return every
+
+
 def make_videos(out_dir: Path, specs: list[str], processes: int) -> list[Path]:
     """Every video of ``specs`` (``"<height>p:<seconds>"``), encoded on ``processes``."""
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -153,9 +186,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("out_dir", type=Path)
     parser.add_argument("specs", nargs="+", help="<height>p:<seconds>, e.g. 1080p:3600")
     parser.add_argument("--processes", type=int, default=4)
+    parser.add_argument("--copies", type=int, default=1, help="remuxed copies of each, in all")
     args = parser.parse_args(argv)
     started = time.perf_counter()
-    for path in make_videos(args.out_dir, args.specs, args.processes):
+    made = make_videos(args.out_dir, args.specs, args.processes)
+    for path in with_copies(made, args.copies):
         print(path, f"{path.stat().st_size / 1e6:.1f} MB")
     print(f"{time.perf_counter() - started:.1f} s", file=sys.stderr)
     return 0

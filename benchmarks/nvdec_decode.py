@@ -1,0 +1,155 @@
+"""NVDEC against the CPU decode pool: 60 s windows at 1 fps, frames at the model's size.
+
+For each video, the first ``--windows`` 60 s windows (1 frame a second, 30 fps
+sources) are decoded to RGB frames of ``--frame-size`` in host memory, as ingestion
+hands them to the model, two ways in the same run:
+
+* ``pyav pool``: the project's :class:`~vidseek.indexer.decode_pool.DecodePool`
+  (``--processes`` decoder processes, the production path);
+* ``nvdec``: NVIDIA's ``PyNvVideoCodec`` ``SimpleDecoder`` on the GPU's hardware
+  decoders, RGB out in device memory, resized on the GPU (``torch`` bilinear with
+  antialiasing), then copied to the host; ``--threads`` decoders in parallel, one
+  per thread.
+
+Prints one JSON line per (video, path, parallelism): video-hours decoded per hour
+of wall time. Needs a CUDA GPU, ``PyNvVideoCodec`` and the driver's ``libnvcuvid``.
+
+    python benchmarks/nvdec_decode.py /root/videos/360p_1800s_0.mp4 /root/videos/1080p_600s_0.mp4
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from benchmarks.caption_throughput import _size  # noqa: E402
+
+
+def window_indices(frame_count: int, fps: float, windows: int) -> list[list[int]]:
+    """Frame indices of the first ``windows`` 60 s windows at 1 frame a second."""
+    step = round(fps)
+    per = 60 * step
+    out = []
+    for w in range(windows):
+        first = w * per
+        if first + per > frame_count:
+            break
+        out.append(list(range(first, first + per, step)))
+    return out
+
+
+def nvdec_window(path: str, indices: list[int], size: tuple[int, int], local: Any) -> int:
+    """One window through NVDEC in this thread's decoder; the frames end on the host."""
+    import PyNvVideoCodec as nvc
+    import torch
+
+    decoders = local.__dict__.setdefault("decoders", {})
+    decoder = decoders.get(path)
+    if decoder is None:
+        decoder = decoders[path] = nvc.SimpleDecoder(
+            path, gpu_id=0, use_device_memory=True, output_color_type=nvc.OutputColorType.RGB
+        )
+    frames = decoder.get_batch_frames_by_index(indices)
+    batch = torch.stack([torch.from_dlpack(f) for f in frames])  # N, H, W, 3 uint8 on the GPU
+    if batch.shape[-1] != 3:  # planar RGB
+        batch = batch.permute(0, 2, 3, 1)
+    x = batch.permute(0, 3, 1, 2).float()
+    x = torch.nn.functional.interpolate(x, size=size, mode="bilinear", antialias=True)
+    host = x.round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous().cpu()
+    return int(host.shape[0])
+
+
+def time_nvdec(path: str, windows: list[list[int]], size: tuple[int, int], threads: int) -> float:
+    import threading
+
+    local = threading.local()
+    with ThreadPoolExecutor(threads) as pool:
+        list(pool.map(partial(nvdec_window, path, size=size, local=local), windows[:threads]))
+        started = time.perf_counter()  # decoders opened and warm
+        frames = sum(pool.map(partial(nvdec_window, path, size=size, local=local), windows))
+        elapsed = time.perf_counter() - started
+    assert frames == sum(len(w) for w in windows)
+    return elapsed
+
+
+def time_pool(path: str, windows: list[list[int]], size: tuple[int, int], processes: int) -> float:
+    from vidseek.indexer.decode_pool import DecodePool
+
+    h, w = size
+    pool = DecodePool("pyav", processes)
+    try:
+        warm = [pool.submit(lambda wk, i=i: wk.read(path, i, h, w, timeout=600)) for i in windows]
+        for f in warm[:processes]:
+            f.result()
+        for f in warm[processes:]:
+            f.cancel()
+        started = time.perf_counter()
+        futures = [
+            pool.submit(lambda wk, i=i: wk.read(path, i, h, w, timeout=600)) for i in windows
+        ]
+        for f in futures:
+            f.result()
+        return time.perf_counter() - started
+    finally:
+        pool.close()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("videos", nargs="+")
+    parser.add_argument("--windows", type=int, default=24)
+    parser.add_argument("--frame-size", type=_size, default=(256, 448), help="HxW")
+    parser.add_argument("--threads", type=int, nargs="+", default=[1, 4, 8])
+    parser.add_argument("--processes", type=int, nargs="+", default=[8])
+    parser.add_argument("--json-out", default="")
+    args = parser.parse_args(argv)
+    from vidseek.indexer.video import DecodeWorker, probe
+
+    date = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+
+    def emit(row: dict[str, Any]) -> None:
+        line = json.dumps({**row, "date": date})
+        print(line, flush=True)
+        if args.json_out:
+            with open(args.json_out, "a") as out:
+                out.write(line + "\n")
+
+    for video in args.videos:
+        with DecodeWorker("pyav") as worker:
+            info = probe(video, timeout=300, worker=worker)
+        windows = window_indices(info.frame_count, info.fps, args.windows)
+        hours = len(windows) * 60 / 3600
+        base = {"video": Path(video).name, "height": info.height, "windows": len(windows)}
+        runs = [("pyav pool", n, time_pool) for n in args.processes]
+        runs += [("nvdec", n, time_nvdec) for n in args.threads]
+        for name, n, timer in runs:
+            try:
+                elapsed = timer(video, windows, args.frame_size, n)
+            except Exception as exc:  # report and go on: the other paths still count
+                emit({**base, "run": name, "parallel": n, "error": f"{type(exc).__name__}: {exc}"})
+                continue
+            emit(
+                {
+                    **base,
+                    "run": name,
+                    "parallel": n,
+                    "elapsed_s": round(elapsed, 2),
+                    "video_hours_per_hour": round(hours / (elapsed / 3600), 1),
+                }
+            )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
