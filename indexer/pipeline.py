@@ -38,6 +38,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 from vidseek.indexer.captioner import Captioner
 from vidseek.indexer.decode_pool import DecodePool
@@ -261,12 +262,19 @@ class Ingestor:
         in_flight: dict[Future[CaptionOutput], WindowClip] = {}
         failures: list[BaseException] = []
 
-        def commit_answers(block: bool) -> None:
-            """Commit the windows whose answers have come (waiting for one if ``block``)."""
+        def commit_answers(block: bool, decoding: Future[Any] | None = None) -> None:
+            """Commit the windows whose answers have come (waiting for one if ``block``).
+
+            With ``decoding``, the wait also ends when that decode finishes, so answers
+            are committed while the next window decodes, not after it.
+            """
             if not in_flight:
                 return
             started = time.perf_counter()
-            done, _ = wait(in_flight, timeout=None if block else 0, return_when=FIRST_COMPLETED)
+            waiting: list[Future[Any]] = [*in_flight, *([decoding] if decoding else [])]
+            done, _ = wait(waiting, timeout=None if block else 0, return_when=FIRST_COMPLETED)
+            if decoding is not None:
+                done.discard(decoding)
             if block:
                 self.timings.add("answer_wait", time.perf_counter() - started)
             for future in sorted(done, key=lambda f: in_flight[f].window.index):
@@ -288,7 +296,10 @@ class Ingestor:
         stopped = False
         decoded_windows = self._decode_ahead(str(path), info, plan, todo)
         try:
-            for clip, note in decoded_windows:
+            for decoding in decoded_windows:
+                while in_flight and not decoding.done():
+                    commit_answers(block=True, decoding=decoding)
+                clip, note = decoding.result()
                 if note:
                     log.warning("%s: %s", uri, note)
                     progress.gap = progress.gap or note
@@ -391,12 +402,13 @@ class Ingestor:
 
     def _decode_ahead(
         self, path: str, info: VideoInfo, plan: WindowPlan, todo: Sequence[Window]
-    ) -> Generator[tuple[WindowClip | None, str], None, None]:
-        """Decoded windows in plan order, decoding up to ``decode_ahead`` windows ahead.
+    ) -> Generator[Future[tuple[WindowClip | None, str]], None, None]:
+        """Decodes of the windows in plan order, up to ``decode_ahead`` windows ahead.
 
-        The windows ahead decode in parallel on the pool. Each comes with a note on
-        its decoding gap ("" if none); a window too damaged to caption comes back as
-        ``None``. Closing the generator cancels the decodes not yet started.
+        The windows ahead decode in parallel on the pool. Each future holds the clip
+        and a note on its decoding gap ("" if none); a window too damaged to caption
+        comes back as ``None``. The next decode starts when the consumer comes back
+        for another. Closing the generator cancels the decodes not yet started.
         """
         ahead = max(1, self.config.decode_ahead or self.decode_pool.size)
         pending: deque[Future[tuple[WindowClip | None, str]]] = deque()
@@ -418,9 +430,8 @@ class Ingestor:
             more()
         try:
             while pending:
-                decoded = pending.popleft().result()
-                more()
-                yield decoded
+                yield pending.popleft()
+                more()  # the consumer has taken the last one's frames
         finally:
             for future in pending:
                 future.cancel()

@@ -117,6 +117,40 @@ def test_decoding_stops_while_the_engine_is_full(store, embedder, video):
     assert result.progress.windows_done == 10
 
 
+def test_an_answer_commits_while_the_next_window_is_still_decoding(store, embedder, video):
+    engine = HeldEngine()
+    config = IngestConfig(plan=PLAN, max_in_flight=4, decode_processes=1, decode_ahead=1)
+    ingestor = Ingestor(store, engine, embedder, config)
+    gate = threading.Event()
+    decode = ingestor.decode_pool.submit
+
+    def gated_submit(fn):  # window 1 and later decode only once the gate opens
+        window = getattr(fn, "keywords", {}).get("w")
+        if window is None or window.index == 0:
+            return decode(fn)
+        return decode(lambda worker: gate.wait(30) and fn(worker))
+
+    ingestor.decode_pool.submit = gated_submit  # type: ignore[method-assign]
+    try:
+        thread, out = _ingest_in_background(ingestor, video)
+        assert engine.wait_held(1)
+        engine.release()  # window 0 answered while window 1 cannot decode
+        video_id = store.list_videos(0, 1)[0].id
+        deadline = time.monotonic() + 10
+        while not _committed_indices(store, video_id) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert _committed_indices(store, video_id) == [0]
+        gate.set()
+        while thread.is_alive():
+            engine.release()
+            time.sleep(0.05)
+    finally:
+        gate.set()
+        ingestor.close()
+    (result,) = out
+    assert result.progress.windows_done == 10
+
+
 def test_a_failed_window_still_commits_the_others_in_flight_and_a_rerun_does_the_rest(
     store, embedder, video
 ):
