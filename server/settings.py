@@ -149,7 +149,9 @@ class Settings:
         "decoding waits while it is full.",
     )
     decode_processes: int = _s(
-        0, "Decoder processes shared by all ingest jobs (0: half the cores)."
+        0,
+        "Decoder processes shared by all ingest jobs (0: half the cores; 'nvdec' runs one, "
+        "decoding on several threads).",
     )
     max_queued_jobs: int = _s(
         10_000,
@@ -162,8 +164,9 @@ class Settings:
     )
     decode_backend: str = _s(
         "pyav",
-        "Video decoder: 'pyav' (fastest measured), 'decord', 'torchcodec' (needs the "
-        "system FFmpeg libraries) or 'torchcodec-cuda' (NVDEC).",
+        "Video decoder: 'pyav' (fastest on the CPU), 'decord', 'torchcodec' (needs the "
+        "system FFmpeg libraries), 'torchcodec-cuda' or 'nvdec' (GPU decoders; 'nvdec' "
+        "needs the gpu extra's PyNvVideoCodec).",
     )
     decode_timeout: float = _s(
         120.0, "Seconds a decode request may take before the decoder process is killed."

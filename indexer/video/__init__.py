@@ -10,7 +10,8 @@ worker. Decoded frames come back through an anonymous shared-memory file
 window is ~40 MB, which takes ~20 ms this way and ~100 ms through the pipe.
 
 Backends (:class:`FrameBackend`): ``"pyav"``, ``"torchcodec"`` (CPU),
-``"torchcodec-cuda"`` (NVDEC, where CUDA is available) and ``"decord"``. All
+``"torchcodec-cuda"`` (NVDEC, where CUDA is available), ``"nvdec"`` (NVDEC through
+NVIDIA's PyNvVideoCodec, needing no FFmpeg libraries) and ``"decord"``. All
 return frames RGB, upright (the display rotation applied), at the display
 aspect ratio (the sample aspect ratio applied: probed ``width`` is the display
 width), resized inside the worker so only small frames cross the process
@@ -44,6 +45,7 @@ request (a bounded number of times) so one bad frame does not lose a window.
 """
 
 from vidseek.indexer.video.backend_decord import DecordBackend
+from vidseek.indexer.video.backend_nvdec import NvdecBackend
 from vidseek.indexer.video.backend_pyav import PyAVBackend
 from vidseek.indexer.video.backend_torchcodec import TorchCodecBackend, TorchCodecCudaBackend
 from vidseek.indexer.video.backends import BACKENDS
@@ -65,6 +67,7 @@ __all__ = [
     "DecordBackend",
     "FrameBackend",
     "FrameReader",
+    "NvdecBackend",
     "PyAVBackend",
     "TorchCodecBackend",
     "TorchCodecCudaBackend",

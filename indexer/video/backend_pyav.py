@@ -262,6 +262,10 @@ class PyAVBackend(FrameBackend):
             vfr=timeline.vfr,
         )
 
+    def timeline(self, path: str) -> _Timeline:
+        """How frame indices map onto ``path``'s frames (from its stream index)."""
+        return self._open(path).timeline
+
     def read(
         self,
         path: str,

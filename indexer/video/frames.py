@@ -210,6 +210,8 @@ class FrameBackend(abc.ABC):
     """
 
     name: ClassVar[str]
+    # Decoder processes worth running at once (0: as many as the pool is given).
+    max_processes: ClassVar[int] = 0
 
     @abc.abstractmethod
     def probe(self, path: str) -> VideoInfo:

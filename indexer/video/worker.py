@@ -114,7 +114,8 @@ def _worker_main(conn: Connection, backend_cls: type[FrameBackend]) -> None:
         backend.close()
 
 
-def _resolve_backend(backend: str | type[FrameBackend]) -> type[FrameBackend]:
+def resolve_backend(backend: str | type[FrameBackend]) -> type[FrameBackend]:
+    """The backend class named by ``backend`` (a class is returned as it is)."""
     if isinstance(backend, str):
         try:
             return BACKENDS[backend]
@@ -226,7 +227,7 @@ class DecodeWorker:
         ``backend`` is a name in :data:`BACKENDS` or a :class:`FrameBackend`
         subclass importable by the worker; ``start_timeout`` bounds starting it.
         """
-        self.backend = _resolve_backend(backend)
+        self.backend = resolve_backend(backend)
         self.start_timeout = start_timeout
         self._lock = threading.Lock()
         self._proc: BaseProcess | None = None

@@ -30,7 +30,7 @@ import numpy as np
 import numpy.typing as npt
 
 from vidseek.indexer.types import VideoInfo
-from vidseek.indexer.video import DecordBackend, Frames, PyAVBackend, _StreamFacts
+from vidseek.indexer.video import DecordBackend, Frames, NvdecBackend, PyAVBackend, _StreamFacts
 
 __all__ = [
     "BLUE",
@@ -336,3 +336,11 @@ class PyAVDecodingEveryFrame(PyAVBackend):
 
     name = "pyav-every-frame"
     skip_nonref = False
+
+
+class NvdecOnCpu(NvdecBackend):
+    """The NVDEC backend with :mod:`tests.support.fake_nvc` for PyNvVideoCodec, on the CPU."""
+
+    name = "nvdec-on-cpu"
+    device = "cpu"
+    module = "tests.support.fake_nvc"

@@ -1,0 +1,186 @@
+"""The NVDEC backend (:class:`NvdecBackend`): the GPU's hardware decoders through PyNvVideoCodec.
+
+Frames are decoded by NVIDIA's ``PyNvVideoCodec`` (``SimpleDecoder``, RGB in device
+memory), resized on the GPU (``torch`` bilinear with antialiasing), turned upright,
+and copied to host memory at the requested size, so only model-sized frames leave
+the GPU. Probing and the frame index (which frame is frame *n*, keyframes, variable
+frame rate) are PyAV's: the container is demuxed on the CPU, nothing is decoded
+there but the first frame. Frame numbers count frames in presentation order in both
+libraries.
+
+Parallelism is inside one process (:attr:`max_processes` is 1): a request's frames
+are split into ``threads`` runs of consecutive frames, each decoded by its own
+decoder on its own thread. On the H200 (``benchmarks/nvdec_decode.py``), 8 decoders
+on threads of one process decoded 60 s windows at 1 fps 1.9x (360p) and 1.5x (1080p)
+faster than eight PyAV processes, while 8 processes with one decoder each decoded 6x
+slower than one process: the processes' GPU contexts take turns on the GPU.
+
+A file NVDEC cannot open (a codec or profile the GPU does not decode) is decoded
+with PyAV instead, with a warning.
+
+``PyNvVideoCodec`` and CUDA are needed where the worker starts (the ``gpu`` extra);
+without them the worker fails to start with a message naming what is missing.
+"""
+
+from __future__ import annotations
+
+import importlib
+import itertools
+import logging
+import threading
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, ClassVar
+
+import numpy as np
+
+from vidseek.indexer.types import VideoInfo
+from vidseek.indexer.video.backend_pyav import PyAVBackend
+from vidseek.indexer.video.frames import (
+    FrameBackend,
+    Frames,
+    _clean_message,
+    _groups,
+    _read_runs,
+)
+from vidseek.storage.errors import VideoError
+
+log = logging.getLogger(__name__)
+
+
+class _CannotOpen(Exception):
+    """NVDEC cannot open a file (not a :class:`VideoError`: the file may decode on the CPU)."""
+
+
+class NvdecBackend(FrameBackend):
+    """NVDEC through PyNvVideoCodec; PyAV's index and probe (see the module docstring)."""
+
+    name = "nvdec"
+    max_processes = 1
+    device: ClassVar[str] = "cuda"
+    module: ClassVar[str] = "PyNvVideoCodec"
+    threads: ClassVar[int] = 8  # decoders decoding one request's frames at once
+    # Fewest frames a thread is given: each run starts at a keyframe.
+    min_run_frames: ClassVar[int] = 4
+
+    def __init__(self) -> None:
+        try:
+            import torch
+
+            self._nvc: Any = importlib.import_module(self.module)
+        except Exception as exc:
+            raise RuntimeError(
+                f"cannot import {self.module} ({type(exc).__name__}: "
+                f"{_clean_message(str(exc))}); install the gpu extra"
+            ) from None
+        if self.device.startswith("cuda") and not torch.cuda.is_available():
+            raise RuntimeError("CUDA is not available for NVDEC decoding")
+        self._torch: Any = torch
+        self._index = PyAVBackend()
+        self._cpu_only: set[str] = set()  # files NVDEC could not open: PyAV decodes them
+        self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="nvdec")
+        self._local = threading.local()  # each pool thread's decoder and its file
+
+    def probe(self, path: str) -> VideoInfo:
+        """See :meth:`FrameBackend.probe` (PyAV's probe: demuxing and one frame on the CPU)."""
+        return self._index.probe(path)
+
+    def read(
+        self,
+        path: str,
+        indices: Sequence[int],
+        size: tuple[int, int],
+        out: Frames,
+        *,
+        skip_errors: bool = False,
+    ) -> dict[int, str]:
+        """See :meth:`FrameBackend.read`."""
+        info = self._index.probe(path)
+        if path in self._cpu_only:
+            return self._index.read(path, indices, size, out, skip_errors=skip_errors)
+        timeline = self._index.timeline(path)
+        if indices[-1] >= timeline.frame_count:
+            raise VideoError(f"frame {indices[-1]} is past the end ({timeline.frame_count} frames)")
+        rotation = info.rotation
+        try:
+            return _read_runs(
+                indices,
+                _groups(timeline.frames(indices)),
+                out,
+                skip_errors,
+                lambda frames: self._decode_parallel(path, frames, size, rotation),
+                lambda frame: self._pool.submit(
+                    self._decode_run, path, [frame], size, rotation
+                ).result(),
+            )
+        except _CannotOpen as exc:  # a codec or profile the GPU lacks: decode on the CPU
+            log.warning(
+                "NVDEC cannot decode %s (%s, %s): decoding it with PyAV",
+                path,
+                info.codec or "unknown codec",
+                exc,
+            )
+            self._cpu_only.add(path)
+            return self._index.read(path, indices, size, out, skip_errors=skip_errors)
+
+    def _decode_parallel(
+        self, path: str, frames: list[int], size: tuple[int, int], rotation: int
+    ) -> Any:
+        """``frames`` in runs of consecutive frames, one run per pool thread, joined in order."""
+        count = max(1, min(self.threads, len(frames) // self.min_run_frames))
+        bounds = [len(frames) * k // count for k in range(count + 1)]
+        runs = [frames[lo:hi] for lo, hi in itertools.pairwise(bounds)]
+        futures = [self._pool.submit(self._decode_run, path, run, size, rotation) for run in runs]
+        return np.concatenate([f.result() for f in futures])
+
+    def _decode_run(
+        self, path: str, frames: list[int], size: tuple[int, int], rotation: int
+    ) -> Any:
+        """Frames of ``path`` with this pool thread's decoder (opened on its first run)."""
+        local = self._local
+        if getattr(local, "path", None) != path:
+            local.decoder, local.path = None, None  # one file's decoder per thread
+            nvc = self._nvc
+            try:
+                local.decoder = nvc.SimpleDecoder(
+                    path,
+                    gpu_id=0,
+                    use_device_memory=True,
+                    output_color_type=nvc.OutputColorType.RGB,
+                )
+            except Exception as exc:
+                raise _CannotOpen(_clean_message(str(exc))) from None
+            local.path = path
+        return self._decode(local.decoder, frames, size, rotation)
+
+    def _decode(self, decoder: Any, frames: list[int], size: tuple[int, int], rotation: int) -> Any:
+        """Frames ``frames`` as ``(N, h, w, 3)`` uint8 in host memory, upright, at ``size``."""
+        torch = self._torch
+        try:
+            decoded = decoder.get_batch_frames_by_index(frames)
+            if len(decoded) != len(frames):
+                raise VideoError(f"NVDEC returned {len(decoded)} of {len(frames)} frames")
+            batch = torch.stack([torch.from_dlpack(f) for f in decoded])
+        except VideoError:
+            raise
+        except Exception as exc:
+            raise VideoError(_clean_message(str(exc))) from None
+        if batch.ndim != 4 or batch.shape[-1] != 3:
+            shape = tuple(batch.shape)
+            raise VideoError(f"NVDEC returned frames of shape {shape}, not N x H x W x 3")
+        h, w = size
+        coded = (w, h) if rotation in (90, 270) else (h, w)
+        x = batch.permute(0, 3, 1, 2).float()
+        if tuple(x.shape[2:]) != coded:
+            x = torch.nn.functional.interpolate(x, size=coded, mode="bilinear", antialias=True)
+        if rotation:
+            x = torch.rot90(x, rotation // 90, dims=(2, 3))
+        x = x.round_().clamp_(0, 255).to(torch.uint8)
+        return x.permute(0, 2, 3, 1).contiguous().cpu().numpy()
+
+    def close(self) -> None:
+        """See :meth:`FrameBackend.close`."""
+        self._index.close()
+        self._pool.shutdown(wait=True)
+        self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="nvdec")
+        self._local = threading.local()

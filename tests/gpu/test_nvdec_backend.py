@@ -1,0 +1,47 @@
+"""The NVDEC backend on a real GPU (PyNvVideoCodec): the frames PyAV's index names, upright.
+
+Skipped without CUDA (tests/conftest.py). The counter that ``write_video`` draws in
+every frame shows which frame the hardware decoder returned for each index, through
+H.264 B-frames, keyframe seeks, display rotation and the decoder process.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.support.videos import read_counter, write_video
+from vidseek.indexer.video import DecodeWorker
+
+pytestmark = pytest.mark.gpu
+
+
+@pytest.fixture(scope="module")
+def workers():
+    with DecodeWorker("nvdec", start_timeout=300) as nvdec, DecodeWorker("pyav") as pyav:
+        yield nvdec, pyav
+
+
+def test_nvdec_returns_the_indexed_frames_of_an_h264_video_with_b_frames(workers, tmp_path: Path):
+    nvdec, pyav = workers
+    path = write_video(
+        tmp_path / "b.mp4", seconds=8, codec="libx264", gop=60, width=320, height=192
+    )
+    indices = [0, 1, 29, 61, 62, 150, 239]
+    frames = nvdec.read(path, indices, 96, 160, timeout=120)
+    assert [read_counter(f) for f in frames] == indices
+    reference = pyav.read(path, indices, 96, 160, timeout=120)
+    assert np.abs(frames.astype(np.int16) - reference).mean() < 6.0
+    later = nvdec.read(path, [10, 200], 96, 160, timeout=120)  # back and forth
+    assert [read_counter(f) for f in later] == [10, 200]
+
+
+@pytest.mark.parametrize("rotation", [90, 270])
+def test_nvdec_frames_come_out_upright(workers, tmp_path: Path, rotation: int):
+    nvdec, _ = workers
+    path = write_video(tmp_path / f"r{rotation}.mp4", seconds=1, codec="libx264", rotation=rotation)
+    frames = nvdec.read(path, [3, 17], 80, 48, timeout=120)
+    assert frames.shape == (2, 80, 48, 3)
+    assert [read_counter(np.rot90(f, -rotation // 90)) for f in frames] == [3, 17]
