@@ -4,15 +4,18 @@ For each video, the first ``--windows`` 60 s windows (1 frame a second, 30 fps
 sources) are decoded to RGB frames of ``--frame-size`` in host memory, as ingestion
 hands them to the model, two ways in the same run:
 
-* ``pyav pool``: the project's :class:`~vidseek.indexer.decode_pool.DecodePool`
-  (``--processes`` decoder processes, the production path);
-* ``nvdec``: NVIDIA's ``PyNvVideoCodec`` ``SimpleDecoder`` on the GPU's hardware
-  decoders, RGB out in device memory, resized on the GPU (``torch`` bilinear with
-  antialiasing), then copied to the host; ``--threads`` decoders in parallel, one
-  per thread.
+* ``<backend> pool`` for each of ``--pool-backends`` (``pyav``, ``nvdec``): the
+  project's :class:`~vidseek.indexer.decode_pool.DecodePool` with ``--processes``
+  decoder processes of that backend, the production path. ``mean_abs_diff`` is how
+  far a backend's first window is from the first backend's, per pixel (0-255);
+* ``nvdec threads``: NVIDIA's ``PyNvVideoCodec`` ``SimpleDecoder`` called directly,
+  RGB out in device memory, resized on the GPU (``torch`` bilinear with
+  antialiasing), then copied to the host; ``--threads`` decoders in parallel in this
+  process, one per thread.
 
 Prints one JSON line per (video, path, parallelism): video-hours decoded per hour
-of wall time. Needs a CUDA GPU, ``PyNvVideoCodec`` and the driver's ``libnvcuvid``.
+of wall time. NVDEC needs a CUDA GPU, ``PyNvVideoCodec`` and the driver's
+``libnvcuvid``.
 
     python benchmarks/nvdec_decode.py /root/videos/360p_1800s_0.mp4 /root/videos/1080p_600s_0.mp4
 """
@@ -83,14 +86,18 @@ def time_nvdec(path: str, windows: list[list[int]], size: tuple[int, int], threa
     return elapsed
 
 
-def time_pool(path: str, windows: list[list[int]], size: tuple[int, int], processes: int) -> float:
+def time_pool(
+    path: str, windows: list[list[int]], size: tuple[int, int], processes: int, backend: str
+) -> tuple[float, Any]:
+    """Seconds to decode ``windows`` on a decode pool of ``backend``, and the first window."""
     from vidseek.indexer.decode_pool import DecodePool
 
     h, w = size
-    pool = DecodePool("pyav", processes)
+    pool = DecodePool(backend, processes)
     try:
         warm = [pool.submit(lambda wk, i=i: wk.read(path, i, h, w, timeout=600)) for i in windows]
-        for f in warm[:processes]:
+        first = warm[0].result()
+        for f in warm[1:processes]:
             f.result()
         for f in warm[processes:]:
             f.cancel()
@@ -100,9 +107,16 @@ def time_pool(path: str, windows: list[list[int]], size: tuple[int, int], proces
         ]
         for f in futures:
             f.result()
-        return time.perf_counter() - started
+        return time.perf_counter() - started, first
     finally:
         pool.close()
+
+
+def rate(hours: float, elapsed: float) -> dict[str, float]:
+    return {
+        "elapsed_s": round(elapsed, 2),
+        "video_hours_per_hour": round(hours / (elapsed / 3600), 1),
+    }
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -112,6 +126,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--frame-size", type=_size, default=(256, 448), help="HxW")
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 4, 8])
     parser.add_argument("--processes", type=int, nargs="+", default=[8])
+    parser.add_argument("--pool-backends", nargs="+", default=["pyav", "nvdec"])
     parser.add_argument("--json-out", default="")
     args = parser.parse_args(argv)
     from vidseek.indexer.video import DecodeWorker, probe
@@ -131,23 +146,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         windows = window_indices(info.frame_count, info.fps, args.windows)
         hours = len(windows) * 60 / 3600
         base = {"video": Path(video).name, "height": info.height, "windows": len(windows)}
-        runs = [("pyav pool", n, time_pool) for n in args.processes]
-        runs += [("nvdec", n, time_nvdec) for n in args.threads]
-        for name, n, timer in runs:
+        reference = None
+        for backend in args.pool_backends:
+            for n in args.processes:
+                name = f"{backend} pool"
+                try:
+                    elapsed, first = time_pool(video, windows, args.frame_size, n, backend)
+                except Exception as exc:  # report and go on: the other paths still count
+                    emit({**base, "run": name, "parallel": n, "error": f"{exc!r}"[:500]})
+                    continue
+                row = {**base, "run": name, "parallel": n, **rate(hours, elapsed)}
+                if reference is None:
+                    reference = first.astype("int16")
+                else:  # how far this backend's pixels are from the first one's
+                    row["mean_abs_diff"] = round(float(abs(first - reference).mean()), 2)
+                emit(row)
+        for n in args.threads:
             try:
-                elapsed = timer(video, windows, args.frame_size, n)
-            except Exception as exc:  # report and go on: the other paths still count
-                emit({**base, "run": name, "parallel": n, "error": f"{type(exc).__name__}: {exc}"})
+                elapsed = time_nvdec(video, windows, args.frame_size, n)
+            except Exception as exc:
+                emit({**base, "run": "nvdec threads", "parallel": n, "error": f"{exc!r}"[:500]})
                 continue
-            emit(
-                {
-                    **base,
-                    "run": name,
-                    "parallel": n,
-                    "elapsed_s": round(elapsed, 2),
-                    "video_hours_per_hour": round(hours / (elapsed / 3600), 1),
-                }
-            )
+            emit({**base, "run": "nvdec threads", "parallel": n, **rate(hours, elapsed)})
     return 0
 
 

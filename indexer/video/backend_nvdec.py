@@ -11,8 +11,8 @@ libraries.
 Parallelism is inside one process (:attr:`max_processes` is 1): a request's frames
 are split into ``threads`` runs of consecutive frames, each decoded by its own
 decoder on its own thread. On the H200 (``benchmarks/nvdec_decode.py``), 8 decoders
-on threads of one process decoded 60 s windows at 1 fps 1.9x (360p) and 1.5x (1080p)
-faster than eight PyAV processes, while 8 processes with one decoder each decoded 6x
+on threads of one process decoded 60 s windows at 1 fps 1.6-1.9x (360p) and 1.4x
+(1080p) faster than eight PyAV processes, while 8 processes with one decoder each decoded 6x
 slower than one process: the processes' GPU contexts take turns on the GPU.
 
 A file NVDEC cannot open (a codec or profile the GPU does not decode) is decoded
