@@ -12,7 +12,7 @@ leaving the rest to the model's front end (vLLM's renderer threads and engine co
 and to embedding and commits. A backend may cap its processes
 (:attr:`~vidseek.indexer.video.FrameBackend.max_processes`): NVDEC runs one process
 that decodes on several threads, because GPU decoders in separate processes slowed
-each other down (8 processes decoded 6x slower than 8 threads of one).
+each other down (8 processes were 3-11x slower than 8 threads of one).
 """
 
 from __future__ import annotations

@@ -44,7 +44,7 @@ from vidseek.indexer.pipeline import (
 )
 from vidseek.indexer.planner import plan_windows
 from vidseek.indexer.types import VideoInfo
-from vidseek.indexer.video import DecodeWorker, probe
+from vidseek.indexer.video import DecodeWorker, probe, side_backend
 from vidseek.storage.errors import (
     CaptionerUnavailable,
     FailedPrecondition,
@@ -145,7 +145,7 @@ class JobRunner:
         self._cancel_lock = threading.Lock()
         # Probing at submit time runs in its own decoder process, so RPCs never
         # wait behind the ingest job's decoding.
-        self._probe_worker = DecodeWorker(config.decode_backend)
+        self._probe_worker = DecodeWorker(side_backend(config.decode_backend))
         self.config = config
         self.allowed_roots = allowed_roots
         self._queue: queue.Queue[str | None] = queue.Queue()

@@ -41,7 +41,7 @@ from typing import TypeVar
 from vidseek.indexer.engine import REFINE_PRIORITY, CaptionEngine
 from vidseek.indexer.parse import parse_span
 from vidseek.indexer.types import CaptionOutput, VideoInfo, Window, WindowClip
-from vidseek.indexer.video import DecodeWorker, resized_shape, sample_indices
+from vidseek.indexer.video import DecodeWorker, resized_shape, sample_indices, side_backend
 from vidseek.server.search import MomentResult
 from vidseek.storage.errors import CaptionerUnavailable
 from vidseek.storage.store import Store, VideoRecord
@@ -106,7 +106,7 @@ class Refiner:
         self.config = config or RefineConfig()
         self._captioner_provider = captioner
         self._owns_worker = worker is None
-        self._worker = worker or DecodeWorker(self.config.decode_backend)
+        self._worker = worker or DecodeWorker(side_backend(self.config.decode_backend))
         self._loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="refine-load")
         self._decoder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="refine-decode")
         self._load_lock = threading.Lock()

@@ -11,9 +11,11 @@ libraries.
 Parallelism is inside one process (:attr:`max_processes` is 1): a request's frames
 are split into ``threads`` runs of consecutive frames, each decoded by its own
 decoder on its own thread. On the H200 (``benchmarks/nvdec_decode.py``), 8 decoders
-on threads of one process decoded 60 s windows at 1 fps 1.6-1.9x (360p) and 1.4x
-(1080p) faster than eight PyAV processes, while 8 processes with one decoder each decoded 6x
-slower than one process: the processes' GPU contexts take turns on the GPU.
+called directly on threads of one process, a whole window each, decoded 60 s windows
+at 1 fps 1.6-1.9x (360p) and 1.4x (1080p) faster than eight PyAV processes, while 8
+processes with one decoder each were 3-11x slower than those threads: the processes'
+GPU contexts take turns on the GPU. Each thread keeps the decoders of the last
+``open_files`` files it decoded, so jobs taking turns do not reopen them.
 
 A file NVDEC cannot open (a codec or profile the GPU does not decode) is decoded
 with PyAV instead, with a warning.
@@ -28,6 +30,8 @@ import importlib
 import itertools
 import logging
 import threading
+import time
+from collections import OrderedDict
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, ClassVar
@@ -57,11 +61,17 @@ class NvdecBackend(FrameBackend):
 
     name = "nvdec"
     max_processes = 1
+    side_backend = "pyav"
     device: ClassVar[str] = "cuda"
     module: ClassVar[str] = "PyNvVideoCodec"
     threads: ClassVar[int] = 8  # decoders decoding one request's frames at once
     # Fewest frames a thread is given: each run starts at a keyframe.
     min_run_frames: ClassVar[int] = 4
+    # Files whose decoder each thread keeps open (jobs take turns on the process).
+    open_files: ClassVar[int] = 3
+    # Seconds a file NVDEC could not open is left to PyAV before NVDEC tries again
+    # (the failure may have been passing: GPU memory, decoder sessions).
+    cpu_retry_seconds: ClassVar[float] = 300.0
 
     def __init__(self) -> None:
         try:
@@ -77,7 +87,8 @@ class NvdecBackend(FrameBackend):
             raise RuntimeError("CUDA is not available for NVDEC decoding")
         self._torch: Any = torch
         self._index = PyAVBackend()
-        self._cpu_only: set[str] = set()  # files NVDEC could not open: PyAV decodes them
+        # Files NVDEC could not open, and when to try again: PyAV decodes them meanwhile.
+        self._cpu_until: dict[str, float] = {}
         self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="nvdec")
         self._local = threading.local()  # each pool thread's decoder and its file
 
@@ -96,7 +107,7 @@ class NvdecBackend(FrameBackend):
     ) -> dict[int, str]:
         """See :meth:`FrameBackend.read`."""
         info = self._index.probe(path)
-        if path in self._cpu_only:
+        if self._cpu_until.get(path, 0.0) > time.monotonic():
             return self._index.read(path, indices, size, out, skip_errors=skip_errors)
         timeline = self._index.timeline(path)
         if indices[-1] >= timeline.frame_count:
@@ -114,13 +125,16 @@ class NvdecBackend(FrameBackend):
                 ).result(),
             )
         except _CannotOpen as exc:  # a codec or profile the GPU lacks: decode on the CPU
-            log.warning(
-                "NVDEC cannot decode %s (%s, %s): decoding it with PyAV",
-                path,
-                info.codec or "unknown codec",
-                exc,
-            )
-            self._cpu_only.add(path)
+            if path not in self._cpu_until:
+                log.warning(
+                    "NVDEC cannot decode %s (%s, %s): decoding it with PyAV",
+                    path,
+                    info.codec or "unknown codec",
+                    exc,
+                )
+            self._cpu_until[path] = time.monotonic() + self.cpu_retry_seconds
+            while len(self._cpu_until) > 1024:  # oldest first
+                del self._cpu_until[next(iter(self._cpu_until))]
             return self._index.read(path, indices, size, out, skip_errors=skip_errors)
 
     def _decode_parallel(
@@ -136,13 +150,15 @@ class NvdecBackend(FrameBackend):
     def _decode_run(
         self, path: str, frames: list[int], size: tuple[int, int], rotation: int
     ) -> Any:
-        """Frames of ``path`` with this pool thread's decoder (opened on its first run)."""
-        local = self._local
-        if getattr(local, "path", None) != path:
-            local.decoder, local.path = None, None  # one file's decoder per thread
+        """Frames of ``path`` with this pool thread's decoder for it (opened on first use)."""
+        decoders: OrderedDict[str, Any] | None = getattr(self._local, "decoders", None)
+        if decoders is None:
+            decoders = self._local.decoders = OrderedDict()
+        decoder = decoders.pop(path, None)
+        if decoder is None:
             nvc = self._nvc
             try:
-                local.decoder = nvc.SimpleDecoder(
+                decoder = nvc.SimpleDecoder(
                     path,
                     gpu_id=0,
                     use_device_memory=True,
@@ -150,33 +166,36 @@ class NvdecBackend(FrameBackend):
                 )
             except Exception as exc:
                 raise _CannotOpen(_clean_message(str(exc))) from None
-            local.path = path
-        return self._decode(local.decoder, frames, size, rotation)
+            while len(decoders) >= self.open_files:
+                decoders.popitem(last=False)  # the least recently used file's decoder
+        frames_out = self._decode(decoder, frames, size, rotation)  # a failed one is dropped
+        decoders[path] = decoder
+        return frames_out
 
     def _decode(self, decoder: Any, frames: list[int], size: tuple[int, int], rotation: int) -> Any:
         """Frames ``frames`` as ``(N, h, w, 3)`` uint8 in host memory, upright, at ``size``."""
         torch = self._torch
+        h, w = size
+        coded = (w, h) if rotation in (90, 270) else (h, w)
         try:
             decoded = decoder.get_batch_frames_by_index(frames)
             if len(decoded) != len(frames):
                 raise VideoError(f"NVDEC returned {len(decoded)} of {len(frames)} frames")
             batch = torch.stack([torch.from_dlpack(f) for f in decoded])
+            if batch.ndim != 4 or batch.shape[-1] != 3:
+                shape = tuple(batch.shape)
+                raise VideoError(f"NVDEC returned frames of shape {shape}, not N x H x W x 3")
+            x = batch.permute(0, 3, 1, 2).float()
+            if tuple(x.shape[2:]) != coded:
+                x = torch.nn.functional.interpolate(x, size=coded, mode="bilinear", antialias=True)
+            if rotation:
+                x = torch.rot90(x, rotation // 90, dims=(2, 3))
+            x = x.round_().clamp_(0, 255).to(torch.uint8)
+            return x.permute(0, 2, 3, 1).contiguous().cpu().numpy()
         except VideoError:
             raise
-        except Exception as exc:
+        except Exception as exc:  # CUDA errors, out of memory: this request's frames only
             raise VideoError(_clean_message(str(exc))) from None
-        if batch.ndim != 4 or batch.shape[-1] != 3:
-            shape = tuple(batch.shape)
-            raise VideoError(f"NVDEC returned frames of shape {shape}, not N x H x W x 3")
-        h, w = size
-        coded = (w, h) if rotation in (90, 270) else (h, w)
-        x = batch.permute(0, 3, 1, 2).float()
-        if tuple(x.shape[2:]) != coded:
-            x = torch.nn.functional.interpolate(x, size=coded, mode="bilinear", antialias=True)
-        if rotation:
-            x = torch.rot90(x, rotation // 90, dims=(2, 3))
-        x = x.round_().clamp_(0, 255).to(torch.uint8)
-        return x.permute(0, 2, 3, 1).contiguous().cpu().numpy()
 
     def close(self) -> None:
         """See :meth:`FrameBackend.close`."""

@@ -18,6 +18,7 @@ __all__ = [
     "PyAVBackend",
     "TorchCodecBackend",
     "TorchCodecCudaBackend",
+    "side_backend",
 ]
 
 BACKENDS: Final[dict[str, type[FrameBackend]]] = {
@@ -30,3 +31,13 @@ BACKENDS: Final[dict[str, type[FrameBackend]]] = {
         NvdecBackend,
     )
 }
+
+
+def side_backend(backend: str) -> str:
+    """The backend for decoder processes beside the shared pool: probing and refinement.
+
+    NVDEC runs one process for the machine (GPU contexts in several processes slow
+    each other down), so processes beside its pool decode with PyAV on the CPU.
+    """
+    cls = BACKENDS.get(backend)
+    return (cls.side_backend or backend) if cls is not None else backend

@@ -4,7 +4,8 @@
 presentation order, handed out as host arrays (which support DLPack, as the real
 decoder's device frames do). It refuses files whose name contains ``"nonvdec"``,
 as the real one refuses a codec the GPU does not decode, and records every file
-it opens and every batch it is asked for, with the thread that asked, in :data:`CALLS`.
+it opens or refuses and every batch it is asked for, with the thread that asked, in
+:data:`CALLS`. A batch that holds a frame of :data:`FAIL_AT` fails.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import av
 import numpy as np
 
 CALLS: list[tuple[str, Any, str]] = []
+FAIL_AT: set[int] = set()  # frame numbers whose batch fails, as a GPU error would
 
 
 class OutputColorType(enum.Enum):
@@ -33,6 +35,7 @@ class SimpleDecoder:
         output_color_type: OutputColorType = OutputColorType.NATIVE,
     ) -> None:
         if "nonvdec" in enc_file_path:
+            CALLS.append(("refuse", enc_file_path, threading.current_thread().name))
             raise RuntimeError("CUVID: codec not supported on this GPU")
         assert output_color_type is OutputColorType.RGB and use_device_memory
         CALLS.append(("open", enc_file_path, threading.current_thread().name))
@@ -45,4 +48,6 @@ class SimpleDecoder:
 
     def get_batch_frames_by_index(self, indices: list[int]) -> list[np.ndarray]:
         CALLS.append(("batch", list(indices), threading.current_thread().name))
+        if FAIL_AT.intersection(indices):
+            raise RuntimeError(f"CUDA error: an illegal memory access (frame {min(FAIL_AT)})")
         return [self._frames[i] for i in indices]

@@ -16,7 +16,13 @@ import pytest
 
 from tests.support import fake_nvc
 from tests.support.videos import NvdecOnCpu, read_counter, write_video
-from vidseek.indexer.video import BACKENDS, DecodeWorker, NvdecBackend, PyAVBackend
+from vidseek.indexer.video import (
+    BACKENDS,
+    DecodeWorker,
+    NvdecBackend,
+    PyAVBackend,
+    side_backend,
+)
 from vidseek.storage.errors import VideoError
 
 
@@ -37,9 +43,11 @@ def h264(videos: Path) -> str:
 @pytest.fixture
 def backend():
     fake_nvc.CALLS.clear()
+    fake_nvc.FAIL_AT.clear()
     nvdec = NvdecOnCpu()
     yield nvdec
     nvdec.close()
+    fake_nvc.FAIL_AT.clear()
 
 
 def _read(backend, path: str, indices: list[int], size: tuple[int, int]) -> np.ndarray:
@@ -48,8 +56,11 @@ def _read(backend, path: str, indices: list[int], size: tuple[int, int]) -> np.n
     return out
 
 
-def test_nvdec_is_a_named_backend():
+def test_nvdec_is_a_named_backend_whose_side_processes_decode_with_pyav():
     assert BACKENDS["nvdec"] is NvdecBackend
+    # Probing and refinement run beside the pool: on the CPU, not in a second GPU context.
+    assert side_backend("nvdec") == "pyav"
+    assert side_backend("pyav") == "pyav" and side_backend("decord") == "decord"
 
 
 def _batches() -> list[tuple[list[int], str]]:
@@ -102,6 +113,29 @@ def test_a_decode_pool_of_nvdec_runs_one_process(h264):
     assert DecodePool("pyav", 3).size == 3
 
 
+def test_threads_keep_the_decoders_of_files_that_take_turns(backend, h264, videos):
+    other = write_video(videos / "other.mp4", seconds=4)
+    indices = list(range(0, 120, 2))
+    for _ in range(3):  # two jobs taking turns on the decoder process
+        for path in (h264, other):
+            assert [read_counter(f) for f in _read(backend, path, indices, (48, 80))] == indices
+    opens = [(path, thread) for kind, path, thread in fake_nvc.CALLS if kind == "open"]
+    assert len(opens) == len(set(opens)) <= 2 * NvdecOnCpu.threads  # not one per run
+    assert len(_batches()) == 6 * NvdecOnCpu.threads
+
+
+def test_a_gpu_error_loses_only_its_frame(backend, h264):
+    fake_nvc.FAIL_AT.add(40)
+    indices = list(range(0, 120, 4))
+    out = np.zeros((len(indices), 48, 80, 3), np.uint8)
+    missing = backend.read(h264, indices, (48, 80), out, skip_errors=True)
+    assert list(missing) == [40] and "illegal memory access" in missing[40]
+    kept = [i for i in indices if i != 40]
+    assert [read_counter(f) for f, i in zip(out, indices, strict=True) if i != 40] == kept
+    with pytest.raises(VideoError, match="frame 40 was not decoded"):
+        _read(backend, h264, [36, 40], (48, 80))
+
+
 def test_full_size_frames_are_not_resampled(backend, h264):
     frames = _read(backend, h264, [5, 6], (96, 160))
     assert [read_counter(f) for f in frames] == [5, 6]
@@ -126,8 +160,26 @@ def test_a_file_nvdec_cannot_open_is_decoded_with_pyav(backend, videos, caplog):
         again = _read(backend, path, [9], (48, 80))
     assert [read_counter(f) for f in first] == [2, 20] and read_counter(again[0]) == 9
     assert "decoding it with PyAV" in caplog.text and "nonvdec.mp4" in caplog.text
-    assert caplog.text.count("NVDEC cannot decode") == 1  # not tried again
+    assert caplog.text.count("NVDEC cannot decode") == 1
+    assert len([c for c in fake_nvc.CALLS if c[0] == "refuse"]) == 1  # not tried again yet
     assert not [c for c in fake_nvc.CALLS if c[0] == "batch"]
+
+
+def test_nvdec_tries_a_refused_file_again_later(videos, caplog):
+    class RetryAtOnce(NvdecOnCpu):
+        cpu_retry_seconds = 0.0
+
+    fake_nvc.CALLS.clear()
+    path = write_video(videos / "nonvdec-again.mp4", seconds=1)
+    nvdec = RetryAtOnce()
+    try:
+        with caplog.at_level(logging.WARNING):
+            for index in (2, 9):
+                assert read_counter(_read(nvdec, path, [index], (48, 80))[0]) == index
+    finally:
+        nvdec.close()
+    assert len([c for c in fake_nvc.CALLS if c[0] == "refuse"]) == 2
+    assert caplog.text.count("NVDEC cannot decode") == 1  # warned once
 
 
 def test_a_frame_past_the_end_is_an_error_naming_it(backend, h264):
