@@ -202,22 +202,23 @@ class PyAVBackend(FrameBackend):
         self._file: _PyAVFile | None = None
         self._path: str | None = None
         self._first_size = (0, 0)
-        self._indexes: OrderedDict[tuple[str, int, int, int], _StreamIndex] = OrderedDict()
+        self._indexes: OrderedDict[tuple[object, ...], _StreamIndex] = OrderedDict()
 
     @staticmethod
-    def _identity(path: str) -> tuple[str, int, int, int] | None:
-        """What a cached index is valid for: the path and the file's inode, size and mtime."""
+    def _identity(path: str) -> tuple[object, ...] | None:
+        """What a cached index is valid for: the path, the file's device, inode, size, times."""
         try:
             st = os.stat(path)
         except OSError:
             return None
-        return (path, st.st_ino, st.st_size, st.st_mtime_ns)
+        return (path, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
-    def _open(self, path: str) -> _PyAVFile:
+    def _open(self, path: str, *, cached: bool = True) -> _PyAVFile:
+        """``path`` opened, with its stream index from the cache where ``cached`` allows."""
         if self._file is not None and path == self._path:
             return self._file
         self.close()
-        identity = self._identity(path)
+        identity = self._identity(path) if cached else None
         index = self._indexes.get(identity) if identity is not None else None
         try:
             file = _PyAVFile(self._av, path, index)
@@ -238,7 +239,13 @@ class PyAVBackend(FrameBackend):
         file.last = file.index_of(first) - 1
         self._first_size = (int(first.width), int(first.height))
         self._file, self._path = file, path
-        if identity is not None:
+        if identity is not None and self._identity(path) != identity:
+            # Changed while it was opened: a cached index may not be this file's.
+            if index is not None:
+                self.close()
+                return self._open(path, cached=False)
+            return file
+        if identity is not None and not file.index.errors:  # a damaged scan is not kept
             self._indexes[identity] = file.index
             self._indexes.move_to_end(identity)
             while len(self._indexes) > self.index_cache_size:

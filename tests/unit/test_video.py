@@ -13,6 +13,7 @@ import signal
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -440,6 +441,30 @@ def test_pyav_indexes_each_file_once_while_switching_between_files(
     finally:
         backend.close()
     assert sorted(scans) == sorted(wanted)
+
+
+def test_pyav_keeps_no_index_of_a_damaged_stream(
+    long_video: str, rgb_video: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    scans: list[str] = []
+    original = _PyAVFile._scan
+
+    def damaged_scan(self: _PyAVFile) -> Any:
+        scans.append(self.container.name)
+        index = original(self)
+        if self.container.name == long_video:  # as if demuxing had stopped early
+            return replace(index, errors=("demuxing stopped: I/O error",))
+        return index
+
+    monkeypatch.setattr(_PyAVFile, "_scan", damaged_scan)
+    backend = PyAVBackend()
+    try:
+        for _ in range(2):
+            backend.probe(long_video)
+            backend.probe(rgb_video)
+    finally:
+        backend.close()
+    assert scans.count(long_video) == 2 and scans.count(rgb_video) == 1
 
 
 def test_pyav_indexes_a_file_again_when_it_changes(videos: Path) -> None:
