@@ -115,7 +115,7 @@ class IngestConfig:
     decode_processes: int = 1
     """Decoder processes of an ingestor that has no shared pool."""
     decode_ahead: int = 0
-    """Windows decoded ahead of the engine per video (0: the decode pool's size)."""
+    """Windows decoded ahead of the engine per video (0: the decode pool's size, at least 2)."""
 
 
 @dataclass
@@ -276,7 +276,8 @@ class Ingestor:
             if decoding is not None:
                 done.discard(decoding)
             if block:
-                self.timings.add("answer_wait", time.perf_counter() - started)
+                stage = "answer_wait" if decoding is None else "decode_wait"
+                self.timings.add(stage, time.perf_counter() - started)
             for future in sorted(done, key=lambda f: in_flight[f].window.index):
                 clip = in_flight.pop(future)
                 try:
@@ -299,7 +300,9 @@ class Ingestor:
             for decoding in decoded_windows:
                 while in_flight and not decoding.done():
                     commit_answers(block=True, decoding=decoding)
+                started = time.perf_counter()
                 clip, note = decoding.result()
+                self.timings.add("decode_wait", time.perf_counter() - started)
                 if note:
                     log.warning("%s: %s", uri, note)
                     progress.gap = progress.gap or note
@@ -410,7 +413,8 @@ class Ingestor:
         comes back as ``None``. The next decode starts when the consumer comes back
         for another. Closing the generator cancels the decodes not yet started.
         """
-        ahead = max(1, self.config.decode_ahead or self.decode_pool.size)
+        # At least 2 by default: one window decodes while the last one waits for room.
+        ahead = self.config.decode_ahead or max(2, self.decode_pool.size)
         pending: deque[Future[tuple[WindowClip | None, str]]] = deque()
         windows = iter(todo)
 

@@ -10,8 +10,9 @@ starts with ``vidseek_``:
   ``partial``, ``unparsed``) or ``skipped``.
 - ``ingest_video_seconds_total`` (counter): seconds of video in the windows committed.
 - ``ingest_stage_seconds_total{stage}`` (counter): ingest time by stage: ``decode`` (in
-  decoder processes), ``submit_wait`` (waiting for room in the engine), ``answer_wait``
-  (waiting for answers), ``commit`` (parse, embed, SQL).
+  decoder processes), ``decode_wait`` (a job waiting for its next window's frames),
+  ``submit_wait`` (waiting for room in the engine), ``answer_wait`` (waiting for
+  answers), ``commit`` (parse, embed, SQL).
 - ``engine_windows_total{outcome}`` (counter): windows the captioning engine
   ``completed`` or ``failed`` (refinement included).
 - ``engine_windows_in_flight`` (gauge): windows in the captioning engine now.
