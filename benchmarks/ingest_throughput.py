@@ -627,6 +627,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--work-dir", default="", help="model and data directories (temp)")
     parser.add_argument("--json-out", default="", help="append one JSON line per run here")
     args = parser.parse_args(argv)
+    if args.copies < 1:
+        parser.error(f"--copies must be at least 1, got {args.copies}")
 
     work = Path(args.work_dir or tempfile.mkdtemp(prefix="vidseek-ingest-bench-"))
     work.mkdir(parents=True, exist_ok=True)

@@ -88,8 +88,9 @@ def time_nvdec(path: str, windows: list[list[int]], size: tuple[int, int], threa
 
 def time_pool(
     path: str, windows: list[list[int]], size: tuple[int, int], processes: int, backend: str
-) -> tuple[float, Any]:
-    """Seconds to decode ``windows`` on a decode pool of ``backend``, and the first window."""
+) -> tuple[float, Any, int]:
+    """Seconds to decode ``windows`` on a decode pool of ``backend``, the first window, and
+    the pool's size (a backend may cap its processes)."""
     from vidseek.indexer.decode_pool import DecodePool
 
     h, w = size
@@ -107,7 +108,7 @@ def time_pool(
         ]
         for f in futures:
             f.result()
-        return time.perf_counter() - started, first
+        return time.perf_counter() - started, first, pool.size
     finally:
         pool.close()
 
@@ -151,11 +152,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             for n in args.processes:
                 name = f"{backend} pool"
                 try:
-                    elapsed, first = time_pool(video, windows, args.frame_size, n, backend)
+                    elapsed, first, size = time_pool(video, windows, args.frame_size, n, backend)
                 except Exception as exc:  # report and go on: the other paths still count
                     emit({**base, "run": name, "parallel": n, "error": f"{exc!r}"[:500]})
                     continue
-                row = {**base, "run": name, "parallel": n, **rate(hours, elapsed)}
+                row = {**base, "run": name, "parallel": size, **rate(hours, elapsed)}
                 if reference is None:
                     reference = first.astype("int16")
                 else:  # how far this backend's pixels are from the first one's
