@@ -42,7 +42,6 @@ import argparse
 import contextlib
 import faulthandler
 import json
-import math
 import os
 import random
 import statistics
@@ -237,9 +236,10 @@ def build_engine(directory: Path, args: argparse.Namespace) -> Any:
         return BatchingEngine(captioner, max_batch=4)
     from vidseek.indexer.engine_vllm import AsyncVllmEngine
     from vidseek.indexer.model_inputs import max_video_tokens
+    from vidseek.indexer.planner import max_window_frames
 
     height, width = args.frame_size
-    frames = math.ceil(max(args.window_seconds) * args.sample_fps) + 1
+    frames = max_window_frames(max(args.window_seconds), args.sample_fps)
     # Captions are forced to --output-tokens (random weights never end one); refinement
     # decodes as in production, its span grammar ending the answer (at most 40 tokens).
     options = {**vllm_options(args), "constrained_json": True, "sampling_options": {}}

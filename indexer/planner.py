@@ -17,10 +17,21 @@ from vidseek.indexer.types import VideoInfo, Window
 from vidseek.indexer.video import resized_shape, sample_indices
 from vidseek.storage.errors import InvalidArgument
 
-__all__ = ["PlanConfig", "WindowPlan", "plan_windows", "tokens_per_frame_pair"]
+__all__ = [
+    "PlanConfig",
+    "WindowPlan",
+    "max_window_frames",
+    "plan_windows",
+    "tokens_per_frame_pair",
+]
 
 TOKENS_PER_PAIR_OVERHEAD = 11  # "<t seconds>" text + <|vision_start|>/<|vision_end|>
 PROMPT_OVERHEAD_TOKENS = 256  # system + user text + chat markers, generously
+
+
+def max_window_frames(window_seconds: float, sample_fps: float) -> int:
+    """Most frames a window of ``window_seconds`` sampled at ``sample_fps`` can hold."""
+    return math.ceil(window_seconds * sample_fps) + 1
 
 
 def tokens_per_frame_pair(height: int, width: int) -> int:

@@ -10,7 +10,6 @@ type fails at start-up with a message naming it. Nothing else in vidseek reads
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
@@ -19,6 +18,7 @@ from typing import Any
 
 from vidseek.indexer.embedder import EMBEDDER_BACKENDS
 from vidseek.indexer.model_inputs import max_video_tokens
+from vidseek.indexer.planner import max_window_frames
 from vidseek.indexer.video import BACKENDS
 from vidseek.storage.errors import ConfigError
 from vidseek.storage.vector_index import INDEX_KINDS
@@ -462,8 +462,7 @@ def _validate(s: Settings) -> None:
 
 def max_window_video_tokens(s: Settings) -> int:
     """Video tokens of the largest window the settings send the engine (ingest or refine)."""
-    ingest_frames = math.ceil(s.window_seconds * s.sample_fps) + 1
     return max(
-        max_video_tokens(ingest_frames, s.max_frame_pixels),
+        max_video_tokens(max_window_frames(s.window_seconds, s.sample_fps), s.max_frame_pixels),
         max_video_tokens(s.refine_max_frames, s.refine_max_pixels),
     )
