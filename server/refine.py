@@ -15,12 +15,12 @@ and bounded:
 
 - in count: only the first ``max_moments`` moments are refined;
 - in time: nothing waits past ``min(deadline, now + timeout)``. Loading the model,
-  decoding and the model call run on background threads that the request waits
-  for with the remaining time; decoding runs in this refiner's own decoder process
-  (never the ingest job's) with the remaining time as its deadline, and the model
-  is used only once the captioner's lock (shared with ingestion) is acquired
-  within the remaining time. Work that overruns finishes in the background (the
-  lock is released when the model call ends) and its answer is dropped;
+  decoding and the model call run in the background and the request waits for
+  them with the remaining time. The moments' clips decode at once, one per process
+  of this refiner's own decoder pool (never the ingest jobs'), with the remaining
+  time as their deadline, and each goes to the engine, ahead of ingestion, as soon
+  as it is decoded. Work that overruns finishes in the background and its answer
+  is dropped;
 - in failure: a missing or undecodable video, an unavailable or failing model, an
   unreadable, empty or inverted span all leave the moment coarse (logged), never
   an error.
@@ -33,18 +33,20 @@ import math
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, replace
+from functools import partial
 from typing import TypeVar
 
+from vidseek.indexer.decode_pool import DecodePool
 from vidseek.indexer.engine import REFINE_PRIORITY, CaptionEngine
 from vidseek.indexer.parse import parse_span
 from vidseek.indexer.types import CaptionOutput, VideoInfo, Window, WindowClip
 from vidseek.indexer.video import DecodeWorker, resized_shape, sample_indices, side_backend
 from vidseek.server.search import MomentResult
 from vidseek.storage.errors import CaptionerUnavailable
-from vidseek.storage.store import Store, VideoRecord
+from vidseek.storage.store import Store
 
 __all__ = ["RefineConfig", "Refiner"]
 
@@ -90,8 +92,9 @@ class Refiner:
     ``captioner`` returns the shared captioning engine, loading it on first use (e.g.
     :meth:`~vidseek.server.jobs.JobRunner.captioner`); it is called on a background
     thread, so a model that takes minutes to load only makes early requests coarse.
-    ``worker`` is the decoder process to use (default: a new one of
-    ``config.decode_backend``, closed by :meth:`close`).
+    ``decode_pool`` is the pool of decoder processes to use (default: a new one of
+    ``config.decode_backend``, or PyAV beside NVDEC, with a process per refined
+    moment, closed by :meth:`close`).
     """
 
     def __init__(
@@ -100,24 +103,24 @@ class Refiner:
         captioner: Callable[[], CaptionEngine],
         config: RefineConfig | None = None,
         *,
-        worker: DecodeWorker | None = None,
+        decode_pool: DecodePool | None = None,
     ) -> None:
         self.store = store
         self.config = config or RefineConfig()
         self._captioner_provider = captioner
-        self._owns_worker = worker is None
-        self._worker = worker or DecodeWorker(side_backend(self.config.decode_backend))
+        self._owns_pool = decode_pool is None
+        self._pool = decode_pool or DecodePool(
+            side_backend(self.config.decode_backend), max(1, self.config.max_moments)
+        )
         self._loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="refine-load")
-        self._decoder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="refine-decode")
         self._load_lock = threading.Lock()
         self._load: Future[CaptionEngine] | None = None
 
     def close(self) -> None:
-        """Stop the background threads (work in flight finishes) and the decoder process."""
-        for pool in (self._loader, self._decoder):
-            pool.shutdown(wait=False, cancel_futures=True)
-        if self._owns_worker:
-            self._worker.close()
+        """Stop the background loading (work in flight finishes) and the decoder processes."""
+        self._loader.shutdown(wait=False, cancel_futures=True)
+        if self._owns_pool:
+            self._pool.close()
 
     def refine(
         self, query: str, moments: Sequence[MomentResult], deadline: float
@@ -149,19 +152,44 @@ class Refiner:
         if time.monotonic() >= deadline:
             raise _Late("the deadline had already passed")
         loading = self._captioner_future()  # loads the model while frames decode
-        decoding = self._decoder.submit(
-            self._decode_clips, query, [(i, result[i]) for i in chosen], deadline
-        )
-        clips = self._wait(decoding, deadline, "decoding did not finish in time")
-        if not clips:
+        decoding = {
+            self._pool.submit(partial(self._clip, query, i, result[i], deadline)): i for i in chosen
+        }
+        answers: dict[Future[CaptionOutput], tuple[int, WindowClip]] = {}
+        waiting = set(decoding)
+        try:
+            while waiting:
+                done, waiting = wait(
+                    waiting,
+                    timeout=max(0.0, deadline - time.monotonic()),
+                    return_when=FIRST_COMPLETED,
+                )
+                if not done:
+                    raise _Late("decoding did not finish in time")
+                for future in done:
+                    position = decoding[future]
+                    try:
+                        clip = future.result()
+                    except Exception as exc:  # a deleted, moved or damaged file: coarse
+                        log.warning(
+                            "refinement: moment %d of video %s not decoded: %s",
+                            position,
+                            result[position].video_id,
+                            exc,
+                        )
+                        continue
+                    engine = self._wait(loading, deadline, "the model did not load in time")
+                    answers[engine.submit(clip, priority=REFINE_PRIORITY)] = (position, clip)
+        finally:
+            for future in waiting:
+                future.cancel()
+        if not answers:
             return
-        captioner = self._wait(loading, deadline, "the model did not load in time")
-        outputs = self._describe(captioner, [clip for _, clip in clips], deadline)
-        if len(outputs) != len(clips):
-            log.warning("refinement: %d answers for %d clips; ignored", len(outputs), len(clips))
-            return
-        for (position, clip), output in zip(clips, outputs, strict=True):
-            result[position] = _refined(result[position], clip, output)
+        _, late = wait(answers, timeout=max(0.0, deadline - time.monotonic()))
+        if late:
+            raise _Late(f"the model did not answer {len(late)} of {len(answers)} clips in time")
+        for answer, (position, clip) in answers.items():
+            result[position] = _refined(result[position], clip, answer.result())
 
     def _captioner_future(self) -> Future[CaptionEngine]:
         """The (possibly finished) loading of the captioner; a failed load is retried."""
@@ -172,32 +200,23 @@ class Refiner:
                 self._load = load
             return load
 
-    def _decode_clips(
-        self, query: str, moments: Sequence[tuple[int, MomentResult]], deadline: float
-    ) -> list[tuple[int, WindowClip]]:
-        """The grounding clip of each moment that decodes in time (runs on the decode thread)."""
-        clips: list[tuple[int, WindowClip]] = []
-        for position, moment in moments:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                log.warning("refinement: no time left to decode moment %d", position)
-                break
-            try:
-                video = self.store.get_video(moment.video_id)
-                clips.append((position, self._clip(query, position, moment, video, remaining)))
-            except Exception as exc:  # a deleted, moved or damaged file leaves it coarse
-                log.warning(
-                    "refinement: moment %d of video %s not decoded: %s",
-                    position,
-                    moment.video_id,
-                    exc,
-                )
-        return clips
-
     def _clip(
-        self, query: str, position: int, moment: MomentResult, video: VideoRecord, timeout: float
+        self,
+        query: str,
+        position: int,
+        moment: MomentResult,
+        deadline: float,
+        worker: DecodeWorker,
     ) -> WindowClip:
-        """The padded clip around a moment at the refinement rate, as a grounding window."""
+        """The padded clip around a moment at the refinement rate, as a grounding window.
+
+        Runs on a process of the decode pool (``worker``); raises if the video is gone,
+        damaged, or there is no time left.
+        """
+        timeout = deadline - time.monotonic()
+        if timeout <= 0:
+            raise _Late(f"no time left to decode moment {position}")
+        video = self.store.get_video(moment.video_id)
         cfg = self.config
         start = max(0.0, moment.start_seconds - cfg.pad_seconds)
         end = min(video.duration, moment.end_seconds + cfg.pad_seconds)
@@ -218,7 +237,7 @@ class Refiner:
         if not indices:
             raise ValueError(f"no frames sampled in [{start:g}, {end:g}]")
         height, width = resized_shape(video.width, video.height, cfg.max_pixels)
-        frames = self._worker.read(video.uri, indices, height, width, timeout=timeout)
+        frames = worker.read(video.uri, indices, height, width, timeout=timeout)
         window = Window(
             index=position,
             start_seconds=start,
@@ -229,16 +248,6 @@ class Refiner:
         return WindowClip(
             window=window, frames=frames, fps=video.fps, total_frames=video.frame_count
         )
-
-    def _describe(
-        self, engine: CaptionEngine, clips: list[WindowClip], deadline: float
-    ) -> list[CaptionOutput]:
-        """The model's answers for all clips, submitted ahead of ingestion."""
-        futures = [engine.submit(clip, priority=REFINE_PRIORITY) for clip in clips]
-        _, waiting = wait(futures, timeout=max(0.0, deadline - time.monotonic()))
-        if waiting:
-            raise _Late(f"the model did not answer {len(waiting)} of {len(clips)} clips in time")
-        return [future.result() for future in futures]
 
     @staticmethod
     def _wait(future: Future[T], deadline: float, late: str) -> T:

@@ -259,7 +259,9 @@ class Settings:
         128, "Search refinement: most frames per moment; longer clips are sampled more sparsely."
     )
     refine_max_moments: int = _s(
-        3, "Search refinement: how many of the top moments are refined; the rest stay coarse."
+        3,
+        "Search refinement: how many of the top moments are refined (their clips decode at "
+        "once, a decoder process each); the rest stay coarse.",
     )
     refine_timeout: float = _s(
         30.0,

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.clips import make_clip
+from tests.support.engines import HeldEngine
 from tests.support.fakes import (
     FixedAnswerCaptioner,
     GarbageCaptioner,
@@ -26,10 +27,10 @@ from tests.support.fakes import (
     GroundingCaptioner,
 )
 from vidseek.indexer.captioner import Captioner
+from vidseek.indexer.decode_pool import DecodePool
 from vidseek.indexer.embedder import Embedder
-from vidseek.indexer.engine import BatchingEngine
+from vidseek.indexer.engine import REFINE_PRIORITY, BatchingEngine
 from vidseek.indexer.parse import parse_span
-from vidseek.indexer.video import DecodeWorker
 from vidseek.server.app import build_app, refine_config
 from vidseek.server.refine import RefineConfig, Refiner
 from vidseek.server.search import MomentResult
@@ -41,9 +42,10 @@ QUERY = "a blue screen"
 
 
 @pytest.fixture(scope="module")
-def worker() -> Iterator[DecodeWorker]:
-    with DecodeWorker("pyav") as shared:
-        yield shared
+def decode_pool() -> Iterator[DecodePool]:
+    shared = DecodePool("pyav", 2)
+    yield shared
+    shared.close()
 
 
 @pytest.fixture
@@ -76,7 +78,7 @@ Make = Callable[..., tuple[Refiner, BatchingEngine]]
 
 
 @pytest.fixture
-def make(store: Store, worker: DecodeWorker) -> Iterator[Make]:
+def make(store: Store, decode_pool: DecodePool) -> Iterator[Make]:
     refiners: list[Refiner] = []
 
     engines: list[BatchingEngine] = []
@@ -84,7 +86,8 @@ def make(store: Store, worker: DecodeWorker) -> Iterator[Make]:
     def build(inner: Captioner, **config: object) -> tuple[Refiner, BatchingEngine]:
         engine = BatchingEngine(inner, max_batch=4)
         options: dict[str, object] = {"fps": 2.0, "pad_seconds": 2.0, "max_moments": 2}
-        refiner = Refiner(store, lambda: engine, RefineConfig(**(options | config)), worker=worker)  # type: ignore[arg-type]
+        config = RefineConfig(**(options | config))  # type: ignore[arg-type]
+        refiner = Refiner(store, lambda: engine, config, decode_pool=decode_pool)
         refiners.append(refiner)
         engines.append(engine)
         return refiner, engine
@@ -137,16 +140,17 @@ def test_known_answer_is_mapped_back_to_absolute_seconds(make: Make, video_id: s
     )
     assert refined[1:] == coarse[1:]
 
-    # One model call for all refined moments, each a grounding window of absolute
-    # source frames at the refinement rate (30 fps source, 2 fps: every 15th frame).
-    (call,) = fake.calls
-    assert [c.window.query for c in call] == [QUERY, QUERY]
-    first = call[0]
+    # Each refined moment went to the model as soon as it decoded, as a grounding
+    # window of absolute source frames at the refinement rate (30 fps source, 2 fps:
+    # every 15th frame).
+    sent = sorted((c for call in fake.calls for c in call), key=lambda c: c.window.start_seconds)
+    assert [c.window.query for c in sent] == [QUERY, QUERY]
+    first = sent[0]
     assert (first.window.start_seconds, first.window.end_seconds) == (1.0, 8.0)
     assert first.window.frame_indices == tuple(range(30, 240, 15))
     assert first.fps == 30.0 and first.total_frames == 360
     assert first.frames.shape[1:] == (96, 160, 3)
-    assert (call[1].window.start_seconds, call[1].window.end_seconds) == (6.5, 11.5)
+    assert (sent[1].window.start_seconds, sent[1].window.end_seconds) == (6.5, 11.5)
 
 
 def test_clip_is_clamped_to_the_video(make: Make, video_id: str) -> None:
@@ -212,6 +216,40 @@ def test_unusable_answers_return_coarse(make: Make, video_id: str, inner: Captio
     assert refiner.refine(QUERY, coarse, soon()) == coarse
 
 
+def test_a_decoded_clip_goes_to_the_engine_while_the_others_decode(
+    store: Store, decode_pool: DecodePool, video_id: str
+) -> None:
+    engine = HeldEngine()
+    gate = threading.Event()
+
+    class HoldSecondMoment:  # the shared pool, with moment 1's decode held at the gate
+        def submit(self, fn):
+            if fn.args[1] == 1:
+                return decode_pool.submit(lambda worker: gate.wait(30) and fn(worker))
+            return decode_pool.submit(fn)
+
+    config = RefineConfig(fps=2.0, pad_seconds=2.0, max_moments=2)
+    refiner = Refiner(store, lambda: engine, config, decode_pool=HoldSecondMoment())  # type: ignore[arg-type]
+    out: list[list[MomentResult]] = []
+    coarse = [moment(video_id, 3.0, 6.0), moment(video_id, 8.5, 9.5)]
+    thread = threading.Thread(target=lambda: out.append(refiner.refine(QUERY, coarse, soon())))
+    try:
+        thread.start()
+        assert engine.wait_held(1)
+        time.sleep(0.2)
+        assert engine.submitted == [(0, REFINE_PRIORITY)]  # moment 1 is still decoding
+        gate.set()
+        assert engine.wait_held(2)
+        engine.release()
+        thread.join(30)
+    finally:
+        gate.set()
+        engine.release()
+        refiner.close()
+    assert sorted(engine.submitted) == [(0, REFINE_PRIORITY), (1, REFINE_PRIORITY)]
+    assert len(out) == 1 and len(out[0]) == 2
+
+
 def test_engine_busy_with_ingestion_returns_coarse_in_bounded_time(
     make: Make, video_id: str, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -247,7 +285,7 @@ def test_without_a_usable_deadline_the_timeout_bounds_it(
 
 
 def test_captioner_that_cannot_load_returns_coarse(
-    store: Store, worker: DecodeWorker, video_id: str
+    store: Store, decode_pool: DecodePool, video_id: str
 ) -> None:
     attempts = []
 
@@ -255,7 +293,9 @@ def test_captioner_that_cannot_load_returns_coarse(
         attempts.append(1)
         raise CaptionerUnavailable("could not load the captioning model: no weights")
 
-    refiner = Refiner(store, unavailable, RefineConfig(decode_backend="pyav"), worker=worker)
+    refiner = Refiner(
+        store, unavailable, RefineConfig(decode_backend="pyav"), decode_pool=decode_pool
+    )
     try:
         coarse = [moment(video_id, 3.0, 6.0)]
         assert refiner.refine(QUERY, coarse, soon()) == coarse
