@@ -1,0 +1,106 @@
+"""Refinement's own share of its latency: decoding the moments' clips, one process or one each.
+
+A search with ``refine=true`` decodes a padded clip around each of its top moments
+(``VIDSEEK_REFINE_MAX_MOMENTS``, 3) before the model sees them. This times
+:meth:`Refiner.refine` end to end with an engine that answers at once (the fixed
+answer of a test double), so what is left is decoding and hand-over: with a decode
+pool of one process (the clips decode one after another, as before the pool) and
+with one process per moment (the default), interleaved in ``--rounds`` rounds.
+
+    python benchmarks/refine_decode.py [--seconds 1200] [--height 360] [--rounds 2]
+
+The test video is made once by ``make_videos.py`` (H.264 with B-frames, 30 fps).
+Prints one JSON line per pool size: median seconds per ``refine`` of 3 moments at
+different places of the video.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from benchmarks.make_videos import make_videos  # noqa: E402
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seconds", type=int, default=1200)
+    parser.add_argument("--height", type=int, default=360)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--searches", type=int, default=6, help="refine calls per round")
+    parser.add_argument("--video-dir", type=Path, default=Path("/tmp/vidseek-bench-videos"))
+    args = parser.parse_args(argv)
+
+    from tests.support.fakes import FixedAnswerCaptioner
+    from vidseek.indexer.decode_pool import DecodePool
+    from vidseek.indexer.engine import BatchingEngine
+    from vidseek.indexer.pipeline import content_hash, register_video
+    from vidseek.indexer.video import DecodeWorker, probe
+    from vidseek.server.refine import RefineConfig, Refiner
+    from vidseek.server.search import MomentResult
+    from vidseek.storage.store import Store
+
+    (path,) = make_videos(args.video_dir, [f"{args.height}p:{args.seconds}"], os.cpu_count() or 2)
+    work = Path(tempfile.mkdtemp(prefix="refine-decode-"))
+    store = Store(f"sqlite:///{work / 'db.sqlite'}", work / "faiss.index", 384)
+    with DecodeWorker("pyav") as worker:
+        info = probe(str(path), timeout=300, worker=worker)
+    video_id = register_video(store, path.resolve(), content_hash(path), info, "")
+    engine = BatchingEngine(FixedAnswerCaptioner('{"start": 0.0, "end": 1.0}'))
+    config = RefineConfig()
+    spacing = (info.duration - 60) / ((args.searches + 1) * config.max_moments)
+    timings: dict[int, list[float]] = {}
+    for _ in range(args.rounds):
+        for processes in (1, config.max_moments):
+            pool = DecodePool("pyav", processes)
+            refiner = Refiner(store, lambda: engine, config, decode_pool=pool)
+            try:
+                for k in range(args.searches + 1):  # the first call warms the pool up
+                    moments = [
+                        MomentResult(
+                            video_id=video_id,
+                            start_seconds=30 + spacing * (k * config.max_moments + j),
+                            end_seconds=35 + spacing * (k * config.max_moments + j),
+                            description="a box moves",
+                            score=0.5,
+                            event_ids=(1,),
+                        )
+                        for j in range(config.max_moments)
+                    ]
+                    started = time.perf_counter()
+                    refiner.refine("a box moves", moments, time.monotonic() + 60)
+                    if k:
+                        timings.setdefault(processes, []).append(time.perf_counter() - started)
+            finally:
+                refiner.close()
+                pool.close()
+    date = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    for processes, values in timings.items():
+        row = {
+            "run": "refine decode",
+            "video": path.name,
+            "moments": config.max_moments,
+            "decoder_processes": processes,
+            "median_s": round(statistics.median(values), 3),
+            "calls": len(values),
+            "cpus": len(os.sched_getaffinity(0)),
+            "date": date,
+        }
+        print(json.dumps(row), flush=True)
+    engine.close()
+    store.close()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
