@@ -165,7 +165,12 @@ class Refiner:
                     return_when=FIRST_COMPLETED,
                 )
                 if not done:
-                    raise _Late("decoding did not finish in time")
+                    log.warning(
+                        "refinement: %d of %d clips did not decode in time; left coarse",
+                        len(waiting),
+                        len(decoding),
+                    )
+                    break
                 for future in done:
                     position = decoding[future]
                     try:
@@ -180,16 +185,29 @@ class Refiner:
                         continue
                     engine = self._wait(loading, deadline, "the model did not load in time")
                     answers[engine.submit(clip, priority=REFINE_PRIORITY)] = (position, clip)
+            if not answers:
+                return
+            _, late = wait(answers, timeout=max(0.0, deadline - time.monotonic()))
+            if late:
+                log.warning(
+                    "refinement: the model did not answer %d of %d clips in time; "
+                    "those moments left coarse",
+                    len(late),
+                    len(answers),
+                )
+            for answer, (position, clip) in answers.items():
+                if answer in late:
+                    continue
+                try:
+                    result[position] = _refined(result[position], clip, answer.result())
+                except Exception as exc:  # a failed model call leaves its moment coarse
+                    log.warning("refinement: moment %d not answered: %s", position, exc)
         finally:
-            for future in waiting:
-                future.cancel()
-        if not answers:
-            return
-        _, late = wait(answers, timeout=max(0.0, deadline - time.monotonic()))
-        if late:
-            raise _Late(f"the model did not answer {len(late)} of {len(answers)} clips in time")
-        for answer, (position, clip) in answers.items():
-            result[position] = _refined(result[position], clip, answer.result())
+            # What overran is not waited for: queued decodes and model calls are dropped.
+            for queued in waiting:
+                queued.cancel()
+            for answer in answers:
+                answer.cancel()
 
     def _captioner_future(self) -> Future[CaptionEngine]:
         """The (possibly finished) loading of the captioner; a failed load is retried."""

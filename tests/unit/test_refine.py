@@ -250,6 +250,35 @@ def test_a_decoded_clip_goes_to_the_engine_while_the_others_decode(
     assert len(out) == 1 and len(out[0]) == 2
 
 
+def test_moments_answered_in_time_are_refined_when_another_overruns(
+    store: Store, decode_pool: DecodePool, video_id: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    engine = BatchingEngine(GroundingCaptioner(), max_batch=4)
+    gate = threading.Event()
+
+    class HoldSecondMoment:  # moment 1 decodes only after the deadline
+        def submit(self, fn):
+            if fn.args[1] == 1:
+                return decode_pool.submit(lambda worker: gate.wait(30) and fn(worker))
+            return decode_pool.submit(fn)
+
+    config = RefineConfig(fps=2.0, pad_seconds=2.0, max_moments=2)
+    refiner = Refiner(store, lambda: engine, config, decode_pool=HoldSecondMoment())  # type: ignore[arg-type]
+    coarse = [moment(video_id, 3.0, 6.0), moment(video_id, 3.5, 5.5)]
+    try:
+        started = time.monotonic()
+        with caplog.at_level(logging.WARNING, logger="vidseek.server.refine"):
+            refined = refiner.refine(QUERY, coarse, started + 3.0)
+        assert time.monotonic() - started < 4.0
+    finally:
+        gate.set()
+        refiner.close()
+        engine.close()
+    assert refined[0].refined and (refined[0].start_seconds, refined[0].end_seconds) == (4.0, 6.0)
+    assert refined[1] == coarse[1]
+    assert "1 of 2 clips did not decode in time" in caplog.text
+
+
 def test_engine_busy_with_ingestion_returns_coarse_in_bounded_time(
     make: Make, video_id: str, caplog: pytest.LogCaptureFixture
 ) -> None:
