@@ -414,7 +414,7 @@ class Ingestor:
         for another. Closing the generator cancels the decodes not yet started.
         """
         # At least 2 by default: one window decodes while the last one waits for room.
-        ahead = self.config.decode_ahead or max(2, self.decode_pool.size)
+        ahead = max(1, self.config.decode_ahead or max(2, self.decode_pool.size))
         pending: deque[Future[tuple[WindowClip | None, str]]] = deque()
         windows = iter(todo)
 

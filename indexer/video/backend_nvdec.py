@@ -39,7 +39,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from vidseek.indexer.types import VideoInfo
-from vidseek.indexer.video.backend_pyav import PyAVBackend
+from vidseek.indexer.video.backend_pyav import PyAVBackend, file_identity
 from vidseek.indexer.video.frames import (
     FrameBackend,
     Frames,
@@ -132,6 +132,7 @@ class NvdecBackend(FrameBackend):
                     info.codec or "unknown codec",
                     exc,
                 )
+            self._cpu_until.pop(path, None)  # re-inserted last: the trim drops the oldest
             self._cpu_until[path] = time.monotonic() + self.cpu_retry_seconds
             while len(self._cpu_until) > 1024:  # oldest first
                 del self._cpu_until[next(iter(self._cpu_until))]
@@ -151,10 +152,11 @@ class NvdecBackend(FrameBackend):
         self, path: str, frames: list[int], size: tuple[int, int], rotation: int
     ) -> Any:
         """Frames of ``path`` with this pool thread's decoder for it (opened on first use)."""
-        decoders: OrderedDict[str, Any] | None = getattr(self._local, "decoders", None)
+        decoders: OrderedDict[object, Any] | None = getattr(self._local, "decoders", None)
         if decoders is None:
             decoders = self._local.decoders = OrderedDict()
-        decoder = decoders.pop(path, None)
+        key = file_identity(path) or path  # a file replaced at the same path is another
+        decoder = decoders.pop(key, None)
         if decoder is None:
             nvc = self._nvc
             try:
@@ -165,11 +167,12 @@ class NvdecBackend(FrameBackend):
                     output_color_type=nvc.OutputColorType.RGB,
                 )
             except Exception as exc:
+                decoders.clear()  # free this thread's GPU memory for the PyAV fallback's retry
                 raise _CannotOpen(_clean_message(str(exc))) from None
             while len(decoders) >= self.open_files:
                 decoders.popitem(last=False)  # the least recently used file's decoder
         frames_out = self._decode(decoder, frames, size, rotation)  # a failed one is dropped
-        decoders[path] = decoder
+        decoders[key] = decoder
         return frames_out
 
     def _decode(self, decoder: Any, frames: list[int], size: tuple[int, int], rotation: int) -> Any:

@@ -40,6 +40,16 @@ class _StreamIndex:
     errors: tuple[str, ...]  # why demuxing stopped early, if it did
 
 
+def file_identity(path: str) -> tuple[object, ...] | None:
+    """What a file's cached index or decoder is valid for: its path, device, inode, size
+    and times (None if it cannot be read)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (path, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
 class _PyAVFile:
     """An open container, its frame index (from demuxing, no decoding) and decoder state.
 
@@ -203,23 +213,16 @@ class PyAVBackend(FrameBackend):
         self._file: _PyAVFile | None = None
         self._path: str | None = None
         self._first_size = (0, 0)
+        self._identity: tuple[object, ...] | None = None  # the open file's, when opened
         self._indexes: OrderedDict[tuple[object, ...], _StreamIndex] = OrderedDict()
-
-    @staticmethod
-    def _identity(path: str) -> tuple[object, ...] | None:
-        """What a cached index is valid for: the path, the file's device, inode, size, times."""
-        try:
-            st = os.stat(path)
-        except OSError:
-            return None
-        return (path, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
     def _open(self, path: str, *, cached: bool = True) -> _PyAVFile:
         """``path`` opened, with its stream index from the cache where ``cached`` allows."""
-        if self._file is not None and path == self._path:
+        identity = file_identity(path) if cached else None
+        unchanged = identity is None or identity == self._identity
+        if self._file is not None and path == self._path and unchanged:
             return self._file
         self.close()
-        identity = self._identity(path) if cached else None
         index = self._indexes.get(identity) if identity is not None else None
         try:
             file = _PyAVFile(self._av, path, index)
@@ -239,8 +242,8 @@ class PyAVBackend(FrameBackend):
         file.decoder = itertools.chain([first], file.decoder)
         file.last = file.index_of(first) - 1
         self._first_size = (int(first.width), int(first.height))
-        self._file, self._path = file, path
-        if identity is not None and self._identity(path) != identity:
+        self._file, self._path, self._identity = file, path, identity
+        if identity is not None and file_identity(path) != identity:
             # Changed while it was opened: a cached index may not be this file's.
             if index is not None:
                 self.close()

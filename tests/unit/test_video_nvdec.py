@@ -9,6 +9,7 @@ decoder on the GPU machine.
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 import numpy as np
@@ -122,6 +123,15 @@ def test_threads_keep_the_decoders_of_files_that_take_turns(backend, h264, video
     opens = [(path, thread) for kind, path, thread in fake_nvc.CALLS if kind == "open"]
     assert len(opens) == len(set(opens)) <= 2 * NvdecOnCpu.threads  # not one per run
     assert len(_batches()) == 6 * NvdecOnCpu.threads
+
+
+def test_a_file_replaced_at_the_same_path_gets_a_new_decoder(backend, videos):
+    path = videos / "replaced.mp4"
+    write_video(path, seconds=1)
+    assert read_counter(_read(backend, str(path), [20], (48, 80))[0]) == 20
+    write_video(videos / "longer.mp4", seconds=3)
+    os.replace(videos / "longer.mp4", path)
+    assert read_counter(_read(backend, str(path), [80], (48, 80))[0]) == 80
 
 
 def test_a_gpu_error_loses_only_its_frame(backend, h264):
