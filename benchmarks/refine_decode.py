@@ -2,8 +2,9 @@
 
 A search with ``refine=true`` decodes a padded clip around each of its top moments
 (``VIDSEEK_REFINE_MAX_MOMENTS``, 3) before the model sees them. This times
-:meth:`Refiner.refine` end to end with an engine that answers at once (the fixed
-answer of a test double), so what is left is decoding and hand-over: with a decode
+:meth:`Refiner.refine` end to end with an engine that answers at once (a span inside
+each clip, so every moment must come back refined), so what is left is decoding and
+hand-over: with a decode
 pool of one process (the clips decode one after another, as before the pool) and
 with one process per moment (the default), interleaved in ``--rounds`` rounds.
 
@@ -24,12 +25,36 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from benchmarks.make_videos import make_videos  # noqa: E402
+
+
+class SpanCaptioner:
+    """Answers every grounding clip at once with the second second of the clip."""
+
+    model_id = "benchmark/span"
+
+    def describe(self, clips: Any) -> list[Any]:
+        from vidseek.indexer.types import CaptionOutput
+
+        return [
+            CaptionOutput(
+                text=json.dumps(
+                    {"start": c.window.start_seconds + 1, "end": c.window.start_seconds + 2}
+                ),
+                prompt_tokens=0,
+                output_tokens=0,
+            )
+            for c in clips
+        ]
+
+    def close(self) -> None:
+        pass
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -41,7 +66,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--video-dir", type=Path, default=Path("/tmp/vidseek-bench-videos"))
     args = parser.parse_args(argv)
 
-    from tests.support.fakes import FixedAnswerCaptioner
     from vidseek.indexer.decode_pool import DecodePool
     from vidseek.indexer.engine import BatchingEngine
     from vidseek.indexer.pipeline import content_hash, register_video
@@ -56,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     with DecodeWorker("pyav") as worker:
         info = probe(str(path), timeout=300, worker=worker)
     video_id = register_video(store, path.resolve(), content_hash(path), info, "")
-    engine = BatchingEngine(FixedAnswerCaptioner('{"start": 0.0, "end": 1.0}'))
+    engine = BatchingEngine(SpanCaptioner())
     config = RefineConfig()
     spacing = (info.duration - 60) / ((args.searches + 1) * config.max_moments)
     timings: dict[int, list[float]] = {}
@@ -78,7 +102,9 @@ def main(argv: list[str] | None = None) -> int:
                         for j in range(config.max_moments)
                     ]
                     started = time.perf_counter()
-                    refiner.refine("a box moves", moments, time.monotonic() + 60)
+                    refined = refiner.refine("a box moves", moments, time.monotonic() + 60)
+                    if not all(m.refined for m in refined):  # a failure would look fast
+                        raise SystemExit(f"a moment was not refined: {refined}")
                     if k:
                         timings.setdefault(processes, []).append(time.perf_counter() - started)
             finally:
