@@ -2,7 +2,8 @@
 
 Skipped without CUDA (tests/conftest.py). The counter that ``write_video`` draws in
 every frame shows which frame the hardware decoder returned for each index, through
-H.264 B-frames, keyframe seeks, display rotation and the decoder process.
+H.264 B-frames, keyframe seeks, display rotation, a window split over the decoder
+threads, 1080p and the decoder process.
 """
 
 from __future__ import annotations
@@ -45,3 +46,13 @@ def test_nvdec_frames_come_out_upright(workers, tmp_path: Path, rotation: int):
     frames = nvdec.read(path, [3, 17], 80, 48, timeout=120)
     assert frames.shape == (2, 80, 48, 3)
     assert [read_counter(np.rot90(f, -rotation // 90)) for f in frames] == [3, 17]
+
+
+def test_nvdec_splits_a_1080p_window_over_its_threads_in_order(workers, tmp_path: Path):
+    nvdec, _ = workers
+    path = write_video(
+        tmp_path / "hd.mp4", seconds=10, codec="libx264", gop=60, width=1920, height=1080
+    )
+    indices = list(range(0, 300, 5))  # 60 frames: runs on 8 threads
+    frames = nvdec.read(path, indices, 256, 448, timeout=300)
+    assert [read_counter(f) for f in frames] == indices
