@@ -216,20 +216,27 @@ def test_unusable_answers_return_coarse(make: Make, video_id: str, inner: Captio
     assert refiner.refine(QUERY, coarse, soon()) == coarse
 
 
-def test_a_decoded_clip_goes_to_the_engine_while_the_others_decode(
-    store: Store, decode_pool: DecodePool, video_id: str
-) -> None:
-    engine = HeldEngine()
-    gate = threading.Event()
+def _refiner_holding_second_moment(
+    store: Store, engine: object, decode_pool: DecodePool, gate: threading.Event
+) -> Refiner:
+    """A refiner of 2 moments on the shared pool, moment 1's decode held until ``gate``."""
 
-    class HoldSecondMoment:  # the shared pool, with moment 1's decode held at the gate
+    class HoldSecondMoment:
         def submit(self, fn):
             if fn.args[1] == 1:
                 return decode_pool.submit(lambda worker: gate.wait(30) and fn(worker))
             return decode_pool.submit(fn)
 
     config = RefineConfig(fps=2.0, pad_seconds=2.0, max_moments=2)
-    refiner = Refiner(store, lambda: engine, config, decode_pool=HoldSecondMoment())  # type: ignore[arg-type]
+    return Refiner(store, lambda: engine, config, decode_pool=HoldSecondMoment())  # type: ignore[arg-type]
+
+
+def test_a_decoded_clip_goes_to_the_engine_while_the_others_decode(
+    store: Store, decode_pool: DecodePool, video_id: str
+) -> None:
+    engine = HeldEngine()
+    gate = threading.Event()
+    refiner = _refiner_holding_second_moment(store, engine, decode_pool, gate)
     out: list[list[MomentResult]] = []
     coarse = [moment(video_id, 3.0, 6.0), moment(video_id, 8.5, 9.5)]
     thread = threading.Thread(target=lambda: out.append(refiner.refine(QUERY, coarse, soon())))
@@ -254,16 +261,8 @@ def test_moments_answered_in_time_are_refined_when_another_overruns(
     store: Store, decode_pool: DecodePool, video_id: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     engine = BatchingEngine(GroundingCaptioner(), max_batch=4)
-    gate = threading.Event()
-
-    class HoldSecondMoment:  # moment 1 decodes only after the deadline
-        def submit(self, fn):
-            if fn.args[1] == 1:
-                return decode_pool.submit(lambda worker: gate.wait(30) and fn(worker))
-            return decode_pool.submit(fn)
-
-    config = RefineConfig(fps=2.0, pad_seconds=2.0, max_moments=2)
-    refiner = Refiner(store, lambda: engine, config, decode_pool=HoldSecondMoment())  # type: ignore[arg-type]
+    gate = threading.Event()  # moment 1 decodes only after the deadline
+    refiner = _refiner_holding_second_moment(store, engine, decode_pool, gate)
     coarse = [moment(video_id, 3.0, 6.0), moment(video_id, 3.5, 5.5)]
     try:
         started = time.monotonic()
