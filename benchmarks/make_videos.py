@@ -87,11 +87,13 @@ def encode_segment(
     return path
 
 
-def join_segments(parts: list[Path], path: Path) -> None:
+def join_segments(parts: list[Path], path: Path, title: str = "") -> None:
     """Concatenate H.264 segments of identical settings into one MP4, copying packets."""
     with av.open(str(parts[0])) as first:
         template = first.streams.video[0]
         with av.open(str(path), "w") as out:
+            if title:
+                out.metadata["title"] = title
             stream = out.add_stream_from_template(template)
             offset = 0
             for part in parts:
@@ -142,15 +144,7 @@ def copy_video(source: Path, path: Path, title: str) -> Path:
     if path.exists():
         return path
     tmp = path.with_suffix(".copying.mp4")
-    with av.open(str(source)) as src, av.open(str(tmp), "w") as out:
-        out.metadata["title"] = title
-        video = src.streams.video[0]
-        stream = out.add_stream_from_template(video)
-        for packet in src.demux(video):
-            if packet.dts is None:
-                continue
-            packet.stream = stream
-            out.mux(packet)
+    join_segments([source], tmp, title)
     tmp.rename(path)
     return path
 
