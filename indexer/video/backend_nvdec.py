@@ -65,7 +65,7 @@ class NvdecBackend(FrameBackend):
     device: ClassVar[str] = "cuda"
     module: ClassVar[str] = "PyNvVideoCodec"
     threads: ClassVar[int] = 8  # decoders decoding one request's frames at once
-    # Fewest frames a thread is given: each run starts at a keyframe.
+    # Fewest frames a thread is given: each run decodes from the keyframe before it.
     min_run_frames: ClassVar[int] = 4
     # Files whose decoder each thread keeps open (jobs take turns on the process).
     open_files: ClassVar[int] = 3
@@ -90,7 +90,7 @@ class NvdecBackend(FrameBackend):
         # Files NVDEC could not open, and when to try again: PyAV decodes them meanwhile.
         self._cpu_until: dict[str, float] = {}
         self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="nvdec")
-        self._local = threading.local()  # each pool thread's decoder and its file
+        self._local = threading.local()  # each pool thread's decoders, by file
 
     def probe(self, path: str) -> VideoInfo:
         """See :meth:`FrameBackend.probe` (PyAV's probe: demuxing and one frame on the CPU)."""
