@@ -201,8 +201,8 @@ class PyAVBackend(FrameBackend):
     skip_nonref: ClassVar[bool] = True
     # Stream indexes kept for the files opened last. A decode pool hands any window
     # of any running job to any worker, so a worker switches files often; without
-    # them every switch demuxed the whole file again (an hour of 360p: 320 MB read,
-    # about 1 s). An index is 8 bytes per frame (under 1 MB for an hour at 30 fps);
+    # them every switch demuxed the whole file again (an hour of the benchmark's 360p:
+    # 320 MB read). An index is 8 bytes per frame (under 1 MB for an hour at 30 fps);
     # 32 covers the 24 videos ingested at once in the largest benchmark run.
     index_cache_size: ClassVar[int] = 32
 
