@@ -7,7 +7,10 @@ hands them to the model, two ways in the same run:
 * ``<backend> pool`` for each of ``--pool-backends`` (``pyav``, ``nvdec``): the
   project's :class:`~vidseek.indexer.decode_pool.DecodePool` with ``--processes``
   decoder processes of that backend, the production path. ``mean_abs_diff`` is how
-  far a backend's first window is from the first backend's, per pixel (0-255);
+  far a backend's first window is from the first backend's, per pixel (0-255), and
+  ``diff_vs_bt601`` / ``diff_vs_bt709`` how far it is from PyAV's frames converted
+  from YUV with each colour matrix (which one a decoder applies to a file that names
+  none shows there);
 * ``nvdec threads``: NVIDIA's ``PyNvVideoCodec`` ``SimpleDecoder`` called directly,
   RGB out in device memory, resized on the GPU (``torch`` bilinear with
   antialiasing), then copied to the host; ``--threads`` decoders in parallel in this
@@ -113,6 +116,32 @@ def time_pool(
         pool.close()
 
 
+def pyav_window(path: str, indices: list[int], size: tuple[int, int], matrix: str) -> Any:
+    """PyAV's frames ``indices`` at ``size``, converted to RGB with colour matrix ``matrix``
+    (``ITU601``, ``ITU709``) whatever the file says, decoded from the start."""
+    import av
+    import numpy as np
+    from av.video.reformatter import Colorspace
+
+    h, w = size
+    wanted, out = set(indices), []
+    with av.open(path) as container:
+        for n, frame in enumerate(container.decode(video=0)):
+            if n in wanted:
+                out.append(
+                    frame.to_ndarray(
+                        format="rgb24",
+                        width=w,
+                        height=h,
+                        interpolation="AREA",
+                        src_colorspace=Colorspace[matrix],
+                    )
+                )
+            if n >= indices[-1]:
+                break
+    return np.stack(out)
+
+
 def rate(hours: float, elapsed: float) -> dict[str, float]:
     return {
         "elapsed_s": round(elapsed, 2),
@@ -148,6 +177,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         hours = len(windows) * 60 / 3600
         base = {"video": Path(video).name, "height": info.height, "windows": len(windows)}
         reference = None
+        matrices = {
+            m: pyav_window(video, windows[0], args.frame_size, m).astype("int16")
+            for m in ("ITU601", "ITU709")
+        }
         for backend in args.pool_backends:
             for n in args.processes:
                 name = f"{backend} pool"
@@ -157,6 +190,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                     emit({**base, "run": name, "parallel": n, "error": f"{exc!r}"[:500]})
                     continue
                 row = {**base, "run": name, "parallel": size, **rate(hours, elapsed)}
+                for m, frames in matrices.items():
+                    row[f"diff_vs_bt{m[3:]}"] = round(float(abs(first - frames).mean()), 2)
                 if reference is None:
                     reference = first.astype("int16")
                 else:  # how far this backend's pixels are from the first one's
