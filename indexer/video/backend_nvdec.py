@@ -20,6 +20,14 @@ GPU contexts take turns on the GPU. Each thread keeps the decoders of the last
 A file NVDEC cannot open (a codec or profile the GPU does not decode) is decoded
 with PyAV instead, with a warning.
 
+A failed decode loses only its frames, except after a CUDA error that breaks the
+process's CUDA context (an illegal memory access, a failed launch, a device-side
+assert, an ECC error: NVIDIA's "sticky" errors), after which every CUDA call in the
+process fails. The backend then fails the rest of the request's frames at once and
+sets :attr:`~vidseek.indexer.video.FrameBackend.broken`: the worker answers the
+request and its process is replaced, so later requests decode on a fresh context.
+Out of memory is not such an error: the process stays.
+
 ``PyNvVideoCodec`` and CUDA are needed where the worker starts (the ``gpu`` extra);
 without them the worker fails to start with a message naming what is missing.
 """
@@ -29,6 +37,7 @@ from __future__ import annotations
 import importlib
 import itertools
 import logging
+import re
 import threading
 import time
 from collections import OrderedDict
@@ -50,6 +59,21 @@ from vidseek.indexer.video.frames import (
 from vidseek.storage.errors import VideoError
 
 log = logging.getLogger(__name__)
+
+# CUDA errors after which the process's CUDA context is unusable (CUDA's runtime
+# documents these as needing a new process), as CUDA, torch and PyNvVideoCodec word
+# them: the runtime's messages, and the runtime's and driver's error names.
+_STICKY_CUDA_ERROR = re.compile(
+    r"illegal memory access|unspecified launch failure|device-side assert|misaligned address"
+    r"|illegal instruction|hardware stack error|hardware exception|invalid program counter"
+    r"|global/shared address space|launch timed out|uncorrectable ECC|uncorrectable NVLink"
+    r"|cudaError(IllegalAddress|LaunchFailure|Assert|HardwareStackError|IllegalInstruction"
+    r"|MisalignedAddress|InvalidAddressSpace|InvalidPc|LaunchTimeout|ECCUncorrectable)"
+    r"|CUDA_ERROR_(ILLEGAL_ADDRESS|LAUNCH_FAILED|ASSERT|HARDWARE_STACK_ERROR"
+    r"|ILLEGAL_INSTRUCTION|MISALIGNED_ADDRESS|INVALID_ADDRESS_SPACE|INVALID_PC"
+    r"|LAUNCH_TIMEOUT|ECC_UNCORRECTABLE)",
+    re.IGNORECASE,
+)
 
 
 class _CannotOpen(Exception):
@@ -152,6 +176,8 @@ class NvdecBackend(FrameBackend):
         self, path: str, frames: list[int], size: tuple[int, int], rotation: int
     ) -> Any:
         """Frames of ``path`` with this pool thread's decoder for it (opened on first use)."""
+        if self.broken:  # every CUDA call would fail: no decoder is opened or used
+            raise VideoError(self.broken)
         decoders: OrderedDict[object, Any] | None = getattr(self._local, "decoders", None)
         if decoders is None:
             decoders = self._local.decoders = OrderedDict()
@@ -168,6 +194,8 @@ class NvdecBackend(FrameBackend):
                 )
             except Exception as exc:
                 decoders.clear()  # free this thread's GPU memory for the PyAV fallback's retry
+                if self._breaks_cuda(exc):
+                    raise VideoError(self.broken) from None
                 raise _CannotOpen(_clean_message(str(exc))) from None
             while len(decoders) >= self.open_files:
                 decoders.popitem(last=False)  # the least recently used file's decoder
@@ -198,7 +226,17 @@ class NvdecBackend(FrameBackend):
         except VideoError:
             raise
         except Exception as exc:  # CUDA errors, out of memory: this request's frames only
-            raise VideoError(_clean_message(str(exc))) from None
+            broken = self._breaks_cuda(exc)
+            raise VideoError(self.broken if broken else _clean_message(str(exc))) from None
+
+    def _breaks_cuda(self, exc: Exception) -> bool:
+        """Whether ``exc`` is a sticky CUDA error; the first one sets :attr:`broken`."""
+        if not _STICKY_CUDA_ERROR.search(str(exc)):
+            return False
+        if not self.broken:  # later errors echo the first
+            message = _clean_message(str(exc))
+            self.broken = f"{message} (CUDA is unusable in this decoder process: it is restarted)"
+        return True
 
     def close(self) -> None:
         """See :meth:`FrameBackend.close`."""

@@ -215,6 +215,9 @@ class FrameBackend(abc.ABC):
     # The backend of decoder processes beside the shared pool (probing, refinement)
     # where this one should run no more processes ("": this one).
     side_backend: ClassVar[str] = ""
+    # Why this process can decode no more ("" while it can), e.g. a CUDA error that broke
+    # its CUDA context: the worker answers the request, then its process is replaced.
+    broken: str = ""
 
     @abc.abstractmethod
     def probe(self, path: str) -> VideoInfo:

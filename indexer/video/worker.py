@@ -58,7 +58,11 @@ def _anonymous_file(name: str) -> int:
 
 
 def _worker_main(conn: Connection, backend_cls: type[FrameBackend]) -> None:
-    """Serve probe and read requests until told to stop or the parent goes away."""
+    """Serve probe and read requests until told to stop, the parent goes away or the backend breaks.
+
+    Each reply is ``(kind, detail, broken)``: ``broken`` is the backend's
+    :attr:`~FrameBackend.broken`, after which this process exits.
+    """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         backend = backend_cls()
@@ -103,13 +107,16 @@ def _worker_main(conn: Connection, backend_cls: type[FrameBackend]) -> None:
                     del out
             else:
                 raise ValueError(f"unknown request {op!r}")
-            conn.send(("ok", reply))
+            conn.send(("ok", reply, backend.broken))
         except VideoError as exc:
-            conn.send(("error", str(exc)))
+            conn.send(("error", str(exc), backend.broken))
         except Exception as exc:
-            conn.send(("error", f"{type(exc).__name__}: {_clean_message(str(exc))}"))
+            problem = f"{type(exc).__name__}: {_clean_message(str(exc))}"
+            conn.send(("error", problem, backend.broken))
         finally:
             sys.stderr.flush()
+        if backend.broken:
+            break  # answered: the parent starts a fresh process for the next request
     with contextlib.suppress(Exception):
         backend.close()
 
@@ -210,10 +217,12 @@ class DecodeWorker:
     One worker serves any number of files, one request at a time (calls from
     several threads are serialised). Each request has a deadline: a worker that
     misses it is killed and :class:`DecodeTimeout` raised; one that dies gives
-    :class:`VideoError` naming the signal. Either way the next request starts a
-    fresh process. Share one worker between :class:`FrameReader` objects to pay
-    the process start once (~1 s for PyAV or decord; 5-20 s for torchcodec,
-    which imports torch).
+    :class:`VideoError` naming the signal. A backend that can decode no more in
+    its process (:attr:`FrameBackend.broken`: a CUDA error that broke the CUDA
+    context) answers its request, then its process exits. Either way the next
+    request starts a fresh process. Share one worker between :class:`FrameReader`
+    objects to pay the process start once (~1 s for PyAV or decord; 5-20 s for
+    torchcodec, which imports torch).
     """
 
     def __init__(
@@ -499,7 +508,7 @@ class DecodeWorker:
         try:
             conn.send(request)
             answered = conn.poll(timeout)
-            reply: tuple[str, Any] = conn.recv() if answered else ("", None)
+            reply: tuple[str, Any, str] = conn.recv() if answered else ("", None, "")
         except (EOFError, OSError):
             proc.join(5)
             reason = _describe_exit(proc.exitcode)
@@ -517,7 +526,10 @@ class DecodeWorker:
                     path, f"the decoder did not answer within {timeout:g} s while {action}; killed"
                 )
             )
-        kind, detail = reply
+        kind, detail, broken = reply
+        if broken:  # the process exits after this answer: let it, and forget it
+            proc.join(2)
+            self._kill()
         if kind == "ok":
             return detail
         raise VideoError(self._message(path, str(detail)))

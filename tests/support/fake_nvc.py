@@ -5,20 +5,62 @@ presentation order, handed out as host arrays (which support DLPack, as the real
 decoder's device frames do). It refuses files whose name contains ``"nonvdec"``,
 as the real one refuses a codec the GPU does not decode, and records every file
 it opens or refuses and every batch it is asked for, with the thread that asked, in
-:data:`CALLS`. A batch that holds a frame of :data:`FAIL_AT` fails.
+:data:`CALLS`. A batch that holds a frame of :data:`FAIL_AT` fails (an error that
+loses only that batch).
+
+A decode worker runs the fake in a spawned process, where :data:`FAIL_AT` is not
+seen: :func:`fail_once` leaves a fault in the directory named by the environment
+variable :data:`FAULTS_ENV`, which the first batch holding its frame, in any process,
+takes and raises. A ``"sticky"`` fault is a CUDA error that breaks the process's CUDA
+context: every later batch and open in that process fails with it too, as on a GPU;
+an ``"oom"`` fault is CUDA running out of memory, once.
 """
 
 from __future__ import annotations
 
 import enum
+import os
 import threading
-from typing import Any
+from pathlib import Path
+from typing import Any, Literal
 
 import av
 import numpy as np
 
 CALLS: list[tuple[str, Any, str]] = []
 FAIL_AT: set[int] = set()  # frame numbers whose batch fails, as a GPU error would
+FAULTS_ENV = "VIDSEEK_FAKE_NVC_FAULTS"
+FAULTS = {
+    "sticky": "CUDA error: an illegal memory access was encountered",
+    "oom": "CUDA out of memory. Tried to allocate 2.00 GiB",
+}
+_broken = ""  # the sticky error this process has had
+
+
+def fail_once(
+    directory: str | os.PathLike[str], frame: int, kind: Literal["sticky", "oom"]
+) -> None:
+    """Make the next batch holding ``frame`` fail with ``kind`` (see the module docstring)."""
+    Path(directory, f"{kind}-{frame}").touch()
+
+
+def _take_fault(indices: list[int]) -> None:
+    """Raise this process's sticky error, or the error of a fault for one of ``indices``."""
+    global _broken
+    if _broken:
+        raise RuntimeError(_broken)
+    directory = os.environ.get(FAULTS_ENV)
+    if not directory:
+        return
+    for kind, message in FAULTS.items():
+        for frame in indices:
+            try:
+                os.unlink(Path(directory, f"{kind}-{frame}"))  # one taker, whichever process
+            except FileNotFoundError:
+                continue
+            if kind == "sticky":
+                _broken = message
+            raise RuntimeError(message)
 
 
 class OutputColorType(enum.Enum):
@@ -34,6 +76,8 @@ class SimpleDecoder:
         use_device_memory: bool = True,
         output_color_type: OutputColorType = OutputColorType.NATIVE,
     ) -> None:
+        if _broken:
+            raise RuntimeError(_broken)
         if "nonvdec" in enc_file_path:
             CALLS.append(("refuse", enc_file_path, threading.current_thread().name))
             raise RuntimeError("CUVID: codec not supported on this GPU")
@@ -49,5 +93,6 @@ class SimpleDecoder:
     def get_batch_frames_by_index(self, indices: list[int]) -> list[np.ndarray]:
         CALLS.append(("batch", list(indices), threading.current_thread().name))
         if FAIL_AT.intersection(indices):
-            raise RuntimeError(f"CUDA error: an illegal memory access (frame {min(FAIL_AT)})")
+            raise RuntimeError(f"NVDEC: failed to decode frame {min(FAIL_AT)}")
+        _take_fault(indices)
         return [self._frames[i] for i in indices]

@@ -139,7 +139,7 @@ def test_a_gpu_error_loses_only_its_frame(backend, h264):
     indices = list(range(0, 120, 4))
     out = np.zeros((len(indices), 48, 80, 3), np.uint8)
     missing = backend.read(h264, indices, (48, 80), out, skip_errors=True)
-    assert list(missing) == [40] and "illegal memory access" in missing[40]
+    assert list(missing) == [40] and "failed to decode frame 40" in missing[40]
     kept = [i for i in indices if i != 40]
     assert [read_counter(f) for f, i in zip(out, indices, strict=True) if i != 40] == kept
     with pytest.raises(VideoError, match="frame 40 was not decoded"):
@@ -209,3 +209,64 @@ def test_the_backend_decodes_in_a_worker_process(h264):
     with DecodeWorker(NvdecOnCpu) as worker:
         frames = worker.read(h264, [1, 45, 90], 48, 80, timeout=60)
     assert [read_counter(f) for f in frames] == [1, 45, 90]
+
+
+@pytest.fixture
+def faults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The fake's fault directory, seen by the decode worker processes started after this."""
+    monkeypatch.setenv(fake_nvc.FAULTS_ENV, str(tmp_path))
+    return tmp_path
+
+
+def _pid(pool) -> int | None:
+    return pool.submit(lambda w: w.pid).result()
+
+
+def _read_in(pool, path: str, indices: list[int], **kwargs):
+    return pool.submit(lambda w: w.read(path, indices, 48, 80, timeout=60, **kwargs)).result()
+
+
+_SPREAD = list(range(0, 120, 4))
+
+
+@pytest.fixture
+def warm_pool(h264):
+    """A one-process NVDEC pool (the fake) that has decoded once, and that process's pid."""
+    from vidseek.indexer.decode_pool import DecodePool
+
+    pool = DecodePool(NvdecOnCpu, 1)
+    try:
+        assert [read_counter(f) for f in _read_in(pool, h264, [1, 2])] == [1, 2]
+        yield pool, _pid(pool)
+    finally:
+        pool.close()
+
+
+def test_a_cuda_error_that_breaks_the_process_fails_its_request_and_restarts_it(
+    h264, faults, warm_pool
+):
+    pool, first = warm_pool
+    fake_nvc.fail_once(faults, 40, "sticky")
+    result = _read_in(pool, h264, _SPREAD, on_error="skip")
+    # Every CUDA call after the error fails: none of the request's frames is decoded.
+    assert result.missing == tuple(_SPREAD) and not result.indices
+    assert "illegal memory access" in result.error and "restarted" in result.error
+    assert _pid(pool) is None  # replaced before the next request
+    frames = _read_in(pool, h264, _SPREAD)
+    assert [read_counter(f) for f in frames] == _SPREAD
+    assert _pid(pool) not in (None, first)
+    assert not list(faults.iterdir())
+
+
+def test_out_of_memory_fails_a_batch_but_keeps_the_process(h264, faults, warm_pool):
+    pool, first = warm_pool
+    fake_nvc.fail_once(faults, 40, "oom")
+    result = _read_in(pool, h264, _SPREAD, on_error="skip")
+    assert not list(faults.iterdir())  # the batch failed; its frames were decoded again
+    assert result.complete and [read_counter(f) for f in result.frames] == _SPREAD
+    assert _pid(pool) == first
+    # The same pool does replace its process after a sticky error: the pid can change.
+    fake_nvc.fail_once(faults, 40, "sticky")
+    assert not _read_in(pool, h264, _SPREAD, on_error="skip").indices
+    assert [read_counter(f) for f in _read_in(pool, h264, [40])] == [40]
+    assert _pid(pool) not in (None, first)
