@@ -45,10 +45,13 @@ class DecodePool:
     """``processes`` decoder processes (started on first use) behind one queue of calls.
 
     :meth:`submit` runs ``fn(worker)`` on the next idle worker and returns a future;
-    calls beyond the pool's size wait in order.
+    calls beyond the pool's size wait in order. ``nice`` (0-19) lowers the processes'
+    CPU priority (see :class:`DecodeWorker`).
     """
 
-    def __init__(self, backend: str | type[FrameBackend] = "pyav", processes: int = 0) -> None:
+    def __init__(
+        self, backend: str | type[FrameBackend] = "pyav", processes: int = 0, *, nice: int = 0
+    ) -> None:
         if processes < 0:
             raise ValueError(f"processes must be >= 0 (0: sized to the machine), got {processes}")
         self.backend = backend
@@ -57,7 +60,7 @@ class DecodePool:
         if cap:
             self.size = min(self.size, cap)
         self._idle: queue.SimpleQueue[DecodeWorker] = queue.SimpleQueue()
-        self._workers = [DecodeWorker(backend) for _ in range(self.size)]
+        self._workers = [DecodeWorker(backend, nice=nice) for _ in range(self.size)]
         for worker in self._workers:
             self._idle.put(worker)
         self._executor = ThreadPoolExecutor(max_workers=self.size, thread_name_prefix="decode")

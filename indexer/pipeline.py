@@ -114,6 +114,8 @@ class IngestConfig:
     """Windows of one video sent to the engine and not yet committed."""
     decode_processes: int = 1
     """Decoder processes of an ingestor that has no shared pool."""
+    decode_nice: int = 0
+    """Niceness added to ingestion's decoder processes (0-19)."""
     decode_ahead: int = 0
     """Windows decoded ahead of the engine per video (0: the decode pool's size, at least 2)."""
 
@@ -205,7 +207,7 @@ class Ingestor:
         self.engine = as_engine(captioner, max_batch=config.batch_windows)
         self._owns_pool = decode_pool is None
         self.decode_pool = decode_pool or DecodePool(
-            config.decode_backend, max(1, config.decode_processes)
+            config.decode_backend, max(1, config.decode_processes), nice=config.decode_nice
         )
         self.timings = timings or StageTimes()
 

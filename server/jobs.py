@@ -335,7 +335,9 @@ class JobRunner:
             with self._captioner_lock:
                 if self._decode_pool is None:
                     self._decode_pool = DecodePool(
-                        self.config.decode_backend, self._decode_processes
+                        self.config.decode_backend,
+                        self._decode_processes,
+                        nice=self.config.decode_nice,
                     )
                 ingestor = Ingestor(
                     self.store,

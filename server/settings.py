@@ -153,6 +153,12 @@ class Settings:
         "Decoder processes shared by all ingest jobs (0: half the cores; 'nvdec' runs one, "
         "decoding on several threads).",
     )
+    decode_nice: int = _s(
+        10,
+        "Niceness of the ingest decoder processes (0-19): above 0 they yield the cores to "
+        "search, refinement's decoders and the captioning engine's front end when those "
+        "want them (0: the same priority).",
+    )
     max_queued_jobs: int = _s(
         10_000,
         "Ingest jobs queued or running at once; a submission past it gets RESOURCE_EXHAUSTED "
@@ -412,6 +418,7 @@ def _validate(s: Settings) -> None:
         ),
         (0 <= s.metrics_port <= 65535, "metrics_port", "must be 0-65535"),
         (s.decode_processes >= 0, "decode_processes", "must be >= 0"),
+        (0 <= s.decode_nice <= 19, "decode_nice", "must be 0-19"),
         (s.vllm_renderer_workers > 0, "vllm_renderer_workers", "must be > 0"),
         (s.vllm_data_parallel_size > 0, "vllm_data_parallel_size", "must be > 0"),
         (s.openai_max_concurrency > 0, "openai_max_concurrency", "must be > 0"),

@@ -57,13 +57,16 @@ def _anonymous_file(name: str) -> int:
     return fd
 
 
-def _worker_main(conn: Connection, backend_cls: type[FrameBackend]) -> None:
+def _worker_main(conn: Connection, backend_cls: type[FrameBackend], nice: int = 0) -> None:
     """Serve probe and read requests until told to stop, the parent goes away or the backend breaks.
 
     Each reply is ``(kind, detail, broken)``: ``broken`` is the backend's
-    :attr:`~FrameBackend.broken`, after which this process exits.
+    :attr:`~FrameBackend.broken`, after which this process exits. ``nice`` is added to
+    this process's niceness first.
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if nice:
+        os.nice(nice)
     try:
         backend = backend_cls()
     except Exception as exc:
@@ -230,14 +233,21 @@ class DecodeWorker:
         backend: str | type[FrameBackend] = "decord",
         *,
         start_timeout: float = DEFAULT_START_TIMEOUT,
+        nice: int = 0,
     ) -> None:
         """Prepare a worker; the process starts on the first request.
 
         ``backend`` is a name in :data:`BACKENDS` or a :class:`FrameBackend`
-        subclass importable by the worker; ``start_timeout`` bounds starting it.
+        subclass importable by the worker; ``start_timeout`` bounds starting it;
+        ``nice`` (0-19) is added to the process's niceness, so that it yields the
+        cores to processes that want them more (e.g. ingestion's decoders to
+        search refinement's).
         """
+        if not 0 <= nice <= 19:
+            raise ValueError(f"nice must be 0-19, got {nice}")
         self.backend = resolve_backend(backend)
         self.start_timeout = start_timeout
+        self.nice = nice
         self._lock = threading.Lock()
         self._proc: BaseProcess | None = None
         self._conn: Connection | None = None
@@ -446,7 +456,9 @@ class DecodeWorker:
         ctx = multiprocessing.get_context("spawn")
         parent_conn, child_conn = ctx.Pipe(duplex=True)
         proc = ctx.Process(
-            target=_worker_main, args=(child_conn, self.backend), name=f"vidseek-decode-{name}"
+            target=_worker_main,
+            args=(child_conn, self.backend, self.nice),
+            name=f"vidseek-decode-{name}",
         )
         proc.daemon = True
         proc.start()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -31,13 +32,14 @@ def videos(tmp_path: Path) -> list[str]:
 def runner_factory(tmp_path: Path, embedder) -> Iterator:
     made: list[tuple[JobRunner, Store]] = []
 
-    def make(workers: int) -> tuple[JobRunner, GatedCaptioner, Store]:
+    def make(workers: int, **options) -> tuple[JobRunner, GatedCaptioner, Store]:
         store = Store(f"sqlite:///{tmp_path / 'db.sqlite'}", tmp_path / "faiss.index", embedder.dim)
         captioner = GatedCaptioner()
         config = IngestConfig(
             plan=PlanConfig(sample_fps=2.0, window_seconds=2.0, max_frame_pixels=160 * 96),
             batch_windows=1,
             max_in_flight=1,  # one window in hand at a time: cancelling stops after it
+            **options,
         )
         runner = JobRunner(
             store, embedder, lambda: captioner, config, [], workers=workers, max_in_flight=1
@@ -50,6 +52,16 @@ def runner_factory(tmp_path: Path, embedder) -> Iterator:
     for runner, store in made:
         runner.stop(timeout=30)
         store.close()
+
+
+def test_ingest_decoders_run_at_the_configured_niceness(runner_factory, videos):
+    runner, captioner, store = runner_factory(1, decode_nice=7)
+    job = runner.submit(videos[0])
+    assert captioner.waiting.wait(60)  # a window was decoded: the pool's process runs
+    pid = runner._decode_pool.submit(lambda worker: worker.pid).result()
+    assert os.getpriority(os.PRIO_PROCESS, pid) == min(19, os.getpriority(os.PRIO_PROCESS, 0) + 7)
+    captioner.gate.set()
+    _wait(lambda: _states(store, [job]) == ["succeeded"])
 
 
 def _wait(predicate, timeout: float = 60.0) -> None:

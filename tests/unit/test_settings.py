@@ -42,6 +42,7 @@ def test_unknown_setting_fails_with_its_name():
         ("VIDSEEK_SAMPLE_FPS", "0", "> 0"),
         ("VIDSEEK_CONSTRAINED_OUTPUT", "maybe", "expected bool"),
         ("VIDSEEK_INDEX_KIND", "lsh", "flat, hnsw, ivf"),
+        ("VIDSEEK_DECODE_NICE", "20", "0-19"),
     ],
 )
 def test_bad_values_fail_clearly(name: str, value: str, problem: str):

@@ -581,6 +581,16 @@ def test_reader_owns_and_stops_its_worker(rgb_video: str) -> None:
         reader.read([0], 32, 64)
 
 
+def test_a_worker_given_a_niceness_decodes_at_lower_priority(rgb_video: str) -> None:
+    with DecodeWorker("pyav", nice=5) as worker:
+        assert len(worker.read(rgb_video, [0, 1], 32, 64, timeout=60)) == 2
+        assert worker.pid is not None
+        niceness = os.getpriority(os.PRIO_PROCESS, worker.pid)
+    assert niceness == min(19, os.getpriority(os.PRIO_PROCESS, 0) + 5)
+    with pytest.raises(ValueError, match="nice must be 0-19"):
+        DecodeWorker("pyav", nice=20)
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
