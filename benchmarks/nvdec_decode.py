@@ -4,9 +4,14 @@ For each video, the first ``--windows`` 60 s windows (1 frame a second, 30 fps
 sources) are decoded to RGB frames of ``--frame-size`` in host memory, as ingestion
 hands them to the model, two ways in the same run:
 
-* ``<backend> pool`` for each of ``--pool-backends`` (``pyav``, ``nvdec``): the
+* ``<backend> pool`` for each of ``--pool-backends`` (``pyav``, ``nvdec``, and
+  ``nvdec-3files``: NVDEC keeping 3 files' decoders a thread, as it did before): the
   project's :class:`~vidseek.indexer.decode_pool.DecodePool` with ``--processes``
-  decoder processes of that backend, the production path. ``mean_abs_diff`` is how
+  decoder processes of that backend, the production path. With ``--interleave K``
+  the video's windows are decoded from K files (the video and remuxed copies)
+  taking turns, as K ingest jobs at once ask for them; the first window of each file
+  (at least one a process) opens the decoders (``warm_s``) and the rest are timed;
+  ``gpu_memory_gib`` is what the pool took on the GPU. ``mean_abs_diff`` is how
   far a backend's first window is from the first backend's, per pixel (0-255), and
   ``diff_vs_bt601`` / ``diff_vs_bt709`` how far it is from PyAV's frames converted
   from YUV with each colour matrix (which one a decoder applies to a file that names
@@ -21,12 +26,15 @@ of wall time. NVDEC needs a CUDA GPU, ``PyNvVideoCodec`` and the driver's
 ``libnvcuvid``.
 
     python benchmarks/nvdec_decode.py /root/videos/360p_1800s_0.mp4 /root/videos/1080p_600s_0.mp4
+    python benchmarks/nvdec_decode.py 360p_1800s_0.mp4 --interleave 24 --threads \
+        --pool-backends pyav nvdec nvdec-3files
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -40,6 +48,9 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from benchmarks.caption_throughput import _size  # noqa: E402
+from benchmarks.make_videos import with_copies  # noqa: E402
+from vidseek.indexer.video.backend_nvdec import NvdecBackend  # noqa: E402
+from vidseek.indexer.video.frames import FrameBackend  # noqa: E402
 
 
 def window_indices(frame_count: int, fps: float, windows: int) -> list[list[int]]:
@@ -89,31 +100,74 @@ def time_nvdec(path: str, windows: list[list[int]], size: tuple[int, int], threa
     return elapsed
 
 
+def gpu_memory_gib() -> float | None:
+    """Memory in use on the first visible GPU (NVML), or None without one."""
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES", "0").split(",")[0] or "0"
+        handle = pynvml.nvmlDeviceGetHandleByIndex(int(visible))
+        return float(pynvml.nvmlDeviceGetMemoryInfo(handle).used) / 2**30
+    except Exception:
+        return None
+
+
 def time_pool(
-    path: str, windows: list[list[int]], size: tuple[int, int], processes: int, backend: str
-) -> tuple[float, Any, int]:
-    """Seconds to decode ``windows`` on a decode pool of ``backend``, the first window, and
-    the pool's size (a backend may cap its processes)."""
+    work: list[tuple[str, list[int]]],
+    size: tuple[int, int],
+    processes: int,
+    backend: str | type[FrameBackend],
+    warm: int,
+) -> dict[str, Any]:
+    """A decode pool of ``backend`` on ``work`` (file, frame indices), in order: the first
+    ``warm`` windows start the processes and open the decoders (``warm_s``), the rest
+    are timed (``elapsed_s``). Also the first window's frames, the pool's size (a
+    backend may cap its processes) and the GPU memory the pool took."""
     from vidseek.indexer.decode_pool import DecodePool
 
     h, w = size
+    before = gpu_memory_gib()
     pool = DecodePool(backend, processes)
+
+    def read(path: str, indices: list[int], worker: Any) -> Any:
+        return worker.read(path, indices, h, w, timeout=600)
+
+    def decode(items: list[tuple[str, list[int]]]) -> list[Any]:
+        futures = [pool.submit(partial(read, path, indices)) for path, indices in items]
+        return [f.result() for f in futures]
+
     try:
-        warm = [pool.submit(lambda wk, i=i: wk.read(path, i, h, w, timeout=600)) for i in windows]
-        first = warm[0].result()
-        for f in warm[1:processes]:
-            f.result()
-        for f in warm[processes:]:
-            f.cancel()
         started = time.perf_counter()
-        futures = [
-            pool.submit(lambda wk, i=i: wk.read(path, i, h, w, timeout=600)) for i in windows
-        ]
-        for f in futures:
-            f.result()
-        return time.perf_counter() - started, first, pool.size
+        first = decode(work[:warm])[0]
+        warm_s = time.perf_counter() - started
+        started = time.perf_counter()
+        decode(work[warm:])
+        elapsed = time.perf_counter() - started
+        after = gpu_memory_gib()
+        memory = None if before is None or after is None else round(after - before, 2)
+        return {
+            "elapsed": elapsed,
+            "warm_s": round(warm_s, 2),
+            "first": first,
+            "size": pool.size,
+            "gpu_memory_gib": memory,
+        }
     finally:
         pool.close()
+
+
+class NvdecThreeFiles(NvdecBackend):
+    """The NVDEC backend keeping 3 files' decoders a thread (its setting until 2026-11-30)."""
+
+    open_files = 3
+
+
+POOL_BACKENDS: dict[str, str | type[FrameBackend]] = {
+    "pyav": "pyav",
+    "nvdec": "nvdec",
+    "nvdec-3files": NvdecThreeFiles,
+}
 
 
 def pyav_window(path: str, indices: list[int], size: tuple[int, int], matrix: str) -> Any:
@@ -154,9 +208,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("videos", nargs="+")
     parser.add_argument("--windows", type=int, default=24)
     parser.add_argument("--frame-size", type=_size, default=(256, 448), help="HxW")
-    parser.add_argument("--threads", type=int, nargs="+", default=[1, 4, 8])
+    parser.add_argument("--threads", type=int, nargs="*", default=[1, 4, 8])
     parser.add_argument("--processes", type=int, nargs="+", default=[8])
-    parser.add_argument("--pool-backends", nargs="+", default=["pyav", "nvdec"])
+    parser.add_argument(
+        "--pool-backends", nargs="+", default=["pyav", "nvdec"], choices=list(POOL_BACKENDS)
+    )
+    parser.add_argument("--interleave", type=int, default=1, help="files taking turns")
     parser.add_argument("--json-out", default="")
     args = parser.parse_args(argv)
     from vidseek.indexer.video import DecodeWorker, probe
@@ -174,8 +231,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         with DecodeWorker("pyav") as worker:
             info = probe(video, timeout=300, worker=worker)
         windows = window_indices(info.frame_count, info.fps, args.windows)
-        hours = len(windows) * 60 / 3600
-        base = {"video": Path(video).name, "height": info.height, "windows": len(windows)}
+        files = [str(f) for f in with_copies([Path(video)], args.interleave)]
+        work = [(f, indices) for indices in windows for f in files]  # files take turns
+        base = {
+            "video": Path(video).name,
+            "height": info.height,
+            "windows": len(work),
+            "files": len(files),
+        }
         reference = None
         matrices = {
             m: pyav_window(video, windows[0], args.frame_size, m).astype("int16")
@@ -184,12 +247,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         for backend in args.pool_backends:
             for n in args.processes:
                 name = f"{backend} pool"
+                warm = max(n, len(files))
+                hours = (len(work) - warm) * 60 / 3600
                 try:
-                    elapsed, first, size = time_pool(video, windows, args.frame_size, n, backend)
+                    run = time_pool(work, args.frame_size, n, POOL_BACKENDS[backend], warm)
                 except Exception as exc:  # report and go on: the other paths still count
                     emit({**base, "run": name, "parallel": n, "error": f"{exc!r}"[:500]})
                     continue
-                row = {**base, "run": name, "parallel": size, **rate(hours, elapsed)}
+                first = run["first"]
+                row = {
+                    **base,
+                    "run": name,
+                    "parallel": run["size"],
+                    **rate(hours, run["elapsed"]),
+                    "warm_s": run["warm_s"],
+                    "gpu_memory_gib": run["gpu_memory_gib"],
+                }
                 for m, frames in matrices.items():
                     row[f"diff_vs_bt{m[3:]}"] = round(float(abs(first - frames).mean()), 2)
                 if reference is None:
@@ -197,6 +270,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 else:  # how far this backend's pixels are from the first one's
                     row["mean_abs_diff"] = round(float(abs(first - reference).mean()), 2)
                 emit(row)
+        hours = len(windows) * 60 / 3600
         for n in args.threads:
             try:
                 elapsed = time_nvdec(video, windows, args.frame_size, n)

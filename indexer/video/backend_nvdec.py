@@ -75,6 +75,10 @@ _STICKY_CUDA_ERROR = re.compile(
     re.IGNORECASE,
 )
 
+_OUT_OF_MEMORY = re.compile(
+    r"out of memory|CUDA_ERROR_OUT_OF_MEMORY|cudaErrorMemoryAllocation", re.I
+)
+
 
 class _CannotOpen(Exception):
     """NVDEC cannot open a file (not a :class:`VideoError`: the file may decode on the CPU)."""
@@ -91,8 +95,12 @@ class NvdecBackend(FrameBackend):
     threads: ClassVar[int] = 8  # decoders decoding one request's frames at once
     # Fewest frames a thread is given: each run decodes from the keyframe before it.
     min_run_frames: ClassVar[int] = 4
-    # Files whose decoder each thread keeps open (jobs take turns on the process).
-    open_files: ClassVar[int] = 3
+    # Files whose decoder each thread keeps open. Jobs take turns on the process and
+    # every thread decodes a run of each window, so each thread needs a decoder for
+    # every file being ingested: with 3, 24 jobs at once reopened decoders on nearly
+    # every window (run E in the README). A decoder that cannot be opened for lack of
+    # GPU memory first frees the thread's others.
+    open_files: ClassVar[int] = 32
     # Seconds a file NVDEC could not open is left to PyAV before NVDEC tries again
     # (the failure may have been passing: GPU memory, decoder sessions).
     cpu_retry_seconds: ClassVar[float] = 300.0
@@ -184,24 +192,33 @@ class NvdecBackend(FrameBackend):
         key = file_identity(path) or path  # a file replaced at the same path is another
         decoder = decoders.pop(key, None)
         if decoder is None:
-            nvc = self._nvc
+            decoder = self._open(path, decoders)
+            while len(decoders) >= self.open_files:
+                decoders.popitem(last=False)  # the least recently used file's decoder
+        frames_out = self._decode(decoder, frames, size, rotation)  # a failed one is dropped
+        decoders[key] = decoder
+        return frames_out
+
+    def _open(self, path: str, decoders: OrderedDict[object, Any]) -> Any:
+        """A decoder of ``path`` for this thread; out of GPU memory, once more without the
+        thread's other decoders (:class:`_CannotOpen` if NVDEC still cannot open it)."""
+        nvc = self._nvc
+        while True:
             try:
-                decoder = nvc.SimpleDecoder(
+                return nvc.SimpleDecoder(
                     path,
                     gpu_id=0,
                     use_device_memory=True,
                     output_color_type=nvc.OutputColorType.RGB,
                 )
             except Exception as exc:
-                decoders.clear()  # free this thread's GPU memory for the PyAV fallback's retry
+                retry = bool(decoders) and bool(_OUT_OF_MEMORY.search(str(exc)))
+                decoders.clear()  # frees this thread's GPU memory (a retry, PyAV's fallback)
+                if retry:
+                    continue
                 if self._breaks_cuda(exc):
                     raise VideoError(self.broken) from None
                 raise _CannotOpen(_clean_message(str(exc))) from None
-            while len(decoders) >= self.open_files:
-                decoders.popitem(last=False)  # the least recently used file's decoder
-        frames_out = self._decode(decoder, frames, size, rotation)  # a failed one is dropped
-        decoders[key] = decoder
-        return frames_out
 
     def _decode(self, decoder: Any, frames: list[int], size: tuple[int, int], rotation: int) -> Any:
         """Frames ``frames`` as ``(N, h, w, 3)`` uint8 in host memory, upright, at ``size``."""

@@ -6,7 +6,7 @@ decoder's device frames do). It refuses files whose name contains ``"nonvdec"``,
 as the real one refuses a codec the GPU does not decode, and records every file
 it opens or refuses and every batch it is asked for, with the thread that asked, in
 :data:`CALLS`. A batch that holds a frame of :data:`FAIL_AT` fails (an error that
-loses only that batch).
+loses only that batch); the next opens raise the errors of :data:`OPEN_FAULTS`.
 
 A decode worker runs the fake in a spawned process, where :data:`FAIL_AT` is not
 seen: :func:`fail_once` leaves a fault in the directory named by the environment
@@ -29,6 +29,7 @@ import numpy as np
 
 CALLS: list[tuple[str, Any, str]] = []
 FAIL_AT: set[int] = set()  # frame numbers whose batch fails, as a GPU error would
+OPEN_FAULTS: list[str] = []  # errors the next opens raise, one each, in this process
 FAULTS_ENV = "VIDSEEK_FAKE_NVC_FAULTS"
 FAULTS = {
     "sticky": "CUDA error: an illegal memory access was encountered",
@@ -78,6 +79,9 @@ class SimpleDecoder:
     ) -> None:
         if _broken:
             raise RuntimeError(_broken)
+        if OPEN_FAULTS:
+            CALLS.append(("fault", enc_file_path, threading.current_thread().name))
+            raise RuntimeError(OPEN_FAULTS.pop(0))
         if "nonvdec" in enc_file_path:
             CALLS.append(("refuse", enc_file_path, threading.current_thread().name))
             raise RuntimeError("CUVID: codec not supported on this GPU")

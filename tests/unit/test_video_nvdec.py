@@ -49,6 +49,7 @@ def backend():
     yield nvdec
     nvdec.close()
     fake_nvc.FAIL_AT.clear()
+    fake_nvc.OPEN_FAULTS.clear()
 
 
 def _read(backend, path: str, indices: list[int], size: tuple[int, int]) -> np.ndarray:
@@ -123,6 +124,29 @@ def test_threads_keep_the_decoders_of_files_that_take_turns(backend, h264, video
     opens = [(path, thread) for kind, path, thread in fake_nvc.CALLS if kind == "open"]
     assert len(opens) == len(set(opens)) <= 2 * NvdecOnCpu.threads  # not one per run
     assert len(_batches()) == 6 * NvdecOnCpu.threads
+
+
+def test_decoders_of_many_files_taking_turns_stay_open(backend, h264, videos):
+    paths = [h264] + [write_video(videos / f"turn{k}.mp4", seconds=1) for k in range(5)]
+    for _ in range(2):
+        for path in paths:
+            assert [read_counter(f) for f in _read(backend, path, [8, 16], (48, 80))] == [8, 16]
+    opens = [(path, thread) for kind, path, thread in fake_nvc.CALLS if kind == "open"]
+    assert len(opens) == len(set(opens))  # the second round opened none
+
+
+def test_out_of_gpu_memory_opening_a_decoder_frees_the_threads_others(backend, h264, videos):
+    other = write_video(videos / "after-oom.mp4", seconds=1)
+    assert [read_counter(f) for f in _read(backend, h264, [5, 9], (48, 80))] == [5, 9]
+    fake_nvc.OPEN_FAULTS.append("CUDA error: out of memory")
+    assert [read_counter(f) for f in _read(backend, other, [5, 9], (48, 80))] == [5, 9]
+    (fault,) = [thread for kind, _, thread in fake_nvc.CALLS if kind == "fault"]
+    # That thread dropped its decoder of the first file, opened the second, and opens
+    # the first again when it next needs it; no file went to PyAV.
+    assert read_counter(_read(backend, h264, [5], (48, 80))[0]) == 5
+    opens = [(path, thread) for kind, path, thread in fake_nvc.CALLS if kind == "open"]
+    assert (other, fault) in opens and opens.count((h264, fault)) == 2
+    assert not fake_nvc.OPEN_FAULTS
 
 
 def test_a_file_replaced_at_the_same_path_gets_a_new_decoder(backend, videos):
