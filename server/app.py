@@ -97,6 +97,7 @@ def load_captioner(settings: Settings) -> Captioner | CaptionEngine:
             max_new_tokens=settings.max_new_tokens,
             constrained_json=settings.constrained_output,
             max_concurrency=settings.openai_max_concurrency,
+            send_priority=settings.openai_send_priority,
         )
     from vidseek.indexer.captioner_transformers import TransformersCaptioner
 

@@ -99,6 +99,12 @@ class Settings:
     openai_max_concurrency: int = _s(
         64, "Requests open at once to the OpenAI-compatible server (keep >= max_in_flight)."
     )
+    openai_send_priority: bool = _s(
+        False,
+        "Send each window's priority to the OpenAI-compatible server, so that refinement goes "
+        "ahead of ingestion in its queue; the server must run with --scheduling-policy "
+        "priority (vLLM refuses priorities otherwise). Set it in the servers and the workers.",
+    )
     model: str = _s(
         "Qwen/Qwen3-VL-4B-Instruct-FP8", "Vision-language model: hub id or local directory."
     )

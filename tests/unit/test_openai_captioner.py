@@ -522,3 +522,31 @@ def test_replicas_refuse_an_empty_or_repeated_list():
         OpenAICaptioner("", "m")
     with pytest.raises(ValueError, match="repeat"):
         OpenAICaptioner("http://a:1/v1,http://a:1/v1", "m")
+
+
+# --- priorities -----------------------------------------------------------------------
+
+
+def test_windows_carry_their_priority_only_when_the_settings_say_so(serve, tokenizer):
+    from vidseek.indexer.engine import INGEST_PRIORITY, REFINE_PRIORITY
+    from vidseek.server.app import load_captioner
+    from vidseek.server.settings import load_settings
+
+    server = serve(like_vllm(tokenizer))
+    for send in (False, True):
+        overrides = {
+            "captioner": "openai",
+            "openai_base_url": server.base_url,
+            "openai_send_priority": send,
+            "model": "m",
+        }
+        captioner = load_captioner(load_settings(overrides, environ={}))
+        try:
+            captioner.submit(make_clip(), priority=INGEST_PRIORITY).result(timeout=30)
+            captioner.submit(make_grounding_clip(), priority=REFINE_PRIORITY).result(timeout=30)
+        finally:
+            captioner.close()
+    sent = [body.get("priority") for _, _, body in server.requests]
+    # vLLM serves a lower number first: refinement (0) ahead of ingestion (1).
+    assert sent == [None, None, INGEST_PRIORITY, REFINE_PRIORITY]
+    assert REFINE_PRIORITY < INGEST_PRIORITY
