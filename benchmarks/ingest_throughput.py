@@ -32,20 +32,22 @@ On the lent GPU machine (vLLM 0.26; see the README's GPU section)::
         --videos 360p:3600 360p:3600 360p:3600 1080p:3600 --variants fp8 \\
         --json-out benchmarks/results/ingest_throughput_h200.jsonl
 
-``--engine tiny`` runs the same flow on the CPU with the tiny random Qwen3-VL and the
-transformers backend (a check of the plumbing, not a measurement). vLLM spawns its
-engine process, which re-imports this module: hence the ``__main__`` guard.
+``--engine serve`` captions through ``vllm serve`` instead (``benchmarks/vllm_serve.py``:
+the production OpenAI captioner in front of ``--serve-replicas`` servers, each over
+``--data-parallel`` GPUs with ``--api-servers`` front-end processes), the in-process
+engine's arguments as its flags. ``--engine tiny`` runs the same flow on the CPU with
+the tiny random Qwen3-VL and the transformers backend (a check of the plumbing, not a
+measurement). vLLM spawns its engine process, which re-imports this module: hence the
+``__main__`` guard.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import faulthandler
 import json
 import os
 import random
-import statistics
 import sys
 import tempfile
 import threading
@@ -62,104 +64,9 @@ if str(REPO) not in sys.path:
 
 from benchmarks.caption_throughput import _size  # noqa: E402
 from benchmarks.make_videos import make_videos, with_copies  # noqa: E402
+from benchmarks.sampling import GpuSampler, HostMemory, percentile  # noqa: E402
 from vidseek.indexer.engine import INGEST_PRIORITY, EngineStats  # noqa: E402
 from vidseek.indexer.types import CaptionOutput, WindowClip  # noqa: E402
-
-# ---------------------------------------------------------------------------- sampling
-
-
-class GpuSampler:
-    """NVML utilisation and memory of the visible GPUs, sampled every ``period`` s."""
-
-    def __init__(self, period: float = 0.1) -> None:
-        self.period = period
-        self.samples: list[float] = []
-        self.times: list[float] = []  # perf_counter of each sample
-        self.peak_memory_gib = 0.0
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        try:
-            import pynvml
-
-            pynvml.nvmlInit()
-            visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-            count = pynvml.nvmlDeviceGetCount()
-            ids = [int(i) for i in visible.split(",")] if visible else list(range(count))
-            self._handles = [pynvml.nvmlDeviceGetHandleByIndex(i) for i in ids]
-            self._nvml: Any = pynvml
-        except Exception:  # no NVML (CPU run): report no GPU figures
-            self._handles = []
-            self._nvml = None
-
-    def __enter__(self) -> GpuSampler:
-        if self._handles:
-            self._thread = threading.Thread(target=self._run, daemon=True)
-            self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
-
-    def _run(self) -> None:
-        nvml = self._nvml
-        while not self._stop.wait(self.period):
-            busy = [nvml.nvmlDeviceGetUtilizationRates(h).gpu / 100 for h in self._handles]
-            used = sum(nvml.nvmlDeviceGetMemoryInfo(h).used for h in self._handles)
-            self.samples.append(sum(busy) / len(busy))
-            self.times.append(time.perf_counter())
-            self.peak_memory_gib = max(self.peak_memory_gib, used / 2**30)
-
-    def busy_between(self, start: float, end: float) -> float | None:
-        """Mean utilisation of the samples taken between two ``perf_counter`` times."""
-        window = [b for b, t in zip(self.samples, self.times, strict=True) if start <= t <= end]
-        return round(statistics.fmean(window), 3) if window else None
-
-    def report(self) -> dict[str, Any]:
-        if not self.samples:
-            return {"gpu_busy": None, "gpu_peak_memory_gib": None}
-        return {
-            "gpu_busy": round(statistics.fmean(self.samples), 3),
-            "gpu_peak_memory_gib": round(self.peak_memory_gib, 1),
-            "gpus": len(self._handles),
-        }
-
-
-class HostMemory:
-    """Peak resident memory of this process and its children (decoders, engine core)."""
-
-    def __init__(self, period: float = 0.5) -> None:
-        import psutil
-
-        self._process = psutil.Process()
-        self.peak_gib = 0.0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, args=(period,), daemon=True)
-
-    def __enter__(self) -> HostMemory:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    def _run(self, period: float) -> None:
-        while not self._stop.wait(period):
-            total = 0
-            for proc in [self._process, *self._process.children(recursive=True)]:
-                with contextlib.suppress(Exception):  # a child that just exited
-                    total += proc.memory_info().rss
-            self.peak_gib = max(self.peak_gib, total / 2**30)
-
-
-def percentile(values: Sequence[float], q: float) -> float | None:
-    if not values:
-        return None
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
-
 
 # ---------------------------------------------------------------------------- engines
 
@@ -246,12 +153,35 @@ def build_engine(directory: Path, args: argparse.Namespace) -> Any:
             str(directory), device="cpu", max_new_tokens=args.output_tokens, constrained_json=False
         )
         return BatchingEngine(captioner, max_batch=4)
-    from vidseek.indexer.engine_vllm import AsyncVllmEngine
+    from vidseek.indexer.engine_vllm import AsyncVllmEngine, async_engine_kwargs
     from vidseek.indexer.model_inputs import max_video_tokens
     from vidseek.indexer.planner import max_window_frames
 
     height, width = args.frame_size
     frames = max_window_frames(max(args.window_seconds), args.sample_fps)
+    if args.engine == "serve":
+        from benchmarks.vllm_serve import ServedEngine
+
+        kwargs = async_engine_kwargs(
+            str(directory),
+            gpu_memory_utilization=args.gpu_memory_utilization,
+            max_model_len=args.max_model_len,
+            renderer_workers=args.renderer_workers,
+            data_parallel_size=args.data_parallel,
+            enforce_eager=args.enforce_eager,
+            max_video_tokens=max_video_tokens(frames, height * width),
+            extra=engine_options(args),
+        )
+        return ServedEngine(
+            kwargs,
+            replicas=args.serve_replicas,
+            gpus_each=args.data_parallel,
+            api_servers=args.api_servers,
+            caption_tokens=args.output_tokens,
+            max_new_tokens=args.output_tokens,
+            max_concurrency=args.max_in_flight,
+            log_dir=directory.parent,
+        )
     # Captions are forced to --output-tokens (random weights never end one); refinement
     # decodes as in production, its span grammar ending the answer (at most 40 tokens).
     options = {**vllm_options(args), "constrained_json": True, "sampling_options": {}}
@@ -386,7 +316,7 @@ def run_end_to_end(
         },
         environ={},
     )
-    gpus = max(1, args.data_parallel)
+    gpus = max(1, args.data_parallel) * (args.serve_replicas if args.engine == "serve" else 1)
     kept = KeepOpen(engine)
     server, port, app = create_server(settings, embedder=embedder, captioner_factory=lambda: kept)
     before = engine.stats.snapshot()
@@ -606,7 +536,7 @@ def versions() -> dict[str, Any]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--engine", choices=["vllm", "tiny"], default="vllm")
+    parser.add_argument("--engine", choices=["vllm", "serve", "tiny"], default="vllm")
     parser.add_argument("--variants", nargs="+", default=["fp8"], choices=["bf16", "fp8"])
     parser.add_argument("--videos", nargs="+", default=["360p:3600"] * 3 + ["1080p:3600"])
     parser.add_argument("--video-dir", type=Path, default=Path("/tmp/vidseek-bench-videos"))
@@ -625,6 +555,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--decode-windows", type=int, default=10)
     parser.add_argument("--renderer-workers", type=int, default=8)
     parser.add_argument("--data-parallel", type=int, default=1, help="GPUs (vLLM data parallel)")
+    parser.add_argument("--api-servers", type=int, default=1, help="serve: front-end processes")
+    parser.add_argument("--serve-replicas", type=int, default=1, help="serve: servers, own GPUs")
     parser.add_argument("--refine-interval", type=float, default=1.0, help="0: no probes")
     parser.add_argument("--refine-timeout", type=float, default=30.0)
     parser.add_argument("--progress-interval", type=float, default=30.0)
@@ -669,7 +601,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     embedder = benchmark_embedder(args)
     for variant in args.variants:
         directory = model_dir(work, variant, args)
-        if args.baseline_windows and args.engine == "vllm":
+        if args.baseline_windows and args.engine != "tiny":
             clips: list[WindowClip] = []
             for video in videos[: len(videos) // args.copies]:  # distinct videos, no copies
                 more = args.baseline_windows - len(clips)

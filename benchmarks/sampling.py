@@ -1,0 +1,105 @@
+"""What the ingest benchmark samples while it runs: GPU utilisation and memory (NVML),
+host memory of the process tree, and percentiles of latencies."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import statistics
+import threading
+import time
+from collections.abc import Sequence
+from typing import Any
+
+
+class GpuSampler:
+    """NVML utilisation and memory of the visible GPUs, sampled every ``period`` s."""
+
+    def __init__(self, period: float = 0.1) -> None:
+        self.period = period
+        self.samples: list[float] = []
+        self.times: list[float] = []  # perf_counter of each sample
+        self.peak_memory_gib = 0.0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        try:
+            import pynvml
+
+            pynvml.nvmlInit()
+            visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+            count = pynvml.nvmlDeviceGetCount()
+            ids = [int(i) for i in visible.split(",")] if visible else list(range(count))
+            self._handles = [pynvml.nvmlDeviceGetHandleByIndex(i) for i in ids]
+            self._nvml: Any = pynvml
+        except Exception:  # no NVML (CPU run): report no GPU figures
+            self._handles = []
+            self._nvml = None
+
+    def __enter__(self) -> GpuSampler:
+        if self._handles:
+            self._thread = threading.Thread(target=self._run, daemon=True)
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+
+    def _run(self) -> None:
+        nvml = self._nvml
+        while not self._stop.wait(self.period):
+            busy = [nvml.nvmlDeviceGetUtilizationRates(h).gpu / 100 for h in self._handles]
+            used = sum(nvml.nvmlDeviceGetMemoryInfo(h).used for h in self._handles)
+            self.samples.append(sum(busy) / len(busy))
+            self.times.append(time.perf_counter())
+            self.peak_memory_gib = max(self.peak_memory_gib, used / 2**30)
+
+    def busy_between(self, start: float, end: float) -> float | None:
+        """Mean utilisation of the samples taken between two ``perf_counter`` times."""
+        window = [b for b, t in zip(self.samples, self.times, strict=True) if start <= t <= end]
+        return round(statistics.fmean(window), 3) if window else None
+
+    def report(self) -> dict[str, Any]:
+        if not self.samples:
+            return {"gpu_busy": None, "gpu_peak_memory_gib": None}
+        return {
+            "gpu_busy": round(statistics.fmean(self.samples), 3),
+            "gpu_peak_memory_gib": round(self.peak_memory_gib, 1),
+            "gpus": len(self._handles),
+        }
+
+
+class HostMemory:
+    """Peak resident memory of this process and its children (decoders, engine core)."""
+
+    def __init__(self, period: float = 0.5) -> None:
+        import psutil
+
+        self._process = psutil.Process()
+        self.peak_gib = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(period,), daemon=True)
+
+    def __enter__(self) -> HostMemory:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self, period: float) -> None:
+        while not self._stop.wait(period):
+            total = 0
+            for proc in [self._process, *self._process.children(recursive=True)]:
+                with contextlib.suppress(Exception):  # a child that just exited
+                    total += proc.memory_info().rss
+            self.peak_gib = max(self.peak_gib, total / 2**30)
+
+
+def percentile(values: Sequence[float], q: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
