@@ -310,6 +310,7 @@ def run_end_to_end(
             "max_in_flight": args.max_in_flight,
             "decode_processes": args.decode_processes,
             "decode_backend": args.decode_backend,
+            "decode_nice": args.decode_nice,
             "ingest_workers": args.ingest_workers or len(videos),
             "refine_timeout": args.refine_timeout,
             "grpc_workers": 16,
@@ -551,6 +552,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--max-in-flight", type=int, default=64)
     parser.add_argument("--decode-processes", type=int, default=0, help="0: half the cores")
     parser.add_argument("--decode-backend", default="pyav", help="end to end: pyav, nvdec, ...")
+    parser.add_argument("--decode-nice", type=int, default=10, help="VIDSEEK_DECODE_NICE")
     parser.add_argument("--decode-sizes", type=int, nargs="*", default=[1, 4, 8])
     parser.add_argument("--decode-windows", type=int, default=10)
     parser.add_argument("--renderer-workers", type=int, default=8)

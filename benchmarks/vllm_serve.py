@@ -20,8 +20,10 @@ weights never end one); grounding windows (refinement) decode as in production.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -37,21 +39,17 @@ from vidseek.indexer.engine import INGEST_PRIORITY, EngineStats
 from vidseek.indexer.types import CaptionOutput, WindowClip
 
 SERVED_NAME = "bench"
-# Flags whose False must be said (their default is True); other False flags are left out.
-NEGATED = frozenset({"enable_prefix_caching"})
 
 
 def cli_flags(kwargs: Mapping[str, Any]) -> list[str]:
     """Engine keyword arguments as ``vllm serve`` flags: ``max_model_len=8`` becomes
-    ``--max-model-len 8``, a dict JSON, True a bare flag."""
+    ``--max-model-len 8``, a dict JSON, True ``--x`` and False ``--no-x`` (vLLM gives
+    every boolean engine argument both forms)."""
     flags: list[str] = []
     for key, value in kwargs.items():
         flag = "--" + key.replace("_", "-")
         if isinstance(value, bool):
-            if value:
-                flags.append(flag)
-            elif key in NEGATED:
-                flags.append("--no-" + key.replace("_", "-"))
+            flags.append(flag if value else "--no-" + key.replace("_", "-"))
         elif isinstance(value, (dict, list)):
             flags += [flag, json.dumps(value)]
         else:
@@ -119,20 +117,25 @@ class ServedEngine:
     ) -> None:
         self._processes: list[tuple[subprocess.Popen[bytes], Path]] = []
         urls = []
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES", "")
+        devices = [d for d in visible.split(",") if d] or [str(g) for g in range(64)]
         try:
             for k in range(replicas):
                 port = first_port + k
                 env = dict(os.environ)
-                if replicas > 1:
-                    gpus = range(k * gpus_each, (k + 1) * gpus_each)
-                    env["CUDA_VISIBLE_DEVICES"] = ",".join(str(g) for g in gpus)
+                if replicas > 1:  # its own slice of the GPUs this process may use
+                    mine = devices[k * gpus_each : (k + 1) * gpus_each]
+                    if len(mine) < gpus_each:
+                        raise ValueError(f"{replicas} servers of {gpus_each} GPUs: too few GPUs")
+                    env["CUDA_VISIBLE_DEVICES"] = ",".join(mine)
                 log = log_dir / f"vllm-serve-{k}.log"
                 with open(log, "wb") as out:
-                    process = subprocess.Popen(
+                    process = subprocess.Popen(  # its own group: close() ends its children too
                         serve_command(engine_kwargs, port, api_servers),
                         stdout=out,
                         stderr=subprocess.STDOUT,
                         env=env,
+                        start_new_session=True,
                     )
                 self._processes.append((process, log))
                 urls.append(f"http://127.0.0.1:{port}/v1")
@@ -164,13 +167,15 @@ class ServedEngine:
     def close(self) -> None:
         if hasattr(self, "captioner"):
             self.captioner.close()
+        for process, _ in self._processes:  # the server, its API servers and engines
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGTERM)
         for process, _ in self._processes:
-            process.terminate()
-        for process, _ in self._processes:
-            try:
-                process.wait(60)
-            except subprocess.TimeoutExpired:
-                process.kill()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(60)  # the group's leader; SIGKILL then ends what is left
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
         self._processes = []
 
 

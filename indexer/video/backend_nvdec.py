@@ -25,8 +25,9 @@ process's CUDA context (an illegal memory access, a failed launch, a device-side
 assert, an ECC error: NVIDIA's "sticky" errors), after which every CUDA call in the
 process fails. The backend then fails the rest of the request's frames at once and
 sets :attr:`~vidseek.indexer.video.FrameBackend.broken`: the worker answers the
-request and its process is replaced, so later requests decode on a fresh context.
-Out of memory is not such an error: the process stays.
+request and its process is replaced, and the request is retried there as after a
+crash, so it and later requests decode on a fresh context. Out of memory is not
+such an error: the process stays.
 
 ``PyNvVideoCodec`` and CUDA are needed where the worker starts (the ``gpu`` extra);
 without them the worker fails to start with a message naming what is missing.
@@ -84,6 +85,10 @@ class _CannotOpen(Exception):
     """NVDEC cannot open a file (not a :class:`VideoError`: the file may decode on the CPU)."""
 
 
+class _NoGpuMemory(Exception):
+    """No GPU memory for a decoder even with the thread's others freed (passing)."""
+
+
 class NvdecBackend(FrameBackend):
     """NVDEC through PyNvVideoCodec; PyAV's index and probe (see the module docstring)."""
 
@@ -99,7 +104,8 @@ class NvdecBackend(FrameBackend):
     # every thread decodes a run of each window, so each thread needs a decoder for
     # every file being ingested: with 3, 24 jobs at once reopened decoders on nearly
     # every window (run E in the README). A decoder that cannot be opened for lack of
-    # GPU memory first frees the thread's others.
+    # GPU memory first frees the thread's others; failing again, that request is
+    # decoded with PyAV.
     open_files: ClassVar[int] = 32
     # Seconds a file NVDEC could not open is left to PyAV before NVDEC tries again
     # (the failure may have been passing: GPU memory, decoder sessions).
@@ -121,6 +127,7 @@ class NvdecBackend(FrameBackend):
         self._index = PyAVBackend()
         # Files NVDEC could not open, and when to try again: PyAV decodes them meanwhile.
         self._cpu_until: dict[str, float] = {}
+        self._warned_memory = False  # a request decoded on the CPU for lack of GPU memory
         self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="nvdec")
         self._local = threading.local()  # each pool thread's decoders, by file
 
@@ -156,6 +163,11 @@ class NvdecBackend(FrameBackend):
                     self._decode_run, path, [frame], size, rotation
                 ).result(),
             )
+        except _NoGpuMemory as exc:  # this request on the CPU; NVDEC again for the next
+            if not self._warned_memory:
+                self._warned_memory = True
+                log.warning("NVDEC has no GPU memory for %s (%s): decoding it with PyAV", path, exc)
+            return self._index.read(path, indices, size, out, skip_errors=skip_errors)
         except _CannotOpen as exc:  # a codec or profile the GPU lacks: decode on the CPU
             if path not in self._cpu_until:
                 log.warning(
@@ -212,10 +224,11 @@ class NvdecBackend(FrameBackend):
                     output_color_type=nvc.OutputColorType.RGB,
                 )
             except Exception as exc:
-                retry = bool(decoders) and bool(_OUT_OF_MEMORY.search(str(exc)))
-                decoders.clear()  # frees this thread's GPU memory (a retry, PyAV's fallback)
-                if retry:
-                    continue
+                if _OUT_OF_MEMORY.search(str(exc)):
+                    if decoders:
+                        decoders.clear()  # this thread's GPU memory, then once more
+                        continue
+                    raise _NoGpuMemory(_clean_message(str(exc))) from None
                 if self._breaks_cuda(exc):
                     raise VideoError(self.broken) from None
                 raise _CannotOpen(_clean_message(str(exc))) from None

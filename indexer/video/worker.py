@@ -110,15 +110,18 @@ def _worker_main(conn: Connection, backend_cls: type[FrameBackend], nice: int = 
                     del out
             else:
                 raise ValueError(f"unknown request {op!r}")
-            conn.send(("ok", reply, backend.broken))
+            answer: tuple[str, Any] = ("ok", reply)
         except VideoError as exc:
-            conn.send(("error", str(exc), backend.broken))
+            answer = ("error", str(exc))
         except Exception as exc:
-            problem = f"{type(exc).__name__}: {_clean_message(str(exc))}"
-            conn.send(("error", problem, backend.broken))
+            answer = ("error", f"{type(exc).__name__}: {_clean_message(str(exc))}")
+        # Read once: a decoder thread still running may set it after this.
+        broken = backend.broken
+        try:
+            conn.send((*answer, broken))
         finally:
             sys.stderr.flush()
-        if backend.broken:
+        if broken:
             break  # answered: the parent starts a fresh process for the next request
     with contextlib.suppress(Exception):
         backend.close()
@@ -199,7 +202,8 @@ class DecodedFrames:
 
 
 class _WorkerDied(VideoError):
-    """The worker process died during a request (crash, kill, broken pipe)."""
+    """The worker process died during a request (crash, kill, broken pipe), or its
+    backend broke (:attr:`FrameBackend.broken`) and the process was replaced."""
 
 
 def _spans(indices: Sequence[int]) -> str:
@@ -222,10 +226,11 @@ class DecodeWorker:
     misses it is killed and :class:`DecodeTimeout` raised; one that dies gives
     :class:`VideoError` naming the signal. A backend that can decode no more in
     its process (:attr:`FrameBackend.broken`: a CUDA error that broke the CUDA
-    context) answers its request, then its process exits. Either way the next
-    request starts a fresh process. Share one worker between :class:`FrameReader`
-    objects to pay the process start once (~1 s for PyAV or decord; 5-20 s for
-    torchcodec, which imports torch).
+    context) answers its request, then its process exits, and the request fails
+    as a crash does (in skip mode it is retried on a fresh process, in halves,
+    within the same bound). Either way the next request starts a fresh process.
+    Share one worker between :class:`FrameReader` objects to pay the process start
+    once (~1 s for PyAV or decord; 5-20 s for torchcodec, which imports torch).
     """
 
     def __init__(
@@ -539,9 +544,12 @@ class DecodeWorker:
                 )
             )
         kind, detail, broken = reply
-        if broken:  # the process exits after this answer: let it, and forget it
+        if broken:
+            # The process exits after this answer: let it, forget it, and fail the
+            # request as if it had crashed, so that it is retried on a fresh one.
             proc.join(2)
             self._kill()
+            raise _WorkerDied(self._message(path, f"{broken} while {action}"))
         if kind == "ok":
             return detail
         raise VideoError(self._message(path, str(detail)))

@@ -30,6 +30,7 @@ def test_engine_arguments_become_serve_flags():
         "--limit-mm-per-prompt",
         json.dumps({"image": 0, "video": 1}),
         "--no-enable-prefix-caching",
+        "--no-enforce-eager",
         "--disable-log-stats",
     ]
 

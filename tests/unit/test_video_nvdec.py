@@ -135,6 +135,18 @@ def test_decoders_of_many_files_taking_turns_stay_open(backend, h264, videos):
     assert len(opens) == len(set(opens))  # the second round opened none
 
 
+def test_out_of_gpu_memory_with_nothing_to_free_decodes_that_request_with_pyav(
+    backend, h264, caplog
+):
+    fake_nvc.OPEN_FAULTS.append("CUDA error: out of memory")
+    with caplog.at_level(logging.WARNING):
+        assert [read_counter(f) for f in _read(backend, h264, [5, 9], (48, 80))] == [5, 9]
+    assert "no GPU memory" in caplog.text and not _batches()
+    # Not a refusal: the next request is NVDEC's again.
+    assert [read_counter(f) for f in _read(backend, h264, [5, 9], (48, 80))] == [5, 9]
+    assert len(_batches()) == 1
+
+
 def test_out_of_gpu_memory_opening_a_decoder_frees_the_threads_others(backend, h264, videos):
     other = write_video(videos / "after-oom.mp4", seconds=1)
     assert [read_counter(f) for f in _read(backend, h264, [5, 9], (48, 80))] == [5, 9]
@@ -271,15 +283,26 @@ def test_a_cuda_error_that_breaks_the_process_fails_its_request_and_restarts_it(
 ):
     pool, first = warm_pool
     fake_nvc.fail_once(faults, 40, "sticky")
+    # Every CUDA call after the error fails in that process; the request is retried in
+    # a fresh one, where it decodes whole (the fault was one-off).
     result = _read_in(pool, h264, _SPREAD, on_error="skip")
-    # Every CUDA call after the error fails: none of the request's frames is decoded.
-    assert result.missing == tuple(_SPREAD) and not result.indices
-    assert "illegal memory access" in result.error and "restarted" in result.error
-    assert _pid(pool) is None  # replaced before the next request
-    frames = _read_in(pool, h264, _SPREAD)
-    assert [read_counter(f) for f in frames] == _SPREAD
-    assert _pid(pool) not in (None, first)
+    assert result.complete and [read_counter(f) for f in result.frames] == _SPREAD
     assert not list(faults.iterdir())
+    replaced = _pid(pool)
+    assert replaced not in (None, first)
+    frames = _read_in(pool, h264, _SPREAD)  # later requests on the fresh process
+    assert [read_counter(f) for f in frames] == _SPREAD and _pid(pool) == replaced
+
+
+def test_a_request_that_breaks_cuda_when_frames_must_all_decode_fails_naming_it(
+    h264, faults, warm_pool
+):
+    pool, _ = warm_pool
+    fake_nvc.fail_once(faults, 40, "sticky")
+    with pytest.raises(VideoError, match=r"illegal memory access.*restarted"):
+        _read_in(pool, h264, _SPREAD)
+    assert _pid(pool) is None  # replaced before the next request
+    assert [read_counter(f) for f in _read_in(pool, h264, _SPREAD)] == _SPREAD
 
 
 def test_out_of_memory_fails_a_batch_but_keeps_the_process(h264, faults, warm_pool):
@@ -291,6 +314,5 @@ def test_out_of_memory_fails_a_batch_but_keeps_the_process(h264, faults, warm_po
     assert _pid(pool) == first
     # The same pool does replace its process after a sticky error: the pid can change.
     fake_nvc.fail_once(faults, 40, "sticky")
-    assert not _read_in(pool, h264, _SPREAD, on_error="skip").indices
-    assert [read_counter(f) for f in _read_in(pool, h264, [40])] == [40]
+    assert _read_in(pool, h264, _SPREAD, on_error="skip").complete
     assert _pid(pool) not in (None, first)
