@@ -15,7 +15,8 @@ called directly on threads of one process, a whole window each, decoded 60 s win
 at 1 fps 1.6-1.9x (360p) and 1.4x (1080p) faster than eight PyAV processes, while 8
 processes with one decoder each were 3-11x slower than those threads: the processes'
 GPU contexts take turns on the GPU. Each thread keeps the decoders of the last
-``open_files`` files it decoded, so jobs taking turns do not reopen them.
+``open_files`` files it decoded, within its share of ``decoder_memory_gib`` (an
+estimate from the frame size), so jobs taking turns do not reopen them.
 
 A file NVDEC cannot open (a codec or profile the GPU does not decode) is decoded
 with PyAV instead, with a warning.
@@ -107,6 +108,12 @@ class NvdecBackend(FrameBackend):
     # GPU memory first frees the thread's others; failing again, that request is
     # decoded with PyAV.
     open_files: ClassVar[int] = 32
+    # GPU memory the open decoders may take in all, each thread keeping its share,
+    # estimated from the files' frame size: about 64 bytes a pixel (192 decoders of
+    # 640x360 took 2.7 GiB on the H200 beside the process's own 0.9 GiB). So a
+    # thread keeps 32 decoders of 360p but about 12 of 1080p.
+    decoder_memory_gib: ClassVar[float] = 12.0
+    decoder_bytes_per_pixel: ClassVar[int] = 64
     # Seconds a file NVDEC could not open is left to PyAV before NVDEC tries again
     # (the failure may have been passing: GPU memory, decoder sessions).
     cpu_retry_seconds: ClassVar[float] = 300.0
@@ -152,15 +159,16 @@ class NvdecBackend(FrameBackend):
         if indices[-1] >= timeline.frame_count:
             raise VideoError(f"frame {indices[-1]} is past the end ({timeline.frame_count} frames)")
         rotation = info.rotation
+        cost = info.width * info.height * self.decoder_bytes_per_pixel  # a decoder's memory
         try:
             return _read_runs(
                 indices,
                 _groups(timeline.frames(indices)),
                 out,
                 skip_errors,
-                lambda frames: self._decode_parallel(path, frames, size, rotation),
+                lambda frames: self._decode_parallel(path, frames, size, rotation, cost),
                 lambda frame: self._pool.submit(
-                    self._decode_run, path, [frame], size, rotation
+                    self._decode_run, path, [frame], size, rotation, cost
                 ).result(),
             )
         except _NoGpuMemory as exc:  # this request on the CPU; NVDEC again for the next
@@ -183,35 +191,48 @@ class NvdecBackend(FrameBackend):
             return self._index.read(path, indices, size, out, skip_errors=skip_errors)
 
     def _decode_parallel(
-        self, path: str, frames: list[int], size: tuple[int, int], rotation: int
+        self, path: str, frames: list[int], size: tuple[int, int], rotation: int, cost: int
     ) -> Any:
         """``frames`` in runs of consecutive frames, one run per pool thread, joined in order."""
         count = max(1, min(self.threads, len(frames) // self.min_run_frames))
         bounds = [len(frames) * k // count for k in range(count + 1)]
         runs = [frames[lo:hi] for lo, hi in itertools.pairwise(bounds)]
-        futures = [self._pool.submit(self._decode_run, path, run, size, rotation) for run in runs]
+        futures = [
+            self._pool.submit(self._decode_run, path, run, size, rotation, cost) for run in runs
+        ]
         return np.concatenate([f.result() for f in futures])
 
     def _decode_run(
-        self, path: str, frames: list[int], size: tuple[int, int], rotation: int
+        self, path: str, frames: list[int], size: tuple[int, int], rotation: int, cost: int
     ) -> Any:
-        """Frames of ``path`` with this pool thread's decoder for it (opened on first use)."""
+        """Frames of ``path`` with this pool thread's decoder for it (opened on first use).
+
+        ``cost`` is the decoder's estimated GPU memory: the thread keeps at most
+        :attr:`open_files` decoders within its share of :attr:`decoder_memory_gib`,
+        dropping the least recently used first.
+        """
         if self.broken:  # every CUDA call would fail: no decoder is opened or used
             raise VideoError(self.broken)
-        decoders: OrderedDict[object, Any] | None = getattr(self._local, "decoders", None)
+        decoders: OrderedDict[object, tuple[Any, int]] | None = getattr(
+            self._local, "decoders", None
+        )
         if decoders is None:
             decoders = self._local.decoders = OrderedDict()
         key = file_identity(path) or path  # a file replaced at the same path is another
-        decoder = decoders.pop(key, None)
+        decoder, _ = decoders.pop(key, (None, 0))
         if decoder is None:
             decoder = self._open(path, decoders)
-            while len(decoders) >= self.open_files:
+            share = self.decoder_memory_gib * 2**30 / self.threads
+            while decoders and (
+                len(decoders) >= self.open_files
+                or sum(c for _, c in decoders.values()) + cost > share
+            ):
                 decoders.popitem(last=False)  # the least recently used file's decoder
         frames_out = self._decode(decoder, frames, size, rotation)  # a failed one is dropped
-        decoders[key] = decoder
+        decoders[key] = (decoder, cost)
         return frames_out
 
-    def _open(self, path: str, decoders: OrderedDict[object, Any]) -> Any:
+    def _open(self, path: str, decoders: OrderedDict[object, tuple[Any, int]]) -> Any:
         """A decoder of ``path`` for this thread; out of GPU memory, once more without the
         thread's other decoders (:class:`_CannotOpen` if NVDEC still cannot open it)."""
         nvc = self._nvc

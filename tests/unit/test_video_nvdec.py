@@ -135,6 +135,25 @@ def test_decoders_of_many_files_taking_turns_stay_open(backend, h264, videos):
     assert len(opens) == len(set(opens))  # the second round opened none
 
 
+@pytest.mark.parametrize(("files_kept", "opens"), [(3, 3), (2, 6)])
+def test_a_thread_keeps_the_decoders_its_share_of_gpu_memory_holds(videos, files_kept, opens):
+    paths = [write_video(videos / f"budget{k}.mp4", seconds=1) for k in range(3)]
+    decoder = 160 * 96 * NvdecOnCpu.decoder_bytes_per_pixel  # the test videos' frames
+
+    class Budget(NvdecOnCpu):
+        decoder_memory_gib = files_kept * decoder * NvdecOnCpu.threads / 2**30
+
+    fake_nvc.CALLS.clear()
+    nvdec = Budget()
+    try:
+        for _ in range(2):  # three files taking turns, each read on one thread
+            for path in paths:
+                assert read_counter(_read(nvdec, path, [7], (48, 80))[0]) == 7
+    finally:
+        nvdec.close()
+    assert len([c for c in fake_nvc.CALLS if c[0] == "open"]) == opens
+
+
 def test_out_of_gpu_memory_with_nothing_to_free_decodes_that_request_with_pyav(
     backend, h264, caplog
 ):
