@@ -4,8 +4,9 @@ For each video, the first ``--windows`` 60 s windows (1 frame a second, 30 fps
 sources) are decoded to RGB frames of ``--frame-size`` in host memory, as ingestion
 hands them to the model, two ways in the same run:
 
-* ``<backend> pool`` for each of ``--pool-backends`` (``pyav``, ``nvdec``, and
-  ``nvdec-3files``: NVDEC keeping 3 files' decoders a thread, as it did before): the
+* ``<backend> pool`` for each of ``--pool-backends`` (``pyav``, ``nvdec``, and as
+  they were before: ``nvdec-3files``, NVDEC keeping 3 files' decoders a thread, and
+  ``pyav-no-index-cache``, PyAV demuxing a file again whenever it switches): the
   project's :class:`~vidseek.indexer.decode_pool.DecodePool` with ``--processes``
   decoder processes of that backend, the production path. With ``--interleave K``
   the video's windows are decoded from K files (the video and remuxed copies)
@@ -50,6 +51,7 @@ if str(REPO) not in sys.path:
 from benchmarks.caption_throughput import _size  # noqa: E402
 from benchmarks.make_videos import with_copies  # noqa: E402
 from vidseek.indexer.video.backend_nvdec import NvdecBackend  # noqa: E402
+from vidseek.indexer.video.backend_pyav import PyAVBackend  # noqa: E402
 from vidseek.indexer.video.frames import FrameBackend  # noqa: E402
 
 
@@ -163,8 +165,15 @@ class NvdecThreeFiles(NvdecBackend):
     open_files = 3
 
 
+class PyAVNoIndexCache(PyAVBackend):
+    """PyAV without its stream-index cache: each switch of file demuxes it again."""
+
+    index_cache_size = 0
+
+
 POOL_BACKENDS: dict[str, str | type[FrameBackend]] = {
     "pyav": "pyav",
+    "pyav-no-index-cache": PyAVNoIndexCache,
     "nvdec": "nvdec",
     "nvdec-3files": NvdecThreeFiles,
 }
