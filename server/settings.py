@@ -160,10 +160,11 @@ class Settings:
         "decoding on several threads).",
     )
     decode_nice: int = _s(
-        10,
+        5,
         "Niceness of the ingest decoder processes (0-19): above 0 they yield the cores to "
         "search, refinement's decoders and the captioning engine's front end when those "
-        "want them (0: the same priority).",
+        "want them (0: the same priority; 10 and more can starve ingestion while "
+        "refinements run back to back).",
     )
     max_queued_jobs: int = _s(
         10_000,
