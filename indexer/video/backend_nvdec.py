@@ -233,8 +233,9 @@ class NvdecBackend(FrameBackend):
         return frames_out
 
     def _open(self, path: str, decoders: OrderedDict[object, tuple[Any, int]]) -> Any:
-        """A decoder of ``path`` for this thread; out of GPU memory, once more without the
-        thread's other decoders (:class:`_CannotOpen` if NVDEC still cannot open it)."""
+        """A decoder of ``path`` for this thread. Out of GPU memory, it tries once more
+        without the thread's other decoders (:class:`_NoGpuMemory` if still short); a
+        file NVDEC cannot open raises :class:`_CannotOpen`."""
         nvc = self._nvc
         while True:
             try:
