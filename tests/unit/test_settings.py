@@ -43,6 +43,8 @@ def test_unknown_setting_fails_with_its_name():
         ("VIDSEEK_CONSTRAINED_OUTPUT", "maybe", "expected bool"),
         ("VIDSEEK_INDEX_KIND", "lsh", "flat, hnsw, ivf"),
         ("VIDSEEK_DECODE_NICE", "20", "0-19"),
+        ("VIDSEEK_VLLM_ENGINE_ARGS", "max_num_seqs=4", "vllm_engine_args"),
+        ("VIDSEEK_VLLM_ENGINE_ARGS", "[1, 2]", "must be a JSON object"),
     ],
 )
 def test_bad_values_fail_clearly(name: str, value: str, problem: str):
@@ -136,3 +138,26 @@ def test_the_task_queue_needs_postgresql(tmp_path: Path):
     sqlite = load_settings(environ={"VIDSEEK_DATA_DIR": str(tmp_path)})
     with pytest.raises(ConfigError, match="the task queue needs PostgreSQL, not sqlite"):
         worker_main(sqlite)
+
+
+def test_vllm_engine_args_reach_the_engine(monkeypatch: pytest.MonkeyPatch):
+    from vidseek.indexer import engine_vllm
+    from vidseek.server.app import load_captioner
+
+    built: list[dict] = []
+
+    class Recorder:
+        def __init__(self, model: str, **kwargs) -> None:
+            built.append(kwargs)
+
+    monkeypatch.setattr(engine_vllm, "AsyncVllmEngine", Recorder)
+    environ = {
+        "VIDSEEK_CAPTIONER": "vllm",
+        "VIDSEEK_VLLM_ENGINE_ARGS": '{"max_num_batched_tokens": 32768, "max_num_seqs": 256}',
+    }
+    load_captioner(load_settings(environ=environ))
+    load_captioner(load_settings(environ={"VIDSEEK_CAPTIONER": "vllm"}))
+    assert [b["engine_options"] for b in built] == [
+        {"max_num_batched_tokens": 32768, "max_num_seqs": 256},
+        {},
+    ]
