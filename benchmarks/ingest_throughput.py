@@ -44,7 +44,9 @@ measurement). vLLM spawns its engine process, which re-imports this module: henc
 from __future__ import annotations
 
 import argparse
+import contextlib
 import faulthandler
+import importlib.metadata
 import json
 import os
 import random
@@ -526,12 +528,9 @@ def versions() -> dict[str, Any]:
             info["gpus_visible"] = torch.cuda.device_count()
     except ImportError:
         pass
-    try:
-        import vllm
-
-        info["vllm"] = vllm.__version__
-    except ImportError:
-        pass
+    for name in ("vllm", "transformers", "av", "PyNvVideoCodec"):
+        with contextlib.suppress(Exception):  # not installed: not reported
+            info[name] = importlib.metadata.version(name)
     info["cpus"] = len(os.sched_getaffinity(0))
     return info
 
@@ -583,7 +582,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     work = Path(args.work_dir or tempfile.mkdtemp(prefix="vidseek-ingest-bench-"))
     work.mkdir(parents=True, exist_ok=True)
     header = {**versions(), **{k: str(v) for k, v in vars(args).items()}}
-    print(json.dumps(header), flush=True)
 
     def emit(result: dict[str, Any]) -> None:
         line = json.dumps({**result, "date": header["date"], "device": header.get("device")})
@@ -591,6 +589,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.json_out:
             with open(args.json_out, "a") as out:
                 out.write(line + "\n")
+
+    emit({"run": "setup", **header})  # versions, machine and arguments, with the results
 
     started = time.perf_counter()
     videos = with_copies(make_videos(args.video_dir, args.videos, args.make_processes), args.copies)
