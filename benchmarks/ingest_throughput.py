@@ -164,6 +164,7 @@ def build_engine(directory: Path, args: argparse.Namespace) -> Any:
     frames = max_window_frames(max(args.window_seconds), args.sample_fps)
     if args.engine == "serve":
         from benchmarks.vllm_serve import ServedEngine
+        from vidseek.indexer.captioner_vllm import DEFAULT_STEP_TOKENS
 
         kwargs = async_engine_kwargs(
             str(directory),
@@ -175,6 +176,9 @@ def build_engine(directory: Path, args: argparse.Namespace) -> Any:
             max_video_tokens=max_video_tokens(frames, height * width),
             extra=engine_options(args),
         )
+        # The in-process engine's step (vLLM's offline default on an H100/H200); a
+        # server's own default is half of it.
+        kwargs.setdefault("max_num_batched_tokens", DEFAULT_STEP_TOKENS)
         return ServedEngine(
             kwargs,
             replicas=args.serve_replicas,

@@ -60,7 +60,9 @@ def cli_flags(kwargs: Mapping[str, Any]) -> list[str]:
 def serve_command(engine_kwargs: Mapping[str, Any], port: int, api_servers: int) -> list[str]:
     """``vllm serve`` of ``engine_kwargs["model"]`` on ``127.0.0.1:port`` with
     ``api_servers`` front-end processes (the ``vllm serve`` command starts them)."""
-    options = {k: v for k, v in engine_kwargs.items() if k != "model"}
+    # Stats logging stays on: the server's log then shows its queue and token rates
+    # every 10 s, which tell a front end that cannot keep up from a full engine.
+    options = {k: v for k, v in engine_kwargs.items() if k not in ("model", "disable_log_stats")}
     return [
         sys.executable,
         "-m",

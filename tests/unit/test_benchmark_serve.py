@@ -51,6 +51,7 @@ def test_a_server_gets_the_in_process_engines_arguments():
     assert pairs["--data-parallel-size"] == "2" and pairs["--api-server-count"] == "3"
     assert pairs["--renderer-num-workers"] == "4" and pairs["--port"] == "8123"
     assert "--trust-request-chat-template" in command
+    assert "--disable-log-stats" not in command  # the log shows the server's queue
 
 
 def _clip(query: str | None) -> WindowClip:
