@@ -159,15 +159,57 @@ def run_variant(
     variant: str, clips: Sequence[WindowClip], args: argparse.Namespace
 ) -> dict[str, Any]:
     """Build the engine for one variant, warm it up, and time one pass over ``clips``."""
-    from vidseek.indexer.captioner_vllm import VllmCaptioner
-
     model_dir = build_model_dir(Path(args.work_dir) / variant, fp8=(variant == "fp8"))
     engine_options: dict[str, Any] = {"load_format": "dummy", "dtype": "bfloat16"}
     if args.max_num_batched_tokens:
         engine_options["max_num_batched_tokens"] = args.max_num_batched_tokens
     if args.max_num_seqs:
         engine_options["max_num_seqs"] = args.max_num_seqs
-    sampling_options = {} if args.constrained else {"ignore_eos": True}
+    engine_options.update(args.engine_args)
+    timed = _time_offline if args.engine == "llm" else _time_async
+    build_seconds, elapsed, outputs, measured = timed(model_dir, engine_options, clips, args)
+
+    import torch
+    import vllm
+
+    video_seconds = sum(c.window.end_seconds - c.window.start_seconds for c in clips)
+    prompt_tokens = sum(o.prompt_tokens for o in outputs)
+    output_tokens = sum(o.output_tokens for o in outputs)
+    height, width = clips[0].frames.shape[1:3]
+    return {
+        "variant": variant,
+        "engine": args.engine,
+        "device": torch.cuda.get_device_name(0),
+        "vllm": vllm.__version__,
+        "windows": len(clips),
+        "window_seconds": clips[0].window.end_seconds - clips[0].window.start_seconds,
+        "frames_per_window": int(clips[0].frames.shape[0]),
+        "frame_size": f"{width}x{height}",
+        "output_tokens_per_window": args.output_tokens,
+        "constrained": args.constrained,
+        "enforce_eager": args.enforce_eager,
+        "engine_args": args.engine_args,
+        "engine_build_s": round(build_seconds, 1),
+        "elapsed_s": round(elapsed, 2),
+        "video_hours_per_gpu_hour": round(video_seconds / elapsed, 1),
+        "prompt_tokens_per_window": round(prompt_tokens / len(clips), 1),
+        "prompt_tokens_per_s": round(prompt_tokens / elapsed),
+        "output_tokens_per_s": round(output_tokens / elapsed),
+        "windows_per_s": round(len(clips) / elapsed, 2),
+        **measured,
+    }
+
+
+def _time_offline(
+    model_dir: Path,
+    engine_options: dict[str, Any],
+    clips: Sequence[WindowClip],
+    args: argparse.Namespace,
+) -> tuple[float, float, list[Any], dict[str, Any]]:
+    """Every window in one ``LLM.generate`` call (``VllmCaptioner``), which prepares
+    the windows one at a time on its one thread."""
+    from benchmarks.sampling import GpuSampler  # build_model_dir put the repo on the path
+    from vidseek.indexer.captioner_vllm import VllmCaptioner
 
     started = time.perf_counter()
     captioner = VllmCaptioner(
@@ -178,43 +220,82 @@ def run_variant(
         max_model_len=args.max_model_len,
         enforce_eager=args.enforce_eager,
         engine_options=engine_options,
-        sampling_options=sampling_options,
+        sampling_options={} if args.constrained else {"ignore_eos": True},
     )
     build_seconds = time.perf_counter() - started
     try:
         captioner.describe(clips[: args.warmup])
-        started = time.perf_counter()
-        results = captioner.describe_detailed(clips)
-        elapsed = time.perf_counter() - started
+        with GpuSampler() as gpu:
+            started = time.perf_counter()
+            results = captioner.describe_detailed(clips)
+            elapsed = time.perf_counter() - started
     finally:
         captioner.close()
+    return build_seconds, elapsed, [r.output for r in results], gpu.report()
 
-    import torch
-    import vllm
 
-    video_seconds = sum(c.window.end_seconds - c.window.start_seconds for c in clips)
-    prompt_tokens = sum(r.output.prompt_tokens for r in results)
-    output_tokens = sum(r.output.output_tokens for r in results)
-    height, width = clips[0].frames.shape[1:3]
-    return {
-        "variant": variant,
-        "device": torch.cuda.get_device_name(0),
-        "vllm": vllm.__version__,
-        "windows": len(clips),
-        "window_seconds": clips[0].window.end_seconds - clips[0].window.start_seconds,
-        "frames_per_window": int(clips[0].frames.shape[0]),
-        "frame_size": f"{width}x{height}",
-        "output_tokens_per_window": args.output_tokens,
-        "constrained": args.constrained,
-        "enforce_eager": args.enforce_eager,
-        "engine_build_s": round(build_seconds, 1),
-        "elapsed_s": round(elapsed, 2),
-        "video_hours_per_gpu_hour": round(video_seconds / elapsed, 1),
-        "prompt_tokens_per_window": round(prompt_tokens / len(clips), 1),
-        "prompt_tokens_per_s": round(prompt_tokens / elapsed),
-        "output_tokens_per_s": round(output_tokens / elapsed),
-        "windows_per_s": round(len(clips) / elapsed, 2),
-    }
+def _time_async(
+    model_dir: Path,
+    engine_options: dict[str, Any],
+    clips: Sequence[WindowClip],
+    args: argparse.Namespace,
+) -> tuple[float, float, list[Any], dict[str, Any]]:
+    """Every window submitted at once to the production engine (``AsyncVllmEngine``),
+    whose renderer threads prepare windows in parallel. With ``--prerender`` every
+    window is rendered first and only the engine's part is timed."""
+    from benchmarks.sampling import GpuSampler
+    from vidseek.indexer.engine_vllm import AsyncVllmEngine
+    from vidseek.indexer.model_inputs import max_video_tokens
+
+    frames, height, width = clips[0].frames.shape[:3]
+    started = time.perf_counter()
+    engine = AsyncVllmEngine(
+        str(model_dir),
+        max_new_tokens=args.output_tokens,
+        constrained_json=args.constrained,
+        fixed_caption_tokens=0 if args.constrained else args.output_tokens,
+        gpu_memory_utilization=args.gpu_memory_utilization,
+        max_model_len=args.max_model_len,
+        renderer_workers=args.renderer_workers,
+        enforce_eager=args.enforce_eager,
+        max_video_tokens=max_video_tokens(frames, height * width),
+        engine_options=engine_options,
+    )
+    build_seconds = time.perf_counter() - started
+    measured: dict[str, Any] = {"renderer_workers": args.renderer_workers}
+    try:
+        for future in [engine.submit(clip) for clip in clips[: args.warmup]]:
+            future.result()
+        rendered: list[Any] = [None] * len(clips)
+        if args.prerender:
+            started = time.perf_counter()
+            rendered = [f.result() for f in [engine.render(clip) for clip in clips]]
+            measured["render_s"] = round(time.perf_counter() - started, 2)
+        with GpuSampler() as gpu:
+            started = time.perf_counter()
+            futures = [
+                engine.submit(clip, rendered=r) for clip, r in zip(clips, rendered, strict=True)
+            ]
+            outputs = [future.result() for future in futures]
+            elapsed = time.perf_counter() - started
+    finally:
+        engine.close()
+    return (
+        build_seconds,
+        elapsed,
+        outputs,
+        {**measured, "prerender": args.prerender, **gpu.report()},
+    )
+
+
+def _json_object(text: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise argparse.ArgumentTypeError(f"not JSON: {error}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError("must be a JSON object of engine arguments")
+    return value
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -240,6 +321,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--max-num-batched-tokens", type=int, default=0)
     parser.add_argument("--max-num-seqs", type=int, default=0)
     parser.add_argument("--enforce-eager", action="store_true")
+    parser.add_argument(
+        "--engine",
+        choices=["llm", "async"],
+        default="llm",
+        help="llm: one LLM.generate call (windows prepared on one thread); async: the "
+        "production AsyncVllmEngine (windows prepared on --renderer-workers threads)",
+    )
+    parser.add_argument("--renderer-workers", type=int, default=8, help="async: threads")
+    parser.add_argument(
+        "--prerender",
+        action="store_true",
+        help="async: render every window first, then time the engine alone (holds every "
+        "window's float32 patches in memory: about 83 MB a 60-frame 448x256 window)",
+    )
+    parser.add_argument(
+        "--engine-args",
+        type=_json_object,
+        default={},
+        help='more vLLM engine arguments as JSON, e.g. \'{"kv_cache_dtype": "fp8"}\'',
+    )
     parser.add_argument("--warmup", type=int, default=2, help="windows run once before timing")
     parser.add_argument("--work-dir", default="", help="model directories go here (temp dir)")
     parser.add_argument("--json-out", default="", help="append one JSON line per variant here")

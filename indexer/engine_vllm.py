@@ -239,7 +239,22 @@ class AsyncVllmEngine:
         text = vllm_prompt_text(self._tokenizer, clip, bare_video_token=self._bare_video_token)
         return window_request(clip, text)
 
-    def submit(self, clip: WindowClip, *, priority: int = INGEST_PRIORITY) -> Future[CaptionOutput]:
+    def render(self, clip: WindowClip) -> Future[Any]:
+        """``clip`` rendered by vLLM's renderer (its processor run), for :meth:`submit`.
+
+        Rendering every window first and then submitting them all lets a benchmark
+        time the engine apart from the front end (``benchmarks/caption_throughput.py
+        --engine async --prerender``).
+        """
+        if self._closed:
+            raise RuntimeError("the captioning engine is closed")
+        render = self._llm.renderer.render_cmpl_async([self.request(clip)])
+        return asyncio.run_coroutine_threadsafe(render, self._loop)
+
+    def submit(
+        self, clip: WindowClip, *, priority: int = INGEST_PRIORITY, rendered: Any = None
+    ) -> Future[CaptionOutput]:
+        """Caption ``clip``; ``rendered`` is its :meth:`render` result, if already made."""
         if self._closed:
             raise RuntimeError("the captioning engine is closed")
         prompt = self.request(clip)  # validates the clip here, in the caller's thread
@@ -248,20 +263,26 @@ class AsyncVllmEngine:
         self._stats.started()
         try:
             return asyncio.run_coroutine_threadsafe(
-                self._generate(request_id, prompt, params, priority), self._loop
+                self._generate(request_id, prompt, params, priority, rendered), self._loop
             )
         except BaseException:
             self._stats.finished(None)
             raise
 
     async def _generate(
-        self, request_id: str, prompt: dict[str, Any], params: Any, priority: int
+        self,
+        request_id: str,
+        prompt: dict[str, Any],
+        params: Any,
+        priority: int,
+        rendered: Any = None,
     ) -> CaptionOutput:
         output: CaptionOutput | None = None
         preprocess_s = generate_s = 0.0
         try:
             started = time.perf_counter()
-            rendered = await self._render(prompt, priority)
+            if rendered is None:
+                rendered = await self._render(prompt, priority)
             rendered_at = time.perf_counter()
             preprocess_s = rendered_at - started
             final: Any = None

@@ -331,6 +331,25 @@ def test_the_engine_renders_once_while_built_then_renders_in_parallel(fake_vllm,
     assert len(llm.requests) == 12
 
 
+def test_windows_rendered_beforehand_go_to_the_engine_without_rendering_again(fake_vllm, tokenizer):
+    # The benchmark's engine-alone measurement: render every window, then submit.
+    engine, (llm,) = _engine(tokenizer, max_new_tokens=64)
+    clips = [make_clip(start_second=60 * k, index=k) for k in range(3)]
+    rendered = [engine.render(clip).result(10) for clip in clips]
+    renders = len(llm.renderer.rendered)  # the warm-up's and these three
+    assert renders == 4
+    futures = [engine.submit(c, rendered=r) for c, r in zip(clips, rendered, strict=True)]
+    assert _until(lambda: len(llm.requests) == 3)
+    engine._loop.call_soon_threadsafe(llm.gate.set)
+    assert all(f.result(10).text for f in futures)
+    assert len(llm.renderer.rendered) == renders
+    assert [request[0] for request in llm.requests] == [r[0] for r in rendered]
+    assert engine.stats.snapshot()["completed"] == 3
+    engine.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        engine.render(clips[0])
+
+
 def test_an_engine_whose_warm_up_render_fails_is_shut_down(fake_vllm, tokenizer):
     made: list[FakeAsyncLLM] = []
 
