@@ -66,6 +66,7 @@ if str(REPO) not in sys.path:
 
 from benchmarks.caption_throughput import _size  # noqa: E402
 from benchmarks.make_videos import make_videos, with_copies  # noqa: E402
+from benchmarks.mps import mps_daemon  # noqa: E402
 from benchmarks.sampling import GpuSampler, HostMemory, percentile  # noqa: E402
 from vidseek.indexer.engine import INGEST_PRIORITY, EngineStats  # noqa: E402
 from vidseek.indexer.types import CaptionOutput, WindowClip  # noqa: E402
@@ -579,12 +580,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=3600.0, help="per job, seconds")
     parser.add_argument("--work-dir", default="", help="model and data directories (temp)")
     parser.add_argument("--json-out", default="", help="append one JSON line per run here")
+    parser.add_argument(
+        "--mps", action="store_true", help="run under NVIDIA MPS (benchmarks/mps.py)"
+    )
     args = parser.parse_args(argv)
     if args.copies < 1:
         parser.error(f"--copies must be at least 1, got {args.copies}")
 
     work = Path(args.work_dir or tempfile.mkdtemp(prefix="vidseek-ingest-bench-"))
     work.mkdir(parents=True, exist_ok=True)
+    with mps_daemon(work / "mps") if args.mps else contextlib.nullcontext():
+        return run(args, work)  # every CUDA process starts inside: MPS clients
+
+
+def run(args: argparse.Namespace, work: Path) -> int:
+    """The benchmark's runs, one JSON line each."""
     header = {**versions(), **{k: str(v) for k, v in vars(args).items()}}
 
     def emit(result: dict[str, Any]) -> None:

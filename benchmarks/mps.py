@@ -1,0 +1,56 @@
+"""NVIDIA's Multi-Process Service (MPS) for a benchmark run (``--mps``).
+
+Without MPS the GPU serves the CUDA contexts of different processes by turns: the
+NVDEC decoder process's small kernels (colour conversion, resizing) wait for the
+engine process's time slices, and a decoder sharing the GPU with vLLM falls far
+behind the same decoder alone. Under MPS the processes' work shares the GPU at once.
+
+:func:`mps_daemon` starts the control daemon with its own pipe and log directories
+and sets ``CUDA_MPS_PIPE_DIRECTORY`` / ``CUDA_MPS_LOG_DIRECTORY`` in this process's
+environment, so every CUDA process started afterwards (this one included, if it has
+not touched CUDA yet) is an MPS client; on exit it tells the daemon to quit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+CONTROL = "nvidia-cuda-mps-control"
+
+
+@contextlib.contextmanager
+def mps_daemon(directory: Path) -> Iterator[dict[str, str]]:
+    """An MPS control daemon for the duration of the block; yields its client env."""
+    control = shutil.which(CONTROL)
+    if control is None:
+        raise SystemExit(f"--mps: {CONTROL} is not on PATH (it comes with the NVIDIA driver)")
+    env = {
+        "CUDA_MPS_PIPE_DIRECTORY": str(directory / "pipe"),
+        "CUDA_MPS_LOG_DIRECTORY": str(directory / "log"),
+    }
+    for path in env.values():
+        Path(path).mkdir(parents=True, exist_ok=True)
+    started = subprocess.run(
+        [control, "-d"], env={**os.environ, **env}, capture_output=True, timeout=60
+    )
+    if started.returncode != 0:
+        output = (started.stdout + started.stderr).decode(errors="replace").strip()
+        raise SystemExit(f"--mps: {CONTROL} -d failed ({started.returncode}): {output}")
+    before = {key: os.environ.get(key) for key in env}
+    os.environ.update(env)
+    try:
+        yield env
+    finally:
+        subprocess.run(
+            [control], input=b"quit\n", env={**os.environ, **env}, capture_output=True, timeout=60
+        )
+        for key, value in before.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value

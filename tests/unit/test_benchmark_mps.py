@@ -1,0 +1,66 @@
+"""``--mps``: the MPS control daemon around a benchmark run, with a stand-in control
+program that records how it was called."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from benchmarks.mps import CONTROL, mps_daemon
+
+FAKE_CONTROL = """#!/bin/sh
+{ echo "args:$*"; echo "pipe:$CUDA_MPS_PIPE_DIRECTORY"; echo "log:$CUDA_MPS_LOG_DIRECTORY";
+  if [ "$1" != "-d" ]; then echo "stdin:$(cat)"; fi; } >> "$RECORD"
+exit ${FAIL:-0}
+"""
+
+
+@pytest.fixture
+def control(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    program = bin_dir / CONTROL
+    program.write_text(FAKE_CONTROL)
+    program.chmod(program.stat().st_mode | stat.S_IEXEC)
+    record = tmp_path / "record.txt"
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("RECORD", str(record))
+    monkeypatch.delenv("CUDA_MPS_PIPE_DIRECTORY", raising=False)
+    monkeypatch.delenv("CUDA_MPS_LOG_DIRECTORY", raising=False)
+    return record
+
+
+def test_the_daemon_runs_for_the_block_and_processes_started_in_it_are_clients(
+    control: Path, tmp_path: Path
+):
+    with mps_daemon(tmp_path / "mps") as env:
+        assert os.environ["CUDA_MPS_PIPE_DIRECTORY"] == str(tmp_path / "mps" / "pipe")
+        assert Path(env["CUDA_MPS_LOG_DIRECTORY"]).is_dir()
+        started = control.read_text().splitlines()
+    assert started == [
+        "args:-d",
+        f"pipe:{tmp_path / 'mps' / 'pipe'}",
+        f"log:{tmp_path / 'mps' / 'log'}",
+    ]
+    stopped = control.read_text().splitlines()[3:]
+    assert stopped[0] == "args:" and stopped[-1] == "stdin:quit"
+    assert stopped[1] == f"pipe:{tmp_path / 'mps' / 'pipe'}"  # the same daemon
+    assert "CUDA_MPS_PIPE_DIRECTORY" not in os.environ  # restored
+
+
+def test_a_daemon_that_does_not_start_is_a_clear_error(
+    control: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.setenv("FAIL", "3")
+    with pytest.raises(SystemExit, match=r"-d failed \(3\)"), mps_daemon(tmp_path / "mps"):
+        pass
+    assert "CUDA_MPS_PIPE_DIRECTORY" not in os.environ
+
+
+def test_no_control_program_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(SystemExit, match="not on PATH"), mps_daemon(tmp_path / "mps"):
+        pass
