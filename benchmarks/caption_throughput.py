@@ -1,9 +1,16 @@
 """Caption throughput of the vLLM backend: random weights of the real Qwen3-VL-4B shape.
 
-Runs the production code path (:class:`~vidseek.indexer.captioner_vllm.VllmCaptioner`:
-the same requests, prompt layout and processor kwargs as ingestion) on synthetic
-windows of a long video, all in flight in one ``LLM.generate`` call, and prints
-video-hours captioned per GPU-hour and prompt tokens per second.
+Runs the project's engines on synthetic windows of a long video, all submitted at
+once, and prints video-hours captioned per GPU-hour and tokens per second:
+
+- ``--engine llm`` (default): the offline backend
+  (:class:`~vidseek.indexer.captioner_vllm.VllmCaptioner`: the same requests, prompt
+  layout and processor kwargs as ingestion) in one ``LLM.generate`` call, which
+  prepares the windows one at a time on one thread;
+- ``--engine async``: the production engine
+  (:class:`~vidseek.indexer.engine_vllm.AsyncVllmEngine`), whose renderer threads
+  prepare windows in parallel; with ``--prerender`` every window is rendered first
+  and only the engine's part is timed.
 
 No weights are downloaded: the model directory holds the real Qwen tokenizer and
 processor (built offline by ``tests/support/tiny_qwen.py``) and a ``config.json`` of

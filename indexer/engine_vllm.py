@@ -244,7 +244,9 @@ class AsyncVllmEngine:
 
         Rendering every window first and then submitting them all lets a benchmark
         time the engine apart from the front end (``benchmarks/caption_throughput.py
-        --engine async --prerender``).
+        --engine async --prerender``); ingestion does not use it. Such renders are not
+        counted in :attr:`stats` (their windows show no preprocessing time), and the
+        caller keeps each render with its own clip.
         """
         if self._closed:
             raise RuntimeError("the captioning engine is closed")

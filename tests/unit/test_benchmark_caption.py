@@ -84,3 +84,14 @@ def test_every_window_is_rendered_once_and_answered(
     assert len(llm.requests) == 2 + 5
     assert measured["prerender"] is prerender and ("render_s" in measured) is prerender
     assert elapsed > 0
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"), [("[1]", "must be a JSON object"), ("{kv", "not JSON")]
+)
+def test_engine_arguments_that_are_not_a_json_object_are_refused(capsys, text, problem):
+    from benchmarks.caption_throughput import main
+
+    with pytest.raises(SystemExit):
+        main(["--engine-args", text])
+    assert problem in capsys.readouterr().err

@@ -56,8 +56,21 @@ def test_a_daemon_that_does_not_start_is_a_clear_error(
 ):
     monkeypatch.setenv("FAIL", "3")
     with pytest.raises(SystemExit, match=r"-d failed \(3\)"), mps_daemon(tmp_path / "mps"):
-        pass
-    assert "CUDA_MPS_PIPE_DIRECTORY" not in os.environ
+        pytest.fail("the block ran without a daemon")
+    assert control.read_text().splitlines()[0] == "args:-d"
+    assert "args:" not in control.read_text().splitlines()  # no quit for a daemon never up
+
+
+def test_variables_set_before_are_put_back_even_when_the_run_fails(
+    control: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.setenv("CUDA_MPS_PIPE_DIRECTORY", "/elsewhere/pipe")
+    with pytest.raises(RuntimeError, match="engine died"), mps_daemon(tmp_path / "mps"):
+        assert os.environ["CUDA_MPS_LOG_DIRECTORY"] == str(tmp_path / "mps" / "log")
+        raise RuntimeError("engine died")
+    assert control.read_text().splitlines()[-1] == "stdin:quit"
+    assert os.environ["CUDA_MPS_PIPE_DIRECTORY"] == "/elsewhere/pipe"
+    assert "CUDA_MPS_LOG_DIRECTORY" not in os.environ
 
 
 def test_no_control_program_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
