@@ -162,19 +162,28 @@ def synthetic_clips(
     return clips
 
 
+def dummy_engine_options(args: argparse.Namespace, **fixed: Any) -> dict[str, Any]:
+    """A benchmark's vLLM engine arguments: random weights in BF16, then ``fixed``, the
+    step and sequence caps of ``--max-num-batched-tokens`` / ``--max-num-seqs``, and
+    last ``--engine-args``, which override them all."""
+    options: dict[str, Any] = {"load_format": "dummy", "dtype": "bfloat16", **fixed}
+    if args.max_num_batched_tokens:
+        options["max_num_batched_tokens"] = args.max_num_batched_tokens
+    if args.max_num_seqs:
+        options["max_num_seqs"] = args.max_num_seqs
+    options.update(args.engine_args)
+    return options
+
+
 def run_variant(
     variant: str, clips: Sequence[WindowClip], args: argparse.Namespace
 ) -> dict[str, Any]:
     """Build the engine for one variant, warm it up, and time one pass over ``clips``."""
     model_dir = build_model_dir(Path(args.work_dir) / variant, fp8=(variant == "fp8"))
-    engine_options: dict[str, Any] = {"load_format": "dummy", "dtype": "bfloat16"}
-    if args.max_num_batched_tokens:
-        engine_options["max_num_batched_tokens"] = args.max_num_batched_tokens
-    if args.max_num_seqs:
-        engine_options["max_num_seqs"] = args.max_num_seqs
-    engine_options.update(args.engine_args)
     timed = _time_offline if args.engine == "llm" else _time_async
-    build_seconds, elapsed, outputs, measured = timed(model_dir, engine_options, clips, args)
+    build_seconds, elapsed, outputs, measured = timed(
+        model_dir, dummy_engine_options(args), clips, args
+    )
 
     import torch
     import vllm
@@ -295,7 +304,7 @@ def _time_async(
     )
 
 
-def _json_object(text: str) -> dict[str, Any]:
+def json_object(text: str) -> dict[str, Any]:
     try:
         value = json.loads(text)
     except json.JSONDecodeError as error:
@@ -344,7 +353,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument(
         "--engine-args",
-        type=_json_object,
+        type=json_object,
         default={},
         help='more vLLM engine arguments as JSON, e.g. \'{"kv_cache_dtype": "fp8"}\'',
     )

@@ -64,7 +64,11 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))  # benchmarks.* and tests.support, when run as a script
 
-from benchmarks.caption_throughput import _size  # noqa: E402
+from benchmarks.caption_throughput import (  # noqa: E402
+    _size,
+    dummy_engine_options,
+    json_object,
+)
 from benchmarks.make_videos import make_videos, with_copies  # noqa: E402
 from benchmarks.mps import mps_daemon  # noqa: E402
 from benchmarks.sampling import GpuSampler, HostMemory, percentile  # noqa: E402
@@ -121,17 +125,8 @@ def model_dir(work: Path, variant: str, args: argparse.Namespace) -> Path:
 def engine_options(args: argparse.Namespace) -> dict[str, Any]:
     # Prefix caching off: copies of a video (--copies) carry the same frames, so their
     # windows would be served from the cache, which distinct videos never are.
-    options: dict[str, Any] = {
-        "load_format": "dummy",
-        "dtype": "bfloat16",
-        "enable_prefix_caching": False,
-    }
-    if args.max_num_batched_tokens:
-        options["max_num_batched_tokens"] = args.max_num_batched_tokens
-    if args.max_num_seqs:
-        options["max_num_seqs"] = args.max_num_seqs
-    options.update(json.loads(args.engine_args))  # VIDSEEK_VLLM_ENGINE_ARGS, as in production
-    return options
+    # --engine-args comes last, as VIDSEEK_VLLM_ENGINE_ARGS does in production.
+    return dummy_engine_options(args, enable_prefix_caching=False)
 
 
 def vllm_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -574,7 +569,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--max-model-len", type=int, default=65536)
     parser.add_argument("--max-num-batched-tokens", type=int, default=0)
     parser.add_argument("--max-num-seqs", type=int, default=0)
-    parser.add_argument("--engine-args", default="{}", help="more engine arguments (JSON)")
+    parser.add_argument(
+        "--engine-args", type=json_object, default={}, help="more engine arguments (JSON)"
+    )
     parser.add_argument("--enforce-eager", action="store_true")
     parser.add_argument("--embedder-dir", default="", help="MiniLM config+tokenizer (no weights)")
     parser.add_argument("--timeout", type=float, default=3600.0, help="per job, seconds")

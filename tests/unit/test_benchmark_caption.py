@@ -95,3 +95,19 @@ def test_engine_arguments_that_are_not_a_json_object_are_refused(capsys, text, p
     with pytest.raises(SystemExit):
         main(["--engine-args", text])
     assert problem in capsys.readouterr().err
+
+
+def test_both_benchmarks_build_engine_arguments_alike_with_engine_args_last():
+    from benchmarks.caption_throughput import dummy_engine_options
+    from benchmarks.ingest_throughput import engine_options
+
+    args = argparse.Namespace(
+        max_num_batched_tokens=32768,
+        max_num_seqs=0,
+        engine_args={"enable_prefix_caching": True, "kv_cache_dtype": "fp8"},
+    )
+    common = {"load_format": "dummy", "dtype": "bfloat16", "max_num_batched_tokens": 32768}
+    assert dummy_engine_options(args) == {**common, **args.engine_args}
+    assert engine_options(args) == {**common, **args.engine_args}  # overrides the cache's off
+    args.engine_args = {}
+    assert engine_options(args) == {**common, "enable_prefix_caching": False}
