@@ -9,8 +9,11 @@ there but the first frame. Frame numbers count frames in presentation order in b
 libraries.
 
 Parallelism is inside one process (:attr:`max_processes` is 1): a request's frames
-are split into ``threads`` runs of consecutive frames, each decoded by its own
-decoder on its own thread. On the H200 (``benchmarks/nvdec_decode.py``), 8 decoders
+are split into runs of consecutive frames, one per thread, each decoded by its own
+decoder on its own thread. The process has ``threads`` threads for each GPU it sees
+(``CUDA_VISIBLE_DEVICES``), each thread decoding on one GPU, so on a host whose GPUs
+all run the engine (vLLM data parallelism) every GPU's decoders are used.
+On the H200 (``benchmarks/nvdec_decode.py``), 8 decoders
 called directly on threads of one process, a whole window each, decoded 60 s windows
 at 1 fps 1.6-1.9x (360p) and 1.4x (1080p) faster than eight PyAV processes, while 8
 processes with one decoder each were 3-11x slower than those threads: the processes'
@@ -98,7 +101,8 @@ class NvdecBackend(FrameBackend):
     side_backend = "pyav"
     device: ClassVar[str] = "cuda"
     module: ClassVar[str] = "PyNvVideoCodec"
-    threads: ClassVar[int] = 8  # decoders decoding one request's frames at once
+    threads: ClassVar[int] = 8  # a GPU's decoders decoding one request's frames at once
+    gpu_count: ClassVar[int | None] = None  # GPUs decoding; None: every visible GPU
     # Fewest frames a thread is given: each run decodes from the keyframe before it.
     min_run_frames: ClassVar[int] = 4
     # Files whose decoder each thread keeps open. Jobs take turns on the process and
@@ -135,8 +139,13 @@ class NvdecBackend(FrameBackend):
         # Files NVDEC could not open, and when to try again: PyAV decodes them meanwhile.
         self._cpu_until: dict[str, float] = {}
         self._warned_memory = False  # a request decoded on the CPU for lack of GPU memory
-        self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="nvdec")
-        self._local = threading.local()  # each pool thread's decoders, by file
+        # Threads take GPUs in turn as they first decode: ``threads`` for each GPU.
+        cuda = self.device.startswith("cuda")
+        self.gpus = max(1, self.gpu_count or (torch.cuda.device_count() if cuda else 1))
+        self.workers = self.threads * self.gpus
+        self._next_gpu = itertools.count()
+        self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="nvdec")
+        self._local = threading.local()  # each pool thread's GPU and decoders, by file
 
     def probe(self, path: str) -> VideoInfo:
         """See :meth:`FrameBackend.probe` (PyAV's probe: demuxing and one frame on the CPU)."""
@@ -194,7 +203,7 @@ class NvdecBackend(FrameBackend):
         self, path: str, frames: list[int], size: tuple[int, int], rotation: int, cost: int
     ) -> Any:
         """``frames`` in runs of consecutive frames, one run per pool thread, joined in order."""
-        count = max(1, min(self.threads, len(frames) // self.min_run_frames))
+        count = max(1, min(self.workers, len(frames) // self.min_run_frames))
         bounds = [len(frames) * k // count for k in range(count + 1)]
         runs = [frames[lo:hi] for lo, hi in itertools.pairwise(bounds)]
         futures = [
@@ -209,7 +218,8 @@ class NvdecBackend(FrameBackend):
 
         ``cost`` is the decoder's estimated GPU memory: the thread keeps at most
         :attr:`open_files` decoders within its share of :attr:`decoder_memory_gib`,
-        dropping the least recently used first.
+        dropping the least recently used first. The memory is counted a GPU: each of a
+        GPU's ``threads`` threads keeps its share.
         """
         if self.broken:  # every CUDA call would fail: no decoder is opened or used
             raise VideoError(self.broken)
@@ -217,6 +227,9 @@ class NvdecBackend(FrameBackend):
             self._local, "decoders", None
         )
         if decoders is None:
+            self._local.gpu = next(self._next_gpu) % self.gpus
+            if self.device.startswith("cuda"):
+                self._torch.cuda.set_device(self._local.gpu)  # this thread's resizing too
             decoders = self._local.decoders = OrderedDict()
         key = file_identity(path) or path  # a file replaced at the same path is another
         decoder, _ = decoders.pop(key, (None, 0))
@@ -241,7 +254,7 @@ class NvdecBackend(FrameBackend):
             try:
                 return nvc.SimpleDecoder(
                     path,
-                    gpu_id=0,
+                    gpu_id=self._local.gpu,
                     use_device_memory=True,
                     output_color_type=nvc.OutputColorType.RGB,
                 )
@@ -294,5 +307,6 @@ class NvdecBackend(FrameBackend):
         """See :meth:`FrameBackend.close`."""
         self._index.close()
         self._pool.shutdown(wait=True)
-        self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="nvdec")
+        self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="nvdec")
+        self._next_gpu = itertools.count()
         self._local = threading.local()

@@ -28,6 +28,7 @@ import av
 import numpy as np
 
 CALLS: list[tuple[str, Any, str]] = []
+OPENED_ON: list[tuple[str, int]] = []  # (thread, gpu_id) of every decoder opened
 FAIL_AT: set[int] = set()  # frame numbers whose batch fails, as a GPU error would
 OPEN_FAULTS: list[str] = []  # errors the next opens raise, one each, in this process
 FAULTS_ENV = "VIDSEEK_FAKE_NVC_FAULTS"
@@ -87,6 +88,7 @@ class SimpleDecoder:
             raise RuntimeError("CUVID: codec not supported on this GPU")
         assert output_color_type is OutputColorType.RGB and use_device_memory
         CALLS.append(("open", enc_file_path, threading.current_thread().name))
+        OPENED_ON.append((threading.current_thread().name, gpu_id))
         with av.open(enc_file_path) as container:
             frames = [(f.pts, f.to_ndarray(format="rgb24")) for f in container.decode(video=0)]
         self._frames = [image for _, image in sorted(frames, key=lambda f: f[0])]

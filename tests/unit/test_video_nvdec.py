@@ -102,6 +102,27 @@ def test_a_window_is_split_in_runs_decoded_on_several_threads(backend, h264):
     assert len(_batches()) == 2 * NvdecOnCpu.threads
 
 
+def test_on_two_gpus_a_window_is_decoded_on_both_with_each_threads_decoders_on_one(h264):
+    class NvdecOnTwoGpus(NvdecOnCpu):
+        gpu_count = 2
+
+    fake_nvc.CALLS.clear()
+    fake_nvc.OPENED_ON.clear()
+    nvdec = NvdecOnTwoGpus()
+    try:
+        indices = list(range(0, 120, 2))  # 60 frames: 15 runs, at least 4 frames each
+        for _ in range(2):
+            assert [read_counter(f) for f in _read(nvdec, h264, indices, (48, 80))] == indices
+    finally:
+        nvdec.close()
+    batches = _batches()
+    assert len(batches) == 2 * (60 // NvdecOnCpu.min_run_frames)  # more runs than one GPU's
+    gpu_of = dict(fake_nvc.OPENED_ON)
+    assert len(gpu_of) == len(fake_nvc.OPENED_ON)  # a thread opened its decoder once
+    per_gpu = [sum(1 for gpu in gpu_of.values() if gpu == g) for g in (0, 1)]
+    assert min(per_gpu) >= 1 and max(per_gpu) <= NvdecOnCpu.threads
+
+
 def test_a_decode_pool_of_nvdec_runs_one_process(h264):
     from vidseek.indexer.decode_pool import DecodePool
 
