@@ -8,7 +8,10 @@ behind the same decoder alone. Under MPS the processes' work shares the GPU at o
 :func:`mps_daemon` starts the control daemon with its own pipe and log directories
 and sets ``CUDA_MPS_PIPE_DIRECTORY`` / ``CUDA_MPS_LOG_DIRECTORY`` in this process's
 environment, so every CUDA process started afterwards (this one included, if it has
-not touched CUDA yet) is an MPS client; on exit it tells the daemon to quit.
+not touched CUDA yet) is an MPS client; on exit it tells the daemon to quit. The
+daemon serves the run's GPUs (``CUDA_VISIBLE_DEVICES``), and a client counts GPUs
+within the daemon's: inside the block the run's GPUs are ``0..n-1`` (with the run's
+own setting, a run on GPU 1 found no GPU at all).
 """
 
 from __future__ import annotations
@@ -22,6 +25,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 CONTROL = "nvidia-cuda-mps-control"
+# The daemon's CUDA_VISIBLE_DEVICES, for code that needs the GPUs' own (NVML) indices.
+DAEMON_GPUS = "VIDSEEK_MPS_DAEMON_GPUS"
 
 
 @contextlib.contextmanager
@@ -39,6 +44,14 @@ def mps_daemon(directory: Path) -> Iterator[dict[str, str]]:
     started = subprocess.run(
         [control, "-d"], env={**os.environ, **env}, capture_output=True, timeout=60
     )
+    # The daemon serves the GPUs of its CUDA_VISIBLE_DEVICES, and a client's
+    # CUDA_VISIBLE_DEVICES counts within those: the run's GPUs are 0..n-1 to it.
+    # NVML does not: DAEMON_GPUS keeps them.
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        count = len([d for d in visible.split(",") if d.strip()])
+        env["CUDA_VISIBLE_DEVICES"] = ",".join(str(k) for k in range(count))
+        env[DAEMON_GPUS] = visible
     if started.returncode != 0:
         output = (started.stdout + started.stderr).decode(errors="replace").strip()
         raise SystemExit(f"--mps: {CONTROL} -d failed ({started.returncode}): {output}")

@@ -12,6 +12,21 @@ from collections.abc import Sequence
 from typing import Any
 
 
+def visible_gpus(count: int) -> list[int]:
+    """NVML's indices of this process's GPUs (``count`` on the host): those of
+    ``CUDA_VISIBLE_DEVICES`` (all when unset), which under ``--mps`` count within the
+    MPS daemon's GPUs (:data:`benchmarks.mps.DAEMON_GPUS`)."""
+    from benchmarks.mps import DAEMON_GPUS
+
+    def parse(text: str) -> list[int]:
+        return [int(i) for i in text.split(",") if i.strip()]
+
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    ids = parse(visible) if visible is not None else list(range(count))
+    daemon = os.environ.get(DAEMON_GPUS)
+    return [parse(daemon)[i] for i in ids] if daemon else ids
+
+
 class GpuSampler:
     """NVML utilisation and memory of the visible GPUs, sampled every ``period`` s."""
 
@@ -26,9 +41,7 @@ class GpuSampler:
             import pynvml
 
             pynvml.nvmlInit()
-            visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-            count = pynvml.nvmlDeviceGetCount()
-            ids = [int(i) for i in visible.split(",")] if visible else list(range(count))
+            ids = visible_gpus(pynvml.nvmlDeviceGetCount())
             self._handles = [pynvml.nvmlDeviceGetHandleByIndex(i) for i in ids]
             self._nvml: Any = pynvml
         except Exception:  # no NVML (CPU run): report no GPU figures

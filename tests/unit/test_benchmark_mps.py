@@ -9,10 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.mps import CONTROL, mps_daemon
+from benchmarks.mps import CONTROL, DAEMON_GPUS, mps_daemon
+from benchmarks.sampling import visible_gpus
 
 FAKE_CONTROL = """#!/bin/sh
 { echo "args:$*"; echo "pipe:$CUDA_MPS_PIPE_DIRECTORY"; echo "log:$CUDA_MPS_LOG_DIRECTORY";
+  echo "gpus:$CUDA_VISIBLE_DEVICES";
   if [ "$1" != "-d" ]; then echo "stdin:$(cat)"; fi; } >> "$RECORD"
 exit ${FAIL:-0}
 """
@@ -30,6 +32,7 @@ def control(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("RECORD", str(record))
     monkeypatch.delenv("CUDA_MPS_PIPE_DIRECTORY", raising=False)
     monkeypatch.delenv("CUDA_MPS_LOG_DIRECTORY", raising=False)
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
     return record
 
 
@@ -44,11 +47,27 @@ def test_the_daemon_runs_for_the_block_and_processes_started_in_it_are_clients(
         "args:-d",
         f"pipe:{tmp_path / 'mps' / 'pipe'}",
         f"log:{tmp_path / 'mps' / 'log'}",
+        "gpus:",
     ]
-    stopped = control.read_text().splitlines()[3:]
+    stopped = control.read_text().splitlines()[4:]
     assert stopped[0] == "args:" and stopped[-1] == "stdin:quit"
     assert stopped[1] == f"pipe:{tmp_path / 'mps' / 'pipe'}"  # the same daemon
     assert "CUDA_MPS_PIPE_DIRECTORY" not in os.environ  # restored
+
+
+def test_clients_count_gpus_within_the_daemons_so_the_runs_gpus_are_numbered_from_0(
+    control: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,3")
+    assert visible_gpus(8) == [2, 3]
+    with mps_daemon(tmp_path / "mps") as env:
+        assert env["CUDA_VISIBLE_DEVICES"] == os.environ["CUDA_VISIBLE_DEVICES"] == "0,1"
+        assert visible_gpus(8) == [2, 3]  # GPU figures are still sampled on GPUs 2 and 3
+        monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1")  # a child process's share
+        assert visible_gpus(8) == [3]
+    assert "gpus:2,3" in control.read_text().splitlines()[:4]  # the daemon serves GPUs 2 and 3
+    assert os.environ["CUDA_VISIBLE_DEVICES"] == "2,3"  # restored
+    assert DAEMON_GPUS not in os.environ
 
 
 def test_a_daemon_that_does_not_start_is_a_clear_error(
