@@ -551,7 +551,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--ingest-workers", type=int, default=0, help="0: one per video")
     parser.add_argument("--max-in-flight", type=int, default=64)
     parser.add_argument("--decode-processes", type=int, default=0, help="0: half the cores")
-    parser.add_argument("--decode-backend", default="pyav", help="end to end: pyav, nvdec, ...")
+    parser.add_argument(
+        "--decode-backend", default="pyav", help="end to end: pyav, nvdec, nvdec+pyav, ..."
+    )
     parser.add_argument("--decode-nice", type=int, default=5, help="VIDSEEK_DECODE_NICE")
     parser.add_argument("--decode-sizes", type=int, nargs="*", default=[1, 4, 8])
     parser.add_argument("--decode-windows", type=int, default=10)

@@ -13,6 +13,11 @@ and to embedding and commits. A backend may cap its processes
 (:attr:`~vidseek.indexer.video.FrameBackend.max_processes`): NVDEC runs one process
 that decodes on several threads, because GPU decoders in separate processes slowed
 each other down (8 processes were 3-11x slower than 8 threads of one).
+
+A pool may mix backends (``"nvdec+pyav"``, or a list of them): each takes windows
+from the same queue as soon as one of its processes is idle, so NVDEC's process and
+PyAV's decode side by side, each at its own speed. A backend with a cap gets its
+cap; the others share the rest of the processes (at least one each).
 """
 
 from __future__ import annotations
@@ -20,11 +25,11 @@ from __future__ import annotations
 import os
 import queue
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TypeVar
 
-from vidseek.indexer.video import DecodeWorker, FrameBackend
+from vidseek.indexer.video import DecodeWorker, FrameBackend, pool_backends
 from vidseek.indexer.video.worker import resolve_backend
 
 __all__ = ["DecodePool", "default_decode_processes"]
@@ -41,26 +46,51 @@ def default_decode_processes() -> int:
     return max(1, cores // 2)
 
 
+Backend = str | type[FrameBackend]
+
+
+def pool_sizes(backends: Sequence[type[FrameBackend]], processes: int) -> list[int]:
+    """Processes for each of ``backends`` out of ``processes``: a capped backend gets its
+    cap (at most ``processes``), the others share what is left, at least one each."""
+    sizes = [min(b.max_processes, processes) if b.max_processes else 0 for b in backends]
+    free = [k for k, b in enumerate(backends) if not b.max_processes]
+    left = max(0, processes - sum(sizes))
+    for n, k in enumerate(free):
+        sizes[k] = max(1, left // len(free) + (n < left % len(free)))
+    return sizes
+
+
 class DecodePool:
     """``processes`` decoder processes (started on first use) behind one queue of calls.
 
     :meth:`submit` runs ``fn(worker)`` on the next idle worker and returns a future;
-    calls beyond the pool's size wait in order. ``nice`` (0-19) lowers the processes'
-    CPU priority (see :class:`DecodeWorker`).
+    calls beyond the pool's size wait in order. ``backend`` is one backend, several
+    joined by ``+`` (``"nvdec+pyav"``) or a list (see the module docstring). ``nice``
+    (0-19) lowers the processes' CPU priority (see :class:`DecodeWorker`).
     """
 
     def __init__(
-        self, backend: str | type[FrameBackend] = "pyav", processes: int = 0, *, nice: int = 0
+        self, backend: Backend | Sequence[Backend] = "pyav", processes: int = 0, *, nice: int = 0
     ) -> None:
         if processes < 0:
             raise ValueError(f"processes must be >= 0 (0: sized to the machine), got {processes}")
         self.backend = backend
-        self.size = processes or default_decode_processes()
-        cap = resolve_backend(backend).max_processes
-        if cap:
-            self.size = min(self.size, cap)
+        if isinstance(backend, str):
+            parts: list[Backend] = list(pool_backends(backend))
+        elif isinstance(backend, Sequence):
+            parts = list(backend)
+        else:
+            parts = [backend]
+        sizes = pool_sizes(
+            [resolve_backend(b) for b in parts], processes or default_decode_processes()
+        )
+        self.size = sum(sizes)
         self._idle: queue.SimpleQueue[DecodeWorker] = queue.SimpleQueue()
-        self._workers = [DecodeWorker(backend, nice=nice) for _ in range(self.size)]
+        self._workers = [
+            DecodeWorker(part, nice=nice)
+            for part, size in zip(parts, sizes, strict=True)
+            for _ in range(size)
+        ]
         for worker in self._workers:
             self._idle.put(worker)
         self._executor = ThreadPoolExecutor(max_workers=self.size, thread_name_prefix="decode")

@@ -20,7 +20,7 @@ from typing import Any
 from vidseek.indexer.embedder import EMBEDDER_BACKENDS
 from vidseek.indexer.model_inputs import max_video_tokens
 from vidseek.indexer.planner import max_window_frames
-from vidseek.indexer.video import BACKENDS
+from vidseek.indexer.video import BACKENDS, pool_backends
 from vidseek.storage.errors import ConfigError
 from vidseek.storage.vector_index import INDEX_KINDS
 
@@ -194,7 +194,8 @@ class Settings:
         "pyav",
         "Video decoder: 'pyav' (fastest on the CPU), 'decord', 'torchcodec' (needs the "
         "system FFmpeg libraries), 'torchcodec-cuda' or 'nvdec' (GPU decoders; 'nvdec' "
-        "needs the gpu extra's PyNvVideoCodec).",
+        "needs the gpu extra's PyNvVideoCodec); several joined by '+' share the work "
+        "('nvdec+pyav': NVDEC's process and PyAV processes decode at once).",
     )
     decode_timeout: float = _s(
         120.0, "Seconds a decode request may take before the decoder process is killed."
@@ -398,6 +399,14 @@ def load_settings(
     return settings
 
 
+def _is_pool_spec(spec: str) -> bool:
+    try:
+        pool_backends(spec)
+    except ConfigError:
+        return False
+    return True
+
+
 def _validate(s: Settings) -> None:
     checks = [
         (0 <= s.port <= 65535, "port", "must be 0-65535"),
@@ -408,9 +417,10 @@ def _validate(s: Settings) -> None:
         ),
         (s.device in ("auto", "cpu", "cuda"), "device", "must be 'auto', 'cpu' or 'cuda'"),
         (
-            s.decode_backend in BACKENDS,
+            _is_pool_spec(s.decode_backend),
             "decode_backend",
-            f"must be one of {', '.join(sorted(BACKENDS))}",
+            f"must be one of {', '.join(sorted(BACKENDS))}, or several joined by '+', "
+            "each once",
         ),
         (s.sample_fps > 0, "sample_fps", "must be > 0"),
         (s.window_seconds > 0, "window_seconds", "must be > 0"),

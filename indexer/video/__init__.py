@@ -48,7 +48,7 @@ from vidseek.indexer.video.backend_decord import DecordBackend
 from vidseek.indexer.video.backend_nvdec import NvdecBackend
 from vidseek.indexer.video.backend_pyav import PyAVBackend
 from vidseek.indexer.video.backend_torchcodec import TorchCodecBackend, TorchCodecCudaBackend
-from vidseek.indexer.video.backends import BACKENDS, side_backend
+from vidseek.indexer.video.backends import BACKENDS, pool_backends, side_backend
 from vidseek.indexer.video.frames import FrameBackend
 from vidseek.indexer.video.frames import Frames as Frames
 from vidseek.indexer.video.frames import _StreamFacts as _StreamFacts
@@ -71,6 +71,7 @@ __all__ = [
     "PyAVBackend",
     "TorchCodecBackend",
     "TorchCodecCudaBackend",
+    "pool_backends",
     "probe",
     "resized_shape",
     "sample_indices",

@@ -43,6 +43,8 @@ def test_unknown_setting_fails_with_its_name():
         ("VIDSEEK_CONSTRAINED_OUTPUT", "maybe", "expected bool"),
         ("VIDSEEK_INDEX_KIND", "lsh", "flat, hnsw, ivf"),
         ("VIDSEEK_DECODE_NICE", "20", "0-19"),
+        ("VIDSEEK_DECODE_BACKEND", "nvdec+ffmpeg", "decode_backend"),
+        ("VIDSEEK_DECODE_BACKEND", "pyav+pyav", "each once"),
         ("VIDSEEK_VLLM_ENGINE_ARGS", "max_num_seqs=4", "vllm_engine_args"),
         ("VIDSEEK_VLLM_ENGINE_ARGS", "[1, 2]", "must be a JSON object"),
     ],
@@ -57,6 +59,12 @@ def test_every_setting_has_help_and_is_documented_in_readme():
     for name, help_text in Settings.help().items():
         assert help_text.strip(), f"{name} has no help text"
         assert f"VIDSEEK_{name.upper()}" in text, f"README does not document {name}"
+
+
+def test_a_decode_pool_may_mix_backends():
+    assert load_settings(environ={"VIDSEEK_DECODE_BACKEND": "nvdec+pyav"}).decode_backend == (
+        "nvdec+pyav"
+    )
 
 
 def test_replace_validates():

@@ -22,9 +22,10 @@ from vidseek.indexer.video import (
     DecodeWorker,
     NvdecBackend,
     PyAVBackend,
+    pool_backends,
     side_backend,
 )
-from vidseek.storage.errors import VideoError
+from vidseek.storage.errors import ConfigError, VideoError
 
 
 @pytest.fixture(scope="module")
@@ -134,6 +135,50 @@ def test_a_decode_pool_of_nvdec_runs_one_process(h264):
     finally:
         pool.close()
     assert DecodePool("pyav", 3).size == 3
+
+
+def test_a_pool_mixing_nvdec_and_pyav_decodes_on_both_from_one_queue(h264):
+    from vidseek.indexer.decode_pool import DecodePool
+
+    pool = DecodePool([NvdecOnCpu, "pyav"], 3)
+    try:
+        assert pool.size == 3  # NVDEC's one process and two of PyAV's
+
+        def read(worker, start: int):
+            frames = worker.read(h264, [start, start + 30], 48, 80, timeout=60)
+            return worker.backend, [read_counter(f) for f in frames]
+
+        results = [f.result() for f in [pool.submit(lambda w, k=k: read(w, k)) for k in range(12)]]
+    finally:
+        pool.close()
+    assert [frames for _, frames in results] == [[k, k + 30] for k in range(12)]
+    assert {backend for backend, _ in results} == {NvdecOnCpu, PyAVBackend}
+
+
+def test_mixed_backends_are_named_with_a_plus_and_probe_and_refine_with_the_cpus():
+    assert pool_backends("nvdec+pyav") == ["nvdec", "pyav"]
+    assert pool_backends("pyav") == ["pyav"]
+    assert side_backend("nvdec+pyav") == "pyav" == side_backend("pyav+nvdec")
+    with pytest.raises(ConfigError, match="'ffmpeg' in 'nvdec\\+ffmpeg'"):
+        pool_backends("nvdec+ffmpeg")
+    with pytest.raises(ConfigError, match="twice"):
+        pool_backends("pyav+pyav")
+
+
+@pytest.mark.parametrize(
+    ("backends", "processes", "sizes"),
+    [
+        (["pyav"], 8, [8]),
+        (["nvdec"], 8, [1]),
+        (["nvdec", "pyav"], 8, [1, 7]),
+        (["nvdec", "pyav"], 1, [1, 1]),
+        (["pyav", "decord"], 5, [3, 2]),
+    ],
+)
+def test_a_capped_backend_gets_its_cap_and_the_others_share_the_rest(backends, processes, sizes):
+    from vidseek.indexer.decode_pool import pool_sizes
+
+    assert pool_sizes([BACKENDS[b] for b in backends], processes) == sizes
 
 
 def test_threads_keep_the_decoders_of_files_that_take_turns(backend, h264, videos):
