@@ -1,9 +1,15 @@
 """The NVDEC backend (:class:`NvdecBackend`): the GPU's hardware decoders through PyNvVideoCodec.
 
-Frames are decoded by NVIDIA's ``PyNvVideoCodec`` (``SimpleDecoder``, RGB in device
-memory), resized on the GPU (``torch`` bilinear with antialiasing), turned upright,
-and copied to host memory at the requested size, so only model-sized frames leave
-the GPU. Probing and the frame index (which frame is frame *n*, keyframes, variable
+Frames are decoded by NVIDIA's ``PyNvVideoCodec`` (``SimpleDecoder``, in device
+memory), resized on the GPU (``torch`` bilinear with antialiasing), converted to RGB,
+turned upright, and copied to host memory at the requested size, so only model-sized
+frames leave the GPU. 8-bit 4:2:0 video comes out of the decoder as NV12 and is
+converted with the colour matrix and range FFmpeg would use for the file (BT.601
+when it names none, as FFmpeg does; NVDEC's own RGB output picks BT.709 for HD), so
+its frames match the CPU backends' colours and a pool mixing NVDEC and PyAV feeds
+the model one colour rendering; other formats use NVDEC's RGB output.
+
+Probing and the frame index (which frame is frame *n*, keyframes, variable
 frame rate) are PyAV's: the container is demuxed on the CPU, nothing is decoded
 there but the first frame. Frame numbers count frames in presentation order in both
 libraries.
@@ -48,7 +54,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
 
@@ -83,6 +89,29 @@ _STICKY_CUDA_ERROR = re.compile(
 _OUT_OF_MEMORY = re.compile(
     r"out of memory|CUDA_ERROR_OUT_OF_MEMORY|cudaErrorMemoryAllocation", re.I
 )
+
+
+# Luma weights (Kr, Kb) of the colour matrices FFmpeg converts with, by AVColorSpace
+# (BT.709, FCC, SMPTE 240M, BT.2020); any other, unspecified included, is BT.601.
+_MATRICES: dict[int, tuple[float, float]] = {
+    1: (0.2126, 0.0722),
+    4: (0.30, 0.11),
+    7: (0.212, 0.087),
+    9: (0.2627, 0.0593),
+    10: (0.2627, 0.0593),
+}
+_BT601 = (0.299, 0.114)
+_NV12_FORMATS = frozenset({"yuv420p", "yuvj420p", "nv12"})  # 8-bit 4:2:0: NVDEC gives NV12
+
+
+class _Picture(NamedTuple):
+    """How a file's decoded frames become upright RGB: rotation, and for NV12 output
+    (``native``) the colour matrix (AVColorSpace) and whether the range is full."""
+
+    rotation: int
+    native: bool
+    matrix: int
+    full_range: bool
 
 
 class _CannotOpen(Exception):
@@ -121,6 +150,9 @@ class NvdecBackend(FrameBackend):
     # Seconds a file NVDEC could not open is left to PyAV before NVDEC tries again
     # (the failure may have been passing: GPU memory, decoder sessions).
     cpu_retry_seconds: ClassVar[float] = 300.0
+    # 8-bit 4:2:0 files decoded to NV12 and converted here with FFmpeg's matrix; off,
+    # NVDEC converts to RGB itself (its matrix: BT.709 for HD when the file names none).
+    native_output: ClassVar[bool] = True
 
     def __init__(self) -> None:
         try:
@@ -167,7 +199,13 @@ class NvdecBackend(FrameBackend):
         timeline = self._index.timeline(path)
         if indices[-1] >= timeline.frame_count:
             raise VideoError(f"frame {indices[-1]} is past the end ({timeline.frame_count} frames)")
-        rotation = info.rotation
+        pixel_format, matrix, colour_range = self._index.colour(path)
+        picture = _Picture(
+            rotation=info.rotation,
+            native=self.native_output and pixel_format in _NV12_FORMATS,
+            matrix=matrix,
+            full_range=colour_range == 2 or pixel_format == "yuvj420p",  # AVCOL_RANGE_JPEG
+        )
         cost = info.width * info.height * self.decoder_bytes_per_pixel  # a decoder's memory
         try:
             return _read_runs(
@@ -175,9 +213,9 @@ class NvdecBackend(FrameBackend):
                 _groups(timeline.frames(indices)),
                 out,
                 skip_errors,
-                lambda frames: self._decode_parallel(path, frames, size, rotation, cost),
+                lambda frames: self._decode_parallel(path, frames, size, picture, cost),
                 lambda frame: self._pool.submit(
-                    self._decode_run, path, [frame], size, rotation, cost
+                    self._decode_run, path, [frame], size, picture, cost
                 ).result(),
             )
         except _NoGpuMemory as exc:  # this request on the CPU; NVDEC again for the next
@@ -200,19 +238,19 @@ class NvdecBackend(FrameBackend):
             return self._index.read(path, indices, size, out, skip_errors=skip_errors)
 
     def _decode_parallel(
-        self, path: str, frames: list[int], size: tuple[int, int], rotation: int, cost: int
+        self, path: str, frames: list[int], size: tuple[int, int], picture: _Picture, cost: int
     ) -> Any:
         """``frames`` in runs of consecutive frames, one run per pool thread, joined in order."""
         count = max(1, min(self.workers, len(frames) // self.min_run_frames))
         bounds = [len(frames) * k // count for k in range(count + 1)]
         runs = [frames[lo:hi] for lo, hi in itertools.pairwise(bounds)]
         futures = [
-            self._pool.submit(self._decode_run, path, run, size, rotation, cost) for run in runs
+            self._pool.submit(self._decode_run, path, run, size, picture, cost) for run in runs
         ]
         return np.concatenate([f.result() for f in futures])
 
     def _decode_run(
-        self, path: str, frames: list[int], size: tuple[int, int], rotation: int, cost: int
+        self, path: str, frames: list[int], size: tuple[int, int], picture: _Picture, cost: int
     ) -> Any:
         """Frames of ``path`` with this pool thread's decoder for it (opened on first use).
 
@@ -234,18 +272,18 @@ class NvdecBackend(FrameBackend):
         key = file_identity(path) or path  # a file replaced at the same path is another
         decoder, _ = decoders.pop(key, (None, 0))
         if decoder is None:
-            decoder = self._open(path, decoders)
+            decoder = self._open(path, decoders, picture.native)
             share = self.decoder_memory_gib * 2**30 / self.threads
             while decoders and (
                 len(decoders) >= self.open_files
                 or sum(c for _, c in decoders.values()) + cost > share
             ):
                 decoders.popitem(last=False)  # the least recently used file's decoder
-        frames_out = self._decode(decoder, frames, size, rotation)  # a failed one is dropped
+        frames_out = self._decode(decoder, frames, size, picture)  # a failed one is dropped
         decoders[key] = (decoder, cost)
         return frames_out
 
-    def _open(self, path: str, decoders: OrderedDict[object, tuple[Any, int]]) -> Any:
+    def _open(self, path: str, decoders: OrderedDict[object, tuple[Any, int]], native: bool) -> Any:
         """A decoder of ``path`` for this thread. Out of GPU memory, it tries once more
         without the thread's other decoders (:class:`_NoGpuMemory` if still short); a
         file NVDEC cannot open raises :class:`_CannotOpen`."""
@@ -256,7 +294,9 @@ class NvdecBackend(FrameBackend):
                     path,
                     gpu_id=self._local.gpu,
                     use_device_memory=True,
-                    output_color_type=nvc.OutputColorType.RGB,
+                    output_color_type=(
+                        nvc.OutputColorType.NATIVE if native else nvc.OutputColorType.RGB
+                    ),
                 )
             except Exception as exc:
                 if _OUT_OF_MEMORY.search(str(exc)):
@@ -268,22 +308,28 @@ class NvdecBackend(FrameBackend):
                     raise VideoError(self.broken) from None
                 raise _CannotOpen(_clean_message(str(exc))) from None
 
-    def _decode(self, decoder: Any, frames: list[int], size: tuple[int, int], rotation: int) -> Any:
+    def _decode(
+        self, decoder: Any, frames: list[int], size: tuple[int, int], picture: _Picture
+    ) -> Any:
         """Frames ``frames`` as ``(N, h, w, 3)`` uint8 in host memory, upright, at ``size``."""
         torch = self._torch
         h, w = size
+        rotation = picture.rotation
         coded = (w, h) if rotation in (90, 270) else (h, w)
         try:
             decoded = decoder.get_batch_frames_by_index(frames)
             if len(decoded) != len(frames):
                 raise VideoError(f"NVDEC returned {len(decoded)} of {len(frames)} frames")
             batch = torch.stack([torch.from_dlpack(f) for f in decoded])
-            if batch.ndim != 4 or batch.shape[-1] != 3:
-                shape = tuple(batch.shape)
-                raise VideoError(f"NVDEC returned frames of shape {shape}, not N x H x W x 3")
-            x = batch.permute(0, 3, 1, 2).float()
-            if tuple(x.shape[2:]) != coded:
-                x = torch.nn.functional.interpolate(x, size=coded, mode="bilinear", antialias=True)
+            shape = tuple(batch.shape)
+            if picture.native:
+                if batch.ndim != 3 or shape[1] % 3 or shape[1] * 2 // 3 % 2 or shape[2] % 2:
+                    raise VideoError(f"NVDEC returned frames of shape {shape}, not NV12")
+                x = self._nv12_to_rgb(batch, coded, picture)
+            else:
+                if batch.ndim != 4 or shape[-1] != 3:
+                    raise VideoError(f"NVDEC returned frames of shape {shape}, not N x H x W x 3")
+                x = self._resize(batch.permute(0, 3, 1, 2).float(), coded)
             if rotation:
                 x = torch.rot90(x, rotation // 90, dims=(2, 3))
             x = x.round_().clamp_(0, 255).to(torch.uint8)
@@ -293,6 +339,34 @@ class NvdecBackend(FrameBackend):
         except Exception as exc:  # CUDA errors, out of memory: this request's frames only
             broken = self._breaks_cuda(exc)
             raise VideoError(self.broken if broken else _clean_message(str(exc))) from None
+
+    def _resize(self, x: Any, size: tuple[int, int]) -> Any:
+        """``(N, C, H, W)`` float frames at ``size`` (bilinear, antialiased)."""
+        if tuple(x.shape[2:]) == size:
+            return x
+        return self._torch.nn.functional.interpolate(x, size=size, mode="bilinear", antialias=True)
+
+    def _nv12_to_rgb(self, batch: Any, size: tuple[int, int], picture: _Picture) -> Any:
+        """``(N, 3H/2, W)`` NV12 frames (luma rows, then interleaved chroma rows) as
+        ``(N, 3, h, w)`` float RGB at ``size``: luma and chroma are resized apart, then
+        converted with the file's matrix and range (a linear map, so resizing first
+        gives the same picture for less work)."""
+        torch = self._torch
+        n, rows, width = batch.shape
+        height = rows * 2 // 3
+        y = self._resize(batch[:, :height].unsqueeze(1).float(), size)
+        chroma = batch[:, height:].reshape(n, height // 2, width // 2, 2).permute(0, 3, 1, 2)
+        uv = self._resize(chroma.float(), size) - 128.0
+        kr, kb = _MATRICES.get(picture.matrix, _BT601)
+        kg = 1.0 - kr - kb
+        if not picture.full_range:  # limited range: luma 16-235, chroma 16-240
+            y = (y - 16.0) * (255.0 / 219.0)
+            uv = uv * (255.0 / 224.0)
+        u, v = uv[:, :1], uv[:, 1:]
+        r = y + 2.0 * (1.0 - kr) * v
+        g = y - (2.0 * (1.0 - kb) * kb / kg) * u - (2.0 * (1.0 - kr) * kr / kg) * v
+        b = y + 2.0 * (1.0 - kb) * u
+        return torch.cat([r, g, b], dim=1)
 
     def _breaks_cuda(self, exc: Exception) -> bool:
         """Whether ``exc`` is a sticky CUDA error; the first one sets :attr:`broken`."""

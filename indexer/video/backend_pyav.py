@@ -85,6 +85,8 @@ class _PyAVFile:
             self.container.close()
             raise
         self.rotation = 0
+        # The first frame's pixel format, colour matrix and range (FFmpeg's numbers).
+        self.colour: tuple[str, int, int] = ("", 2, 0)
         self.wanted: set[int] | None = None
         self.decoder: Iterator[Any] | None = None
         # Frame number the decoder yielded last; None when unknown (just sought).
@@ -239,6 +241,7 @@ class PyAVBackend(FrameBackend):
             file.close()
             raise
         file.rotation = _normalize_rotation(first.rotation)
+        file.colour = (str(first.format.name), int(first.colorspace), int(first.color_range))
         file.decoder = itertools.chain([first], file.decoder)
         file.last = file.index_of(first) - 1
         self._first_size = (int(first.width), int(first.height))
@@ -272,6 +275,11 @@ class PyAVBackend(FrameBackend):
             rotation=file.rotation,
             vfr=timeline.vfr,
         )
+
+    def colour(self, path: str) -> tuple[str, int, int]:
+        """``path``'s pixel format, colour matrix (AVColorSpace) and range (AVColorRange),
+        from its first frame: what PyAV converts to RGB with."""
+        return self._open(path).colour
 
     def timeline(self, path: str) -> _Timeline:
         """How frame indices map onto ``path``'s frames (from its stream index)."""

@@ -56,3 +56,33 @@ def test_nvdec_splits_a_1080p_window_over_its_threads_in_order(workers, tmp_path
     indices = list(range(0, 300, 5))  # 60 frames: runs on 8 threads
     frames = nvdec.read(path, indices, 256, 448, timeout=300)
     assert [read_counter(f) for f in frames] == indices
+
+
+def test_nvdec_colours_of_an_hd_file_naming_no_matrix_are_ffmpegs(tmp_path: Path):
+    """NVDEC's own RGB output converts HD with BT.709 when the file names no matrix;
+    FFmpeg, and so PyAV, with BT.601. The NV12 output converted here follows FFmpeg."""
+    from vidseek.indexer.video import NvdecBackend, PyAVBackend
+
+    class NvdecRgb(NvdecBackend):
+        native_output = False
+
+    path = write_video(
+        tmp_path / "hd-colours.mp4", seconds=2, codec="libx264", width=1920, height=1080
+    )
+    indices, size = [0, 20, 40], (256, 448)
+    diffs = {}
+    reference = np.zeros((3, *size, 3), np.uint8)
+    pyav = PyAVBackend()
+    try:
+        pyav.read(path, indices, size, reference)
+    finally:
+        pyav.close()
+    for name, backend in (("nv12", NvdecBackend()), ("rgb", NvdecRgb())):
+        frames = np.zeros_like(reference)
+        try:
+            assert backend.read(path, indices, size, frames) == {}
+        finally:
+            backend.close()
+        diffs[name] = float(np.abs(frames.astype(np.int16) - reference).mean())
+    assert diffs["nv12"] < diffs["rgb"], diffs
+    assert diffs["nv12"] < 4.0, diffs

@@ -1,7 +1,8 @@
 """A stand-in ``PyNvVideoCodec`` for the NVDEC backend's tests on the CPU.
 
-``SimpleDecoder`` decodes with PyAV instead of the GPU: full-size RGB frames in
-presentation order, handed out as host arrays (which support DLPack, as the real
+``SimpleDecoder`` decodes with PyAV instead of the GPU: full-size frames in
+presentation order (NV12 planes for ``OutputColorType.NATIVE``, RGB for ``RGB``,
+PyAV's conversion), handed out as host arrays (which support DLPack, as the real
 decoder's device frames do). It refuses files whose name contains ``"nonvdec"``,
 as the real one refuses a codec the GPU does not decode, and records every file
 it opens or refuses and every batch it is asked for, with the thread that asked, in
@@ -29,6 +30,7 @@ import numpy as np
 
 CALLS: list[tuple[str, Any, str]] = []
 OPENED_ON: list[tuple[str, int]] = []  # (thread, gpu_id) of every decoder opened
+OUTPUTS: list[Any] = []  # the output_color_type of every decoder opened
 FAIL_AT: set[int] = set()  # frame numbers whose batch fails, as a GPU error would
 OPEN_FAULTS: list[str] = []  # errors the next opens raise, one each, in this process
 FAULTS_ENV = "VIDSEEK_FAKE_NVC_FAULTS"
@@ -86,11 +88,14 @@ class SimpleDecoder:
         if "nonvdec" in enc_file_path:
             CALLS.append(("refuse", enc_file_path, threading.current_thread().name))
             raise RuntimeError("CUVID: codec not supported on this GPU")
-        assert output_color_type is OutputColorType.RGB and use_device_memory
+        assert use_device_memory
         CALLS.append(("open", enc_file_path, threading.current_thread().name))
         OPENED_ON.append((threading.current_thread().name, gpu_id))
+        OUTPUTS.append(output_color_type)
+        # NATIVE: NV12, one (3H/2, W) plane as NVDEC gives 8-bit 4:2:0 video; RGB: H x W x 3.
+        layout = "nv12" if output_color_type is OutputColorType.NATIVE else "rgb24"
         with av.open(enc_file_path) as container:
-            frames = [(f.pts, f.to_ndarray(format="rgb24")) for f in container.decode(video=0)]
+            frames = [(f.pts, f.to_ndarray(format=layout)) for f in container.decode(video=0)]
         self._frames = [image for _, image in sorted(frames, key=lambda f: f[0])]
 
     def __len__(self) -> int:

@@ -86,6 +86,70 @@ def test_frames_come_from_the_decoder_by_frame_number_and_match_pyav(backend, h2
     assert backend.probe(h264).frame_count == 120
 
 
+def _gradients(path: Path, colorspace: int | None) -> str:
+    """1 s of smooth, saturated colour gradients (H.264 4:2:0: its stream carries the
+    tag), tagged with ``colorspace`` (FFmpeg's AVColorSpace, limited range) or naming none."""
+    import av
+
+    yy, xx = np.mgrid[0:96, 0:160]
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=30, options={"crf": "10"})
+        stream.width, stream.height, stream.pix_fmt = 160, 96, "yuv420p"
+        if colorspace is not None:
+            stream.codec_context.colorspace = colorspace
+            stream.codec_context.color_range = 1  # limited (MPEG) range
+        for k in range(30):
+            image = np.stack([40 + xx * 1.2, 220 - yy * 1.5 - k, 30 + (xx + yy) * 0.6], axis=-1)
+            frame = av.VideoFrame.from_ndarray(image.astype(np.uint8), format="rgb24")
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode())
+    return str(path)
+
+
+@pytest.mark.parametrize("colorspace", [None, 1], ids=["names-none", "bt709"])
+def test_frames_get_the_colours_ffmpeg_converts_the_file_with(videos, colorspace, monkeypatch):
+    path = _gradients(videos / f"gradients-{colorspace}.mp4", colorspace)
+    indices, size = [0, 14, 29], (96, 160)
+    pyav = PyAVBackend()
+    try:
+        reference = np.zeros((3, *size, 3), np.uint8)
+        pyav.read(path, indices, size, reference)
+    finally:
+        pyav.close()
+    fake_nvc.OUTPUTS.clear()
+    nvdec = NvdecOnCpu()
+    try:
+        frames = _read(nvdec, path, indices, size)
+        assert fake_nvc.OUTPUTS == [fake_nvc.OutputColorType.NATIVE]  # NV12 out of the decoder
+        # The other matrix (BT.601 <-> BT.709), as NVDEC's own RGB output does for HD files
+        # naming none: visibly different colours.
+        pixel_format, matrix, colour_range = nvdec._index.colour(path)
+        assert matrix == (1 if colorspace == 1 else 2)
+        monkeypatch.setattr(
+            nvdec._index, "colour", lambda _: (pixel_format, 6 if matrix == 1 else 1, colour_range)
+        )
+        nvdec.close()
+        other = _read(nvdec, path, indices, size)
+    finally:
+        nvdec.close()
+    assert np.abs(frames.astype(np.int16) - reference).mean() < 2.0  # about 1.2
+    assert np.abs(other.astype(np.int16) - reference).mean() > 4.0  # about 5
+
+
+def test_without_native_output_nvdec_converts_to_rgb_itself(h264):
+    class NvdecRgb(NvdecOnCpu):
+        native_output = False
+
+    fake_nvc.OUTPUTS.clear()
+    nvdec = NvdecRgb()
+    try:
+        frames = _read(nvdec, h264, [0, 7, 30], (48, 80))
+    finally:
+        nvdec.close()
+    assert fake_nvc.OUTPUTS == [fake_nvc.OutputColorType.RGB]
+    assert [read_counter(f) for f in frames] == [0, 7, 30]
+
+
 def test_a_window_is_split_in_runs_decoded_on_several_threads(backend, h264):
     indices = list(range(0, 120, 2))  # 60 frames: 8 runs of 7-8 consecutive frames
     frames = _read(backend, h264, indices, (48, 80))
