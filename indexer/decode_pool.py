@@ -16,8 +16,9 @@ each other down (8 processes were 3-11x slower than 8 threads of one).
 
 A pool may mix backends (``"nvdec+pyav"``, or a list of them): each takes windows
 from the same queue as soon as one of its processes is idle, so NVDEC's process and
-PyAV's decode side by side, each at its own speed. A backend with a cap gets its
-cap; the others share the rest of the processes (at least one each).
+PyAV's decode side by side, each at its own speed. A backend given a count
+(``"nvdec:2+pyav"``) gets it; else a backend with a cap gets its cap; the others
+share the rest of the processes (at least one each).
 """
 
 from __future__ import annotations
@@ -49,11 +50,18 @@ def default_decode_processes() -> int:
 Backend = str | type[FrameBackend]
 
 
-def pool_sizes(backends: Sequence[type[FrameBackend]], processes: int) -> list[int]:
-    """Processes for each of ``backends`` out of ``processes``: a capped backend gets its
-    cap (at most ``processes``), the others share what is left, at least one each."""
-    sizes = [min(b.max_processes, processes) if b.max_processes else 0 for b in backends]
-    free = [k for k, b in enumerate(backends) if not b.max_processes]
+def pool_sizes(
+    backends: Sequence[type[FrameBackend]], processes: int, fixed: Sequence[int] = ()
+) -> list[int]:
+    """Processes for each of ``backends`` out of ``processes``: ``fixed[k]`` when given
+    (> 0), else a capped backend gets its cap (at most ``processes``), and the others
+    share what is left, at least one each."""
+    fixed = list(fixed) or [0] * len(backends)
+    sizes = [
+        n or (min(b.max_processes, processes) if b.max_processes else 0)
+        for b, n in zip(backends, fixed, strict=True)
+    ]
+    free = [k for k, b in enumerate(backends) if not (fixed[k] or b.max_processes)]
     left = max(0, processes - sum(sizes))
     for n, k in enumerate(free):
         sizes[k] = max(1, left // len(free) + (n < left % len(free)))
@@ -75,14 +83,17 @@ class DecodePool:
         if processes < 0:
             raise ValueError(f"processes must be >= 0 (0: sized to the machine), got {processes}")
         self.backend = backend
+        fixed: list[int] = []
         if isinstance(backend, str):
-            parts: list[Backend] = list(pool_backends(backend))
+            named = pool_backends(backend)
+            parts: list[Backend] = [name for name, _ in named]
+            fixed = [count for _, count in named]
         elif isinstance(backend, Sequence):
             parts = list(backend)
         else:
             parts = [backend]
         sizes = pool_sizes(
-            [resolve_backend(b) for b in parts], processes or default_decode_processes()
+            [resolve_backend(b) for b in parts], processes or default_decode_processes(), fixed
         )
         self.size = sum(sizes)
         self._idle: queue.SimpleQueue[DecodeWorker] = queue.SimpleQueue()

@@ -195,7 +195,9 @@ class Settings:
         "Video decoder: 'pyav' (fastest on the CPU), 'decord', 'torchcodec' (needs the "
         "system FFmpeg libraries), 'torchcodec-cuda' or 'nvdec' (GPU decoders; 'nvdec' "
         "needs the gpu extra's PyNvVideoCodec); several joined by '+' share the work "
-        "('nvdec+pyav': NVDEC's process and PyAV processes decode at once).",
+        "('nvdec+pyav': NVDEC's process and PyAV processes decode at once), and "
+        "'name:N' fixes a backend's processes ('nvdec:2+pyav', for a GPU shared through "
+        "NVIDIA MPS).",
     )
     decode_timeout: float = _s(
         120.0, "Seconds a decode request may take before the decoder process is killed."
@@ -420,7 +422,7 @@ def _validate(s: Settings) -> None:
             _is_pool_spec(s.decode_backend),
             "decode_backend",
             f"must be one of {', '.join(sorted(BACKENDS))}, or several joined by '+', "
-            "each once",
+            "each once, each with ':N' processes or not",
         ),
         (s.sample_fps > 0, "sample_fps", "must be > 0"),
         (s.window_seconds > 0, "window_seconds", "must be > 0"),

@@ -35,22 +35,30 @@ BACKENDS: Final[dict[str, type[FrameBackend]]] = {
 }
 
 
-def pool_backends(spec: str) -> list[str]:
-    """The backends of a decode pool setting: one name, or several joined by ``+``.
+def pool_backends(spec: str) -> list[tuple[str, int]]:
+    """The backends of a decode pool setting, each with its processes (0: the pool's
+    sizing): one name, or several joined by ``+``, each with ``:N`` processes or not.
 
     ``"nvdec+pyav"`` is NVDEC's decoder process and PyAV processes, all taking
     windows from the pool's one queue (:class:`~vidseek.indexer.decode_pool.DecodePool`),
-    so the GPU's decoders and the CPU's decode at once. Raises
-    :class:`~vidseek.storage.errors.ConfigError` naming an unknown or repeated backend.
+    so the GPU's decoders and the CPU's decode at once; ``"nvdec:2+pyav"`` runs two
+    NVDEC processes (past its cap of one: for GPUs shared through NVIDIA MPS, where
+    processes' GPU work runs at once). Raises
+    :class:`~vidseek.storage.errors.ConfigError` naming an unknown or repeated backend
+    or a bad count.
     """
-    names = [part.strip() for part in spec.split("+")]
-    for name in names:
+    parts: list[tuple[str, int]] = []
+    for part in spec.split("+"):
+        name, _, count = (p.strip() for p in part.partition(":"))
         if name not in BACKENDS:
             known = ", ".join(sorted(BACKENDS))
             raise ConfigError(f"unknown video backend {name!r} in {spec!r} (known: {known})")
-    if len(set(names)) < len(names):
+        if count and (not count.isdigit() or int(count) < 1):
+            raise ConfigError(f"video backend {spec!r}: processes of {name!r} must be >= 1")
+        parts.append((name, int(count or 0)))
+    if len({name for name, _ in parts}) < len(parts):
         raise ConfigError(f"video backend {spec!r} names a backend twice")
-    return names
+    return parts
 
 
 def side_backend(backend: str) -> str:
@@ -60,6 +68,6 @@ def side_backend(backend: str) -> str:
     each other down), so processes beside its pool decode with PyAV on the CPU. For
     a pool of several backends (``"nvdec+pyav"``) it is the last one's.
     """
-    name = backend.split("+")[-1].strip()
+    name = backend.split("+")[-1].partition(":")[0].strip()
     cls = BACKENDS.get(name)
     return (cls.side_backend or name) if cls is not None else name

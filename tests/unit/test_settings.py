@@ -45,6 +45,7 @@ def test_unknown_setting_fails_with_its_name():
         ("VIDSEEK_DECODE_NICE", "20", "0-19"),
         ("VIDSEEK_DECODE_BACKEND", "nvdec+ffmpeg", "decode_backend"),
         ("VIDSEEK_DECODE_BACKEND", "pyav+pyav", "each once"),
+        ("VIDSEEK_DECODE_BACKEND", "nvdec:0+pyav", "':N' processes"),
         ("VIDSEEK_VLLM_ENGINE_ARGS", "max_num_seqs=4", "vllm_engine_args"),
         ("VIDSEEK_VLLM_ENGINE_ARGS", "[1, 2]", "must be a JSON object"),
     ],
@@ -62,9 +63,8 @@ def test_every_setting_has_help_and_is_documented_in_readme():
 
 
 def test_a_decode_pool_may_mix_backends():
-    assert load_settings(environ={"VIDSEEK_DECODE_BACKEND": "nvdec+pyav"}).decode_backend == (
-        "nvdec+pyav"
-    )
+    for spec in ("nvdec+pyav", "nvdec:2+pyav"):
+        assert load_settings(environ={"VIDSEEK_DECODE_BACKEND": spec}).decode_backend == spec
 
 
 def test_replace_validates():

@@ -220,9 +220,14 @@ def test_a_pool_mixing_nvdec_and_pyav_decodes_on_both_from_one_queue(h264):
 
 
 def test_mixed_backends_are_named_with_a_plus_and_probe_and_refine_with_the_cpus():
-    assert pool_backends("nvdec+pyav") == ["nvdec", "pyav"]
-    assert pool_backends("pyav") == ["pyav"]
-    assert side_backend("nvdec+pyav") == "pyav" == side_backend("pyav+nvdec")
+    assert pool_backends("nvdec+pyav") == [("nvdec", 0), ("pyav", 0)]
+    assert pool_backends("pyav") == [("pyav", 0)]
+    assert pool_backends("nvdec:2 + pyav") == [("nvdec", 2), ("pyav", 0)]
+    assert side_backend("nvdec+pyav") == "pyav" == side_backend("pyav:3+nvdec:2")
+    with pytest.raises(ConfigError, match="processes of 'nvdec' must be >= 1"):
+        pool_backends("nvdec:0+pyav")
+    with pytest.raises(ConfigError, match="processes of 'nvdec'"):
+        pool_backends("nvdec:two")
     with pytest.raises(ConfigError, match="'ffmpeg' in 'nvdec\\+ffmpeg'"):
         pool_backends("nvdec+ffmpeg")
     with pytest.raises(ConfigError, match="twice"):
@@ -243,6 +248,20 @@ def test_a_capped_backend_gets_its_cap_and_the_others_share_the_rest(backends, p
     from vidseek.indexer.decode_pool import pool_sizes
 
     assert pool_sizes([BACKENDS[b] for b in backends], processes) == sizes
+
+
+def test_a_count_in_the_setting_fixes_a_backends_processes_past_its_cap():
+    from vidseek.indexer.decode_pool import DecodePool, pool_sizes
+
+    nvdec, pyav = BACKENDS["nvdec"], BACKENDS["pyav"]
+    assert pool_sizes([nvdec, pyav], 8, [2, 0]) == [2, 6]
+    assert pool_sizes([nvdec, pyav], 8, [0, 3]) == [1, 3]
+    pool = DecodePool("pyav:2+decord", 5)  # processes start on first use: none here
+    try:
+        assert pool.size == 5
+        assert [w.backend.name for w in pool._workers] == ["pyav"] * 2 + ["decord"] * 3
+    finally:
+        pool.close()
 
 
 def test_threads_keep_the_decoders_of_files_that_take_turns(backend, h264, videos):
