@@ -289,11 +289,13 @@ def run_end_to_end(
     embedder: Any,
     videos: list[Path],
     window_seconds: float,
+    decode_backend: str,
     args: argparse.Namespace,
     work: Path,
     emit: Any = print,
 ) -> dict[str, Any]:
-    """Ingest every video at once through the server; refinement probes meanwhile."""
+    """Ingest every video at once through the server, decoding with ``decode_backend``;
+    refinement probes meanwhile."""
     from vidseek.client import Client
     from vidseek.server.app import create_server
     from vidseek.server.search import MomentResult
@@ -312,7 +314,7 @@ def run_end_to_end(
             "max_new_tokens": args.output_tokens,
             "max_in_flight": args.max_in_flight,
             "decode_processes": args.decode_processes,
-            "decode_backend": args.decode_backend,
+            "decode_backend": decode_backend,
             "decode_nice": args.decode_nice,
             "ingest_workers": args.ingest_workers or len(videos),
             "refine_timeout": args.refine_timeout,
@@ -382,6 +384,7 @@ def run_end_to_end(
                 {
                     "run": "end to end (progress)",
                     "window_seconds": window_seconds,
+                    "decode_backend": decode_backend,
                     "elapsed_s": round(time.perf_counter() - started, 1),
                     "windows_done": curve[-1][1],
                     "windows_total": sum(j.windows_total for j in jobs),
@@ -421,6 +424,7 @@ def run_end_to_end(
     return {
         "run": "end to end",
         "window_seconds": window_seconds,
+        "decode_backend": decode_backend,
         "videos": [v.name for v in videos],
         "video_hours": round(video_s / 3600, 2),
         "elapsed_s": round(elapsed, 1),
@@ -552,7 +556,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--max-in-flight", type=int, default=64)
     parser.add_argument("--decode-processes", type=int, default=0, help="0: half the cores")
     parser.add_argument(
-        "--decode-backend", default="pyav", help="end to end: pyav, nvdec, nvdec+pyav, ..."
+        "--decode-backend",
+        nargs="+",
+        default=["pyav"],
+        help="end to end: pyav, nvdec, nvdec+pyav, ...; several: one end-to-end run each, "
+        "on the same engine",
     )
     parser.add_argument("--decode-nice", type=int, default=5, help="VIDSEEK_DECODE_NICE")
     parser.add_argument("--decode-sizes", type=int, nargs="*", default=[1, 4, 8])
@@ -631,8 +639,11 @@ def run(args: argparse.Namespace, work: Path) -> int:
         build_s = round(time.perf_counter() - build_started, 1)
         try:
             for window_seconds in args.window_seconds:
-                result = run_end_to_end(engine, embedder, videos, window_seconds, args, work, emit)
-                emit({"variant": variant, "engine_build_s": build_s, **result})
+                for backend in args.decode_backend:
+                    result = run_end_to_end(
+                        engine, embedder, videos, window_seconds, backend, args, work, emit
+                    )
+                    emit({"variant": variant, "engine_build_s": build_s, **result})
         finally:
             engine.close()
     return 0
