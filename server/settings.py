@@ -401,12 +401,13 @@ def load_settings(
     return settings
 
 
-def _is_pool_spec(spec: str) -> bool:
+def _pool_spec_problem(spec: str) -> str:
+    """What is wrong with a ``decode_backend`` value ("" when nothing)."""
     try:
         pool_backends(spec)
-    except ConfigError:
-        return False
-    return True
+    except ConfigError as exc:
+        return str(exc)
+    return ""
 
 
 def _validate(s: Settings) -> None:
@@ -419,10 +420,10 @@ def _validate(s: Settings) -> None:
         ),
         (s.device in ("auto", "cpu", "cuda"), "device", "must be 'auto', 'cpu' or 'cuda'"),
         (
-            _is_pool_spec(s.decode_backend),
+            not (decode_problem := _pool_spec_problem(s.decode_backend)),
             "decode_backend",
-            f"must be one of {', '.join(sorted(BACKENDS))}, or several joined by '+', "
-            "each once, each with ':N' processes or not",
+            f"{decode_problem}; must be one of {', '.join(sorted(BACKENDS))}, or several "
+            "joined by '+', each once, each with ':N' processes or not",
         ),
         (s.sample_fps > 0, "sample_fps", "must be > 0"),
         (s.window_seconds > 0, "window_seconds", "must be > 0"),

@@ -199,12 +199,15 @@ class NvdecBackend(FrameBackend):
         timeline = self._index.timeline(path)
         if indices[-1] >= timeline.frame_count:
             raise VideoError(f"frame {indices[-1]} is past the end ({timeline.frame_count} frames)")
-        pixel_format, matrix, colour_range = self._index.colour(path)
+        coded = self._index.picture_format(path)
         picture = _Picture(
             rotation=info.rotation,
-            native=self.native_output and pixel_format in _NV12_FORMATS,
-            matrix=matrix,
-            full_range=colour_range == 2 or pixel_format == "yuvj420p",  # AVCOL_RANGE_JPEG
+            native=self.native_output
+            and coded.pixel_format in _NV12_FORMATS
+            and coded.width % 2 == 0
+            and coded.height % 2 == 0,  # odd sizes: NVDEC's RGB output
+            matrix=coded.matrix,
+            full_range=coded.colour_range == 2 or coded.pixel_format == "yuvj420p",
         )
         cost = info.width * info.height * self.decoder_bytes_per_pixel  # a decoder's memory
         try:
@@ -324,7 +327,8 @@ class NvdecBackend(FrameBackend):
             shape = tuple(batch.shape)
             if picture.native:
                 if batch.ndim != 3 or shape[1] % 3 or shape[1] * 2 // 3 % 2 or shape[2] % 2:
-                    raise VideoError(f"NVDEC returned frames of shape {shape}, not NV12")
+                    # Not the NV12 plane expected: the file goes to PyAV (see read()).
+                    raise _CannotOpen(f"NVDEC returned frames of shape {shape}, not NV12")
                 x = self._nv12_to_rgb(batch, coded, picture)
             else:
                 if batch.ndim != 4 or shape[-1] != 3:
@@ -334,7 +338,7 @@ class NvdecBackend(FrameBackend):
                 x = torch.rot90(x, rotation // 90, dims=(2, 3))
             x = x.round_().clamp_(0, 255).to(torch.uint8)
             return x.permute(0, 2, 3, 1).contiguous().cpu().numpy()
-        except VideoError:
+        except (VideoError, _CannotOpen):
             raise
         except Exception as exc:  # CUDA errors, out of memory: this request's frames only
             broken = self._breaks_cuda(exc)

@@ -9,7 +9,7 @@ from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
 
@@ -50,6 +50,18 @@ def file_identity(path: str) -> tuple[object, ...] | None:
     return (path, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
+class PictureFormat(NamedTuple):
+    """A video's decoded pictures as FFmpeg describes them: pixel format (``"yuv420p"``),
+    colour matrix (AVColorSpace: 1 is BT.709, 2 unspecified) and range (AVColorRange:
+    1 limited, 2 full), and the coded size before rotation."""
+
+    pixel_format: str
+    matrix: int
+    colour_range: int
+    width: int
+    height: int
+
+
 class _PyAVFile:
     """An open container, its frame index (from demuxing, no decoding) and decoder state.
 
@@ -85,8 +97,7 @@ class _PyAVFile:
             self.container.close()
             raise
         self.rotation = 0
-        # The first frame's pixel format, colour matrix and range (FFmpeg's numbers).
-        self.colour: tuple[str, int, int] = ("", 2, 0)
+        self.picture = PictureFormat("", 2, 0, 0, 0)  # the first frame's
         self.wanted: set[int] | None = None
         self.decoder: Iterator[Any] | None = None
         # Frame number the decoder yielded last; None when unknown (just sought).
@@ -241,7 +252,13 @@ class PyAVBackend(FrameBackend):
             file.close()
             raise
         file.rotation = _normalize_rotation(first.rotation)
-        file.colour = (str(first.format.name), int(first.colorspace), int(first.color_range))
+        file.picture = PictureFormat(
+            str(first.format.name),
+            int(first.colorspace),
+            int(first.color_range),
+            int(first.width),
+            int(first.height),
+        )
         file.decoder = itertools.chain([first], file.decoder)
         file.last = file.index_of(first) - 1
         self._first_size = (int(first.width), int(first.height))
@@ -276,10 +293,10 @@ class PyAVBackend(FrameBackend):
             vfr=timeline.vfr,
         )
 
-    def colour(self, path: str) -> tuple[str, int, int]:
-        """``path``'s pixel format, colour matrix (AVColorSpace) and range (AVColorRange),
-        from its first frame: what PyAV converts to RGB with."""
-        return self._open(path).colour
+    def picture_format(self, path: str) -> PictureFormat:
+        """``path``'s first frame's pixel format, colour matrix and range, and coded size:
+        what PyAV converts to RGB with."""
+        return self._open(path).picture
 
     def timeline(self, path: str) -> _Timeline:
         """How frame indices map onto ``path``'s frames (from its stream index)."""

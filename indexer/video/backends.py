@@ -53,7 +53,7 @@ def pool_backends(spec: str) -> list[tuple[str, int]]:
         if name not in BACKENDS:
             known = ", ".join(sorted(BACKENDS))
             raise ConfigError(f"unknown video backend {name!r} in {spec!r} (known: {known})")
-        if count and (not count.isdigit() or int(count) < 1):
+        if count and not (count.isascii() and count.isdecimal() and int(count) >= 1):
             raise ConfigError(f"video backend {spec!r}: processes of {name!r} must be >= 1")
         parts.append((name, int(count or 0)))
     if len({name for name, _ in parts}) < len(parts):

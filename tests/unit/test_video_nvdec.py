@@ -86,9 +86,10 @@ def test_frames_come_from_the_decoder_by_frame_number_and_match_pyav(backend, h2
     assert backend.probe(h264).frame_count == 120
 
 
-def _gradients(path: Path, colorspace: int | None) -> str:
+def _gradients(path: Path, colorspace: int | None, colour_range: int | None = None) -> str:
     """1 s of smooth, saturated colour gradients (H.264 4:2:0: its stream carries the
-    tag), tagged with ``colorspace`` (FFmpeg's AVColorSpace, limited range) or naming none."""
+    tag), tagged with ``colorspace`` (FFmpeg's AVColorSpace) and ``colour_range``
+    (AVColorRange: 1 limited, 2 full) or naming none."""
     import av
 
     yy, xx = np.mgrid[0:96, 0:160]
@@ -97,7 +98,8 @@ def _gradients(path: Path, colorspace: int | None) -> str:
         stream.width, stream.height, stream.pix_fmt = 160, 96, "yuv420p"
         if colorspace is not None:
             stream.codec_context.colorspace = colorspace
-            stream.codec_context.color_range = 1  # limited (MPEG) range
+        if colour_range is not None:
+            stream.codec_context.color_range = colour_range
         for k in range(30):
             image = np.stack([40 + xx * 1.2, 220 - yy * 1.5 - k, 30 + (xx + yy) * 0.6], axis=-1)
             frame = av.VideoFrame.from_ndarray(image.astype(np.uint8), format="rgb24")
@@ -106,9 +108,17 @@ def _gradients(path: Path, colorspace: int | None) -> str:
     return str(path)
 
 
-@pytest.mark.parametrize("colorspace", [None, 1], ids=["names-none", "bt709"])
-def test_frames_get_the_colours_ffmpeg_converts_the_file_with(videos, colorspace, monkeypatch):
-    path = _gradients(videos / f"gradients-{colorspace}.mp4", colorspace)
+@pytest.mark.parametrize(
+    ("colorspace", "colour_range"),
+    [(None, None), (1, 1), (1, 2)],
+    ids=["names-none", "bt709", "bt709-full-range"],
+)
+def test_frames_get_the_colours_ffmpeg_converts_the_file_with(
+    videos, colorspace, colour_range, monkeypatch
+):
+    path = _gradients(
+        videos / f"gradients-{colorspace}-{colour_range}.mp4", colorspace, colour_range
+    )
     indices, size = [0, 14, 29], (96, 160)
     pyav = PyAVBackend()
     try:
@@ -123,11 +133,11 @@ def test_frames_get_the_colours_ffmpeg_converts_the_file_with(videos, colorspace
         assert fake_nvc.OUTPUTS == [fake_nvc.OutputColorType.NATIVE]  # NV12 out of the decoder
         # The other matrix (BT.601 <-> BT.709), as NVDEC's own RGB output does for HD files
         # naming none: visibly different colours.
-        pixel_format, matrix, colour_range = nvdec._index.colour(path)
-        assert matrix == (1 if colorspace == 1 else 2)
-        monkeypatch.setattr(
-            nvdec._index, "colour", lambda _: (pixel_format, 6 if matrix == 1 else 1, colour_range)
-        )
+        coded = nvdec._index.picture_format(path)
+        assert coded.matrix == (1 if colorspace == 1 else 2)
+        assert coded.colour_range == (colour_range or 0)
+        other_matrix = coded._replace(matrix=6 if coded.matrix == 1 else 1)
+        monkeypatch.setattr(nvdec._index, "picture_format", lambda _: other_matrix)
         nvdec.close()
         other = _read(nvdec, path, indices, size)
     finally:
@@ -377,6 +387,19 @@ def test_a_file_nvdec_cannot_open_is_decoded_with_pyav(backend, videos, caplog):
     assert caplog.text.count("NVDEC cannot decode") == 1
     assert len([c for c in fake_nvc.CALLS if c[0] == "refuse"]) == 1  # not tried again yet
     assert not [c for c in fake_nvc.CALLS if c[0] == "batch"]
+
+
+def test_frames_not_in_the_nv12_layout_send_the_file_to_pyav(backend, h264, caplog, monkeypatch):
+    batch = fake_nvc.SimpleDecoder.get_batch_frames_by_index
+
+    def padded(self, indices):  # a plane with 8 more rows, as a coded 1088-row picture
+        return [np.pad(f, ((0, 8), (0, 0))) for f in batch(self, indices)]
+
+    monkeypatch.setattr(fake_nvc.SimpleDecoder, "get_batch_frames_by_index", padded)
+    with caplog.at_level(logging.WARNING):
+        frames = _read(backend, h264, [3, 40, 77], (48, 80))
+    assert [read_counter(f) for f in frames] == [3, 40, 77]  # PyAV's
+    assert "not NV12" in caplog.text and "decoding it with PyAV" in caplog.text
 
 
 def test_nvdec_tries_a_refused_file_again_later(videos, caplog):
