@@ -4,9 +4,11 @@ For each video, the first ``--windows`` 60 s windows (1 frame a second, 30 fps
 sources) are decoded to RGB frames of ``--frame-size`` in host memory, as ingestion
 hands them to the model, two ways in the same run:
 
-* ``<backend> pool`` for each of ``--pool-backends`` (``pyav``, ``nvdec``, and as
-  they were before: ``nvdec-3files``, NVDEC keeping 3 files' decoders a thread, and
-  ``pyav-no-index-cache``, PyAV demuxing a file again whenever it switches): the
+* ``<backend> pool`` for each of ``--pool-backends`` (``pyav``, ``nvdec``,
+  ``pyav-1thread``, PyAV decoding each file on one thread, as ingestion's pool does,
+  and as they were before: ``nvdec-3files``, NVDEC keeping 3 files' decoders a
+  thread, and ``pyav-no-index-cache``, PyAV demuxing a file again whenever it
+  switches; ``pyav`` is PyAV with FFmpeg's own threading): the
   project's :class:`~vidseek.indexer.decode_pool.DecodePool` with ``--processes``
   decoder processes of that backend, the production path. With ``--interleave K``
   the video's windows are decoded from K files (the video and remuxed copies)
@@ -171,8 +173,15 @@ class PyAVNoIndexCache(PyAVBackend):
     index_cache_size = 0
 
 
+class PyAVOneThread(PyAVBackend):
+    """PyAV decoding each file on one thread (FFmpeg's own threading off)."""
+
+    codec_threads = 1
+
+
 POOL_BACKENDS: dict[str, str | type[FrameBackend]] = {
     "pyav": "pyav",
+    "pyav-1thread": PyAVOneThread,
     "pyav-no-index-cache": PyAVNoIndexCache,
     "nvdec": "nvdec",
     "nvdec-3files": NvdecThreeFiles,

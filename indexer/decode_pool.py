@@ -74,11 +74,17 @@ class DecodePool:
     :meth:`submit` runs ``fn(worker)`` on the next idle worker and returns a future;
     calls beyond the pool's size wait in order. ``backend`` is one backend, several
     joined by ``+`` (``"nvdec+pyav"``) or a list (see the module docstring). ``nice``
-    (0-19) lowers the processes' CPU priority (see :class:`DecodeWorker`).
+    (0-19) lowers the processes' CPU priority and ``codec_threads`` sets the threads
+    each decode uses (see :class:`DecodeWorker`).
     """
 
     def __init__(
-        self, backend: Backend | Sequence[Backend] = "pyav", processes: int = 0, *, nice: int = 0
+        self,
+        backend: Backend | Sequence[Backend] = "pyav",
+        processes: int = 0,
+        *,
+        nice: int = 0,
+        codec_threads: int = 0,
     ) -> None:
         if processes < 0:
             raise ValueError(f"processes must be >= 0 (0: sized to the machine), got {processes}")
@@ -98,7 +104,7 @@ class DecodePool:
         self.size = sum(sizes)
         self._idle: queue.SimpleQueue[DecodeWorker] = queue.SimpleQueue()
         self._workers = [
-            DecodeWorker(part, nice=nice)
+            DecodeWorker(part, nice=nice, codec_threads=codec_threads)
             for part, size in zip(parts, sizes, strict=True)
             for _ in range(size)
         ]

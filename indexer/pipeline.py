@@ -116,6 +116,8 @@ class IngestConfig:
     """Decoder processes of an ingestor that has no shared pool."""
     decode_nice: int = 0
     """Niceness added to ingestion's decoder processes (0-19)."""
+    decode_threads: int = 0
+    """Threads each of ingestion's decodes uses (PyAV; 0: FFmpeg's choice)."""
     decode_ahead: int = 0
     """Windows decoded ahead of the engine per video (0: the decode pool's size, at least 2)."""
 
@@ -207,7 +209,10 @@ class Ingestor:
         self.engine = as_engine(captioner, max_batch=config.batch_windows)
         self._owns_pool = decode_pool is None
         self.decode_pool = decode_pool or DecodePool(
-            config.decode_backend, max(1, config.decode_processes), nice=config.decode_nice
+            config.decode_backend,
+            max(1, config.decode_processes),
+            nice=config.decode_nice,
+            codec_threads=config.decode_threads,
         )
         self.timings = timings or StageTimes()
 

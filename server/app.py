@@ -124,6 +124,7 @@ def ingest_config(settings: Settings) -> IngestConfig:
         decode_backend=settings.decode_backend,
         decode_timeout=settings.decode_timeout,
         decode_nice=settings.decode_nice,
+        decode_threads=settings.decode_threads,
         batch_windows=settings.batch_windows,
         max_in_flight=settings.max_in_flight,
     )

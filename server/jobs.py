@@ -338,6 +338,7 @@ class JobRunner:
                         self.config.decode_backend,
                         self._decode_processes,
                         nice=self.config.decode_nice,
+                        codec_threads=self.config.decode_threads,
                     )
                 ingestor = Ingestor(
                     self.store,

@@ -181,6 +181,12 @@ class Settings:
         "want them (0: the same priority; 10 and more can starve ingestion while "
         "refinements run back to back).",
     )
+    decode_threads: int = _s(
+        1,
+        "Threads each ingest decoder process decodes a file with (PyAV): 1 uses the cores "
+        "best while the pool keeps them busy; 0 lets FFmpeg thread each decode over the "
+        "cores (a window sooner, more CPU a window). Refinement's decoders use FFmpeg's.",
+    )
     max_queued_jobs: int = _s(
         10_000,
         "Ingest jobs queued or running at once; a submission past it gets RESOURCE_EXHAUSTED "
@@ -459,6 +465,7 @@ def _validate(s: Settings) -> None:
         (0 <= s.metrics_port <= 65535, "metrics_port", "must be 0-65535"),
         (s.decode_processes >= 0, "decode_processes", "must be >= 0"),
         (0 <= s.decode_nice <= 19, "decode_nice", "must be 0-19"),
+        (s.decode_threads >= 0, "decode_threads", "must be >= 0 (0: FFmpeg's choice)"),
         (s.vllm_renderer_workers > 0, "vllm_renderer_workers", "must be > 0"),
         (s.vllm_data_parallel_size > 0, "vllm_data_parallel_size", "must be > 0"),
         (

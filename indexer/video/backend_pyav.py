@@ -69,7 +69,9 @@ class _PyAVFile:
     one the whole stream is demuxed to build it.
     """
 
-    def __init__(self, av: Any, path: str, index: _StreamIndex | None = None) -> None:
+    def __init__(
+        self, av: Any, path: str, index: _StreamIndex | None = None, threads: int = 0
+    ) -> None:
         self.av = av
         self.container = av.open(path)
         try:
@@ -80,7 +82,10 @@ class _PyAVFile:
             self.stream = self.container.streams.video[0]
             if self.stream.codec_context is None:
                 raise VideoError(_unsupported_codec(self.stream))
-            self.stream.thread_type = "AUTO"
+            if threads:
+                self.stream.codec_context.thread_count = threads
+            else:
+                self.stream.thread_type = "AUTO"
             self.time_base = Fraction(self.stream.time_base or Fraction(1, 1_000_000))
             rate = self.stream.average_rate or self.stream.guessed_rate or self.stream.base_rate
             self.header_fps = float(rate) if rate else 0.0
@@ -218,6 +223,9 @@ class PyAVBackend(FrameBackend):
     # 320 MB read). An index is 8 bytes per frame (under 1 MB for an hour at 30 fps);
     # 32 covers the 24 videos ingested at once in the largest benchmark run.
     index_cache_size: ClassVar[int] = 32
+    # Threads a file decodes with (codec_threads): 0 lets FFmpeg thread each decode
+    # over the cores (frames and slices), which finishes one window sooner but costs
+    # more CPU a window; 1 costs least, for a pool whose processes keep the cores busy.
 
     def __init__(self) -> None:
         import av
@@ -238,7 +246,7 @@ class PyAVBackend(FrameBackend):
         self.close()
         index = self._indexes.get(identity) if identity is not None else None
         try:
-            file = _PyAVFile(self._av, path, index)
+            file = _PyAVFile(self._av, path, index, self.codec_threads)
         except self._av.FFmpegError as exc:
             reason = _diagnose(path) or _clean_message(str(exc))
             raise VideoError(f"cannot open video: {reason}") from None

@@ -218,6 +218,8 @@ class FrameBackend(abc.ABC):
     # Why this process can decode no more ("" while it can), e.g. a CUDA error that broke
     # its CUDA context: the worker answers the request, then its process is replaced.
     broken: str = ""
+    # Threads a decode uses where the library takes a number (PyAV); 0: its default.
+    codec_threads: int = 0
 
     @abc.abstractmethod
     def probe(self, path: str) -> VideoInfo:

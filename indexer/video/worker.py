@@ -57,18 +57,23 @@ def _anonymous_file(name: str) -> int:
     return fd
 
 
-def _worker_main(conn: Connection, backend_cls: type[FrameBackend], nice: int = 0) -> None:
+def _worker_main(
+    conn: Connection, backend_cls: type[FrameBackend], nice: int = 0, codec_threads: int = 0
+) -> None:
     """Serve probe and read requests until told to stop, the parent goes away or the backend breaks.
 
     Each reply is ``(kind, detail, broken)``: ``broken`` is the backend's
     :attr:`~FrameBackend.broken`, after which this process exits. ``nice`` is added to
-    this process's niceness first.
+    this process's niceness first; ``codec_threads`` (when not 0) is the backend's
+    :attr:`~FrameBackend.codec_threads`.
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     if nice:
         os.nice(nice)
     try:
         backend = backend_cls()
+        if codec_threads:
+            backend.codec_threads = codec_threads
     except Exception as exc:
         conn.send(("fatal", f"{type(exc).__name__}: {exc}"))
         return
@@ -239,6 +244,7 @@ class DecodeWorker:
         *,
         start_timeout: float = DEFAULT_START_TIMEOUT,
         nice: int = 0,
+        codec_threads: int = 0,
     ) -> None:
         """Prepare a worker; the process starts on the first request.
 
@@ -246,13 +252,17 @@ class DecodeWorker:
         subclass importable by the worker; ``start_timeout`` bounds starting it;
         ``nice`` (0-19) is added to the process's niceness, so that it yields the
         cores to processes that want them more (e.g. ingestion's decoders to
-        search refinement's).
+        search refinement's); ``codec_threads`` (0: the backend's own) is how many
+        threads each decode uses where the backend takes a number (PyAV).
         """
         if not 0 <= nice <= 19:
             raise ValueError(f"nice must be 0-19, got {nice}")
+        if codec_threads < 0:
+            raise ValueError(f"codec_threads must be >= 0, got {codec_threads}")
         self.backend = resolve_backend(backend)
         self.start_timeout = start_timeout
         self.nice = nice
+        self.codec_threads = codec_threads
         self._lock = threading.Lock()
         self._proc: BaseProcess | None = None
         self._conn: Connection | None = None
@@ -462,7 +472,7 @@ class DecodeWorker:
         parent_conn, child_conn = ctx.Pipe(duplex=True)
         proc = ctx.Process(
             target=_worker_main,
-            args=(child_conn, self.backend, self.nice),
+            args=(child_conn, self.backend, self.nice, self.codec_threads),
             name=f"vidseek-decode-{name}",
         )
         proc.daemon = True

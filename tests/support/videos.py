@@ -17,6 +17,7 @@ The module also holds test decoders for the worker process (:class:`FaultyBacken
 from __future__ import annotations
 
 import ctypes.util
+import dataclasses
 import importlib.util
 import os
 import signal
@@ -43,6 +44,7 @@ __all__ = [
     "DecordWithoutPyAV",
     "FaultyBackend",
     "PyAVDecodingEveryFrame",
+    "PyAVReportingThreads",
     "available_codec",
     "corrupt_frames",
     "read_counter",
@@ -336,6 +338,23 @@ class PyAVDecodingEveryFrame(PyAVBackend):
 
     name = "pyav-every-frame"
     skip_nonref = False
+
+
+class PyAVReportingThreads(PyAVBackend):
+    """PyAV whose probe names, in ``codec``, the threads its decoder was given."""
+
+    name = "pyav-reporting-threads"
+
+    def probe(self, path: str) -> VideoInfo:
+        info = super().probe(path)
+        file = self._open(path)
+        threads = file.stream.codec_context.thread_count
+        kind = file.stream.codec_context.thread_type
+        return dataclasses.replace(
+            info,
+            codec=f"{info.codec} codec_threads={self.codec_threads} "
+            f"thread_count={threads} thread_type={kind}",
+        )
 
 
 class NvdecOnCpu(NvdecBackend):

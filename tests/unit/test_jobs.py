@@ -64,6 +64,19 @@ def test_ingest_decoders_run_at_the_configured_niceness(runner_factory, videos):
     _wait(lambda: _states(store, [job]) == ["succeeded"])
 
 
+def test_ingest_decoders_decode_with_the_configured_threads(runner_factory, videos):
+    from vidseek.server.app import ingest_config
+    from vidseek.server.settings import load_settings
+
+    assert ingest_config(load_settings(environ={})).decode_threads == 1  # the default
+    runner, captioner, store = runner_factory(1, decode_threads=3)
+    job = runner.submit(videos[0])
+    assert captioner.waiting.wait(60)
+    assert runner._decode_pool.submit(lambda worker: worker.codec_threads).result() == 3
+    captioner.gate.set()
+    _wait(lambda: _states(store, [job]) == ["succeeded"])
+
+
 def _wait(predicate, timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():

@@ -229,6 +229,19 @@ def test_a_pool_mixing_nvdec_and_pyav_decodes_on_both_from_one_queue(h264):
     assert {backend for backend, _ in results} == {NvdecOnCpu, PyAVBackend}
 
 
+@pytest.mark.parametrize(("threads", "expected"), [(1, "thread_count=1"), (0, "ThreadType.AUTO")])
+def test_a_pool_gives_its_processes_decoders_the_threads_asked_for(h264, threads, expected):
+    from tests.support.videos import PyAVReportingThreads
+    from vidseek.indexer.decode_pool import DecodePool
+
+    pool = DecodePool(PyAVReportingThreads, 1, codec_threads=threads)
+    try:
+        codec = pool.submit(lambda w: w.probe(h264, timeout=60)).result().codec
+    finally:
+        pool.close()
+    assert f"codec_threads={threads}" in codec and expected in codec, codec
+
+
 def test_mixed_backends_are_named_with_a_plus_and_probe_and_refine_with_the_cpus():
     assert pool_backends("nvdec+pyav") == [("nvdec", 0), ("pyav", 0)]
     assert pool_backends("pyav") == [("pyav", 0)]
