@@ -316,6 +316,7 @@ def run_end_to_end(
             "decode_processes": args.decode_processes,
             "decode_backend": decode_backend,
             "decode_nice": args.decode_nice,
+            "decode_threads": args.decode_threads,
             "ingest_workers": args.ingest_workers or len(videos),
             "refine_timeout": args.refine_timeout,
             "grpc_workers": 16,
@@ -563,6 +564,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "on the same engine",
     )
     parser.add_argument("--decode-nice", type=int, default=5, help="VIDSEEK_DECODE_NICE")
+    parser.add_argument(
+        "--decode-threads", type=int, default=1, help="VIDSEEK_DECODE_THREADS (0: FFmpeg's)"
+    )
     parser.add_argument("--decode-sizes", type=int, nargs="*", default=[1, 4, 8])
     parser.add_argument("--decode-windows", type=int, default=10)
     parser.add_argument("--renderer-workers", type=int, default=8)
