@@ -44,6 +44,9 @@ def mps_daemon(directory: Path) -> Iterator[dict[str, str]]:
     started = subprocess.run(
         [control, "-d"], env={**os.environ, **env}, capture_output=True, timeout=60
     )
+    if started.returncode != 0:
+        output = (started.stdout + started.stderr).decode(errors="replace").strip()
+        raise SystemExit(f"--mps: {CONTROL} -d failed ({started.returncode}): {output}")
     # The daemon serves the GPUs of its CUDA_VISIBLE_DEVICES, and a client's
     # CUDA_VISIBLE_DEVICES counts within those: the run's GPUs are 0..n-1 to it.
     # NVML does not: DAEMON_GPUS keeps them.
@@ -52,9 +55,6 @@ def mps_daemon(directory: Path) -> Iterator[dict[str, str]]:
         count = len([d for d in visible.split(",") if d.strip()])
         env["CUDA_VISIBLE_DEVICES"] = ",".join(str(k) for k in range(count))
         env[DAEMON_GPUS] = visible
-    if started.returncode != 0:
-        output = (started.stdout + started.stderr).decode(errors="replace").strip()
-        raise SystemExit(f"--mps: {CONTROL} -d failed ({started.returncode}): {output}")
     before = {key: os.environ.get(key) for key in env}
     os.environ.update(env)
     try:

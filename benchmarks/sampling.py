@@ -24,7 +24,10 @@ def visible_gpus(count: int) -> list[int]:
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     ids = parse(visible) if visible is not None else list(range(count))
     daemon = os.environ.get(DAEMON_GPUS)
-    return [parse(daemon)[i] for i in ids] if daemon else ids
+    if not daemon:
+        return ids
+    served = parse(daemon)
+    return [served[i] for i in ids]
 
 
 class GpuSampler:

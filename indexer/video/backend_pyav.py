@@ -82,6 +82,9 @@ class _PyAVFile:
             self.stream = self.container.streams.video[0]
             if self.stream.codec_context is None:
                 raise VideoError(_unsupported_codec(self.stream))
+            # ``threads`` (the backend's codec_threads): 0 lets FFmpeg thread each decode
+            # over the cores (frames and slices), which finishes one window sooner but
+            # costs more CPU a window; 1 costs least, for a pool that keeps the cores busy.
             if threads:
                 self.stream.codec_context.thread_count = threads
             else:
@@ -223,9 +226,6 @@ class PyAVBackend(FrameBackend):
     # 320 MB read). An index is 8 bytes per frame (under 1 MB for an hour at 30 fps);
     # 32 covers the 24 videos ingested at once in the largest benchmark run.
     index_cache_size: ClassVar[int] = 32
-    # Threads a file decodes with (codec_threads): 0 lets FFmpeg thread each decode
-    # over the cores (frames and slices), which finishes one window sooner but costs
-    # more CPU a window; 1 costs least, for a pool whose processes keep the cores busy.
 
     def __init__(self) -> None:
         import av
@@ -233,7 +233,6 @@ class PyAVBackend(FrameBackend):
         self._av: Any = av
         self._file: _PyAVFile | None = None
         self._path: str | None = None
-        self._first_size = (0, 0)
         self._identity: tuple[object, ...] | None = None  # the open file's, when opened
         self._indexes: OrderedDict[tuple[object, ...], _StreamIndex] = OrderedDict()
 
@@ -269,7 +268,6 @@ class PyAVBackend(FrameBackend):
         )
         file.decoder = itertools.chain([first], file.decoder)
         file.last = file.index_of(first) - 1
-        self._first_size = (int(first.width), int(first.height))
         self._file, self._path, self._identity = file, path, identity
         if identity is not None and file_identity(path) != identity:
             # Changed while it was opened: a cached index may not be this file's.
@@ -287,7 +285,8 @@ class PyAVBackend(FrameBackend):
     def probe(self, path: str) -> VideoInfo:
         """See :meth:`FrameBackend.probe`."""
         file = self._open(path)
-        width, height = _display_size(*self._first_size, file.sar, file.rotation)
+        coded = file.picture
+        width, height = _display_size(coded.width, coded.height, file.sar, file.rotation)
         timeline = file.timeline
         return VideoInfo(
             path=path,
