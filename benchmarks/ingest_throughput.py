@@ -184,6 +184,7 @@ def build_engine(directory: Path, args: argparse.Namespace) -> Any:
             max_new_tokens=args.output_tokens,
             max_concurrency=args.max_in_flight,
             log_dir=directory.parent,
+            first_port=args.serve_port,
         )
     # Captions are forced to --output-tokens (random weights never end one); refinement
     # decodes as in production, its span grammar ending the answer (at most 40 tokens).
@@ -573,6 +574,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--data-parallel", type=int, default=1, help="GPUs (vLLM data parallel)")
     parser.add_argument("--api-servers", type=int, default=1, help="serve: front-end processes")
     parser.add_argument("--serve-replicas", type=int, default=1, help="serve: servers, own GPUs")
+    parser.add_argument(
+        "--serve-port", type=int, default=8100, help="serve: the first server's port (then +1...)"
+    )
     parser.add_argument("--refine-interval", type=float, default=1.0, help="0: no probes")
     parser.add_argument("--refine-timeout", type=float, default=30.0)
     parser.add_argument("--progress-interval", type=float, default=30.0)
