@@ -37,7 +37,10 @@ process fails. The backend then fails the rest of the request's frames at once a
 sets :attr:`~vidseek.indexer.video.FrameBackend.broken`: the worker answers the
 request and its process is replaced, and the request is retried there as after a
 crash, so it and later requests decode on a fresh context. Out of memory is not
-such an error: the process stays.
+such an error: the process stays, the thread frees its decoders, and that request
+is decoded with PyAV (the engine beside it may hold the memory for a while: on the
+H200, two NVDEC processes beside vLLM at 85% of the memory ran out of it, and
+retrying on the GPU lost those windows' frames); the next request tries NVDEC again.
 
 ``PyNvVideoCodec`` and CUDA are needed where the worker starts (the ``gpu`` extra);
 without them the worker fails to start with a message naming what is missing.
@@ -86,8 +89,13 @@ _STICKY_CUDA_ERROR = re.compile(
     re.IGNORECASE,
 )
 
+# PyNvVideoCodec creates the hardware decoder when the first packets arrive, so a
+# GPU without memory for it fails the first batch with CUDA's error number 2
+# (CUDA_ERROR_OUT_OF_MEMORY) and no words: "cuvidCreateDecoder(...) returned error 2".
 _OUT_OF_MEMORY = re.compile(
-    r"out of memory|CUDA_ERROR_OUT_OF_MEMORY|cudaErrorMemoryAllocation", re.I
+    r"out of memory|CUDA_ERROR_OUT_OF_MEMORY|cudaErrorMemoryAllocation"
+    r"|cuvidCreateDecoder\b.*\breturned error 2\b",
+    re.I,
 )
 
 
@@ -119,7 +127,8 @@ class _CannotOpen(Exception):
 
 
 class _NoGpuMemory(Exception):
-    """No GPU memory for a decoder even with the thread's others freed (passing)."""
+    """No GPU memory for a decoder (opening it with the thread's others freed, or
+    decoding with it): the request goes to PyAV, the next one to NVDEC again."""
 
 
 class NvdecBackend(FrameBackend):
@@ -282,7 +291,11 @@ class NvdecBackend(FrameBackend):
                 or sum(c for _, c in decoders.values()) + cost > share
             ):
                 decoders.popitem(last=False)  # the least recently used file's decoder
-        frames_out = self._decode(decoder, frames, size, picture)  # a failed one is dropped
+        try:
+            frames_out = self._decode(decoder, frames, size, picture)  # a failed one is dropped
+        except _NoGpuMemory:
+            decoders.clear()  # this thread's GPU memory, for the next request
+            raise
         decoders[key] = (decoder, cost)
         return frames_out
 
@@ -340,7 +353,9 @@ class NvdecBackend(FrameBackend):
             return x.permute(0, 2, 3, 1).contiguous().cpu().numpy()
         except (VideoError, _CannotOpen):
             raise
-        except Exception as exc:  # CUDA errors, out of memory: this request's frames only
+        except Exception as exc:  # CUDA errors: this request's frames only
+            if _OUT_OF_MEMORY.search(str(exc)):  # this request on the CPU (see read())
+                raise _NoGpuMemory(_clean_message(str(exc))) from None
             broken = self._breaks_cuda(exc)
             raise VideoError(self.broken if broken else _clean_message(str(exc))) from None
 

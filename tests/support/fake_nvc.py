@@ -7,7 +7,9 @@ decoder's device frames do). It refuses files whose name contains ``"nonvdec"``,
 as the real one refuses a codec the GPU does not decode, and records every file
 it opens or refuses and every batch it is asked for, with the thread that asked, in
 :data:`CALLS`. A batch that holds a frame of :data:`FAIL_AT` fails (an error that
-loses only that batch); the next opens raise the errors of :data:`OPEN_FAULTS`.
+loses only that batch); the next opens raise the errors of :data:`OPEN_FAULTS`, and
+the next batches those of :data:`BATCH_FAULTS` (:data:`NO_DECODER_MEMORY` is how the
+real decoder words a GPU without memory for it, at its first batch).
 
 A decode worker runs the fake in a spawned process, where :data:`FAIL_AT` is not
 seen: :func:`fail_once` leaves a fault in the directory named by the environment
@@ -33,6 +35,12 @@ OPENED_ON: list[tuple[str, int]] = []  # (thread, gpu_id) of every decoder opene
 OUTPUTS: list[Any] = []  # the output_color_type of every decoder opened
 FAIL_AT: set[int] = set()  # frame numbers whose batch fails, as a GPU error would
 OPEN_FAULTS: list[str] = []  # errors the next opens raise, one each, in this process
+BATCH_FAULTS: list[str] = []  # errors the next batches raise, one each, in this process
+NO_DECODER_MEMORY = (
+    "HandleVideoSequence : Error code : 2 Error Type : m_api.cuvidCreateDecoder(&m_hDecoder, "
+    "&videoDecodeCreateInfo) returned error 2 at /project/src/VideoCodecSDKUtils/helper_classes/"
+    "Utils/NvDecoder.cpp:713"
+)
 FAULTS_ENV = "VIDSEEK_FAKE_NVC_FAULTS"
 FAULTS = {
     "sticky": "CUDA error: an illegal memory access was encountered",
@@ -105,5 +113,7 @@ class SimpleDecoder:
         CALLS.append(("batch", list(indices), threading.current_thread().name))
         if FAIL_AT.intersection(indices):
             raise RuntimeError(f"NVDEC: failed to decode frame {min(FAIL_AT)}")
+        if BATCH_FAULTS:
+            raise RuntimeError(BATCH_FAULTS.pop(0))
         _take_fault(indices)
         return [self._frames[i] for i in indices]

@@ -51,6 +51,7 @@ def backend():
     nvdec.close()
     fake_nvc.FAIL_AT.clear()
     fake_nvc.OPEN_FAULTS.clear()
+    fake_nvc.BATCH_FAULTS.clear()
 
 
 def _read(backend, path: str, indices: list[int], size: tuple[int, int]) -> np.ndarray:
@@ -352,6 +353,28 @@ def test_out_of_gpu_memory_opening_a_decoder_frees_the_threads_others(backend, h
     assert not fake_nvc.OPEN_FAULTS
 
 
+def test_out_of_gpu_memory_while_decoding_decodes_that_request_with_pyav(
+    backend, h264, videos, caplog
+):
+    """vLLM beside NVDEC may hold the memory a decoder needs for a while: every batch
+    of the request fails (as on the H200, worded as PyNvVideoCodec does), and none of
+    its frames may be lost."""
+    other = write_video(videos / "kept-before-oom.mp4", seconds=1)
+    assert read_counter(_read(backend, other, [5], (48, 80))[0]) == 5
+    fake_nvc.BATCH_FAULTS.extend([fake_nvc.NO_DECODER_MEMORY] * 64)  # more than it asks
+    indices = list(range(0, 120, 4))
+    with caplog.at_level(logging.WARNING):
+        frames = _read(backend, h264, indices, (48, 80))
+    assert [read_counter(f) for f in frames] == indices
+    assert "no GPU memory" in caplog.text
+    fake_nvc.BATCH_FAULTS.clear()
+    # The thread that ran out freed its decoders; the next request is NVDEC's again.
+    opened = len([c for c in fake_nvc.CALLS if c[0] == "open"])
+    assert read_counter(_read(backend, other, [7], (48, 80))[0]) == 7
+    assert len([c for c in fake_nvc.CALLS if c[0] == "open"]) == opened + 1
+    assert fake_nvc.CALLS[-1][0] == "batch"
+
+
 def test_a_file_replaced_at_the_same_path_gets_a_new_decoder(backend, videos):
     path = videos / "replaced.mp4"
     write_video(path, seconds=1)
@@ -513,7 +536,7 @@ def test_out_of_memory_fails_a_batch_but_keeps_the_process(h264, faults, warm_po
     pool, first = warm_pool
     fake_nvc.fail_once(faults, 40, "oom")
     result = _read_in(pool, h264, _SPREAD, on_error="skip")
-    assert not list(faults.iterdir())  # the batch failed; its frames were decoded again
+    assert not list(faults.iterdir())  # the batch failed; its frames were decoded with PyAV
     assert result.complete and [read_counter(f) for f in result.frames] == _SPREAD
     assert _pid(pool) == first
     # The same pool does replace its process after a sticky error: the pid can change.
