@@ -556,7 +556,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--copies", type=int, default=1, help="remuxed copies of each video")
     parser.add_argument("--ingest-workers", type=int, default=0, help="0: one per video")
     parser.add_argument("--max-in-flight", type=int, default=64)
-    parser.add_argument("--decode-processes", type=int, default=0, help="0: half the cores")
+    parser.add_argument("--decode-processes", type=int, default=0, help="0: 3/4 of the cores")
     parser.add_argument(
         "--decode-backend",
         nargs="+",

@@ -7,9 +7,14 @@ of any video goes to the next idle process, so one long video decodes on all of 
 at once: each process seeks to its window's keyframe, which costs at most one
 keyframe interval per window.
 
-:func:`default_decode_processes` sizes the pool to the machine: half its cores,
-leaving the rest to the model's front end (vLLM's renderer threads and engine core)
-and to embedding and commits. A backend may cap its processes
+:func:`default_decode_processes` sizes the pool to the machine: three quarters of
+its cores, leaving the rest to the model's front end (vLLM's renderer threads and
+engine core) and to embedding and commits. Each process decodes on one thread (see
+:class:`DecodeWorker`), so half the cores left cores idle: on 16 cores of the H200
+host beside ``vllm serve``, 12 processes ingested 227 video-hours per GPU-hour end to
+end against 177 with 8 (``benchmarks/ingest_throughput.py``, 2026-11-30).
+
+A backend may cap its processes
 (:attr:`~vidseek.indexer.video.FrameBackend.max_processes`): NVDEC runs one process
 that decodes on several threads, because GPU decoders in separate processes slowed
 each other down (8 processes were 3-11x slower than 8 threads of one).
@@ -39,12 +44,12 @@ T = TypeVar("T")
 
 
 def default_decode_processes() -> int:
-    """Half the cores this process may use (at least 1)."""
+    """Three quarters of the cores this process may use, rounded up (at least 1)."""
     try:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
         cores = os.cpu_count() or 1
-    return max(1, cores // 2)
+    return max(1, cores - cores // 4)
 
 
 Backend = str | type[FrameBackend]

@@ -274,6 +274,21 @@ def test_a_capped_backend_gets_its_cap_and_the_others_share_the_rest(backends, p
     assert pool_sizes([BACKENDS[b] for b in backends], processes) == sizes
 
 
+@pytest.mark.parametrize(("cores", "processes"), [(1, 1), (2, 2), (3, 3), (16, 12), (32, 24)])
+def test_the_default_pool_is_three_quarters_of_the_cores_the_process_may_use(
+    monkeypatch, cores, processes
+):
+    from vidseek.indexer import decode_pool
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(cores)), raising=False)
+    assert decode_pool.default_decode_processes() == processes
+    pool = decode_pool.DecodePool("pyav")  # processes start on first use: none here
+    try:
+        assert pool.size == processes
+    finally:
+        pool.close()
+
+
 def test_a_count_in_the_setting_fixes_a_backends_processes_past_its_cap():
     from vidseek.indexer.decode_pool import DecodePool, pool_sizes
 
