@@ -156,17 +156,35 @@ class StageTimes:
 
     Beside the seconds it counts what was committed (:meth:`counts`):
     ``windows_<status>`` per window status (and ``windows_skipped``) and
-    ``video_seconds``, the length of the windows committed.
+    ``video_seconds``, the length of the windows committed. ``decode`` is also kept
+    by decoder backend (:meth:`decoders`), which tells what each part of a pool that
+    mixes backends (``nvdec+pyav``) contributes.
     """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._seconds: dict[str, float] = {}
         self._counts: dict[str, float] = {}
+        self._decoders: dict[str, tuple[int, float]] = {}
 
     def add(self, stage: str, seconds: float) -> None:
         with self._lock:
             self._seconds[stage] = self._seconds.get(stage, 0.0) + seconds
+
+    def add_decode(self, backend: str, seconds: float) -> None:
+        """One window decoded by ``backend`` in ``seconds`` (also the ``decode`` stage)."""
+        with self._lock:
+            self._seconds["decode"] = self._seconds.get("decode", 0.0) + seconds
+            windows, total = self._decoders.get(backend, (0, 0.0))
+            self._decoders[backend] = (windows + 1, total + seconds)
+
+    def decoders(self) -> dict[str, dict[str, float]]:
+        """Windows decoded and their seconds, by decoder backend."""
+        with self._lock:
+            return {
+                name: {"windows": windows, "seconds": round(seconds, 3)}
+                for name, (windows, seconds) in sorted(self._decoders.items())
+            }
 
     def count(self, name: str, amount: float = 1.0) -> None:
         with self._lock:
@@ -430,7 +448,7 @@ class Ingestor:
             try:
                 return _decode_window(worker, path, self.config.decode_timeout, info, plan, w)
             finally:
-                self.timings.add("decode", time.perf_counter() - started)
+                self.timings.add_decode(worker.backend.name, time.perf_counter() - started)
 
         def more() -> None:
             w = next(windows, None)

@@ -80,6 +80,21 @@ class _ServiceCollector(Collector):
         for stage, seconds in sorted(self.jobs.timings.snapshot().items()):
             stages.add_metric([stage], seconds)
         yield stages
+        decoded = CounterMetricFamily(
+            "vidseek_ingest_windows_decoded",
+            "Windows decoded for ingestion, by decoder backend.",
+            labels=["backend"],
+        )
+        decode_seconds = CounterMetricFamily(
+            "vidseek_ingest_decode_seconds",
+            "Seconds decoding ingestion windows, by decoder backend.",
+            labels=["backend"],
+        )
+        for backend, used in self.jobs.timings.decoders().items():
+            decoded.add_metric([backend], used["windows"])
+            decode_seconds.add_metric([backend], used["seconds"])
+        yield decoded
+        yield decode_seconds
         engine = self.jobs.loaded_engine()
         if engine is not None:
             stats = engine.stats.snapshot()

@@ -76,6 +76,11 @@ def test_metrics_move_with_an_ingest_and_searches(data_dir: Path, embedder, colo
     assert after["vidseek_ingest_video_seconds_total"] == pytest.approx(duration, abs=0.5)
     assert after['vidseek_engine_windows_total{outcome="completed"}'] == windows
     assert after['vidseek_ingest_stage_seconds_total{stage="decode"}'] > 0
+    backend = settings.decode_backend
+    assert after[f'vidseek_ingest_windows_decoded_total{{backend="{backend}"}}'] == windows
+    assert after[f'vidseek_ingest_decode_seconds_total{{backend="{backend}"}}'] == pytest.approx(
+        after['vidseek_ingest_stage_seconds_total{stage="decode"}'], abs=1e-3
+    )
     assert after['vidseek_ingest_stage_seconds_total{stage="commit"}'] > 0
     assert after["vidseek_index_events"] == events > 0
     assert after["vidseek_index_change_log_lag"] == 0

@@ -278,3 +278,28 @@ def test_as_engine_wraps_a_plain_captioner_and_keeps_an_engine():
         wrapped.close()
     futures = [held.submit(make_clip(index=i)) for i in range(3)]
     assert [f.result(10).text for f in futures]
+
+
+def test_a_pool_of_two_backends_reports_the_windows_each_decoded(store, embedder, video):
+    """What a mixed pool's parts contribute (``nvdec+pyav`` on a GPU host) is counted by
+    backend: here PyAV and decord, both on the CPU, taking windows from one queue."""
+    engine = HeldEngine()
+    config = IngestConfig(
+        plan=PLAN, max_in_flight=10, decode_processes=2, decode_backend="pyav+decord"
+    )
+    ingestor = Ingestor(store, engine, embedder, config)
+    try:
+        thread, out = _ingest_in_background(ingestor, video)
+        while thread.is_alive():
+            engine.release(10)
+            time.sleep(0.05)
+        (result,) = out
+        assert isinstance(result, IngestResult) and result.progress.windows_done == 10
+    finally:
+        ingestor.close()
+    used = ingestor.timings.decoders()
+    # Two windows are decoded ahead from the start, one on each process.
+    assert set(used) == {"pyav", "decord"} and sum(u["windows"] for u in used.values()) == 10
+    assert sum(u["seconds"] for u in used.values()) == pytest.approx(
+        ingestor.timings.snapshot()["decode"], abs=1e-2
+    )
