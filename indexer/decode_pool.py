@@ -44,12 +44,13 @@ T = TypeVar("T")
 
 
 def default_decode_processes() -> int:
-    """Three quarters of the cores this process may use, rounded up (at least 1)."""
+    """Three quarters of the cores this process may use, rounded up, leaving at least
+    one core to the rest (at least 1 process)."""
     try:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
         cores = os.cpu_count() or 1
-    return max(1, cores - cores // 4)
+    return max(1, min(cores - 1, cores - cores // 4))
 
 
 Backend = str | type[FrameBackend]

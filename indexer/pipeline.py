@@ -448,7 +448,7 @@ class Ingestor:
             try:
                 return _decode_window(worker, path, self.config.decode_timeout, info, plan, w)
             finally:
-                self.timings.add_decode(worker.backend.name, time.perf_counter() - started)
+                self.timings.add_decode(worker.decoded_by, time.perf_counter() - started)
 
         def more() -> None:
             w = next(windows, None)

@@ -82,7 +82,8 @@ class _ServiceCollector(Collector):
         yield stages
         decoded = CounterMetricFamily(
             "vidseek_ingest_windows_decoded",
-            "Windows decoded for ingestion, by decoder backend.",
+            "Ingestion windows whose decode ended (decoded or failed), by the decoder "
+            "backend that decoded them.",
             labels=["backend"],
         )
         decode_seconds = CounterMetricFamily(

@@ -171,8 +171,8 @@ class Settings:
     )
     decode_processes: int = _s(
         0,
-        "Decoder processes shared by all ingest jobs (0: three quarters of the cores; 'nvdec' "
-        "runs one, decoding on several threads).",
+        "Decoder processes shared by all ingest jobs (0: three quarters of the cores, one "
+        "left at least; 'nvdec' runs one, decoding on several threads).",
     )
     decode_nice: int = _s(
         5,

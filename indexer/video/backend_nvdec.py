@@ -37,10 +37,12 @@ process fails. The backend then fails the rest of the request's frames at once a
 sets :attr:`~vidseek.indexer.video.FrameBackend.broken`: the worker answers the
 request and its process is replaced, and the request is retried there as after a
 crash, so it and later requests decode on a fresh context. Out of memory is not
-such an error: the process stays, the thread frees its decoders, and that request
-is decoded with PyAV (the engine beside it may hold the memory for a while: on the
-H200, two NVDEC processes beside vLLM at 85% of the memory ran out of it, and
-retrying on the GPU lost those windows' frames); the next request tries NVDEC again.
+such an error: the process stays, the thread frees its decoders, and requests are
+decoded with PyAV for :attr:`memory_retry_seconds` (the engine beside it may hold
+the memory for a while: on the H200, two NVDEC processes beside vLLM at 85% of the
+memory ran out of it, and retrying on the GPU lost those windows' frames), then
+NVDEC tries again. :attr:`decoded_by` names the backend that decoded the last
+request, so a pool can count what NVDEC itself decoded.
 
 ``PyNvVideoCodec`` and CUDA are needed where the worker starts (the ``gpu`` extra);
 without them the worker fails to start with a message naming what is missing.
@@ -128,7 +130,7 @@ class _CannotOpen(Exception):
 
 class _NoGpuMemory(Exception):
     """No GPU memory for a decoder (opening it with the thread's others freed, or
-    decoding with it): the request goes to PyAV, the next one to NVDEC again."""
+    decoding with it): requests go to PyAV for a while (see :meth:`NvdecBackend.read`)."""
 
 
 class NvdecBackend(FrameBackend):
@@ -159,6 +161,10 @@ class NvdecBackend(FrameBackend):
     # Seconds a file NVDEC could not open is left to PyAV before NVDEC tries again
     # (the failure may have been passing: GPU memory, decoder sessions).
     cpu_retry_seconds: ClassVar[float] = 300.0
+    # Seconds every request is left to PyAV after one found no GPU memory for NVDEC:
+    # the engine beside it may hold the memory a while, and each try costs the
+    # threads' decoders an open that fails.
+    memory_retry_seconds: ClassVar[float] = 10.0
     # 8-bit 4:2:0 files decoded to NV12 and converted here with FFmpeg's matrix; off,
     # NVDEC converts to RGB itself (its matrix: BT.709 for HD when the file names none).
     native_output: ClassVar[bool] = True
@@ -179,6 +185,7 @@ class NvdecBackend(FrameBackend):
         self._index = PyAVBackend()
         # Files NVDEC could not open, and when to try again: PyAV decodes them meanwhile.
         self._cpu_until: dict[str, float] = {}
+        self._memory_until = 0.0  # till when requests go to PyAV for lack of GPU memory
         self._warned_memory = False  # a request decoded on the CPU for lack of GPU memory
         # Threads take GPUs in turn as they first decode: ``threads`` for each GPU.
         cuda = self.device.startswith("cuda")
@@ -203,8 +210,9 @@ class NvdecBackend(FrameBackend):
     ) -> dict[int, str]:
         """See :meth:`FrameBackend.read`."""
         info = self._index.probe(path)
-        if self._cpu_until.get(path, 0.0) > time.monotonic():
-            return self._index.read(path, indices, size, out, skip_errors=skip_errors)
+        now = time.monotonic()
+        if self._cpu_until.get(path, 0.0) > now or self._memory_until > now:
+            return self._on_cpu(path, indices, size, out, skip_errors)
         timeline = self._index.timeline(path)
         if indices[-1] >= timeline.frame_count:
             raise VideoError(f"frame {indices[-1]} is past the end ({timeline.frame_count} frames)")
@@ -230,11 +238,12 @@ class NvdecBackend(FrameBackend):
                     self._decode_run, path, [frame], size, picture, cost
                 ).result(),
             )
-        except _NoGpuMemory as exc:  # this request on the CPU; NVDEC again for the next
+        except _NoGpuMemory as exc:  # on the CPU for a while; then NVDEC again
             if not self._warned_memory:
                 self._warned_memory = True
                 log.warning("NVDEC has no GPU memory for %s (%s): decoding it with PyAV", path, exc)
-            return self._index.read(path, indices, size, out, skip_errors=skip_errors)
+            self._memory_until = time.monotonic() + self.memory_retry_seconds
+            return self._on_cpu(path, indices, size, out, skip_errors)
         except _CannotOpen as exc:  # a codec or profile the GPU lacks: decode on the CPU
             if path not in self._cpu_until:
                 log.warning(
@@ -247,7 +256,14 @@ class NvdecBackend(FrameBackend):
             self._cpu_until[path] = time.monotonic() + self.cpu_retry_seconds
             while len(self._cpu_until) > 1024:  # oldest first
                 del self._cpu_until[next(iter(self._cpu_until))]
-            return self._index.read(path, indices, size, out, skip_errors=skip_errors)
+            return self._on_cpu(path, indices, size, out, skip_errors)
+
+    def _on_cpu(
+        self, path: str, indices: Sequence[int], size: tuple[int, int], out: Frames, skip: bool
+    ) -> dict[int, str]:
+        """The request decoded with PyAV in this process (:attr:`decoded_by` says so)."""
+        self.decoded_by = self._index.name
+        return self._index.read(path, indices, size, out, skip_errors=skip)
 
     def _decode_parallel(
         self, path: str, frames: list[int], size: tuple[int, int], picture: _Picture, cost: int

@@ -220,6 +220,9 @@ class FrameBackend(abc.ABC):
     broken: str = ""
     # Threads a decode uses where the library takes a number (PyAV); 0: its default.
     codec_threads: int = 0
+    # The backend that decoded the last read, where it can hand a file to another (NVDEC
+    # to PyAV); "": this one.
+    decoded_by: str = ""
 
     @abc.abstractmethod
     def probe(self, path: str) -> VideoInfo:

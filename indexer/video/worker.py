@@ -109,10 +109,12 @@ def _worker_main(
                         buffer.close()
                     buffer = mmap.mmap(buffer_fd, nbytes)
                 out = np.ndarray((len(indices), h, w, 3), dtype=np.uint8, buffer=buffer)
+                backend.decoded_by = ""
                 try:
-                    reply = backend.read(path, indices, (h, w), out, skip_errors=skip)
+                    missing = backend.read(path, indices, (h, w), out, skip_errors=skip)
                 finally:
                     del out
+                reply = (missing, backend.decoded_by or backend.name)
             else:
                 raise ValueError(f"unknown request {op!r}")
             answer: tuple[str, Any] = ("ok", reply)
@@ -263,6 +265,9 @@ class DecodeWorker:
         self.start_timeout = start_timeout
         self.nice = nice
         self.codec_threads = codec_threads
+        # The backend that decoded the last read's frames: this one, or the one it
+        # handed the file to (NVDEC's process decodes with PyAV when it must).
+        self.decoded_by = self.backend.name
         self._lock = threading.Lock()
         self._proc: BaseProcess | None = None
         self._conn: Connection | None = None
@@ -388,7 +393,7 @@ class DecodeWorker:
         nbytes = len(unique) * h * w * 3
         span = f"{len(unique)} frames ({unique[0]}..{unique[-1]}) at {w}x{h}"
         self._reserve(nbytes)
-        missing = self._call(
+        missing, self.decoded_by = self._call(
             ("read", path, unique, (h, w), nbytes, skip),
             path=path,
             timeout=timeout,

@@ -274,7 +274,9 @@ def test_a_capped_backend_gets_its_cap_and_the_others_share_the_rest(backends, p
     assert pool_sizes([BACKENDS[b] for b in backends], processes) == sizes
 
 
-@pytest.mark.parametrize(("cores", "processes"), [(1, 1), (2, 2), (3, 3), (16, 12), (32, 24)])
+@pytest.mark.parametrize(
+    ("cores", "processes"), [(1, 1), (2, 1), (3, 2), (4, 3), (16, 12), (32, 24)]
+)
 def test_the_default_pool_is_three_quarters_of_the_cores_the_process_may_use(
     monkeypatch, cores, processes
 ):
@@ -349,9 +351,29 @@ def test_out_of_gpu_memory_with_nothing_to_free_decodes_that_request_with_pyav(
     with caplog.at_level(logging.WARNING):
         assert [read_counter(f) for f in _read(backend, h264, [5, 9], (48, 80))] == [5, 9]
     assert "no GPU memory" in caplog.text and not _batches()
-    # Not a refusal: the next request is NVDEC's again.
+    assert backend.decoded_by == "pyav"
+    # For memory_retry_seconds every request is PyAV's, without trying a decoder.
     assert [read_counter(f) for f in _read(backend, h264, [5, 9], (48, 80))] == [5, 9]
-    assert len(_batches()) == 1
+    assert not _batches() and len([c for c in fake_nvc.CALLS if c[0] == "fault"]) == 1
+
+
+def test_after_running_out_of_gpu_memory_nvdec_tries_again_later(h264, caplog):
+    class RetryAtOnce(NvdecOnCpu):
+        memory_retry_seconds = 0.0
+
+    fake_nvc.CALLS.clear()
+    nvdec = RetryAtOnce()
+    try:
+        fake_nvc.OPEN_FAULTS.append("CUDA error: out of memory")
+        assert [read_counter(f) for f in _read(nvdec, h264, [5, 9], (48, 80))] == [5, 9]
+        assert not _batches() and nvdec.decoded_by == "pyav"
+        # Not a refusal: the next request is NVDEC's again.
+        nvdec.decoded_by = ""  # as the worker resets it before each request
+        assert [read_counter(f) for f in _read(nvdec, h264, [5, 9], (48, 80))] == [5, 9]
+        assert len(_batches()) == 1 and nvdec.decoded_by == ""
+    finally:
+        nvdec.close()
+        fake_nvc.OPEN_FAULTS.clear()
 
 
 def test_out_of_gpu_memory_opening_a_decoder_frees_the_threads_others(backend, h264, videos):
@@ -368,26 +390,35 @@ def test_out_of_gpu_memory_opening_a_decoder_frees_the_threads_others(backend, h
     assert not fake_nvc.OPEN_FAULTS
 
 
-def test_out_of_gpu_memory_while_decoding_decodes_that_request_with_pyav(
-    backend, h264, videos, caplog
-):
+def test_out_of_gpu_memory_while_decoding_decodes_that_request_with_pyav(h264, videos, caplog):
     """vLLM beside NVDEC may hold the memory a decoder needs for a while: every batch
     of the request fails (as on the H200, worded as PyNvVideoCodec does), and none of
     its frames may be lost."""
-    other = write_video(videos / "kept-before-oom.mp4", seconds=1)
-    assert read_counter(_read(backend, other, [5], (48, 80))[0]) == 5
-    fake_nvc.BATCH_FAULTS.extend([fake_nvc.NO_DECODER_MEMORY] * 64)  # more than it asks
-    indices = list(range(0, 120, 4))
-    with caplog.at_level(logging.WARNING):
-        frames = _read(backend, h264, indices, (48, 80))
-    assert [read_counter(f) for f in frames] == indices
-    assert "no GPU memory" in caplog.text
-    fake_nvc.BATCH_FAULTS.clear()
-    # The thread that ran out freed its decoders; the next request is NVDEC's again.
-    opened = len([c for c in fake_nvc.CALLS if c[0] == "open"])
-    assert read_counter(_read(backend, other, [7], (48, 80))[0]) == 7
-    assert len([c for c in fake_nvc.CALLS if c[0] == "open"]) == opened + 1
-    assert fake_nvc.CALLS[-1][0] == "batch"
+
+    class OneThread(NvdecOnCpu):  # every run on one thread, whose decoders are seen
+        threads = 1
+        memory_retry_seconds = 0.0
+
+    fake_nvc.CALLS.clear()
+    nvdec = OneThread()
+    try:
+        other = write_video(videos / "kept-before-oom.mp4", seconds=1)
+        assert read_counter(_read(nvdec, other, [5], (48, 80))[0]) == 5
+        fake_nvc.BATCH_FAULTS.extend([fake_nvc.NO_DECODER_MEMORY] * 64)  # more than asked
+        indices = list(range(0, 120, 4))
+        with caplog.at_level(logging.WARNING):
+            frames = _read(nvdec, h264, indices, (48, 80))
+        assert [read_counter(f) for f in frames] == indices
+        assert "no GPU memory" in caplog.text and nvdec.decoded_by == "pyav"
+        fake_nvc.BATCH_FAULTS.clear()
+        # The thread freed its decoders: the first file's is opened again.
+        opened = len([c for c in fake_nvc.CALLS if c[0] == "open"])
+        assert read_counter(_read(nvdec, other, [7], (48, 80))[0]) == 7
+        assert len([c for c in fake_nvc.CALLS if c[0] == "open"]) == opened + 1
+        assert fake_nvc.CALLS[-1][0] == "batch"
+    finally:
+        nvdec.close()
+        fake_nvc.BATCH_FAULTS.clear()
 
 
 def test_a_file_replaced_at_the_same_path_gets_a_new_decoder(backend, videos):
@@ -547,14 +578,18 @@ def test_a_request_that_breaks_cuda_when_frames_must_all_decode_fails_naming_it(
     assert [read_counter(f) for f in _read_in(pool, h264, _SPREAD)] == _SPREAD
 
 
-def test_out_of_memory_fails_a_batch_but_keeps_the_process(h264, faults, warm_pool):
+def test_out_of_memory_sends_requests_to_pyav_for_a_while_and_keeps_the_process(
+    h264, faults, warm_pool
+):
     pool, first = warm_pool
+    (worker,) = pool._workers
     fake_nvc.fail_once(faults, 40, "oom")
     result = _read_in(pool, h264, _SPREAD, on_error="skip")
     assert not list(faults.iterdir())  # the batch failed; its frames were decoded with PyAV
     assert result.complete and [read_counter(f) for f in result.frames] == _SPREAD
-    assert _pid(pool) == first
-    # The same pool does replace its process after a sticky error: the pid can change.
+    assert worker.decoded_by == "pyav" and _pid(pool) == first
+    # Within memory_retry_seconds the next request is PyAV's too: a fault left for
+    # NVDEC's next batch is not taken.
     fake_nvc.fail_once(faults, 40, "sticky")
     assert _read_in(pool, h264, _SPREAD, on_error="skip").complete
-    assert _pid(pool) not in (None, first)
+    assert list(faults.iterdir()) and worker.decoded_by == "pyav" and _pid(pool) == first
