@@ -8,7 +8,8 @@ hands them to the model, two ways in the same run:
   ``pyav-1thread``, PyAV decoding each file on one thread, as ingestion's pool does,
   and as they were before: ``nvdec-3files``, NVDEC keeping 3 files' decoders a
   thread, and ``pyav-no-index-cache``, PyAV demuxing a file again whenever it
-  switches; ``pyav`` is PyAV with FFmpeg's own threading): the
+  switches; ``pyav`` is PyAV with FFmpeg's own threading; ``nvdec-processes``,
+  NVDEC in ``--processes`` processes of one decoder thread each, whole windows): the
   project's :class:`~vidseek.indexer.decode_pool.DecodePool` with ``--processes``
   decoder processes of that backend, the production path. With ``--interleave K``
   the video's windows are decoded from K files (the video and remuxed copies)
@@ -26,11 +27,14 @@ hands them to the model, two ways in the same run:
 
 Prints one JSON line per (video, path, parallelism): video-hours decoded per hour
 of wall time. NVDEC needs a CUDA GPU, ``PyNvVideoCodec`` and the driver's
-``libnvcuvid``.
+``libnvcuvid``. ``--mps`` runs everything under an NVIDIA MPS daemon
+(``benchmarks/mps.py``), as ``ingest_throughput.py --mps`` does.
 
     python benchmarks/nvdec_decode.py /root/videos/360p_1800s_0.mp4 /root/videos/1080p_600s_0.mp4
     python benchmarks/nvdec_decode.py 360p_1800s_0.mp4 --interleave 24 --threads \
         --pool-backends pyav nvdec nvdec-3files
+    python benchmarks/nvdec_decode.py 360p_1800s_0.mp4 1080p_600s_0.mp4 --threads \
+        --processes 8 --pool-backends pyav-1thread nvdec nvdec-processes --mps
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ import argparse
 import json
 import os
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -52,6 +57,7 @@ if str(REPO) not in sys.path:
 
 from benchmarks.caption_throughput import _size  # noqa: E402
 from benchmarks.make_videos import with_copies  # noqa: E402
+from benchmarks.mps import mps_daemon  # noqa: E402
 from vidseek.indexer.video.backend_nvdec import NvdecBackend  # noqa: E402
 from vidseek.indexer.video.backend_pyav import PyAVBackend  # noqa: E402
 from vidseek.indexer.video.frames import FrameBackend  # noqa: E402
@@ -179,12 +185,23 @@ class PyAVOneThread(PyAVBackend):
     codec_threads = 1
 
 
+class NvdecProcesses(NvdecBackend):
+    """NVDEC with one decoder thread a process and no cap on processes: each window
+    decoded whole (no split into runs, each paying a keyframe's lead) by one of
+    ``--processes`` processes sharing the GPU. Without MPS such processes took turns on
+    the GPU (3-11x slower than threads); ``--mps`` asks whether they still do."""
+
+    threads = 1
+    max_processes = 0
+
+
 POOL_BACKENDS: dict[str, str | type[FrameBackend]] = {
     "pyav": "pyav",
     "pyav-1thread": PyAVOneThread,
     "pyav-no-index-cache": PyAVNoIndexCache,
     "nvdec": "nvdec",
     "nvdec-3files": NvdecThreeFiles,
+    "nvdec-processes": NvdecProcesses,
 }
 
 
@@ -233,7 +250,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--interleave", type=int, default=1, help="files taking turns")
     parser.add_argument("--json-out", default="")
+    parser.add_argument(
+        "--mps", action="store_true", help="run under NVIDIA MPS (benchmarks/mps.py)"
+    )
     args = parser.parse_args(argv)
+    if not args.mps:
+        return run(args)
+    # Every CUDA process starts inside the block: MPS clients.
+    with tempfile.TemporaryDirectory(prefix="vidseek-nvdec-mps-") as work, mps_daemon(Path(work)):
+        return run(args)
+
+
+def run(args: argparse.Namespace) -> int:
+    """The benchmark's measurements, one JSON line each."""
     from vidseek.indexer.video import DecodeWorker, probe
 
     date = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
