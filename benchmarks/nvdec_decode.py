@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import tempfile
 import time
@@ -58,6 +57,7 @@ if str(REPO) not in sys.path:
 from benchmarks.caption_throughput import _size  # noqa: E402
 from benchmarks.make_videos import with_copies  # noqa: E402
 from benchmarks.mps import mps_daemon  # noqa: E402
+from benchmarks.sampling import visible_gpus  # noqa: E402
 from vidseek.indexer.video.backend_nvdec import NvdecBackend  # noqa: E402
 from vidseek.indexer.video.backend_pyav import PyAVBackend  # noqa: E402
 from vidseek.indexer.video.frames import FrameBackend  # noqa: E402
@@ -116,8 +116,8 @@ def gpu_memory_gib() -> float | None:
         import pynvml
 
         pynvml.nvmlInit()
-        visible = os.environ.get("CUDA_VISIBLE_DEVICES", "0").split(",")[0] or "0"
-        handle = pynvml.nvmlDeviceGetHandleByIndex(int(visible))
+        (first, *_) = visible_gpus(pynvml.nvmlDeviceGetCount()) or [0]
+        handle = pynvml.nvmlDeviceGetHandleByIndex(first)
         return float(pynvml.nvmlDeviceGetMemoryInfo(handle).used) / 2**30
     except Exception:
         return None
@@ -285,6 +285,7 @@ def run(args: argparse.Namespace) -> int:
             "height": info.height,
             "windows": len(work),
             "files": len(files),
+            "mps": args.mps,
         }
         reference = None
         matrices = {

@@ -8,11 +8,12 @@ at once: each process seeks to its window's keyframe, which costs at most one
 keyframe interval per window.
 
 :func:`default_decode_processes` sizes the pool to the machine: three quarters of
-its cores, leaving the rest to the model's front end (vLLM's renderer threads and
-engine core) and to embedding and commits. Each process decodes on one thread (see
-:class:`DecodeWorker`), so half the cores left cores idle: on 16 cores of the H200
-host beside ``vllm serve``, 12 processes ingested 227 video-hours per GPU-hour end to
-end against 177 with 8 (``benchmarks/ingest_throughput.py``, 2026-11-30).
+its cores (one left at least), leaving the rest to the model's front end (vLLM's
+renderer threads and engine core) and to embedding and commits. Each process decodes
+on one thread (see :class:`DecodeWorker`), so half the cores left cores idle: on 16
+cores of the H200 host beside ``vllm serve``, 12 processes ingested 227 video-hours
+per GPU-hour end to end against 177 with 8 (``benchmarks/ingest_throughput.py``,
+2026-11-30).
 
 A backend may cap its processes
 (:attr:`~vidseek.indexer.video.FrameBackend.max_processes`): NVDEC runs one process

@@ -94,7 +94,8 @@ class JobRunner:
     """Runs queued ingest jobs on ``workers`` background threads.
 
     ``max_in_flight`` caps the ingestion windows in the shared engine;
-    ``decode_processes`` sizes the shared decode pool (0: three quarters of the cores).
+    ``decode_processes`` sizes the shared decode pool (0: three quarters of the cores,
+    one left at least).
     ``max_queued_jobs`` (0: no cap) bounds the jobs queued or running: a submission
     past it is refused with ResourceExhausted. ``accept_jobs=False`` (a search
     replica) runs no jobs, neither new nor left unfinished in the shared database,

@@ -149,8 +149,8 @@ class NvdecBackend(FrameBackend):
     # every thread decodes a run of each window, so each thread needs a decoder for
     # every file being ingested: with 3, 24 jobs at once reopened decoders on nearly
     # every window (run E in the README). A decoder that cannot be opened for lack of
-    # GPU memory first frees the thread's others; failing again, that request is
-    # decoded with PyAV.
+    # GPU memory first frees the thread's others; failing again, requests are
+    # decoded with PyAV for memory_retry_seconds.
     open_files: ClassVar[int] = 32
     # GPU memory the open decoders may take in all, each thread keeping its share,
     # estimated from the files' frame size: about 64 bytes a pixel (192 decoders of
@@ -186,7 +186,6 @@ class NvdecBackend(FrameBackend):
         # Files NVDEC could not open, and when to try again: PyAV decodes them meanwhile.
         self._cpu_until: dict[str, float] = {}
         self._memory_until = 0.0  # till when requests go to PyAV for lack of GPU memory
-        self._warned_memory = False  # a request decoded on the CPU for lack of GPU memory
         # Threads take GPUs in turn as they first decode: ``threads`` for each GPU.
         cuda = self.device.startswith("cuda")
         self.gpus = max(1, self.gpu_count or (torch.cuda.device_count() if cuda else 1))
@@ -209,6 +208,8 @@ class NvdecBackend(FrameBackend):
         skip_errors: bool = False,
     ) -> dict[int, str]:
         """See :meth:`FrameBackend.read`."""
+        self.decoded_by = ""  # NVDEC's, unless the request goes to PyAV (_on_cpu)
+        self._index.codec_threads = self.codec_threads  # PyAV's decodes as a pool's would
         info = self._index.probe(path)
         now = time.monotonic()
         if self._cpu_until.get(path, 0.0) > now or self._memory_until > now:
@@ -239,9 +240,12 @@ class NvdecBackend(FrameBackend):
                 ).result(),
             )
         except _NoGpuMemory as exc:  # on the CPU for a while; then NVDEC again
-            if not self._warned_memory:
-                self._warned_memory = True
-                log.warning("NVDEC has no GPU memory for %s (%s): decoding it with PyAV", path, exc)
+            log.warning(
+                "NVDEC has no GPU memory for %s (%s): decoding with PyAV for %g s",
+                path,
+                exc,
+                self.memory_retry_seconds,
+            )
             self._memory_until = time.monotonic() + self.memory_retry_seconds
             return self._on_cpu(path, indices, size, out, skip_errors)
         except _CannotOpen as exc:  # a codec or profile the GPU lacks: decode on the CPU

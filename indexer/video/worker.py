@@ -362,6 +362,7 @@ class DecodeWorker:
         unique, inverse = np.unique(wanted, return_inverse=True)
         inverse = inverse.ravel()
         with self._lock:
+            self.decoded_by = self.backend.name  # a request that fails is this backend's
             self._check_open()
             _check_file(path)
             if on_error == "raise":
@@ -393,7 +394,6 @@ class DecodeWorker:
         nbytes = len(unique) * h * w * 3
         span = f"{len(unique)} frames ({unique[0]}..{unique[-1]}) at {w}x{h}"
         self._reserve(nbytes)
-        self.decoded_by = self.backend.name  # a request that fails is this backend's
         missing, self.decoded_by = self._call(
             ("read", path, unique, (h, w), nbytes, skip),
             path=path,

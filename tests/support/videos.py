@@ -363,3 +363,13 @@ class NvdecOnCpu(NvdecBackend):
     name = "nvdec-on-cpu"
     device = "cpu"
     module = "tests.support.fake_nvc"
+    # Out of GPU memory, requests stay on PyAV for the rest of a test (10 s in
+    # production, longer than any two requests here).
+    memory_retry_seconds = 600.0
+
+
+class NvdecOnCpuRetryAtOnce(NvdecOnCpu):
+    """:class:`NvdecOnCpu` that tries NVDEC again at once after running out of GPU
+    memory (importable by a decode worker process, unlike a class in a test)."""
+
+    memory_retry_seconds = 0.0

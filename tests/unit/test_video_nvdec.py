@@ -368,7 +368,6 @@ def test_after_running_out_of_gpu_memory_nvdec_tries_again_later(h264, caplog):
         assert [read_counter(f) for f in _read(nvdec, h264, [5, 9], (48, 80))] == [5, 9]
         assert not _batches() and nvdec.decoded_by == "pyav"
         # Not a refusal: the next request is NVDEC's again.
-        nvdec.decoded_by = ""  # as the worker resets it before each request
         assert [read_counter(f) for f in _read(nvdec, h264, [5, 9], (48, 80))] == [5, 9]
         assert len(_batches()) == 1 and nvdec.decoded_by == ""
     finally:
@@ -529,6 +528,29 @@ def faults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 def _pid(pool) -> int | None:
     return pool.submit(lambda w: w.pid).result()
+
+
+def test_a_worker_names_the_backend_that_decoded_each_request(h264, faults):
+    """What NVDEC's process hands to PyAV counts as PyAV's (the pool's per-backend
+    figures), and a request that fails as the worker's own backend's."""
+    from tests.support.videos import NvdecOnCpuRetryAtOnce
+    from vidseek.indexer.decode_pool import DecodePool
+
+    pool = DecodePool(NvdecOnCpuRetryAtOnce, 1)
+    try:
+        (worker,) = pool._workers
+        assert [read_counter(f) for f in _read_in(pool, h264, [1, 2])] == [1, 2]
+        assert worker.decoded_by == "nvdec-on-cpu"
+        fake_nvc.fail_once(faults, 40, "oom")
+        assert _read_in(pool, h264, _SPREAD, on_error="skip").complete
+        assert not list(faults.iterdir()) and worker.decoded_by == "pyav"
+        with pytest.raises(VideoError, match="past the end"):
+            _read_in(pool, h264, [120])
+        assert worker.decoded_by == "nvdec-on-cpu"
+        assert [read_counter(f) for f in _read_in(pool, h264, [5])] == [5]
+        assert worker.decoded_by == "nvdec-on-cpu"  # NVDEC again: no waiting here
+    finally:
+        pool.close()
 
 
 def _read_in(pool, path: str, indices: list[int], **kwargs):
