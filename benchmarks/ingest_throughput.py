@@ -21,9 +21,11 @@ grammar that ends them within 40 tokens. With random weights no window parses in
 events: embedding and commit cost only the window rows here. Reported per run:
 video-hours per GPU-hour, GPU busy fraction (NVML utilisation, sampled 10 times a
 second over the run), the same two over the steady state, peak GPU and host memory,
-where the time goes (decode in the pool's processes, waits of the job threads, vLLM
-preprocessing and generation summed over windows), and refinement latency p50/p99, whole
-and the engine's share (a clip's submission to its answer).
+where the time goes (decode in the pool's processes, by the backend that decoded, waits
+of the job threads, vLLM preprocessing and generation summed over windows), the host's
+CPU-seconds by part (``cpu_seconds``, ``cpu_cores_busy``: decoder processes, vLLM's
+engine core, this process, the rest such as vLLM's API servers), and refinement latency
+p50/p99, whole and the engine's share (a clip's submission to its answer).
 A decode-only pass times the decode pool per resolution and size.
 
 On the lent GPU machine (vLLM 0.26; see the README's GPU section)::
@@ -71,7 +73,7 @@ from benchmarks.caption_throughput import (  # noqa: E402
 )
 from benchmarks.make_videos import make_videos, with_copies  # noqa: E402
 from benchmarks.mps import mps_daemon  # noqa: E402
-from benchmarks.sampling import GpuSampler, HostMemory, percentile  # noqa: E402
+from benchmarks.sampling import GpuSampler, HostCpu, HostMemory, percentile  # noqa: E402
 from vidseek.indexer.engine import INGEST_PRIORITY, EngineStats  # noqa: E402
 from vidseek.indexer.types import CaptionOutput, WindowClip  # noqa: E402
 
@@ -401,7 +403,7 @@ def run_end_to_end(
             )
 
     try:
-        with GpuSampler() as gpu, HostMemory() as host:
+        with GpuSampler() as gpu, HostMemory() as host, HostCpu() as cpu:
             started = time.perf_counter()
             progress = threading.Thread(
                 target=report_progress, args=(started, gpu, emit), daemon=True
@@ -445,6 +447,7 @@ def run_end_to_end(
         "refine_engine_p50_s": _round(percentile(kept.refine_engine_s, 50)),
         "refine_engine_p99_s": _round(percentile(kept.refine_engine_s, 99)),
         "host_peak_memory_gib": round(host.peak_gib, 1),
+        **cpu.report(),
         **steady_state(curve, window_seconds, gpus, gpu),
         **gpu.report(),
     }

@@ -114,6 +114,77 @@ class HostMemory:
             self.peak_gib = max(self.peak_gib, total / 2**30)
 
 
+class HostCpu:
+    """CPU-seconds this process and its descendants used while the block ran, by part.
+
+    Parts: ``decoders`` (the processes named ``vidseek-decode``: the ingest pool,
+    probing and refinement), ``engine_core`` (vLLM's engine core processes, whose
+    process titles name ``EngineCore``), ``this_process`` (the benchmark: the vidseek
+    server, its jobs, embedding, commits and the captioner's client) and ``other``
+    (vLLM's API servers and anything else). Processes are sampled every ``period``
+    s, so one that ends between samples loses its last interval.
+    """
+
+    def __init__(self, period: float = 1.0) -> None:
+        import psutil
+
+        self._psutil = psutil
+        self._process = psutil.Process()
+        self._first: dict[int, float] = {}  # CPU-seconds at first sight (or at the start)
+        self._last: dict[int, tuple[str, float]] = {}  # part and CPU-seconds, last seen
+        self._started = 0.0
+        self._elapsed = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(period,), daemon=True)
+
+    def __enter__(self) -> HostCpu:
+        self._started = time.monotonic()
+        self._sample(first=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._sample()
+        self._elapsed = time.monotonic() - self._started
+
+    def _part(self, proc: Any) -> str:
+        from vidseek.indexer.video.worker import PROCESS_NAME
+
+        if proc.pid == self._process.pid:
+            return "this_process"
+        if proc.name() == PROCESS_NAME:
+            return "decoders"
+        if "EngineCore" in proc.name() or "EngineCore" in " ".join(proc.cmdline()):
+            return "engine_core"
+        return "other"
+
+    def _sample(self, first: bool = False) -> None:
+        for proc in [self._process, *self._process.children(recursive=True)]:
+            with contextlib.suppress(self._psutil.Error):  # a child that just exited
+                times = proc.cpu_times()
+                used = times.user + times.system
+                if proc.pid not in self._last:  # started during the block: counted whole
+                    self._first[proc.pid] = used if first else 0.0
+                self._last[proc.pid] = (self._part(proc), used)
+
+    def _run(self, period: float) -> None:
+        while not self._stop.wait(period):
+            self._sample()
+
+    def report(self) -> dict[str, Any]:
+        """CPU-seconds by part, and the cores they kept busy on average."""
+        seconds: dict[str, float] = {}
+        for pid, (part, used) in self._last.items():
+            seconds[part] = seconds.get(part, 0.0) + used - self._first.get(pid, 0.0)
+        elapsed = self._elapsed or (time.monotonic() - self._started)
+        return {
+            "cpu_seconds": {k: round(v, 1) for k, v in sorted(seconds.items())},
+            "cpu_cores_busy": {k: round(v / elapsed, 2) for k, v in sorted(seconds.items())},
+        }
+
+
 def percentile(values: Sequence[float], q: float) -> float | None:
     if not values:
         return None

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from multiprocessing import reduction
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
+from pathlib import Path
 from types import TracebackType
 from typing import Any, Final, Literal, overload
 
@@ -43,6 +44,9 @@ OnError = Literal["raise", "skip"]
 
 # torchcodec's worker imports torch: ~5 s idle, over 60 s seen on a loaded 2-core machine.
 DEFAULT_START_TIMEOUT: Final = 180.0
+# A decoder process's name (Linux's 15-character process name), for ps, top and the
+# benchmarks' CPU accounting.
+PROCESS_NAME: Final = "vidseek-decode"
 _LOG_TAIL_BYTES: Final = 4096
 # Worker restarts one "skip" request may cost while it isolates crashing frames.
 _SKIP_CRASH_BUDGET: Final = 8
@@ -68,6 +72,8 @@ def _worker_main(
     :attr:`~FrameBackend.codec_threads`.
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    with contextlib.suppress(OSError):  # Linux: how ps, top and psutil name the process
+        Path("/proc/self/comm").write_text(PROCESS_NAME)
     if nice:
         os.nice(nice)
     try:
