@@ -128,9 +128,14 @@ class HostCpu:
     def __init__(self, period: float = 1.0) -> None:
         import psutil
 
+        from vidseek.indexer.video.worker import PROCESS_NAME
+
         self._psutil = psutil
+        self._decoder_name = PROCESS_NAME
         self._process = psutil.Process()
-        self._first: dict[int, float] = {}  # CPU-seconds at first sight (or at the start)
+        # CPU-seconds of the processes running at the start; those started later
+        # count from 0.
+        self._first: dict[int, float] = {}
         self._last: dict[int, tuple[str, float]] = {}  # part and CPU-seconds, last seen
         self._started = 0.0
         self._elapsed = 0.0
@@ -150,13 +155,12 @@ class HostCpu:
         self._elapsed = time.monotonic() - self._started
 
     def _part(self, proc: Any) -> str:
-        from vidseek.indexer.video.worker import PROCESS_NAME
-
         if proc.pid == self._process.pid:
             return "this_process"
-        if proc.name() == PROCESS_NAME:
+        name = proc.name()
+        if name == self._decoder_name:
             return "decoders"
-        if "EngineCore" in proc.name() or "EngineCore" in " ".join(proc.cmdline()):
+        if "EngineCore" in name or "EngineCore" in " ".join(proc.cmdline()):
             return "engine_core"
         return "other"
 
@@ -165,8 +169,8 @@ class HostCpu:
             with contextlib.suppress(self._psutil.Error):  # a child that just exited
                 times = proc.cpu_times()
                 used = times.user + times.system
-                if proc.pid not in self._last:  # started during the block: counted whole
-                    self._first[proc.pid] = used if first else 0.0
+                if first:
+                    self._first[proc.pid] = used
                 self._last[proc.pid] = (self._part(proc), used)
 
     def _run(self, period: float) -> None:
