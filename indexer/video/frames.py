@@ -221,7 +221,7 @@ class FrameBackend(abc.ABC):
     # Threads a decode uses where the library takes a number (PyAV); 0: its default.
     codec_threads: int = 0
     # The backend that decoded the last read, where it can hand a file to another (NVDEC
-    # to PyAV); "": this one.
+    # to PyAV; such a backend sets it in each read); "": this one.
     decoded_by: str = ""
 
     @abc.abstractmethod

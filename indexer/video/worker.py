@@ -115,7 +115,6 @@ def _worker_main(
                         buffer.close()
                     buffer = mmap.mmap(buffer_fd, nbytes)
                 out = np.ndarray((len(indices), h, w, 3), dtype=np.uint8, buffer=buffer)
-                backend.decoded_by = ""
                 try:
                     missing = backend.read(path, indices, (h, w), out, skip_errors=skip)
                 finally:
