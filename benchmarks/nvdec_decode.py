@@ -7,8 +7,9 @@ hands them to the model, two ways in the same run:
 * ``<backend> pool`` for each of ``--pool-backends`` (``pyav``, ``nvdec``,
   ``pyav-1thread``, PyAV decoding each file on one thread, as ingestion's pool does,
   and as they were before: ``nvdec-3files``, NVDEC keeping 3 files' decoders a
-  thread, and ``pyav-no-index-cache``, PyAV demuxing a file again whenever it
-  switches; ``pyav`` is PyAV with FFmpeg's own threading; ``nvdec-processes``,
+  thread, ``nvdec-1request``, NVDEC's process taking one window at a time split
+  over its threads, and ``pyav-no-index-cache``, PyAV demuxing a file again whenever
+  it switches; ``pyav`` is PyAV with FFmpeg's own threading; ``nvdec-processes``,
   NVDEC in ``--processes`` processes of one decoder thread each, whole windows): the
   project's :class:`~vidseek.indexer.decode_pool.DecodePool` with ``--processes``
   decoder processes of that backend, the production path. With ``--interleave K``
@@ -161,6 +162,7 @@ def time_pool(
             "warm_s": round(warm_s, 2),
             "first": first,
             "size": pool.size,
+            "processes": pool.processes,
             "gpu_memory_gib": memory,
         }
     finally:
@@ -185,6 +187,13 @@ class PyAVOneThread(PyAVBackend):
     codec_threads = 1
 
 
+class NvdecOneRequest(NvdecBackend):
+    """The NVDEC backend's process taking one window at a time, split over its threads
+    (its setting until 2026-12-01)."""
+
+    concurrent_requests = 1
+
+
 class NvdecProcesses(NvdecBackend):
     """NVDEC with one decoder thread a process and no cap on processes: each window
     decoded whole (no split into runs, each paying a keyframe's lead) by one of
@@ -201,6 +210,7 @@ POOL_BACKENDS: dict[str, str | type[FrameBackend]] = {
     "pyav-no-index-cache": PyAVNoIndexCache,
     "nvdec": "nvdec",
     "nvdec-3files": NvdecThreeFiles,
+    "nvdec-1request": NvdecOneRequest,
     "nvdec-processes": NvdecProcesses,
 }
 
@@ -306,7 +316,8 @@ def run(args: argparse.Namespace) -> int:
                 row = {
                     **base,
                     "run": name,
-                    "parallel": run["size"],
+                    "parallel": run["size"],  # windows decoded at once
+                    "processes": run["processes"],
                     **rate(hours, run["elapsed"]),
                     "warm_s": run["warm_s"],
                     "gpu_memory_gib": run["gpu_memory_gib"],

@@ -18,7 +18,10 @@ per GPU-hour end to end against 177 with 8 (``benchmarks/ingest_throughput.py``,
 A backend may cap its processes
 (:attr:`~vidseek.indexer.video.FrameBackend.max_processes`): NVDEC runs one process
 that decodes on several threads, because GPU decoders in separate processes slowed
-each other down (8 processes were 3-11x slower than 8 threads of one).
+each other down (8 processes were 3-11x slower than 8 threads of one). Such a
+process takes several windows at once
+(:attr:`~vidseek.indexer.video.FrameBackend.concurrent_requests`): the pool hands it
+that many, and it decodes each on its own thread.
 
 A pool may mix backends (``"nvdec+pyav"``, or a list of them): each takes windows
 from the same queue as soon as one of its processes is idle, so NVDEC's process and
@@ -79,7 +82,10 @@ class DecodePool:
     """``processes`` decoder processes (started on first use) behind one queue of calls.
 
     :meth:`submit` runs ``fn(worker)`` on the next idle worker and returns a future;
-    calls beyond the pool's size wait in order. ``backend`` is one backend, several
+    calls beyond the pool's :attr:`size` wait in order. :attr:`size` counts the
+    decodes the pool runs at once: a process of a backend that decodes several
+    requests at once (:attr:`~vidseek.indexer.video.FrameBackend.concurrent_requests`,
+    NVDEC) counts that many. ``backend`` is one backend, several
     joined by ``+`` (``"nvdec+pyav"``) or a list (see the module docstring). ``nice``
     (0-19) lowers the processes' CPU priority and ``codec_threads`` sets the threads
     each decode uses (see :class:`DecodeWorker`).
@@ -108,15 +114,17 @@ class DecodePool:
         sizes = pool_sizes(
             [resolve_backend(b) for b in parts], processes or default_decode_processes(), fixed
         )
-        self.size = sum(sizes)
         self._idle: queue.SimpleQueue[DecodeWorker] = queue.SimpleQueue()
         self._workers = [
             DecodeWorker(part, nice=nice, codec_threads=codec_threads)
             for part, size in zip(parts, sizes, strict=True)
             for _ in range(size)
         ]
+        self.processes = len(self._workers)
         for worker in self._workers:
-            self._idle.put(worker)
+            for _ in range(worker.requests):  # a process taking several requests at once
+                self._idle.put(worker)
+        self.size = sum(worker.requests for worker in self._workers)  # decodes at once
         self._executor = ThreadPoolExecutor(max_workers=self.size, thread_name_prefix="decode")
         self._lock = threading.Lock()
         self._closed = False

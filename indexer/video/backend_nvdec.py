@@ -14,9 +14,13 @@ frame rate) are PyAV's: the container is demuxed on the CPU, nothing is decoded
 there but the first frame. Frame numbers count frames in presentation order in both
 libraries.
 
-Parallelism is inside one process (:attr:`max_processes` is 1): a request's frames
-are split into runs of consecutive frames, one per thread, each decoded by its own
-decoder on its own thread. The process has ``threads`` threads for each GPU it sees
+Parallelism is inside one process (:attr:`max_processes` is 1), which takes
+:attr:`concurrent_requests` requests at once (a decode pool hands it that many
+windows). A request's frames are split into runs of consecutive frames, one per
+thread it may use (its share of the threads among the requests running), each decoded
+by its own decoder on its own thread: a request alone spreads over every thread, and
+with the process full each decodes its window whole on one thread (each run costs a
+seek to the keyframe before it). The process has ``threads`` threads for each GPU it sees
 (``CUDA_VISIBLE_DEVICES``), each thread decoding on one GPU, so on a host whose GPUs
 all run the engine (vLLM data parallelism) every GPU's decoders are used.
 On the H200 (``benchmarks/nvdec_decode.py``), 8 decoders
@@ -64,7 +68,7 @@ from typing import Any, ClassVar, NamedTuple
 import numpy as np
 
 from vidseek.indexer.types import VideoInfo
-from vidseek.indexer.video.backend_pyav import PyAVBackend, file_identity
+from vidseek.indexer.video.backend_pyav import PictureFormat, PyAVBackend, file_identity
 from vidseek.indexer.video.frames import (
     FrameBackend,
     Frames,
@@ -72,6 +76,7 @@ from vidseek.indexer.video.frames import (
     _groups,
     _read_runs,
 )
+from vidseek.indexer.video.sampling import _Timeline
 from vidseek.storage.errors import VideoError
 
 log = logging.getLogger(__name__)
@@ -141,7 +146,12 @@ class NvdecBackend(FrameBackend):
     side_backend = "pyav"
     device: ClassVar[str] = "cuda"
     module: ClassVar[str] = "PyNvVideoCodec"
-    threads: ClassVar[int] = 8  # a GPU's decoders decoding one request's frames at once
+    threads: ClassVar[int] = 8  # a GPU's decoders decoding at once
+    # Requests (windows) the process takes at once; alone, a request is split over
+    # every thread. On the H200, 8 threads decoding a whole window each did 1.6-1.9x
+    # (360p) and 1.4x (1080p) the work of windows split over them one at a time
+    # (benchmarks/nvdec_decode.py).
+    concurrent_requests: ClassVar[int] = 8
     gpu_count: ClassVar[int | None] = None  # GPUs decoding; None: every visible GPU
     # Fewest frames a thread is given: each run decodes from the keyframe before it.
     min_run_frames: ClassVar[int] = 4
@@ -182,7 +192,15 @@ class NvdecBackend(FrameBackend):
         if self.device.startswith("cuda") and not torch.cuda.is_available():
             raise RuntimeError("CUDA is not available for NVDEC decoding")
         self._torch: Any = torch
+        # PyAV's probe and frame index of the files (one open file: used under _index_lock).
         self._index = PyAVBackend()
+        self._index_lock = threading.Lock()
+        self._request = threading.local()  # each request thread's decoded_by and PyAV
+        self._active = 0  # requests being decoded (under _index_lock)
+        self._fallbacks: list[PyAVBackend] = []  # the request threads' PyAV (see _on_cpu)
+        self._file_facts: OrderedDict[object, tuple[VideoInfo, _Timeline, PictureFormat]] = (
+            OrderedDict()
+        )
         # Files NVDEC could not open, and when to try again: PyAV decodes them meanwhile.
         self._cpu_until: dict[str, float] = {}
         self._memory_until = 0.0  # till when requests go to PyAV for lack of GPU memory
@@ -194,9 +212,34 @@ class NvdecBackend(FrameBackend):
         self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="nvdec")
         self._local = threading.local()  # each pool thread's GPU and decoders, by file
 
+    @property  # type: ignore[override]
+    def decoded_by(self) -> str:
+        """The backend that decoded this thread's last request ("": NVDEC)."""
+        return getattr(self._request, "decoded_by", "")
+
+    @decoded_by.setter
+    def decoded_by(self, name: str) -> None:
+        self._request.decoded_by = name
+
     def probe(self, path: str) -> VideoInfo:
         """See :meth:`FrameBackend.probe` (PyAV's probe: demuxing and one frame on the CPU)."""
-        return self._index.probe(path)
+        with self._index_lock:
+            return self._facts(path)[0]
+
+    def _facts(self, path: str) -> tuple[VideoInfo, _Timeline, PictureFormat]:
+        """``path``'s probe, frame timeline and picture format, kept for the files read
+        last (PyAV's, which opens a file again each time requests switch files);
+        callers hold ``_index_lock``."""
+        key = file_identity(path)
+        facts = self._file_facts.pop(key, None) if key is not None else None
+        if facts is None:
+            index = self._index
+            facts = (index.probe(path), index.timeline(path), index.picture_format(path))
+        if key is not None:
+            self._file_facts[key] = facts  # the most recent last
+            while len(self._file_facts) > self._index.index_cache_size:
+                self._file_facts.popitem(last=False)
+        return facts
 
     def read(
         self,
@@ -209,15 +252,14 @@ class NvdecBackend(FrameBackend):
     ) -> dict[int, str]:
         """See :meth:`FrameBackend.read`."""
         self.decoded_by = ""  # NVDEC's, unless the request goes to PyAV (_on_cpu)
-        self._index.codec_threads = self.codec_threads  # PyAV's decodes as a pool's would
-        info = self._index.probe(path)
-        now = time.monotonic()
-        if self._cpu_until.get(path, 0.0) > now or self._memory_until > now:
+        with self._index_lock:
+            info, timeline, coded = self._facts(path)
+            now = time.monotonic()
+            on_cpu = self._cpu_until.get(path, 0.0) > now or self._memory_until > now
+        if on_cpu:
             return self._on_cpu(path, indices, size, out, skip_errors)
-        timeline = self._index.timeline(path)
         if indices[-1] >= timeline.frame_count:
             raise VideoError(f"frame {indices[-1]} is past the end ({timeline.frame_count} frames)")
-        coded = self._index.picture_format(path)
         picture = _Picture(
             rotation=info.rotation,
             native=self.native_output
@@ -228,6 +270,8 @@ class NvdecBackend(FrameBackend):
             full_range=coded.colour_range == 2 or coded.pixel_format == "yuvj420p",
         )
         cost = info.width * info.height * self.decoder_bytes_per_pixel  # a decoder's memory
+        with self._index_lock:
+            self._active += 1
         try:
             return _read_runs(
                 indices,
@@ -240,40 +284,55 @@ class NvdecBackend(FrameBackend):
                 ).result(),
             )
         except _NoGpuMemory as exc:  # on the CPU for a while; then NVDEC again
-            log.warning(
-                "NVDEC has no GPU memory for %s (%s): decoding with PyAV for %g s",
-                path,
-                exc,
-                self.memory_retry_seconds,
-            )
-            self._memory_until = time.monotonic() + self.memory_retry_seconds
-            return self._on_cpu(path, indices, size, out, skip_errors)
+            with self._index_lock:
+                if self._memory_until <= time.monotonic():  # once, not by every request
+                    log.warning(
+                        "NVDEC has no GPU memory for %s (%s): decoding with PyAV for %g s",
+                        path,
+                        exc,
+                        self.memory_retry_seconds,
+                    )
+                self._memory_until = time.monotonic() + self.memory_retry_seconds
         except _CannotOpen as exc:  # a codec or profile the GPU lacks: decode on the CPU
-            if path not in self._cpu_until:
-                log.warning(
-                    "NVDEC cannot decode %s (%s, %s): decoding it with PyAV",
-                    path,
-                    info.codec or "unknown codec",
-                    exc,
-                )
-            self._cpu_until.pop(path, None)  # re-inserted last: the trim drops the oldest
-            self._cpu_until[path] = time.monotonic() + self.cpu_retry_seconds
-            while len(self._cpu_until) > 1024:  # oldest first
-                del self._cpu_until[next(iter(self._cpu_until))]
-            return self._on_cpu(path, indices, size, out, skip_errors)
+            with self._index_lock:
+                if path not in self._cpu_until:
+                    log.warning(
+                        "NVDEC cannot decode %s (%s, %s): decoding it with PyAV",
+                        path,
+                        info.codec or "unknown codec",
+                        exc,
+                    )
+                self._cpu_until.pop(path, None)  # re-inserted last: the trim drops the oldest
+                self._cpu_until[path] = time.monotonic() + self.cpu_retry_seconds
+                while len(self._cpu_until) > 1024:  # oldest first
+                    del self._cpu_until[next(iter(self._cpu_until))]
+        finally:
+            with self._index_lock:
+                self._active -= 1
+        return self._on_cpu(path, indices, size, out, skip_errors)
 
     def _on_cpu(
         self, path: str, indices: Sequence[int], size: tuple[int, int], out: Frames, skip: bool
     ) -> dict[int, str]:
-        """The request decoded with PyAV in this process (:attr:`decoded_by` says so)."""
-        self.decoded_by = self._index.name
-        return self._index.read(path, indices, size, out, skip_errors=skip)
+        """The request decoded with PyAV in this process (:attr:`decoded_by` says so), on
+        this thread's own PyAV (its own open file and frame indexes), so that requests
+        beside it go on."""
+        pyav: PyAVBackend | None = getattr(self._request, "pyav", None)
+        if pyav is None:
+            pyav = self._request.pyav = PyAVBackend()
+            with self._index_lock:
+                self._fallbacks.append(pyav)
+        pyav.codec_threads = self.codec_threads  # PyAV's decodes as a pool's would
+        self.decoded_by = pyav.name
+        return pyav.read(path, indices, size, out, skip_errors=skip)
 
     def _decode_parallel(
         self, path: str, frames: list[int], size: tuple[int, int], picture: _Picture, cost: int
     ) -> Any:
-        """``frames`` in runs of consecutive frames, one run per pool thread, joined in order."""
-        count = max(1, min(self.workers, len(frames) // self.min_run_frames))
+        """``frames`` in runs of consecutive frames, one run per pool thread of this
+        request's share (the threads over the requests running), joined in order."""
+        share = self.workers // max(1, self._active)
+        count = max(1, min(share, len(frames) // self.min_run_frames))
         bounds = [len(frames) * k // count for k in range(count + 1)]
         runs = [frames[lo:hi] for lo, hi in itertools.pairwise(bounds)]
         futures = [
@@ -419,6 +478,12 @@ class NvdecBackend(FrameBackend):
     def close(self) -> None:
         """See :meth:`FrameBackend.close`."""
         self._index.close()
+        with self._index_lock:
+            self._file_facts.clear()
+            fallbacks, self._fallbacks = self._fallbacks, []
+        for pyav in fallbacks:
+            pyav.close()
+        self._request = threading.local()
         self._pool.shutdown(wait=True)
         self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="nvdec")
         self._next_gpu = itertools.count()

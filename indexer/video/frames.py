@@ -212,6 +212,9 @@ class FrameBackend(abc.ABC):
     name: ClassVar[str]
     # Decoder processes worth running at once (0: as many as the pool is given).
     max_processes: ClassVar[int] = 0
+    # Requests one process decodes at once, each on its own thread of the process (the
+    # backend's read must then be safe to call from several threads); 1: one at a time.
+    concurrent_requests: ClassVar[int] = 1
     # The backend of decoder processes beside the shared pool (probing, refinement)
     # where this one should run no more processes ("": this one).
     side_backend: ClassVar[str] = ""

@@ -11,12 +11,13 @@ import math
 import mmap
 import multiprocessing
 import os
+import queue
 import signal
 import stat
 import sys
 import tempfile
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from multiprocessing import reduction
 from multiprocessing.connection import Connection
@@ -62,11 +63,17 @@ def _anonymous_file(name: str) -> int:
 
 
 def _worker_main(
-    conn: Connection, backend_cls: type[FrameBackend], nice: int = 0, codec_threads: int = 0
+    conns: Sequence[Connection],
+    backend_cls: type[FrameBackend],
+    nice: int = 0,
+    codec_threads: int = 0,
 ) -> None:
     """Serve probe and read requests until told to stop, the parent goes away or the backend breaks.
 
-    Each reply is ``(kind, detail, broken)``: ``broken`` is the backend's
+    ``conns`` are the request channels, one per request the process decodes at once
+    (:attr:`~FrameBackend.concurrent_requests`), each served by its own thread with its
+    own frame buffer; the first also carries the start-up handshake and ``stop``. Each
+    reply is ``(kind, detail, broken)``: ``broken`` is the backend's
     :attr:`~FrameBackend.broken`, after which this process exits. ``nice`` is added to
     this process's niceness first; ``codec_threads`` (when not 0) is the backend's
     :attr:`~FrameBackend.codec_threads`.
@@ -76,67 +83,103 @@ def _worker_main(
         Path("/proc/self/comm").write_text(PROCESS_NAME)
     if nice:
         os.nice(nice)
+    first = conns[0]
     try:
         backend = backend_cls()
         if codec_threads:
             backend.codec_threads = codec_threads
     except Exception as exc:
-        conn.send(("fatal", f"{type(exc).__name__}: {exc}"))
+        first.send(("fatal", f"{type(exc).__name__}: {exc}"))
         return
-    conn.send(("ready", None))
-    buffer_fd = -1
-    buffer: mmap.mmap | None = None
-    while True:
-        try:
-            message = conn.recv()
-        except (EOFError, OSError):
-            break
-        op = message[0]
-        if op == "stop":
-            break
-        if op == "fds":
-            # Frames go into buffer_fd; our stderr (FFmpeg's log) into log_fd.
-            buffer_fd = reduction.recv_handle(conn)
-            log_fd = reduction.recv_handle(conn)
-            sys.stderr.flush()
-            os.dup2(log_fd, 2)
-            os.close(log_fd)
-            continue
-        with contextlib.suppress(OSError):
-            os.ftruncate(2, 0)
-            os.lseek(2, 0, os.SEEK_SET)
-        try:
-            if op == "probe":
-                reply: Any = backend.probe(message[1])
-            elif op == "read":
-                _, path, indices, (h, w), nbytes, skip = message
-                if buffer is None or len(buffer) < nbytes:
-                    if buffer is not None:
-                        buffer.close()
-                    buffer = mmap.mmap(buffer_fd, nbytes)
-                out = np.ndarray((len(indices), h, w, 3), dtype=np.uint8, buffer=buffer)
-                try:
-                    missing = backend.read(path, indices, (h, w), out, skip_errors=skip)
-                finally:
-                    del out
-                reply = (missing, backend.decoded_by or backend.name)
-            else:
-                raise ValueError(f"unknown request {op!r}")
-            answer: tuple[str, Any] = ("ok", reply)
-        except VideoError as exc:
-            answer = ("error", str(exc))
-        except Exception as exc:
-            answer = ("error", f"{type(exc).__name__}: {_clean_message(str(exc))}")
-        # Read once: a decoder thread still running may set it after this.
-        broken = backend.broken
-        try:
-            conn.send((*answer, broken))
-        finally:
-            sys.stderr.flush()
-        if broken:
-            break  # answered: the parent starts a fresh process for the next request
+    first.send(("ready", None))
+    try:
+        first.recv()  # ("fds",): one frame buffer per channel, then the log
+        buffer_fds = [reduction.recv_handle(first) for _ in conns]
+        log_fd = reduction.recv_handle(first)
+    except (EOFError, OSError):
+        return
+    # Our stderr (FFmpeg's log) goes into log_fd.
+    sys.stderr.flush()
+    os.dup2(log_fd, 2)
+    os.close(log_fd)
+    server = _Server(backend)
+    threads = [
+        threading.Thread(target=server.serve, args=(conn, fd), daemon=True, name=f"request-{k}")
+        for k, (conn, fd) in enumerate(zip(conns, buffer_fds, strict=True))
+    ]
+    for thread in threads:
+        thread.start()
+    server.done.wait()
     with contextlib.suppress(Exception):
         backend.close()
+
+
+class _Server:
+    """The worker process's request loop, run on one thread per request channel."""
+
+    def __init__(self, backend: FrameBackend) -> None:
+        self.backend = backend
+        self.done = threading.Event()  # stop, the parent gone, or the backend broken
+        self._lock = threading.Lock()
+        self._active = 0  # requests being served
+
+    def serve(self, conn: Connection, buffer_fd: int) -> None:
+        """Answer ``conn``'s requests, frames into ``buffer_fd``, until the process is done."""
+        try:
+            self._serve(conn, buffer_fd)
+        finally:
+            self.done.set()
+
+    def _serve(self, conn: Connection, buffer_fd: int) -> None:
+        backend = self.backend
+        buffer: mmap.mmap | None = None
+        while True:
+            try:
+                message = conn.recv()
+            except (EOFError, OSError):
+                return
+            op = message[0]
+            if op == "stop":
+                return
+            with self._lock:
+                if not self._active:  # the log shows this request's lines (and any beside it)
+                    with contextlib.suppress(OSError):
+                        os.ftruncate(2, 0)
+                        os.lseek(2, 0, os.SEEK_SET)
+                self._active += 1
+            try:
+                if op == "probe":
+                    reply: Any = backend.probe(message[1])
+                elif op == "read":
+                    _, path, indices, (h, w), nbytes, skip = message
+                    if buffer is None or len(buffer) < nbytes:
+                        if buffer is not None:
+                            buffer.close()
+                        buffer = mmap.mmap(buffer_fd, nbytes)
+                    out = np.ndarray((len(indices), h, w, 3), dtype=np.uint8, buffer=buffer)
+                    try:
+                        missing = backend.read(path, indices, (h, w), out, skip_errors=skip)
+                    finally:
+                        del out
+                    reply = (missing, backend.decoded_by or backend.name)
+                else:
+                    raise ValueError(f"unknown request {op!r}")
+                answer: tuple[str, Any] = ("ok", reply)
+            except VideoError as exc:
+                answer = ("error", str(exc))
+            except Exception as exc:
+                answer = ("error", f"{type(exc).__name__}: {_clean_message(str(exc))}")
+            finally:
+                with self._lock:
+                    self._active -= 1
+            # Read once: a decoder thread still running may set it after this.
+            broken = backend.broken
+            try:
+                conn.send((*answer, broken))
+            finally:
+                sys.stderr.flush()
+            if broken:
+                return  # answered: the parent starts a fresh process for the next request
 
 
 def resolve_backend(backend: str | type[FrameBackend]) -> type[FrameBackend]:
@@ -230,13 +273,31 @@ def _spans(indices: Sequence[int]) -> str:
     return text + (", ..." if len(runs) > 5 else "")
 
 
-class DecodeWorker:
-    """A decode worker process with its frame buffer and log; restarts itself after failures.
+@dataclass(eq=False)
+class _Channel:
+    """One of a worker's request channels: its frame buffer and its end of the pipe.
 
-    One worker serves any number of files, one request at a time (calls from
-    several threads are serialised). Each request has a deadline: a worker that
-    misses it is killed and :class:`DecodeTimeout` raised; one that dies gives
-    :class:`VideoError` naming the signal. A backend that can decode no more in
+    ``generation`` is the worker process the pipe leads to; a channel whose
+    process was replaced takes the new process's pipe on its next request.
+    """
+
+    number: int
+    buffer_fd: int
+    buffer: mmap.mmap | None = None
+    capacity: int = 0
+    conn: Connection | None = None
+    generation: int = -1
+
+
+class DecodeWorker:
+    """A decode worker process with its frame buffers and log; restarts itself after failures.
+
+    One worker serves any number of files and decodes up to ``requests`` requests at
+    once (the backend's :attr:`~FrameBackend.concurrent_requests`, 1 for the CPU
+    backends; calls beyond that wait for a channel). Each request has a deadline: a
+    worker that misses it is killed and :class:`DecodeTimeout` raised; one that dies
+    gives :class:`VideoError` naming the signal (requests running beside it at the
+    time fail the same way). A backend that can decode no more in
     its process (:attr:`FrameBackend.broken`: a CUDA error that broke the CUDA
     context) answers its request, then its process exits, and the request fails
     as a crash does (in skip mode it is retried on a fresh process, in halves,
@@ -252,6 +313,7 @@ class DecodeWorker:
         start_timeout: float = DEFAULT_START_TIMEOUT,
         nice: int = 0,
         codec_threads: int = 0,
+        requests: int = 0,
     ) -> None:
         """Prepare a worker; the process starts on the first request.
 
@@ -260,27 +322,40 @@ class DecodeWorker:
         ``nice`` (0-19) is added to the process's niceness, so that it yields the
         cores to processes that want them more (e.g. ingestion's decoders to
         search refinement's); ``codec_threads`` (0: the backend's own) is how many
-        threads each decode uses where the backend takes a number (PyAV).
+        threads each decode uses where the backend takes a number (PyAV);
+        ``requests`` (0: the backend's :attr:`~FrameBackend.concurrent_requests`) is
+        how many requests the process decodes at once.
         """
         if not 0 <= nice <= 19:
             raise ValueError(f"nice must be 0-19, got {nice}")
         if codec_threads < 0:
             raise ValueError(f"codec_threads must be >= 0, got {codec_threads}")
+        if requests < 0:
+            raise ValueError(f"requests must be >= 0 (0: the backend's), got {requests}")
         self.backend = resolve_backend(backend)
         self.start_timeout = start_timeout
         self.nice = nice
         self.codec_threads = codec_threads
-        # The backend that decoded the last read's frames: this one, or the one it
-        # handed the file to (NVDEC's process decodes with PyAV when it must).
-        self.decoded_by = self.backend.name
-        self._lock = threading.Lock()
+        self.requests = requests or max(1, self.backend.concurrent_requests)
+        self._local = threading.local()  # each calling thread's last decoded_by
+        self._lock = threading.Lock()  # the process: starting, replacing, closing it
         self._proc: BaseProcess | None = None
-        self._conn: Connection | None = None
-        self._buffer_fd = _anonymous_file("vidseek-frames")
+        self._generation = 0  # processes started so far
+        self._conns: list[Connection] = []  # the running process's pipes, by channel
+        self._channels = [
+            _Channel(k, _anonymous_file("vidseek-frames")) for k in range(self.requests)
+        ]
+        self._free: queue.SimpleQueue[_Channel] = queue.SimpleQueue()
+        for channel in self._channels:
+            self._free.put(channel)
         self._log_fd = _anonymous_file("vidseek-decode-log")
-        self._buffer: mmap.mmap | None = None
-        self._capacity = 0
         self._closed = False
+
+    @property
+    def decoded_by(self) -> str:
+        """The backend that decoded the calling thread's last read: this one, or the one
+        it handed the file to (NVDEC's process decodes with PyAV when it must)."""
+        return getattr(self._local, "decoded_by", self.backend.name)
 
     def __enter__(self) -> DecodeWorker:
         return self
@@ -304,13 +379,25 @@ class DecodeWorker:
         proc = self._proc
         return proc.pid if proc is not None and proc.is_alive() else None
 
+    @contextlib.contextmanager
+    def _channel(self) -> Iterator[_Channel]:
+        """A free request channel, for the duration of one request."""
+        self._check_open()
+        channel = self._free.get()
+        try:
+            self._check_open()
+            yield channel
+        finally:
+            self._free.put(channel)
+
     def probe(self, path: str | os.PathLike[str], *, timeout: float) -> VideoInfo:
         """Probe a video (see :func:`probe`)."""
         path = os.fspath(path)
-        with self._lock:
-            self._check_open()
+        with self._channel() as channel:
             _check_file(path)
-            info = self._call(("probe", path), path=path, timeout=timeout, action="probing")
+            info = self._call(
+                channel, ("probe", path), path=path, timeout=timeout, action="probing"
+            )
         assert isinstance(info, VideoInfo)
         _validate_info(path, info)
         return info
@@ -366,15 +453,16 @@ class DecodeWorker:
             return empty if on_error == "raise" else DecodedFrames(empty, (), ())
         unique, inverse = np.unique(wanted, return_inverse=True)
         inverse = inverse.ravel()
-        with self._lock:
-            self.decoded_by = self.backend.name  # a request that fails is this backend's
-            self._check_open()
+        self._local.decoded_by = self.backend.name  # a request that fails is this backend's
+        with self._channel() as channel:
             _check_file(path)
             if on_error == "raise":
-                frames, _ = self._read_unique(path, unique.tolist(), h, w, timeout, skip=False)
+                frames, _ = self._read_unique(
+                    channel, path, unique.tolist(), h, w, timeout, skip=False
+                )
                 return frames if np.array_equal(unique, wanted) else frames[inverse]
             frames, missing = self._read_skipping(
-                path, unique.tolist(), h, w, timeout, [_SKIP_CRASH_BUDGET]
+                channel, path, unique.tolist(), h, w, timeout, [_SKIP_CRASH_BUDGET]
             )
         decoded = np.isin(wanted, list(missing), invert=True)
         keep = inverse[decoded]
@@ -393,26 +481,42 @@ class DecodeWorker:
         )
 
     def _read_unique(
-        self, path: str, unique: list[int], h: int, w: int, timeout: float, *, skip: bool
+        self,
+        channel: _Channel,
+        path: str,
+        unique: list[int],
+        h: int,
+        w: int,
+        timeout: float,
+        *,
+        skip: bool,
     ) -> tuple[Frames, dict[int, str]]:
         """One request for sorted unique indices: a copy of the frames, and what is missing."""
         nbytes = len(unique) * h * w * 3
         span = f"{len(unique)} frames ({unique[0]}..{unique[-1]}) at {w}x{h}"
-        self._reserve(nbytes)
-        missing, self.decoded_by = self._call(
+        self._reserve(channel, nbytes)
+        missing, self._local.decoded_by = self._call(
+            channel,
             ("read", path, unique, (h, w), nbytes, skip),
             path=path,
             timeout=timeout,
             action=f"decoding {span}",
         )
-        assert isinstance(missing, dict) and self._buffer is not None
-        view: Frames = np.ndarray((len(unique), h, w, 3), dtype=np.uint8, buffer=self._buffer)
+        assert isinstance(missing, dict) and channel.buffer is not None
+        view: Frames = np.ndarray((len(unique), h, w, 3), dtype=np.uint8, buffer=channel.buffer)
         frames = view.copy()
         del view  # a live view would keep the buffer from being resized or closed
         return frames, missing
 
     def _read_skipping(
-        self, path: str, unique: list[int], h: int, w: int, timeout: float, budget: list[int]
+        self,
+        channel: _Channel,
+        path: str,
+        unique: list[int],
+        h: int,
+        w: int,
+        timeout: float,
+        budget: list[int],
     ) -> tuple[Frames, dict[int, str]]:
         """``_read_unique`` in skip mode; a crashed worker is retried on halves of the request.
 
@@ -421,7 +525,7 @@ class DecodeWorker:
         costs a whole deadline each time, so :class:`DecodeTimeout` propagates.
         """
         try:
-            return self._read_unique(path, unique, h, w, timeout, skip=True)
+            return self._read_unique(channel, path, unique, h, w, timeout, skip=True)
         except _WorkerDied as exc:
             if len(unique) == 1 or budget[0] <= 0:
                 frames = np.zeros((len(unique), h, w, 3), dtype=np.uint8)
@@ -429,78 +533,94 @@ class DecodeWorker:
                 return frames, {index: reason for index in unique}
             budget[0] -= 1
         half = len(unique) // 2
-        first, lost_first = self._read_skipping(path, unique[:half], h, w, timeout, budget)
-        second, lost_second = self._read_skipping(path, unique[half:], h, w, timeout, budget)
+        first, lost_first = self._read_skipping(channel, path, unique[:half], h, w, timeout, budget)
+        second, lost_second = self._read_skipping(
+            channel, path, unique[half:], h, w, timeout, budget
+        )
         return np.concatenate([first, second]), {**lost_first, **lost_second}
 
     def close(self) -> None:
-        """Stop the process and free the buffers. Idempotent."""
+        """Stop the process and free the buffers. Idempotent; requests waiting for a
+        channel fail."""
         with self._lock:
             if self._closed:
                 return
             self._closed = True
-            if self._conn is not None and self._proc is not None:
+            if self._conns and self._proc is not None:
                 with contextlib.suppress(OSError):
-                    self._conn.send(("stop",))
+                    self._conns[0].send(("stop",))
                 self._proc.join(2)
             self._kill()
-            if self._buffer is not None:
-                with contextlib.suppress(BufferError):
-                    self._buffer.close()
-                self._buffer = None
-            for fd in (self._buffer_fd, self._log_fd):
+            for conn in self._conns:
+                conn.close()
+            self._conns = []
+            for channel in self._channels:
+                if channel.buffer is not None:
+                    with contextlib.suppress(BufferError):
+                        channel.buffer.close()
+                    channel.buffer = None
                 with contextlib.suppress(OSError):
-                    os.close(fd)
-
-    # -- internals; callers hold self._lock
+                    os.close(channel.buffer_fd)
+            with contextlib.suppress(OSError):
+                os.close(self._log_fd)
 
     def _check_open(self) -> None:
         if self._closed:
             raise ValueError("DecodeWorker is closed")
 
-    def _reserve(self, nbytes: int) -> None:
-        """Make the shared frame buffer at least ``nbytes`` long."""
-        if nbytes <= self._capacity:
+    @staticmethod
+    def _reserve(channel: _Channel, nbytes: int) -> None:
+        """Make ``channel``'s shared frame buffer at least ``nbytes`` long."""
+        if nbytes <= channel.capacity:
             return
         try:
-            os.ftruncate(self._buffer_fd, nbytes)
+            os.ftruncate(channel.buffer_fd, nbytes)
             if hasattr(os, "posix_fallocate"):
                 # Fail here, not with SIGBUS in the worker, when memory is short.
-                os.posix_fallocate(self._buffer_fd, 0, nbytes)
+                os.posix_fallocate(channel.buffer_fd, 0, nbytes)
         except OSError as exc:
             raise ResourceExhausted(
                 f"cannot reserve {nbytes / 2**20:.0f} MiB of shared memory for frames: "
                 f"{exc.strerror}"
             ) from None
-        if self._buffer is not None:
-            self._buffer.close()
-        self._buffer = mmap.mmap(self._buffer_fd, nbytes)
-        self._capacity = nbytes
+        if channel.buffer is not None:
+            channel.buffer.close()
+        channel.buffer = mmap.mmap(channel.buffer_fd, nbytes)
+        channel.capacity = nbytes
+
+    # -- the process; callers hold self._lock
 
     def _start(self) -> None:
         name = self.backend.name
         ctx = multiprocessing.get_context("spawn")
-        parent_conn, child_conn = ctx.Pipe(duplex=True)
+        pipes = [ctx.Pipe(duplex=True) for _ in self._channels]
         proc = ctx.Process(
             target=_worker_main,
-            args=(child_conn, self.backend, self.nice, self.codec_threads),
+            args=([child for _, child in pipes], self.backend, self.nice, self.codec_threads),
             name=f"vidseek-decode-{name}",
         )
         proc.daemon = True
         proc.start()
-        child_conn.close()
-        self._proc, self._conn = proc, parent_conn
+        for _, child in pipes:
+            child.close()
+        for channel, conn in zip(self._channels, self._conns, strict=False):
+            if channel.conn is not conn:  # a pipe its channel never took
+                conn.close()
+        self._generation += 1
+        self._proc, self._conns = proc, [parent for parent, _ in pipes]
+        first = self._conns[0]
         try:
-            if not parent_conn.poll(self.start_timeout):
+            if not first.poll(self.start_timeout):
                 raise VidseekError(
                     f"the {name} decoder process did not start within {self.start_timeout:g} s"
                 )
-            kind, detail = parent_conn.recv()
+            kind, detail = first.recv()
             if kind == "fatal":
                 raise ConfigError(f"video backend {name!r} is unavailable: {detail}")
-            parent_conn.send(("fds",))
-            reduction.send_handle(parent_conn, self._buffer_fd, proc.pid)
-            reduction.send_handle(parent_conn, self._log_fd, proc.pid)
+            first.send(("fds",))
+            for channel in self._channels:
+                reduction.send_handle(first, channel.buffer_fd, proc.pid)
+            reduction.send_handle(first, self._log_fd, proc.pid)
         except (EOFError, OSError):
             proc.join(5)
             reason = _describe_exit(proc.exitcode)
@@ -510,19 +630,40 @@ class DecodeWorker:
             self._kill()
             raise
 
-    def _kill(self) -> None:
-        """Kill the process (if any) and forget it."""
-        proc, conn = self._proc, self._conn
-        self._proc = self._conn = None
+    def _kill(self, generation: int | None = None) -> None:
+        """Kill the process (if any, and if it is still ``generation`` when given) and
+        forget it. The channels' pipes stay open (a request running on another thread
+        sees the process end) until each channel takes the next process's."""
+        if generation is not None and generation != self._generation:
+            return  # already replaced
+        proc = self._proc
+        self._proc = None
         if proc is not None:
             if proc.is_alive():
                 proc.kill()
             proc.join(5)
-        if conn is not None:
-            conn.close()
+
+    def _connect(self, channel: _Channel) -> tuple[BaseProcess, Connection, int]:
+        """The running process (started if none runs), ``channel``'s pipe to it and its
+        generation."""
+        with self._lock:
+            self._check_open()
+            if self._proc is not None and not self._proc.is_alive():
+                self._kill()
+            if self._proc is None:
+                self._start()
+            assert self._proc is not None
+            if channel.generation != self._generation:
+                if channel.conn is not None:
+                    channel.conn.close()
+                channel.conn = self._conns[channel.number]
+                channel.generation = self._generation
+            assert channel.conn is not None
+            return self._proc, channel.conn, self._generation
 
     def _log_tail(self) -> str:
-        """The last lines the worker (FFmpeg, decord) wrote to stderr during this request."""
+        """The last lines the worker (FFmpeg, decord) wrote to stderr during this request
+        (and during any beside it)."""
         try:
             size = os.fstat(self._log_fd).st_size
             data = os.pread(self._log_fd, _LOG_TAIL_BYTES, max(0, size - _LOG_TAIL_BYTES))
@@ -535,14 +676,18 @@ class DecodeWorker:
         log = self._log_tail()
         return f"{path}: {problem}" + (f" (decoder log: {log})" if log else "")
 
-    def _call(self, request: tuple[Any, ...], *, path: str, timeout: float, action: str) -> Any:
-        """Send one request and wait for its reply, turning every failure into an error."""
-        if self._proc is not None and not self._proc.is_alive():
-            self._kill()
-        if self._proc is None:
-            self._start()
-        proc, conn = self._proc, self._conn
-        assert proc is not None and conn is not None
+    def _call(
+        self,
+        channel: _Channel,
+        request: tuple[Any, ...],
+        *,
+        path: str,
+        timeout: float,
+        action: str,
+    ) -> Any:
+        """Send one request on ``channel`` and wait for its reply, turning every failure
+        into an error."""
+        proc, conn, generation = self._connect(channel)
         try:
             conn.send(request)
             answered = conn.poll(timeout)
@@ -550,15 +695,18 @@ class DecodeWorker:
         except (EOFError, OSError):
             proc.join(5)
             reason = _describe_exit(proc.exitcode)
-            self._kill()
+            with self._lock:
+                self._kill(generation)
             raise _WorkerDied(self._message(path, f"{reason} while {action}")) from None
         except BaseException:
             # Interrupted mid-request (KeyboardInterrupt...): a late reply would
-            # answer the next request, so this worker cannot be reused.
-            self._kill()
+            # answer the next request, so this process cannot be reused.
+            with self._lock:
+                self._kill(generation)
             raise
         if not answered:
-            self._kill()
+            with self._lock:
+                self._kill(generation)
             raise DecodeTimeout(
                 self._message(
                     path, f"the decoder did not answer within {timeout:g} s while {action}; killed"
@@ -569,7 +717,8 @@ class DecodeWorker:
             # The process exits after this answer: let it, forget it, and fail the
             # request as if it had crashed, so that it is retried on a fresh one.
             proc.join(2)
-            self._kill()
+            with self._lock:
+                self._kill(generation)
             raise _WorkerDied(self._message(path, f"{broken} while {action}"))
         if kind == "ok":
             return detail

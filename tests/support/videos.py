@@ -21,6 +21,7 @@ import dataclasses
 import importlib.util
 import os
 import signal
+import threading
 import time
 from collections.abc import Sequence
 from fractions import Fraction
@@ -322,6 +323,34 @@ class FaultyBackend(PyAVBackend):
         if HANG_INDEX in indices:
             time.sleep(3600)
         return super().read(path, indices, size, out, skip_errors=skip_errors)
+
+
+class PyAVInPairs(PyAVBackend):
+    """PyAV whose reads each wait (up to 30 s) for a second read beside them in the same
+    process, then decode on their own PyAV: it decodes only where a process serves two
+    requests at once (``concurrent_requests``)."""
+
+    name = "pyav-in-pairs"
+    concurrent_requests = 2
+    pair = threading.Barrier(2, timeout=30)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._own = threading.local()
+
+    def read(
+        self,
+        path: str,
+        indices: Sequence[int],
+        size: tuple[int, int],
+        out: Frames,
+        *,
+        skip_errors: bool = False,
+    ) -> dict[int, str]:
+        self.pair.wait()
+        pyav = getattr(self._own, "pyav", None) or PyAVBackend()
+        self._own.pyav = pyav
+        return pyav.read(path, indices, size, out, skip_errors=skip_errors)
 
 
 class DecordWithoutPyAV(DecordBackend):

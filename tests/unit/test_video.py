@@ -29,6 +29,7 @@ from tests.support.videos import (
     DecordWithoutPyAV,
     FaultyBackend,
     PyAVDecodingEveryFrame,
+    PyAVInPairs,
     available_codec,
     read_counter,
     region_color,
@@ -569,6 +570,47 @@ def test_hang_becomes_decode_timeout_and_crash_a_video_error(rgb_video: str, vid
         with pytest.raises(DecodeTimeout, match=r"hang-on-probe\.mp4.*probing"):
             faulty.probe(hanging, timeout=1.0)
         assert faulty.probe(rgb_video, timeout=30).frame_count == 180
+
+
+def test_a_worker_taking_two_requests_decodes_them_at_once_in_one_process(
+    rgb_video: str,
+) -> None:
+    # PyAVInPairs decodes only with a second read running beside it in its process.
+    with DecodeWorker(PyAVInPairs) as worker:
+        assert worker.requests == 2
+
+        def read(start: int) -> tuple[int | None, list[int]]:
+            frames = worker.read(rgb_video, [start, start + 9], 32, 64, timeout=60)
+            return worker.pid, [read_counter(f) for f in frames]
+
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            results = list(pool.map(read, [0, 1, 2, 3]))
+    assert [frames for _, frames in results] == [[k, k + 9] for k in range(4)]
+    assert len({pid for pid, _ in results}) == 1
+
+
+def test_a_hang_on_one_request_channel_leaves_the_other_free_then_both_go_on(
+    rgb_video: str,
+) -> None:
+    with DecodeWorker(FaultyBackend, requests=2) as faulty:
+        assert [read_counter(f) for f in faulty.read(rgb_video, [0], 32, 64, timeout=30)] == [0]
+        assert [read_counter(f) for f in faulty.read(rgb_video, [1], 32, 64, timeout=30)] == [1]
+        first_pid = faulty.pid
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            hanging = pool.submit(faulty.read, rgb_video, [HANG_INDEX], 32, 64, timeout=8.0)
+            # Served on the other channel while the first hangs.
+            beside = faulty.read(rgb_video, [2, 3], 32, 64, timeout=30)
+            assert not hanging.done()
+            with pytest.raises(DecodeTimeout):
+                hanging.result()
+        assert [read_counter(f) for f in beside] == [2, 3]
+        # Both channels take the new process's pipes.
+        for start in (20, 30, 40):  # clear of CRASH_INDEX and HANG_INDEX
+            frames = faulty.read(rgb_video, [start, start + 1], 32, 64, timeout=30)
+            assert [read_counter(f) for f in frames] == [start, start + 1]
+        assert faulty.pid not in (None, first_pid)
+    with pytest.raises(ValueError, match="requests must be >= 0"):
+        DecodeWorker("pyav", requests=-1)
 
 
 def test_reader_owns_and_stops_its_worker(rgb_video: str) -> None:

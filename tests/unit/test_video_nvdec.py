@@ -204,12 +204,47 @@ def test_a_decode_pool_of_nvdec_runs_one_process(h264):
 
     pool = DecodePool(NvdecOnCpu, 8)
     try:
-        assert pool.size == 1
+        assert pool.processes == 1 and pool.size == NvdecOnCpu.concurrent_requests
         frames = pool.submit(lambda w: w.read(h264, [4, 50], 48, 80, timeout=60)).result()
         assert [read_counter(f) for f in frames] == [4, 50]
     finally:
         pool.close()
-    assert DecodePool("pyav", 3).size == 3
+    pyav = DecodePool("pyav", 3)
+    assert pyav.size == pyav.processes == 3
+
+
+def test_nvdecs_process_decodes_the_pools_windows_at_once_each_on_its_own_thread(h264):
+    from vidseek.indexer.decode_pool import DecodePool
+
+    pool = DecodePool(NvdecOnCpu, 1)
+    starts = list(range(0, 2 * pool.size))
+
+    def read(worker: DecodeWorker, start: int) -> tuple[int | None, list[int], str]:
+        frames = worker.read(h264, list(range(start, start + 60)), 48, 80, timeout=60)
+        return worker.pid, [read_counter(f) for f in frames], worker.decoded_by
+
+    try:
+        futures = [pool.submit(lambda w, k=k: read(w, k)) for k in starts]
+        results = [f.result() for f in futures]
+    finally:
+        pool.close()
+    assert [frames for _, frames, _ in results] == [list(range(k, k + 60)) for k in starts]
+    assert len({pid for pid, _, _ in results}) == 1  # one process took them all
+    assert {by for _, _, by in results} == {"nvdec-on-cpu"}
+
+
+def test_a_window_is_split_over_its_share_of_the_threads(backend, h264):
+    indices = list(range(0, 120, 2))  # 60 frames: 8 runs when alone
+    _read(backend, h264, indices, (48, 80))
+    assert len(_batches()) == NvdecOnCpu.threads
+    fake_nvc.CALLS.clear()
+    backend._active = NvdecOnCpu.threads // 2 - 1  # two a request with this one
+    assert [read_counter(f) for f in _read(backend, h264, indices, (48, 80))] == indices
+    assert len(_batches()) == 2
+    fake_nvc.CALLS.clear()
+    backend._active = NvdecOnCpu.threads - 1  # the process full: the window whole
+    assert [read_counter(f) for f in _read(backend, h264, indices, (48, 80))] == indices
+    assert [frames for frames, _ in _batches()] == [indices]
 
 
 def test_a_pool_mixing_nvdec_and_pyav_decodes_on_both_from_one_queue(h264):
@@ -217,7 +252,8 @@ def test_a_pool_mixing_nvdec_and_pyav_decodes_on_both_from_one_queue(h264):
 
     pool = DecodePool([NvdecOnCpu, "pyav"], 3)
     try:
-        assert pool.size == 3  # NVDEC's one process and two of PyAV's
+        assert pool.processes == 3  # NVDEC's one process and two of PyAV's
+        assert pool.size == NvdecOnCpu.concurrent_requests + 2
 
         def read(worker, start: int):
             frames = worker.read(h264, [start, start + 30], 48, 80, timeout=60)
@@ -538,19 +574,31 @@ def test_a_worker_names_the_backend_that_decoded_each_request(h264, faults):
 
     pool = DecodePool(NvdecOnCpuRetryAtOnce, 1)
     try:
-        (worker,) = pool._workers
-        assert [read_counter(f) for f in _read_in(pool, h264, [1, 2])] == [1, 2]
-        assert worker.decoded_by == "nvdec-on-cpu"
+        frames, by = _read_naming(pool, h264, [1, 2])
+        assert [read_counter(f) for f in frames] == [1, 2] and by == "nvdec-on-cpu"
         fake_nvc.fail_once(faults, 40, "oom")
-        assert _read_in(pool, h264, _SPREAD, on_error="skip").complete
-        assert not list(faults.iterdir()) and worker.decoded_by == "pyav"
-        with pytest.raises(VideoError, match="past the end"):
-            _read_in(pool, h264, [120])
-        assert worker.decoded_by == "nvdec-on-cpu"
-        assert [read_counter(f) for f in _read_in(pool, h264, [5])] == [5]
-        assert worker.decoded_by == "nvdec-on-cpu"  # NVDEC again: no waiting here
+        result, by = _read_naming(pool, h264, _SPREAD, on_error="skip")
+        assert result.complete and not list(faults.iterdir()) and by == "pyav"
+        failed, by = _read_naming(pool, h264, [120])
+        assert "past the end" in str(failed) and by == "nvdec-on-cpu"
+        frames, by = _read_naming(pool, h264, [5])
+        assert [read_counter(f) for f in frames] == [5]
+        assert by == "nvdec-on-cpu"  # NVDEC again: no waiting here
     finally:
         pool.close()
+
+
+def _read_naming(pool, path: str, indices: list[int], **kwargs):
+    """A pool read (or its VideoError) and the backend its worker names for it, as the
+    calling thread sees it (what ingestion counts)."""
+
+    def read(worker: DecodeWorker):
+        try:
+            return worker.read(path, indices, 48, 80, timeout=60, **kwargs), worker.decoded_by
+        except VideoError as exc:
+            return exc, worker.decoded_by
+
+    return pool.submit(read).result()
 
 
 def _read_in(pool, path: str, indices: list[int], **kwargs):
@@ -604,14 +652,14 @@ def test_out_of_memory_sends_requests_to_pyav_for_a_while_and_keeps_the_process(
     h264, faults, warm_pool
 ):
     pool, first = warm_pool
-    (worker,) = pool._workers
     fake_nvc.fail_once(faults, 40, "oom")
-    result = _read_in(pool, h264, _SPREAD, on_error="skip")
+    result, by = _read_naming(pool, h264, _SPREAD, on_error="skip")
     assert not list(faults.iterdir())  # the batch failed; its frames were decoded with PyAV
     assert result.complete and [read_counter(f) for f in result.frames] == _SPREAD
-    assert worker.decoded_by == "pyav" and _pid(pool) == first
+    assert by == "pyav" and _pid(pool) == first
     # Within memory_retry_seconds the next request is PyAV's too: a fault left for
     # NVDEC's next batch is not taken.
     fake_nvc.fail_once(faults, 40, "sticky")
-    assert _read_in(pool, h264, _SPREAD, on_error="skip").complete
-    assert list(faults.iterdir()) and worker.decoded_by == "pyav" and _pid(pool) == first
+    result, by = _read_naming(pool, h264, _SPREAD, on_error="skip")
+    assert result.complete
+    assert list(faults.iterdir()) and by == "pyav" and _pid(pool) == first
