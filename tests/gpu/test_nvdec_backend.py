@@ -3,11 +3,12 @@
 Skipped without CUDA (tests/conftest.py). The counter that ``write_video`` draws in
 every frame shows which frame the hardware decoder returned for each index, through
 H.264 B-frames, keyframe seeks, display rotation, a window split over the decoder
-threads, 1080p and the decoder process.
+threads, windows of several files decoded at once, 1080p and the decoder process.
 """
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -56,6 +57,24 @@ def test_nvdec_splits_a_1080p_window_over_its_threads_in_order(workers, tmp_path
     indices = list(range(0, 300, 5))  # 60 frames: runs on 8 threads
     frames = nvdec.read(path, indices, 256, 448, timeout=300)
     assert [read_counter(f) for f in frames] == indices
+
+
+def test_nvdec_decodes_windows_of_several_files_at_once_each_whole(workers, tmp_path: Path):
+    nvdec, _ = workers
+    paths = [
+        write_video(tmp_path / f"f{k}.mp4", seconds=6, codec="libx264", gop=30 + 15 * k)
+        for k in range(3)
+    ]
+    work = [(path, list(range(start, start + 60, 2))) for start in (0, 40, 90) for path in paths]
+
+    def read(item: tuple[str, list[int]]) -> list[int]:
+        path, indices = item
+        return [read_counter(f) for f in nvdec.read(path, indices, 48, 80, timeout=300)]
+
+    assert nvdec.requests == 8
+    with ThreadPoolExecutor(max_workers=nvdec.requests) as pool:
+        got = list(pool.map(read, work))
+    assert got == [indices for _, indices in work]
 
 
 def test_nvdec_colours_of_an_hd_file_naming_no_matrix_are_ffmpegs(tmp_path: Path):
