@@ -7,6 +7,7 @@ deadlines, frames come back through shared memory (see the package docstring).
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import mmap
 import multiprocessing
@@ -51,6 +52,8 @@ PROCESS_NAME: Final = "vidseek-decode"
 _LOG_TAIL_BYTES: Final = 4096
 # Worker restarts one "skip" request may cost while it isolates crashing frames.
 _SKIP_CRASH_BUDGET: Final = 8
+# Log records a worker process keeps for its next reply (the latest, when more come).
+_RECORDS_KEPT: Final = 100
 
 
 def _anonymous_file(name: str) -> int:
@@ -73,8 +76,9 @@ def _worker_main(
     ``conns`` are the request channels, one per request the process decodes at once
     (:attr:`~FrameBackend.concurrent_requests`), each served by its own thread with its
     own frame buffer; the first also carries the start-up handshake and ``stop``. Each
-    reply is ``(kind, detail, broken)``: ``broken`` is the backend's
-    :attr:`~FrameBackend.broken`, after which this process exits. ``nice`` is added to
+    reply is ``(kind, detail, broken, records)``: ``broken`` is the backend's
+    :attr:`~FrameBackend.broken`, after which this process exits, and ``records`` the
+    warnings logged in the process since the last reply. ``nice`` is added to
     this process's niceness first; ``codec_threads`` (when not 0) is the backend's
     :attr:`~FrameBackend.codec_threads`.
     """
@@ -103,6 +107,7 @@ def _worker_main(
     os.dup2(log_fd, 2)
     os.close(log_fd)
     server = _Server(backend)
+    logging.getLogger().addHandler(server.records)
     threads = [
         threading.Thread(target=server.serve, args=(conn, fd), daemon=True, name=f"request-{k}")
         for k, (conn, fd) in enumerate(zip(conns, buffer_fds, strict=True))
@@ -114,11 +119,35 @@ def _worker_main(
         backend.close()
 
 
+class _Records(logging.Handler):
+    """The worker process's log records (warnings and worse), kept until a reply takes
+    them to the parent, which logs them where the service logs (the process's own
+    stderr is the decoder log of :class:`DecodeWorker`)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self._records: list[tuple[int, str, str]] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        with contextlib.suppress(Exception):
+            entry = (record.levelno, record.name, record.getMessage())
+            with self.lock or contextlib.nullcontext():
+                self._records.append(entry)
+                del self._records[:-_RECORDS_KEPT]
+
+    def drain(self) -> list[tuple[int, str, str]]:
+        """The records since the last call (level, logger name, message)."""
+        with self.lock or contextlib.nullcontext():
+            records, self._records = self._records, []
+        return records
+
+
 class _Server:
     """The worker process's request loop, run on one thread per request channel."""
 
     def __init__(self, backend: FrameBackend) -> None:
         self.backend = backend
+        self.records = _Records()
         self.done = threading.Event()  # stop, the parent gone, or the backend broken
         self._lock = threading.Lock()
         self._active = 0  # requests being served
@@ -175,7 +204,7 @@ class _Server:
             # Read once: a decoder thread still running may set it after this.
             broken = backend.broken
             try:
-                conn.send((*answer, broken))
+                conn.send((*answer, broken, self.records.drain()))
             finally:
                 sys.stderr.flush()
             if broken:
@@ -691,7 +720,9 @@ class DecodeWorker:
         try:
             conn.send(request)
             answered = conn.poll(timeout)
-            reply: tuple[str, Any, str] = conn.recv() if answered else ("", None, "")
+            reply: tuple[str, Any, str, list[tuple[int, str, str]]] = (
+                conn.recv() if answered else ("", None, "", [])
+            )
         except (EOFError, OSError):
             proc.join(5)
             reason = _describe_exit(proc.exitcode)
@@ -712,7 +743,9 @@ class DecodeWorker:
                     path, f"the decoder did not answer within {timeout:g} s while {action}; killed"
                 )
             )
-        kind, detail, broken = reply
+        kind, detail, broken, records = reply
+        for level, name, message in records:  # what the process logged, in our log
+            logging.getLogger(name).log(level, "%s (decoder process %s)", message, proc.pid)
         if broken:
             # The process exits after this answer: let it, forget it, and fail the
             # request as if it had crashed, so that it is retried on a fresh one.

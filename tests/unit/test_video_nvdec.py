@@ -649,11 +649,16 @@ def test_a_request_that_breaks_cuda_when_frames_must_all_decode_fails_naming_it(
 
 
 def test_out_of_memory_sends_requests_to_pyav_for_a_while_and_keeps_the_process(
-    h264, faults, warm_pool
+    h264, faults, warm_pool, caplog
 ):
     pool, first = warm_pool
     fake_nvc.fail_once(faults, 40, "oom")
-    result, by = _read_naming(pool, h264, _SPREAD, on_error="skip")
+    with caplog.at_level(logging.WARNING, logger="vidseek.indexer.video.backend_nvdec"):
+        result, by = _read_naming(pool, h264, _SPREAD, on_error="skip")
+    # The decoder process's warning reaches this process's log, naming the process.
+    (record,) = [r for r in caplog.records if "no GPU memory" in r.getMessage()]
+    assert record.levelno == logging.WARNING
+    assert f"(decoder process {first})" in record.getMessage()
     assert not list(faults.iterdir())  # the batch failed; its frames were decoded with PyAV
     assert result.complete and [read_counter(f) for f in result.frames] == _SPREAD
     assert by == "pyav" and _pid(pool) == first
