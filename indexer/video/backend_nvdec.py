@@ -175,6 +175,13 @@ class NvdecBackend(FrameBackend):
     # the engine beside it may hold the memory a while, and each try costs the
     # threads' decoders an open that fails.
     memory_retry_seconds: ClassVar[float] = 10.0
+    # Frames converted (resized, to RGB) at once. A window's float copies at full size
+    # take about 20 MB a 1080p frame, and with the process full each of its 8 threads
+    # converts a whole window (60 frames): about 9.6 GiB for the 8 threads at 1080p,
+    # kept by torch's allocator. On the H200 beside vLLM at 80% of the memory, the GPU
+    # filled up (26 GiB more than the engine's) and NVDEC ran out of memory. 16 at a
+    # time bounds the copies at about 2.6 GiB.
+    convert_frames: ClassVar[int] = 16
     # 8-bit 4:2:0 files decoded to NV12 and converted here with FFmpeg's matrix; off,
     # NVDEC converts to RGB itself (its matrix: BT.709 for HD when the file names none).
     native_output: ClassVar[bool] = True
@@ -406,30 +413,19 @@ class NvdecBackend(FrameBackend):
     def _decode(
         self, decoder: Any, frames: list[int], size: tuple[int, int], picture: _Picture
     ) -> Any:
-        """Frames ``frames`` as ``(N, h, w, 3)`` uint8 in host memory, upright, at ``size``."""
-        torch = self._torch
-        h, w = size
-        rotation = picture.rotation
-        coded = (w, h) if rotation in (90, 270) else (h, w)
+        """Frames ``frames`` as ``(N, h, w, 3)`` uint8 in host memory, upright, at ``size``,
+        converted :attr:`convert_frames` at a time."""
         try:
             decoded = decoder.get_batch_frames_by_index(frames)
             if len(decoded) != len(frames):
                 raise VideoError(f"NVDEC returned {len(decoded)} of {len(frames)} frames")
-            batch = torch.stack([torch.from_dlpack(f) for f in decoded])
-            shape = tuple(batch.shape)
-            if picture.native:
-                if batch.ndim != 3 or shape[1] % 3 or shape[1] * 2 // 3 % 2 or shape[2] % 2:
-                    # Not the NV12 plane expected: the file goes to PyAV (see read()).
-                    raise _CannotOpen(f"NVDEC returned frames of shape {shape}, not NV12")
-                x = self._nv12_to_rgb(batch, coded, picture)
-            else:
-                if batch.ndim != 4 or shape[-1] != 3:
-                    raise VideoError(f"NVDEC returned frames of shape {shape}, not N x H x W x 3")
-                x = self._resize(batch.permute(0, 3, 1, 2).float(), coded)
-            if rotation:
-                x = torch.rot90(x, rotation // 90, dims=(2, 3))
-            x = x.round_().clamp_(0, 255).to(torch.uint8)
-            return x.permute(0, 2, 3, 1).contiguous().cpu().numpy()
+            step = max(1, self.convert_frames)
+            return np.concatenate(
+                [
+                    self._convert(decoded[k : k + step], size, picture)
+                    for k in range(0, len(decoded), step)
+                ]
+            )
         except (VideoError, _CannotOpen):
             raise
         except Exception as exc:  # CUDA errors: this request's frames only
@@ -437,6 +433,28 @@ class NvdecBackend(FrameBackend):
                 raise _NoGpuMemory(_clean_message(str(exc))) from None
             broken = self._breaks_cuda(exc)
             raise VideoError(self.broken if broken else _clean_message(str(exc))) from None
+
+    def _convert(self, decoded: Sequence[Any], size: tuple[int, int], picture: _Picture) -> Any:
+        """Decoded frames (DLPack, in device memory) as ``(N, h, w, 3)`` uint8 host frames."""
+        torch = self._torch
+        h, w = size
+        rotation = picture.rotation
+        coded = (w, h) if rotation in (90, 270) else (h, w)
+        batch = torch.stack([torch.from_dlpack(f) for f in decoded])
+        shape = tuple(batch.shape)
+        if picture.native:
+            if batch.ndim != 3 or shape[1] % 3 or shape[1] * 2 // 3 % 2 or shape[2] % 2:
+                # Not the NV12 plane expected: the file goes to PyAV (see read()).
+                raise _CannotOpen(f"NVDEC returned frames of shape {shape}, not NV12")
+            x = self._nv12_to_rgb(batch, coded, picture)
+        else:
+            if batch.ndim != 4 or shape[-1] != 3:
+                raise VideoError(f"NVDEC returned frames of shape {shape}, not N x H x W x 3")
+            x = self._resize(batch.permute(0, 3, 1, 2).float(), coded)
+        if rotation:
+            x = torch.rot90(x, rotation // 90, dims=(2, 3))
+        x = x.round_().clamp_(0, 255).to(torch.uint8)
+        return x.permute(0, 2, 3, 1).contiguous().cpu().numpy()
 
     def _resize(self, x: Any, size: tuple[int, int]) -> Any:
         """``(N, C, H, W)`` float frames at ``size`` (bilinear, antialiased)."""

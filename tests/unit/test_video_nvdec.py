@@ -233,6 +233,23 @@ def test_nvdecs_process_decodes_the_pools_windows_at_once_each_on_its_own_thread
     assert {by for _, _, by in results} == {"nvdec-on-cpu"}
 
 
+def test_a_whole_window_is_converted_a_few_frames_at_a_time(backend, h264, monkeypatch):
+    converted: list[int] = []
+    convert = backend._nv12_to_rgb
+
+    def counting(batch, size, picture):
+        converted.append(len(batch))
+        return convert(batch, size, picture)
+
+    monkeypatch.setattr(backend, "_nv12_to_rgb", counting)
+    backend._active = NvdecOnCpu.threads - 1  # the process full: the window whole
+    indices = list(range(0, 120, 2))
+    assert [read_counter(f) for f in _read(backend, h264, indices, (48, 80))] == indices
+    assert [frames for frames, _ in _batches()] == [indices]  # one run from the decoder
+    step = NvdecOnCpu.convert_frames
+    assert converted == [step] * (60 // step) + [60 % step] * bool(60 % step)
+
+
 def test_a_window_is_split_over_its_share_of_the_threads(backend, h264):
     indices = list(range(0, 120, 2))  # 60 frames: 8 runs when alone
     _read(backend, h264, indices, (48, 80))
