@@ -172,7 +172,7 @@ class Settings:
     decode_processes: int = _s(
         0,
         "Decoder processes shared by all ingest jobs (0: three quarters of the cores, one "
-        "left at least; 'nvdec' runs one, decoding on several threads).",
+        "left at least; 'nvdec' runs one, decoding 8 windows at once on its threads).",
     )
     decode_nice: int = _s(
         5,

@@ -148,9 +148,10 @@ class NvdecBackend(FrameBackend):
     module: ClassVar[str] = "PyNvVideoCodec"
     threads: ClassVar[int] = 8  # a GPU's decoders decoding at once
     # Requests (windows) the process takes at once; alone, a request is split over
-    # every thread. On the H200, 8 threads decoding a whole window each did 1.6-1.9x
-    # (360p) and 1.4x (1080p) the work of windows split over them one at a time
-    # (benchmarks/nvdec_decode.py).
+    # every thread. On the H200 (benchmarks/nvdec_decode.py, 4 files taking turns), 8
+    # at once decoded 1.59x (360p) and 1.55x (1080p) as much as one at a time split
+    # over the threads, and end to end beside 11 PyAV processes 2.38 windows a second
+    # against about 0.55.
     concurrent_requests: ClassVar[int] = 8
     gpu_count: ClassVar[int | None] = None  # GPUs decoding; None: every visible GPU
     # Fewest frames a thread is given: each run decodes from the keyframe before it.
