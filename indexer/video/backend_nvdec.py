@@ -496,8 +496,8 @@ class NvdecBackend(FrameBackend):
 
     def close(self) -> None:
         """See :meth:`FrameBackend.close`."""
-        self._index.close()
         with self._index_lock:
+            self._index.close()
             self._file_facts.clear()
             fallbacks, self._fallbacks = self._fallbacks, []
         for pyav in fallbacks:

@@ -50,6 +50,7 @@ DEFAULT_START_TIMEOUT: Final = 180.0
 # benchmarks' CPU accounting.
 PROCESS_NAME: Final = "vidseek-decode"
 _LOG_TAIL_BYTES: Final = 4096
+_LOG_MAX_BYTES: Final = 2**20
 # Worker restarts one "skip" request may cost while it isolates crashing frames.
 _SKIP_CRASH_BUDGET: Final = 8
 # Log records a worker process keeps for its next reply (the latest, when more come).
@@ -115,8 +116,9 @@ def _worker_main(
     for thread in threads:
         thread.start()
     server.done.wait()
-    with contextlib.suppress(Exception):
-        backend.close()
+    if not backend.broken:  # broken: other requests may still be running; just exit
+        with contextlib.suppress(Exception):
+            backend.close()
 
 
 class _Records(logging.Handler):
@@ -171,8 +173,10 @@ class _Server:
             if op == "stop":
                 return
             with self._lock:
-                if not self._active:  # the log shows this request's lines (and any beside it)
-                    with contextlib.suppress(OSError):
+                # The log shows this request's lines (and any beside it); under steady
+                # load it is also cut once long (only its tail is read).
+                with contextlib.suppress(OSError):
+                    if not self._active or os.fstat(2).st_size > _LOG_MAX_BYTES:
                         os.ftruncate(2, 0)
                         os.lseek(2, 0, os.SEEK_SET)
                 self._active += 1
@@ -290,6 +294,11 @@ class _WorkerDied(VideoError):
     backend broke (:attr:`FrameBackend.broken`) and the process was replaced."""
 
 
+class _DiedBeside(_WorkerDied):
+    """The worker process died while other requests were in flight in it: any of them
+    (or another channel's deadline) may have been the cause."""
+
+
 def _spans(indices: Sequence[int]) -> str:
     """``"3, 7..9"`` for ``[3, 7, 8, 9]``: runs of consecutive indices, the first few."""
     runs: list[list[int]] = []
@@ -300,6 +309,43 @@ def _spans(indices: Sequence[int]) -> str:
             runs.append([index, index])
     text = ", ".join(f"{a}" if a == b else f"{a}..{b}" for a, b in runs[:5])
     return text + (", ..." if len(runs) > 5 else "")
+
+
+class _Gate:
+    """Requests run side by side (:meth:`shared`) or one alone (:meth:`alone`): a
+    request waiting to run alone lets those running finish and holds back new ones."""
+
+    def __init__(self) -> None:
+        self._changed = threading.Condition()
+        self._shared = 0  # requests running side by side
+        self._alone = 0  # requests running or waiting to run alone
+        self._one = threading.Lock()  # the request running alone
+
+    @contextlib.contextmanager
+    def shared(self) -> Iterator[None]:
+        with self._changed:
+            self._changed.wait_for(lambda: not self._alone)
+            self._shared += 1
+        try:
+            yield
+        finally:
+            with self._changed:
+                self._shared -= 1
+                self._changed.notify_all()
+
+    @contextlib.contextmanager
+    def alone(self) -> Iterator[None]:
+        with self._changed:
+            self._alone += 1
+        try:
+            with self._changed:
+                self._changed.wait_for(lambda: not self._shared)
+            with self._one:
+                yield
+        finally:
+            with self._changed:
+                self._alone -= 1
+                self._changed.notify_all()
 
 
 @dataclass(eq=False)
@@ -379,6 +425,10 @@ class DecodeWorker:
             self._free.put(channel)
         self._log_fd = _anonymous_file("vidseek-decode-log")
         self._closed = False
+        self._in_flight = 0  # requests sent and not yet answered (under _lock)
+        self._gate = _Gate()  # requests at once, or one alone (see _call)
+        # Requests in flight when each dead process's death was first seen.
+        self._in_flight_at_death: dict[int, int] = {}
 
     @property
     def decoded_by(self) -> str:
@@ -569,21 +619,25 @@ class DecodeWorker:
         return np.concatenate([first, second]), {**lost_first, **lost_second}
 
     def close(self) -> None:
-        """Stop the process and free the buffers. Idempotent; requests waiting for a
-        channel fail."""
+        """Stop the process and free the buffers, once the requests in flight have been
+        answered (each within its deadline). Idempotent; requests not yet started fail."""
         with self._lock:
             if self._closed:
                 return
             self._closed = True
+        for _ in self._channels:  # each one free: no request is using it
+            self._free.get()
+        with self._lock:
             if self._conns and self._proc is not None:
                 with contextlib.suppress(OSError):
                     self._conns[0].send(("stop",))
                 self._proc.join(2)
             self._kill()
-            for conn in self._conns:
+            for conn in {*self._conns, *(c.conn for c in self._channels if c.conn is not None)}:
                 conn.close()
             self._conns = []
             for channel in self._channels:
+                channel.conn = None
                 if channel.buffer is not None:
                     with contextlib.suppress(BufferError):
                         channel.buffer.close()
@@ -688,6 +742,7 @@ class DecodeWorker:
                 channel.conn = self._conns[channel.number]
                 channel.generation = self._generation
             assert channel.conn is not None
+            self._in_flight += 1  # until answered (see _call_once)
             return self._proc, channel.conn, self._generation
 
     def _log_tail(self) -> str:
@@ -715,47 +770,78 @@ class DecodeWorker:
         action: str,
     ) -> Any:
         """Send one request on ``channel`` and wait for its reply, turning every failure
-        into an error."""
+        into an error. A request whose process died while others were in flight in it
+        (any of them may have caused it, or another's deadline) is sent once more, alone
+        in the process, before its death counts as its own."""
+        try:
+            with self._gate.shared():
+                return self._call_once(channel, request, path=path, timeout=timeout, action=action)
+        except _DiedBeside:
+            with self._gate.alone():
+                return self._call_once(channel, request, path=path, timeout=timeout, action=action)
+
+    def _call_once(
+        self,
+        channel: _Channel,
+        request: tuple[Any, ...],
+        *,
+        path: str,
+        timeout: float,
+        action: str,
+    ) -> Any:
         proc, conn, generation = self._connect(channel)
         try:
-            conn.send(request)
-            answered = conn.poll(timeout)
-            reply: tuple[str, Any, str, list[tuple[int, str, str]]] = (
-                conn.recv() if answered else ("", None, "", [])
-            )
-        except (EOFError, OSError):
-            proc.join(5)
-            reason = _describe_exit(proc.exitcode)
-            with self._lock:
-                self._kill(generation)
-            raise _WorkerDied(self._message(path, f"{reason} while {action}")) from None
-        except BaseException:
-            # Interrupted mid-request (KeyboardInterrupt...): a late reply would
-            # answer the next request, so this process cannot be reused.
-            with self._lock:
-                self._kill(generation)
-            raise
-        if not answered:
-            with self._lock:
-                self._kill(generation)
-            raise DecodeTimeout(
-                self._message(
-                    path, f"the decoder did not answer within {timeout:g} s while {action}; killed"
+            try:
+                conn.send(request)
+                answered = conn.poll(timeout)
+                reply: tuple[str, Any, str, list[tuple[int, str, str]]] = (
+                    conn.recv() if answered else ("", None, "", [])
                 )
-            )
-        kind, detail, broken, records = reply
-        for level, name, message in records:  # what the process logged, in our log
-            logging.getLogger(name).log(level, "%s (decoder process %s)", message, proc.pid)
-        if broken:
-            # The process exits after this answer: let it, forget it, and fail the
-            # request as if it had crashed, so that it is retried on a fresh one.
-            proc.join(2)
+            except (EOFError, OSError):
+                proc.join(5)
+                reason = _describe_exit(proc.exitcode)
+                beside = self._died(generation)
+                died = _DiedBeside if beside else _WorkerDied
+                raise died(self._message(path, f"{reason} while {action}")) from None
+            except BaseException:
+                # Interrupted mid-request (KeyboardInterrupt...): a late reply would
+                # answer the next request, so this process cannot be reused.
+                self._died(generation)
+                raise
+            if not answered:
+                self._died(generation)
+                raise DecodeTimeout(
+                    self._message(
+                        path,
+                        f"the decoder did not answer within {timeout:g} s while {action}; killed",
+                    )
+                )
+            kind, detail, broken, records = reply
+            for level, name, message in records:  # what the process logged, in our log
+                logging.getLogger(name).log(level, "%s (decoder process %s)", message, proc.pid)
+            if broken:
+                # The process exits after this answer: let it, forget it, and fail the
+                # request as if it had crashed, so that it is retried on a fresh one.
+                proc.join(2)
+                self._died(generation)
+                raise _WorkerDied(self._message(path, f"{broken} while {action}"))
+        finally:
             with self._lock:
-                self._kill(generation)
-            raise _WorkerDied(self._message(path, f"{broken} while {action}"))
+                self._in_flight -= 1
         if kind == "ok":
             return detail
         raise VideoError(self._message(path, str(detail)))
+
+    def _died(self, generation: int) -> bool:
+        """Note that process ``generation`` died or is being killed, and kill it if it is
+        still the running one: whether other requests were in flight in it then (the
+        count is taken when its death is first seen, before any of them is answered)."""
+        with self._lock:
+            in_flight = self._in_flight_at_death.setdefault(generation, self._in_flight)
+            for old in [g for g in self._in_flight_at_death if g < generation - 8]:
+                del self._in_flight_at_death[old]
+            self._kill(generation)
+        return in_flight > 1
 
 
 def _validate_info(path: str, info: VideoInfo) -> None:

@@ -292,14 +292,17 @@ CRASH_INDEX = 7
 """Reading this frame with :class:`FaultyBackend` kills the worker with SIGSEGV."""
 HANG_INDEX = 11
 """Reading this frame with :class:`FaultyBackend` hangs the worker."""
+SLOW_INDEX = 13
+"""Reading this frame with :class:`FaultyBackend` takes 3 s more."""
 
 
 class FaultyBackend(PyAVBackend):
     """PyAV, except that it crashes or hangs on demand, like decord on a damaged file.
 
     Reads that include :data:`CRASH_INDEX` segfault, reads that include
-    :data:`HANG_INDEX` sleep for an hour, and probing a path whose name contains
-    ``"hang"`` sleeps too. It is importable by name, so a spawned worker can load it.
+    :data:`HANG_INDEX` sleep for an hour (:data:`SLOW_INDEX`: 3 s, then decode), and
+    probing a path whose name contains ``"hang"`` sleeps too. It is importable by
+    name, so a spawned worker can load it.
     """
 
     name = "faulty"
@@ -322,6 +325,8 @@ class FaultyBackend(PyAVBackend):
             os.kill(os.getpid(), signal.SIGSEGV)
         if HANG_INDEX in indices:
             time.sleep(3600)
+        if SLOW_INDEX in indices:
+            time.sleep(3)
         return super().read(path, indices, size, out, skip_errors=skip_errors)
 
 
@@ -395,6 +400,25 @@ class NvdecOnCpu(NvdecBackend):
     # Out of GPU memory, requests stay on PyAV for the rest of a test (10 s in
     # production, longer than any two requests here).
     memory_retry_seconds = 600.0
+
+
+class NvdecOnCpuInPairs(NvdecOnCpu):
+    """:class:`NvdecOnCpu` whose reads each wait (up to 30 s) for a second read beside
+    them in the same process: it decodes only where its process takes requests at once."""
+
+    pair = threading.Barrier(2, timeout=30)
+
+    def read(
+        self,
+        path: str,
+        indices: Sequence[int],
+        size: tuple[int, int],
+        out: Frames,
+        *,
+        skip_errors: bool = False,
+    ) -> dict[int, str]:
+        self.pair.wait()
+        return super().read(path, indices, size, out, skip_errors=skip_errors)
 
 
 class NvdecOnCpuRetryAtOnce(NvdecOnCpu):

@@ -26,6 +26,7 @@ from tests.support.videos import (
     GREEN,
     HANG_INDEX,
     RED,
+    SLOW_INDEX,
     DecordWithoutPyAV,
     FaultyBackend,
     PyAVDecodingEveryFrame,
@@ -611,6 +612,39 @@ def test_a_hang_on_one_request_channel_leaves_the_other_free_then_both_go_on(
         assert faulty.pid not in (None, first_pid)
     with pytest.raises(ValueError, match="requests must be >= 0"):
         DecodeWorker("pyav", requests=-1)
+
+
+@pytest.mark.parametrize("on_error", ["skip", "raise"])
+def test_a_request_whose_process_crashed_beside_it_is_sent_again(
+    rgb_video: str, on_error: str
+) -> None:
+    with DecodeWorker(FaultyBackend, requests=2) as faulty:
+        faulty.read(rgb_video, [0], 32, 64, timeout=30)  # the process started
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            # A one-frame request, decoding when the request beside it crashes the process.
+            innocent = pool.submit(
+                faulty.read, rgb_video, [SLOW_INDEX], 32, 64, timeout=60, on_error=on_error
+            )
+            time.sleep(0.5)
+            crashed = faulty.read(rgb_video, [CRASH_INDEX], 32, 64, timeout=60, on_error="skip")
+            got = innocent.result()
+        assert crashed.missing == (CRASH_INDEX,) and "SIGSEGV" in crashed.error
+        frames = got.frames if on_error == "skip" else got
+        assert [read_counter(f) for f in frames] == [SLOW_INDEX]
+
+
+def test_closing_a_worker_lets_the_request_in_flight_finish(rgb_video: str) -> None:
+    worker = DecodeWorker(FaultyBackend)
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        reading = pool.submit(worker.read, rgb_video, [SLOW_INDEX], 32, 64, timeout=60)
+        time.sleep(0.5)
+        pid = worker.pid
+        worker.close()
+        assert reading.done()  # close() waited for it
+        assert [read_counter(f) for f in reading.result()] == [SLOW_INDEX]
+    assert pid is not None and not _alive(pid)
+    with pytest.raises(ValueError, match="closed"):
+        worker.read(rgb_video, [0], 32, 64, timeout=30)
 
 
 def test_reader_owns_and_stops_its_worker(rgb_video: str) -> None:

@@ -214,9 +214,11 @@ def test_a_decode_pool_of_nvdec_runs_one_process(h264):
 
 
 def test_nvdecs_process_decodes_the_pools_windows_at_once_each_on_its_own_thread(h264):
+    from tests.support.videos import NvdecOnCpuInPairs
     from vidseek.indexer.decode_pool import DecodePool
 
-    pool = DecodePool(NvdecOnCpu, 1)
+    # Its reads decode only with a second one running beside them in the process.
+    pool = DecodePool(NvdecOnCpuInPairs, 1)
     starts = list(range(0, 2 * pool.size))
 
     def read(worker: DecodeWorker, start: int) -> tuple[int | None, list[int], str]:
