@@ -32,7 +32,14 @@ import numpy as np
 import numpy.typing as npt
 
 from vidseek.indexer.types import VideoInfo
-from vidseek.indexer.video import DecordBackend, Frames, NvdecBackend, PyAVBackend, _StreamFacts
+from vidseek.indexer.video import (
+    DecordBackend,
+    FrameBackend,
+    Frames,
+    NvdecBackend,
+    PyAVBackend,
+    _StreamFacts,
+)
 
 __all__ = [
     "BLUE",
@@ -330,14 +337,28 @@ class FaultyBackend(PyAVBackend):
         return super().read(path, indices, size, out, skip_errors=skip_errors)
 
 
-class PyAVInPairs(PyAVBackend):
-    """PyAV whose reads each wait (up to 30 s) for a second read beside them in the same
-    process, then decode on their own PyAV: it decodes only where a process serves two
-    requests at once (``concurrent_requests``)."""
+class _InPairs(FrameBackend):
+    """A backend whose reads each wait (up to 30 s) for a second read beside them in the
+    same process: it decodes only where a process serves two requests at once
+    (``concurrent_requests``). Mixed in before the backend it holds back."""
 
-    name = "pyav-in-pairs"
-    concurrent_requests = 2
     pair = threading.Barrier(2, timeout=30)
+
+    def read(
+        self,
+        path: str,
+        indices: Sequence[int],
+        size: tuple[int, int],
+        out: Frames,
+        *,
+        skip_errors: bool = False,
+    ) -> dict[int, str]:
+        self.pair.wait()
+        return super().read(path, indices, size, out, skip_errors=skip_errors)
+
+
+class _PyAVPerThread(PyAVBackend):
+    """PyAV decoding on each calling thread's own PyAV (one is not thread-safe)."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -352,10 +373,16 @@ class PyAVInPairs(PyAVBackend):
         *,
         skip_errors: bool = False,
     ) -> dict[int, str]:
-        self.pair.wait()
         pyav = getattr(self._own, "pyav", None) or PyAVBackend()
         self._own.pyav = pyav
         return pyav.read(path, indices, size, out, skip_errors=skip_errors)
+
+
+class PyAVInPairs(_InPairs, _PyAVPerThread):
+    """PyAV in a process taking two requests at once, decoding only two at a time."""
+
+    name = "pyav-in-pairs"
+    concurrent_requests = 2
 
 
 class DecordWithoutPyAV(DecordBackend):
@@ -402,23 +429,9 @@ class NvdecOnCpu(NvdecBackend):
     memory_retry_seconds = 600.0
 
 
-class NvdecOnCpuInPairs(NvdecOnCpu):
-    """:class:`NvdecOnCpu` whose reads each wait (up to 30 s) for a second read beside
-    them in the same process: it decodes only where its process takes requests at once."""
-
-    pair = threading.Barrier(2, timeout=30)
-
-    def read(
-        self,
-        path: str,
-        indices: Sequence[int],
-        size: tuple[int, int],
-        out: Frames,
-        *,
-        skip_errors: bool = False,
-    ) -> dict[int, str]:
-        self.pair.wait()
-        return super().read(path, indices, size, out, skip_errors=skip_errors)
+class NvdecOnCpuInPairs(_InPairs, NvdecOnCpu):
+    """:class:`NvdecOnCpu` decoding only two requests at a time: it decodes only where
+    its process takes requests at once."""
 
 
 class NvdecOnCpuRetryAtOnce(NvdecOnCpu):
