@@ -200,12 +200,12 @@ class NvdecBackend(FrameBackend):
         if self.device.startswith("cuda") and not torch.cuda.is_available():
             raise RuntimeError("CUDA is not available for NVDEC decoding")
         self._torch: Any = torch
-        # PyAV's probe and frame index of the files (one open file: used under _index_lock).
-        self._index = PyAVBackend()
-        self._index_lock = threading.Lock()
+        # Guards what request threads share: the files' facts, the counts and deadlines.
+        self._lock = threading.Lock()
         self._request = threading.local()  # each request thread's decoded_by and PyAV
-        self._active = 0  # requests being decoded (under _index_lock)
-        self._fallbacks: list[PyAVBackend] = []  # the request threads' PyAV (see _on_cpu)
+        self._active = 0  # requests being decoded
+        self._pyavs: list[PyAVBackend] = []  # the request threads' PyAV (see _pyav)
+        # PyAV's probe, frame timeline and picture format of the files read last.
         self._file_facts: OrderedDict[object, tuple[VideoInfo, _Timeline, PictureFormat]] = (
             OrderedDict()
         )
@@ -231,23 +231,35 @@ class NvdecBackend(FrameBackend):
 
     def probe(self, path: str) -> VideoInfo:
         """See :meth:`FrameBackend.probe` (PyAV's probe: demuxing and one frame on the CPU)."""
-        with self._index_lock:
-            return self._facts(path)[0]
+        return self._facts(path)[0]
 
     def _facts(self, path: str) -> tuple[VideoInfo, _Timeline, PictureFormat]:
         """``path``'s probe, frame timeline and picture format, kept for the files read
-        last (PyAV's, which opens a file again each time requests switch files);
-        callers hold ``_index_lock``."""
+        last. A file not kept is probed by this thread's own PyAV, beside the requests
+        of other threads (demuxing a long file takes a while)."""
         key = file_identity(path)
-        facts = self._file_facts.pop(key, None) if key is not None else None
+        with self._lock:
+            facts = self._file_facts.get(key) if key is not None else None
         if facts is None:
-            index = self._index
-            facts = (index.probe(path), index.timeline(path), index.picture_format(path))
+            pyav = self._pyav()
+            facts = (pyav.probe(path), pyav.timeline(path), pyav.picture_format(path))
         if key is not None:
-            self._file_facts[key] = facts  # the most recent last
-            while len(self._file_facts) > self._index.index_cache_size:
-                self._file_facts.popitem(last=False)
+            with self._lock:
+                self._file_facts.pop(key, None)
+                self._file_facts[key] = facts  # the most recent last
+                while len(self._file_facts) > PyAVBackend.index_cache_size:
+                    self._file_facts.popitem(last=False)
         return facts
+
+    def _pyav(self) -> PyAVBackend:
+        """This thread's PyAV (one PyAV keeps one file open: it is not shared)."""
+        pyav: PyAVBackend | None = getattr(self._request, "pyav", None)
+        if pyav is None:
+            pyav = self._request.pyav = PyAVBackend()
+            with self._lock:
+                self._pyavs.append(pyav)
+        pyav.codec_threads = self.codec_threads  # PyAV's decodes as a pool's would
+        return pyav
 
     def read(
         self,
@@ -260,8 +272,8 @@ class NvdecBackend(FrameBackend):
     ) -> dict[int, str]:
         """See :meth:`FrameBackend.read`."""
         self.decoded_by = ""  # NVDEC's, unless the request goes to PyAV (_on_cpu)
-        with self._index_lock:
-            info, timeline, coded = self._facts(path)
+        info, timeline, coded = self._facts(path)
+        with self._lock:
             now = time.monotonic()
             on_cpu = self._cpu_until.get(path, 0.0) > now or self._memory_until > now
         if on_cpu:
@@ -278,7 +290,7 @@ class NvdecBackend(FrameBackend):
             full_range=coded.colour_range == 2 or coded.pixel_format == "yuvj420p",
         )
         cost = info.width * info.height * self.decoder_bytes_per_pixel  # a decoder's memory
-        with self._index_lock:
+        with self._lock:
             self._active += 1
         try:
             return _read_runs(
@@ -292,7 +304,7 @@ class NvdecBackend(FrameBackend):
                 ).result(),
             )
         except _NoGpuMemory as exc:  # on the CPU for a while; then NVDEC again
-            with self._index_lock:
+            with self._lock:
                 if self._memory_until <= time.monotonic():  # once, not by every request
                     log.warning(
                         "NVDEC has no GPU memory for %s (%s): decoding with PyAV for %g s",
@@ -302,7 +314,7 @@ class NvdecBackend(FrameBackend):
                     )
                 self._memory_until = time.monotonic() + self.memory_retry_seconds
         except _CannotOpen as exc:  # a codec or profile the GPU lacks: decode on the CPU
-            with self._index_lock:
+            with self._lock:
                 if path not in self._cpu_until:
                     log.warning(
                         "NVDEC cannot decode %s (%s, %s): decoding it with PyAV",
@@ -315,7 +327,7 @@ class NvdecBackend(FrameBackend):
                 while len(self._cpu_until) > 1024:  # oldest first
                     del self._cpu_until[next(iter(self._cpu_until))]
         finally:
-            with self._index_lock:
+            with self._lock:
                 self._active -= 1
         return self._on_cpu(path, indices, size, out, skip_errors)
 
@@ -323,14 +335,8 @@ class NvdecBackend(FrameBackend):
         self, path: str, indices: Sequence[int], size: tuple[int, int], out: Frames, skip: bool
     ) -> dict[int, str]:
         """The request decoded with PyAV in this process (:attr:`decoded_by` says so), on
-        this thread's own PyAV (its own open file and frame indexes), so that requests
-        beside it go on."""
-        pyav: PyAVBackend | None = getattr(self._request, "pyav", None)
-        if pyav is None:
-            pyav = self._request.pyav = PyAVBackend()
-            with self._index_lock:
-                self._fallbacks.append(pyav)
-        pyav.codec_threads = self.codec_threads  # PyAV's decodes as a pool's would
+        this thread's own PyAV, so that requests beside it go on."""
+        pyav = self._pyav()
         self.decoded_by = pyav.name
         return pyav.read(path, indices, size, out, skip_errors=skip)
 
@@ -496,11 +502,10 @@ class NvdecBackend(FrameBackend):
 
     def close(self) -> None:
         """See :meth:`FrameBackend.close`."""
-        with self._index_lock:
-            self._index.close()
+        with self._lock:
             self._file_facts.clear()
-            fallbacks, self._fallbacks = self._fallbacks, []
-        for pyav in fallbacks:
+            pyavs, self._pyavs = self._pyavs, []
+        for pyav in pyavs:
             pyav.close()
         self._request = threading.local()
         self._pool.shutdown(wait=True)

@@ -134,11 +134,11 @@ def test_frames_get_the_colours_ffmpeg_converts_the_file_with(
         assert fake_nvc.OUTPUTS == [fake_nvc.OutputColorType.NATIVE]  # NV12 out of the decoder
         # The other matrix (BT.601 <-> BT.709), as NVDEC's own RGB output does for HD files
         # naming none: visibly different colours.
-        coded = nvdec._index.picture_format(path)
+        coded = nvdec._pyav().picture_format(path)
         assert coded.matrix == (1 if colorspace == 1 else 2)
         assert coded.colour_range == (colour_range or 0)
         other_matrix = coded._replace(matrix=6 if coded.matrix == 1 else 1)
-        monkeypatch.setattr(nvdec._index, "picture_format", lambda _: other_matrix)
+        monkeypatch.setattr(PyAVBackend, "picture_format", lambda self, _: other_matrix)
         nvdec.close()
         other = _read(nvdec, path, indices, size)
     finally:
