@@ -62,7 +62,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
@@ -209,6 +209,7 @@ class NvdecBackend(FrameBackend):
         self._file_facts: OrderedDict[object, tuple[VideoInfo, _Timeline, PictureFormat]] = (
             OrderedDict()
         )
+        self._probing: dict[object, Future[tuple[VideoInfo, _Timeline, PictureFormat]]] = {}
         # Files NVDEC could not open, and when to try again: PyAV decodes them meanwhile.
         self._cpu_until: dict[str, float] = {}
         self._memory_until = 0.0  # till when requests go to PyAV for lack of GPU memory
@@ -236,19 +237,38 @@ class NvdecBackend(FrameBackend):
     def _facts(self, path: str) -> tuple[VideoInfo, _Timeline, PictureFormat]:
         """``path``'s probe, frame timeline and picture format, kept for the files read
         last. A file not kept is probed by this thread's own PyAV, beside the requests
-        of other threads (demuxing a long file takes a while)."""
+        for other files (demuxing a long file takes a while); requests for the same
+        file wait for that probe rather than demux it again."""
         key = file_identity(path)
+        if key is None:  # cannot be identified (gone?): PyAV names the problem
+            pyav = self._pyav()
+            return pyav.probe(path), pyav.timeline(path), pyav.picture_format(path)
         with self._lock:
-            facts = self._file_facts.get(key) if key is not None else None
-        if facts is None:
+            facts = self._file_facts.get(key)
+            if facts is not None:
+                self._file_facts.move_to_end(key)  # the most recent last
+                return facts
+            probing = self._probing.get(key)
+            mine = probing is None
+            if mine:
+                probing = self._probing[key] = Future()
+        assert probing is not None
+        if not mine:
+            return probing.result()  # the probe's facts, or its error
+        try:
             pyav = self._pyav()
             facts = (pyav.probe(path), pyav.timeline(path), pyav.picture_format(path))
-        if key is not None:
+        except BaseException as exc:
             with self._lock:
-                self._file_facts.pop(key, None)
-                self._file_facts[key] = facts  # the most recent last
-                while len(self._file_facts) > PyAVBackend.index_cache_size:
-                    self._file_facts.popitem(last=False)
+                del self._probing[key]
+            probing.set_exception(exc)
+            raise
+        with self._lock:
+            del self._probing[key]
+            self._file_facts[key] = facts  # the most recent last
+            while len(self._file_facts) > PyAVBackend.index_cache_size:
+                self._file_facts.popitem(last=False)
+        probing.set_result(facts)
         return facts
 
     def _pyav(self) -> PyAVBackend:

@@ -6,6 +6,7 @@ deadlines, frames come back through shared memory (see the package docstring).
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import logging
 import math
@@ -323,29 +324,35 @@ class _Gate:
 
     @contextlib.contextmanager
     def shared(self) -> Iterator[None]:
-        with self._changed:
-            self._changed.wait_for(lambda: not self._alone)
-            self._shared += 1
+        entered = False
         try:
+            with self._changed:
+                self._changed.wait_for(lambda: not self._alone)
+                self._shared += 1
+                entered = True
             yield
         finally:
-            with self._changed:
-                self._shared -= 1
-                self._changed.notify_all()
+            if entered:
+                with self._changed:
+                    self._shared -= 1
+                    self._changed.notify_all()
 
     @contextlib.contextmanager
     def alone(self) -> Iterator[None]:
-        with self._changed:
-            self._alone += 1
+        entered = False
         try:
+            with self._changed:
+                self._alone += 1
+                entered = True
             with self._changed:
                 self._changed.wait_for(lambda: not self._shared)
             with self._one:
                 yield
         finally:
-            with self._changed:
-                self._alone -= 1
-                self._changed.notify_all()
+            if entered:
+                with self._changed:
+                    self._alone -= 1
+                    self._changed.notify_all()
 
 
 @dataclass(eq=False)
@@ -425,7 +432,8 @@ class DecodeWorker:
             self._free.put(channel)
         self._log_fd = _anonymous_file("vidseek-decode-log")
         self._closed = False
-        self._in_flight = 0  # requests sent and not yet answered (under _lock)
+        # Requests sent and not yet answered, by process (under _lock).
+        self._in_flight: collections.Counter[int] = collections.Counter()
         self._gate = _Gate()  # requests at once, or one alone (see _call)
         # Requests in flight when each dead process's death was first seen.
         self._in_flight_at_death: dict[int, int] = {}
@@ -742,7 +750,7 @@ class DecodeWorker:
                 channel.conn = self._conns[channel.number]
                 channel.generation = self._generation
             assert channel.conn is not None
-            self._in_flight += 1  # until answered (see _call_once)
+            self._in_flight[self._generation] += 1  # until answered (see _call_once)
             return self._proc, channel.conn, self._generation
 
     def _log_tail(self) -> str:
@@ -777,6 +785,8 @@ class DecodeWorker:
             with self._gate.shared():
                 return self._call_once(channel, request, path=path, timeout=timeout, action=action)
         except _DiedBeside:
+            if self._closed:  # closing: no process to send it to
+                raise
             with self._gate.alone():
                 return self._call_once(channel, request, path=path, timeout=timeout, action=action)
 
@@ -823,11 +833,11 @@ class DecodeWorker:
                 # The process exits after this answer: let it, forget it, and fail the
                 # request as if it had crashed, so that it is retried on a fresh one.
                 proc.join(2)
-                self._died(generation)
-                raise _WorkerDied(self._message(path, f"{broken} while {action}"))
+                died = _DiedBeside if self._died(generation) else _WorkerDied
+                raise died(self._message(path, f"{broken} while {action}"))
         finally:
             with self._lock:
-                self._in_flight -= 1
+                self._in_flight[generation] -= 1
         if kind == "ok":
             return detail
         raise VideoError(self._message(path, str(detail)))
@@ -837,9 +847,11 @@ class DecodeWorker:
         still the running one: whether other requests were in flight in it then (the
         count is taken when its death is first seen, before any of them is answered)."""
         with self._lock:
-            in_flight = self._in_flight_at_death.setdefault(generation, self._in_flight)
+            in_flight = self._in_flight_at_death.setdefault(generation, self._in_flight[generation])
             for old in [g for g in self._in_flight_at_death if g < generation - 8]:
                 del self._in_flight_at_death[old]
+            for old in [g for g, n in self._in_flight.items() if g < generation and not n]:
+                del self._in_flight[old]
             self._kill(generation)
         return in_flight > 1
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -233,6 +234,25 @@ def test_nvdecs_process_decodes_the_pools_windows_at_once_each_on_its_own_thread
     assert [frames for _, frames, _ in results] == [list(range(k, k + 60)) for k in starts]
     assert len({pid for pid, _, _ in results}) == 1  # one process took them all
     assert {by for _, _, by in results} == {"nvdec-on-cpu"}
+
+
+def test_requests_for_a_new_file_at_once_probe_it_once(backend, h264, monkeypatch):
+    from concurrent.futures import ThreadPoolExecutor
+
+    probes: list[str] = []
+    probe = PyAVBackend.probe
+
+    def slow_probe(self, path):
+        probes.append(path)
+        time.sleep(0.5)  # the other requests arrive meanwhile
+        return probe(self, path)
+
+    monkeypatch.setattr(PyAVBackend, "probe", slow_probe)
+    windows = [list(range(start, start + 20)) for start in (0, 30, 60, 90)]
+    with ThreadPoolExecutor(max_workers=len(windows)) as pool:
+        got = list(pool.map(lambda indices: _read(backend, h264, indices, (48, 80)), windows))
+    assert [[read_counter(f) for f in frames] for frames in got] == windows
+    assert probes == [h264]
 
 
 def test_a_whole_window_is_converted_a_few_frames_at_a_time(backend, h264, monkeypatch):
