@@ -241,8 +241,7 @@ class NvdecBackend(FrameBackend):
         file wait for that probe rather than demux it again."""
         key = file_identity(path)
         if key is None:  # cannot be identified (gone?): PyAV names the problem
-            pyav = self._pyav()
-            return pyav.probe(path), pyav.timeline(path), pyav.picture_format(path)
+            return self._probe_facts(path)
         with self._lock:
             facts = self._file_facts.get(key)
             if facts is not None:
@@ -256,8 +255,7 @@ class NvdecBackend(FrameBackend):
         if not mine:
             return probing.result()  # the probe's facts, or its error
         try:
-            pyav = self._pyav()
-            facts = (pyav.probe(path), pyav.timeline(path), pyav.picture_format(path))
+            facts = self._probe_facts(path)
         except BaseException as exc:
             with self._lock:
                 del self._probing[key]
@@ -270,6 +268,11 @@ class NvdecBackend(FrameBackend):
                 self._file_facts.popitem(last=False)
         probing.set_result(facts)
         return facts
+
+    def _probe_facts(self, path: str) -> tuple[VideoInfo, _Timeline, PictureFormat]:
+        """``path``'s facts from this thread's PyAV (see :meth:`_facts`)."""
+        pyav = self._pyav()
+        return pyav.probe(path), pyav.timeline(path), pyav.picture_format(path)
 
     def _pyav(self) -> PyAVBackend:
         """This thread's PyAV (one PyAV keeps one file open: it is not shared)."""

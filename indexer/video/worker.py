@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import functools
 import logging
 import math
 import mmap
@@ -344,7 +345,6 @@ class _Gate:
             with self._changed:
                 self._alone += 1
                 entered = True
-            with self._changed:
                 self._changed.wait_for(lambda: not self._shared)
             with self._one:
                 yield
@@ -781,14 +781,17 @@ class DecodeWorker:
         into an error. A request whose process died while others were in flight in it
         (any of them may have caused it, or another's deadline) is sent once more, alone
         in the process, before its death counts as its own."""
+        send = functools.partial(
+            self._call_once, channel, request, path=path, timeout=timeout, action=action
+        )
         try:
             with self._gate.shared():
-                return self._call_once(channel, request, path=path, timeout=timeout, action=action)
+                return send()
         except _DiedBeside:
             if self._closed:  # closing: no process to send it to
                 raise
             with self._gate.alone():
-                return self._call_once(channel, request, path=path, timeout=timeout, action=action)
+                return send()
 
     def _call_once(
         self,
