@@ -12,6 +12,19 @@ once, and prints video-hours captioned per GPU-hour and tokens per second:
   prepare windows in parallel; with ``--prerender`` every window is rendered first
   and only the engine's part is timed.
 
+With ``--engine async``, ``--in-flight N`` keeps N windows in the engine, as ingestion's
+bound on windows in flight does, instead of submitting all at once: the pass is then
+the engine's steady state (a full batch of windows at every stage of their answers),
+not one wave of prefills followed by one wave of decoding. ``--passes P`` goes P times
+over the windows (each window is rendered once and sent P times; vLLM's prefix cache
+is off, and its encoder cache, sized to one step's tokens, holds a few windows, so a
+window sent again ``--windows`` submissions later is encoded again). The steady rate
+is taken between 10% and 90% of the answers. ``--refine-interval S`` sends a search
+refinement's grounding clip (``--refine-seconds`` of 640x352 frames at 2 fps, as the
+server's defaults make it, with a query; span grammar, at most 40 tokens) ahead of the
+windows every S seconds, rendered when sent, one at a time, and reports its latency:
+what a refinement waits for in an engine kept full, for a given step size.
+
 No weights are downloaded: the model directory holds the real Qwen tokenizer and
 processor (built offline by ``tests/support/tiny_qwen.py``) and a ``config.json`` of
 the real 4B shape (text: hidden 2560, 36 layers, 32 heads / 8 KV heads, MLP 9728,
@@ -40,6 +53,7 @@ import json
 import shutil
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -47,7 +61,12 @@ from typing import Any
 
 import numpy as np
 
-from vidseek.indexer.types import Window, WindowClip
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))  # benchmarks.* and tests.support, when run as a script
+
+from benchmarks.sampling import BackgroundLoop  # noqa: E402
+from vidseek.indexer.types import Window, WindowClip  # noqa: E402
 
 # Qwen3-VL-4B-Instruct's config.json (text_config / vision_config), the fields that
 # decide compute; the rest are Qwen3VLConfig defaults.
@@ -99,9 +118,6 @@ def build_model_dir(directory: Path, fp8: bool) -> Path:
     """A weightless Qwen3-VL-4B directory: real tokenizer/processor, real-shape config."""
     from transformers import Qwen3VLConfig
 
-    repo = str(Path(__file__).resolve().parents[1])
-    if repo not in sys.path:
-        sys.path.insert(0, repo)  # tests.support, when run as a script
     from tests.support.tiny_qwen import build_tiny_qwen3_vl
 
     directory.mkdir(parents=True, exist_ok=True)
@@ -178,17 +194,21 @@ def dummy_engine_options(args: argparse.Namespace, **fixed: Any) -> dict[str, An
 def run_variant(
     variant: str, clips: Sequence[WindowClip], args: argparse.Namespace
 ) -> dict[str, Any]:
-    """Build the engine for one variant, warm it up, and time one pass over ``clips``."""
+    """Build the engine for one variant, warm it up, and time ``clips`` through it."""
     model_dir = build_model_dir(Path(args.work_dir) / variant, fp8=(variant == "fp8"))
     timed = _time_offline if args.engine == "llm" else _time_async
+    # The async passes send windows again: no prefix cache, as in the ingest benchmark.
+    fixed = {"enable_prefix_caching": False} if args.engine == "async" else {}
     build_seconds, elapsed, outputs, measured = timed(
-        model_dir, dummy_engine_options(args), clips, args
+        model_dir, dummy_engine_options(args, **fixed), clips, args
     )
 
     import torch
     import vllm
 
+    sent = len(outputs)  # each window once, or --passes times
     video_seconds = sum(c.window.end_seconds - c.window.start_seconds for c in clips)
+    video_seconds *= sent / len(clips)
     prompt_tokens = sum(o.prompt_tokens for o in outputs)
     output_tokens = sum(o.output_tokens for o in outputs)
     height, width = clips[0].frames.shape[1:3]
@@ -198,6 +218,7 @@ def run_variant(
         "device": torch.cuda.get_device_name(0),
         "vllm": vllm.__version__,
         "windows": len(clips),
+        "windows_sent": sent,
         "window_seconds": clips[0].window.end_seconds - clips[0].window.start_seconds,
         "frames_per_window": int(clips[0].frames.shape[0]),
         "frame_size": f"{width}x{height}",
@@ -208,10 +229,10 @@ def run_variant(
         "engine_build_s": round(build_seconds, 1),
         "elapsed_s": round(elapsed, 2),
         "video_hours_per_gpu_hour": round(video_seconds / elapsed, 1),
-        "prompt_tokens_per_window": round(prompt_tokens / len(clips), 1),
+        "prompt_tokens_per_window": round(prompt_tokens / sent, 1),
         "prompt_tokens_per_s": round(prompt_tokens / elapsed),
         "output_tokens_per_s": round(output_tokens / elapsed),
-        "windows_per_s": round(len(clips) / elapsed, 2),
+        "windows_per_s": round(sent / elapsed, 2),
         **measured,
     }
 
@@ -224,7 +245,7 @@ def _time_offline(
 ) -> tuple[float, float, list[Any], dict[str, Any]]:
     """Every window in one ``LLM.generate`` call (``VllmCaptioner``), which prepares
     the windows one at a time on its one thread."""
-    from benchmarks.sampling import GpuSampler  # build_model_dir put the repo on the path
+    from benchmarks.sampling import GpuSampler
     from vidseek.indexer.captioner_vllm import VllmCaptioner
 
     started = time.perf_counter()
@@ -256,25 +277,32 @@ def _time_async(
     clips: Sequence[WindowClip],
     args: argparse.Namespace,
 ) -> tuple[float, float, list[Any], dict[str, Any]]:
-    """Every window submitted at once to the production engine (``AsyncVllmEngine``),
-    whose renderer threads prepare windows in parallel. With ``--prerender`` every
-    window is rendered first and only the engine's part is timed."""
+    """The windows through the production engine (``AsyncVllmEngine``), whose renderer
+    threads prepare windows in parallel: all at once, or ``--in-flight`` at a time for
+    ``--passes`` passes (module doc). With ``--prerender`` every window is rendered
+    first and only the engine's part is timed."""
     from benchmarks.sampling import GpuSampler
     from vidseek.indexer.engine_vllm import AsyncVllmEngine
     from vidseek.indexer.model_inputs import max_video_tokens
 
     frames, height, width = clips[0].frames.shape[:3]
+    largest = max_video_tokens(frames, height * width)
+    if args.refine_interval > 0:
+        probe = refine_clip(args.refine_seconds, 0)
+        largest = max(largest, max_video_tokens(*_pixels(probe)))
     started = time.perf_counter()
+    # Captions are forced to --output-tokens unless --constrained; refinement probes
+    # always decode as in production, their span grammar ending the answer.
     engine = AsyncVllmEngine(
         str(model_dir),
         max_new_tokens=args.output_tokens,
-        constrained_json=args.constrained,
+        constrained_json=True,
         fixed_caption_tokens=0 if args.constrained else args.output_tokens,
         gpu_memory_utilization=args.gpu_memory_utilization,
         max_model_len=args.max_model_len,
         renderer_workers=args.renderer_workers,
         enforce_eager=args.enforce_eager,
-        max_video_tokens=max_video_tokens(frames, height * width),
+        max_video_tokens=largest,
         engine_options=engine_options,
     )
     build_seconds = time.perf_counter() - started
@@ -287,21 +315,152 @@ def _time_async(
             started = time.perf_counter()
             rendered = [f.result() for f in [engine.render(clip) for clip in clips]]
             measured["render_s"] = round(time.perf_counter() - started, 2)
-        with GpuSampler() as gpu:
+        with GpuSampler() as gpu, RefineProber(engine, args) as prober:
             started = time.perf_counter()
-            futures = [
-                engine.submit(clip, rendered=r) for clip, r in zip(clips, rendered, strict=True)
-            ]
-            outputs = [future.result() for future in futures]
+            outputs, answered_at = _stream(engine, clips, rendered, args.in_flight, args.passes)
             elapsed = time.perf_counter() - started
+        window_seconds = clips[0].window.end_seconds - clips[0].window.start_seconds
+        measured.update(steady_rate(answered_at, window_seconds, gpu))
+        measured.update(prober.report())
     finally:
         engine.close()
     return (
         build_seconds,
         elapsed,
         outputs,
-        {**measured, "prerender": args.prerender, **gpu.report()},
+        {
+            **measured,
+            "prerender": args.prerender,
+            "in_flight": args.in_flight or len(clips),
+            "passes": args.passes,
+            **gpu.report(),
+        },
     )
+
+
+def _pixels(clip: WindowClip) -> tuple[int, int]:
+    frames, height, width = clip.frames.shape[:3]
+    return frames, height * width
+
+
+def _stream(
+    engine: Any, clips: Sequence[WindowClip], rendered: Sequence[Any], in_flight: int, passes: int
+) -> tuple[list[Any], list[float]]:
+    """Every window ``passes`` times, at most ``in_flight`` in the engine at once (0: all
+    at once): each answer lets the next window in. Returns the answers in submission
+    order and the ``perf_counter`` time of each answer, in the order they came."""
+    total = len(clips) * passes
+    slots = threading.Semaphore(in_flight or total)
+    answered_at: list[float] = []
+
+    def answered(_: Any) -> None:
+        answered_at.append(time.perf_counter())
+        slots.release()
+
+    futures = []
+    for n in range(total):
+        slots.acquire()
+        k = n % len(clips)
+        future = engine.submit(clips[k], rendered=rendered[k])
+        future.add_done_callback(answered)
+        futures.append(future)
+    return [future.result() for future in futures], answered_at
+
+
+def steady_rate(answered_at: Sequence[float], window_seconds: float, gpu: Any) -> dict[str, Any]:
+    """Windows a second, video-hours per GPU-hour and GPU busy fraction between the
+    answers at 10% and 90% of the pass (the engine filling and emptying left out)."""
+    times = sorted(answered_at)
+    if len(times) < 10:
+        return {}
+    first, last = round(0.1 * (len(times) - 1)), round(0.9 * (len(times) - 1))
+    seconds = times[last] - times[first]
+    if seconds <= 0:
+        return {}
+    rate = (last - first) / seconds
+    return {
+        "steady_s": round(seconds, 2),
+        "steady_windows_per_s": round(rate, 2),
+        "steady_video_hours_per_gpu_hour": round(rate * window_seconds, 1),
+        "steady_gpu_busy": gpu.busy_between(times[first], times[last]),
+    }
+
+
+REFINE_QUERY = "a person in a red jacket opens the door of a car"
+REFINE_FPS = 2.0
+REFINE_SIZE = (352, 640)  # a 360p source within the server's 640x360 refinement pixels
+
+
+def refine_clip(seconds: float, index: int, seed: int = 1) -> WindowClip:
+    """A search refinement's grounding clip as the server makes it by default: ``seconds``
+    of a 30 fps source at 2 fps, 640x352 frames, absolute frame indices, a query."""
+    count = max(2, round(seconds * REFINE_FPS))
+    count += count % 2
+    source_fps = 30.0
+    start = 600.0 + 37.0 * index  # moments somewhere in a long video
+    indices = tuple(round((start + k / REFINE_FPS) * source_fps) for k in range(count))
+    rng = np.random.default_rng(seed + index)
+    frames = rng.integers(0, 256, size=(count, *REFINE_SIZE, 3), dtype=np.uint8)
+    window = Window(
+        index=index,
+        start_seconds=start,
+        end_seconds=start + count / REFINE_FPS,
+        frame_indices=indices,
+        query=REFINE_QUERY,
+    )
+    return WindowClip(window=window, frames=frames, fps=source_fps, total_frames=7200 * 30)
+
+
+class RefineProber(BackgroundLoop):
+    """Sends a refinement's grounding clip ahead of the windows every ``--refine-interval``
+    seconds, one at a time, while the pass runs, and times each from submission to
+    answer (rendering included: the server renders a refinement when it is asked)."""
+
+    def __init__(self, engine: Any, args: argparse.Namespace) -> None:
+        super().__init__()
+        self._engine = engine
+        self._interval = args.refine_interval
+        self._seconds = args.refine_seconds
+        self.latencies: list[float] = []
+        self.output_tokens: list[int] = []
+
+    def _wanted(self) -> bool:
+        return self._interval > 0
+
+    def _run(self) -> None:
+        from vidseek.indexer.engine import REFINE_PRIORITY
+
+        n = 0
+        while not self._stop.wait(self._interval):
+            clip = refine_clip(self._seconds, n)
+            n += 1
+            started = time.perf_counter()
+            output = self._engine.submit(clip, priority=REFINE_PRIORITY).result()
+            self.latencies.append(time.perf_counter() - started)
+            self.output_tokens.append(output.output_tokens)
+
+    def report(self) -> dict[str, Any]:
+        from benchmarks.sampling import percentile
+
+        if self._interval <= 0:
+            return {}
+        return {
+            "refine_probes": len(self.latencies),
+            "refine_interval_s": self._interval,
+            "refine_frames": refine_clip(self._seconds, 0).frames.shape[0],
+            "refine_p50_s": _round(percentile(self.latencies, 50)),
+            "refine_p99_s": _round(percentile(self.latencies, 99)),
+            "refine_max_s": _round(max(self.latencies, default=None)),
+            "refine_output_tokens_mean": (
+                round(sum(self.output_tokens) / len(self.output_tokens), 1)
+                if self.output_tokens
+                else None
+            ),
+        }
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 2)
 
 
 def json_object(text: str) -> dict[str, Any]:
@@ -352,6 +511,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         "window's float32 patches in memory: about 83 MB a 60-frame 448x256 window)",
     )
     parser.add_argument(
+        "--in-flight",
+        type=int,
+        default=0,
+        help="async: keep this many windows in the engine, the next sent as one is "
+        "answered (0: all at once)",
+    )
+    parser.add_argument(
+        "--passes", type=int, default=1, help="async: times each window is sent (module doc)"
+    )
+    parser.add_argument(
+        "--refine-interval",
+        type=float,
+        default=0.0,
+        help="async: seconds between refinement probes sent ahead of the windows (0: none)",
+    )
+    parser.add_argument(
+        "--refine-seconds", type=float, default=16.0, help="a refinement clip's length"
+    )
+    parser.add_argument(
         "--engine-args",
         type=json_object,
         default={},
@@ -361,6 +539,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--work-dir", default="", help="model directories go here (temp dir)")
     parser.add_argument("--json-out", default="", help="append one JSON line per variant here")
     args = parser.parse_args(argv)
+    if args.engine != "async" and (args.in_flight or args.passes != 1 or args.refine_interval):
+        parser.error("--in-flight, --passes and --refine-interval need --engine async")
+    if args.in_flight < 0 or args.passes < 1 or args.refine_interval < 0:
+        parser.error("--in-flight and --refine-interval must be >= 0, --passes >= 1")
 
     if not args.work_dir:
         args.work_dir = tempfile.mkdtemp(prefix="vidseek-bench-")

@@ -9,7 +9,7 @@ import statistics
 import threading
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Self
 
 
 def visible_gpus(count: int) -> list[int]:
@@ -30,16 +30,41 @@ def visible_gpus(count: int) -> list[int]:
     return [served[i] for i in ids]
 
 
-class GpuSampler:
+class BackgroundLoop:
+    """Runs :meth:`_run` on a daemon thread for the duration of a ``with`` block, if
+    :meth:`_wanted`; :meth:`_run` ends when ``_stop`` is set."""
+
+    def __init__(self) -> None:
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _wanted(self) -> bool:
+        return True
+
+    def _run(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        if self._wanted():
+            self._thread = threading.Thread(target=self._run, daemon=True)
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+
+
+class GpuSampler(BackgroundLoop):
     """NVML utilisation and memory of the visible GPUs, sampled every ``period`` s."""
 
     def __init__(self, period: float = 0.1) -> None:
+        super().__init__()
         self.period = period
         self.samples: list[float] = []
         self.times: list[float] = []  # perf_counter of each sample
         self.peak_memory_gib = 0.0
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
         try:
             import pynvml
 
@@ -51,16 +76,8 @@ class GpuSampler:
             self._handles = []
             self._nvml = None
 
-    def __enter__(self) -> GpuSampler:
-        if self._handles:
-            self._thread = threading.Thread(target=self._run, daemon=True)
-            self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
+    def _wanted(self) -> bool:
+        return bool(self._handles)
 
     def _run(self) -> None:
         nvml = self._nvml

@@ -75,6 +75,10 @@ def test_every_window_is_rendered_once_and_answered(
         enforce_eager=False,
         warmup=2,
         prerender=prerender,
+        in_flight=0,
+        passes=1,
+        refine_interval=0.0,
+        refine_seconds=16.0,
     )
     _, elapsed, outputs, measured = _time_async(tmp_path, {"load_format": "dummy"}, clips, args)
     (llm,) = made
@@ -83,7 +87,157 @@ def test_every_window_is_rendered_once_and_answered(
     assert llm.renders == 1 + 2 + 5  # the engine's warm-up, the warm-up windows, the pass
     assert len(llm.requests) == 2 + 5
     assert measured["prerender"] is prerender and ("render_s" in measured) is prerender
+    assert measured["in_flight"] == 5 and "refine_probes" not in measured
     assert elapsed > 0
+
+
+class SlowLLM(AnsweringLLM):
+    """Answers after ``delay`` seconds, counting requests in flight and priorities."""
+
+    def __init__(self, kwargs: dict[str, Any], tokenizer: Any, delay: float) -> None:
+        super().__init__(kwargs, tokenizer)
+        self.delay = delay
+        self.in_flight = 0
+        self.most_in_flight = 0
+        self.priorities: list[int] = []
+        self.params: list[dict[str, Any]] = []
+
+    async def generate(self, prompt: dict[str, Any], params: Any, request_id: str, *, priority):
+        self.in_flight += 1
+        self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        self.priorities.append(priority)
+        self.params.append(params.kwargs)
+        try:
+            await asyncio.sleep(self.delay)
+            async for out in super().generate(prompt, params, request_id, priority=priority):
+                yield out
+        finally:
+            self.in_flight -= 1
+
+
+def _streaming_args(**overrides: Any) -> argparse.Namespace:
+    values: dict[str, Any] = dict(
+        output_tokens=16,
+        constrained=False,
+        gpu_memory_utilization=0.5,
+        max_model_len=16384,
+        renderer_workers=2,
+        enforce_eager=False,
+        warmup=0,
+        prerender=True,
+        in_flight=3,
+        passes=2,
+        refine_interval=0.0,
+        refine_seconds=4.0,
+    )
+    values.update(overrides)
+    return argparse.Namespace(**values)
+
+
+def _slow_engine(monkeypatch, tokenizer, delay: float) -> list[SlowLLM]:
+    install_fake_vllm(monkeypatch)
+    made: list[SlowLLM] = []
+
+    def factory(kwargs: dict[str, Any]) -> SlowLLM:
+        made.append(SlowLLM(kwargs, tokenizer, delay))
+        return made[-1]
+
+    monkeypatch.setattr(engine_vllm, "_default_llm_factory", factory)
+    return made
+
+
+def test_in_flight_keeps_that_many_windows_in_the_engine_over_the_passes(
+    monkeypatch, tmp_path: Path, tokenizer
+):
+    made = _slow_engine(monkeypatch, tokenizer, delay=0.02)
+    clips = synthetic_clips(5, 4.0, 1.0, 32, 64, 30.0)
+    _, _, outputs, measured = _time_async(tmp_path, {}, clips, _streaming_args())
+    (llm,) = made
+    assert len(outputs) == 10 and len(llm.requests) == 10  # 5 windows, 2 passes
+    assert llm.renders == 1 + 5  # the warm-up render, then each window once
+    assert llm.most_in_flight == 3  # never more than --in-flight, and filled to it
+    # The second pass sends the same rendered windows again.
+    assert all(a is b for a, b in zip(llm.requests[:5], llm.requests[5:], strict=True))
+    assert measured["in_flight"] == 3 and measured["passes"] == 2
+    assert measured["steady_windows_per_s"] > 0 and measured["steady_s"] > 0
+
+
+def test_refinement_probes_go_ahead_of_the_windows_and_are_timed(
+    monkeypatch, tmp_path: Path, tokenizer
+):
+    made = _slow_engine(monkeypatch, tokenizer, delay=0.05)
+    clips = synthetic_clips(8, 4.0, 1.0, 32, 64, 30.0)
+    args = _streaming_args(in_flight=2, passes=3, refine_interval=0.1, output_tokens=256)
+    _, elapsed, outputs, measured = _time_async(tmp_path, {}, clips, args)
+    (llm,) = made
+    probes = measured["refine_probes"]
+    assert len(outputs) == 24 and probes >= 2
+    assert {o.output_tokens for o in outputs} == {256}
+    assert len(llm.requests) == 24 + probes
+    assert sorted(llm.priorities) == [0] * probes + [1] * 24
+    # Probes decode as refinement does (under the span grammar), windows as forced.
+    for params, priority in zip(llm.params, llm.priorities, strict=True):
+        grammar = params.get("structured_outputs")
+        if priority == 0:
+            assert grammar is not None and "start" in grammar.kwargs["grammar"]
+        else:
+            assert grammar is None and params["ignore_eos"] and params["max_tokens"] == 256
+    assert 0.05 <= measured["refine_p50_s"] <= measured["refine_max_s"] < elapsed
+    assert measured["refine_frames"] == 8  # 4 s at 2 fps
+
+
+def test_the_engine_is_sized_for_a_refinement_clip_larger_than_a_window(
+    monkeypatch, tmp_path: Path, tokenizer
+):
+    made = _slow_engine(monkeypatch, tokenizer, delay=0.0)
+    clips = synthetic_clips(2, 4.0, 1.0, 32, 64, 30.0)
+    args = _streaming_args(
+        passes=1, refine_interval=100.0, refine_seconds=80.0, max_model_len=32768
+    )
+    _, _, _, measured = _time_async(tmp_path, {}, clips, args)
+    (llm,) = made
+    # 160 frames of 640x352: 80 pairs of 220 tokens, past the 16,384-token default step.
+    assert llm.kwargs["max_num_batched_tokens"] == 80 * 220
+    assert measured["refine_probes"] == 0 and measured["refine_p50_s"] is None
+
+
+def test_refinement_clip_is_the_servers_default_shape():
+    from benchmarks.caption_throughput import refine_clip
+
+    clip = refine_clip(16.0, 3)
+    assert clip.frames.shape == (32, 352, 640, 3)
+    assert clip.window.query and clip.window.end_seconds - clip.window.start_seconds == 16.0
+    assert clip.window.frame_indices[1] - clip.window.frame_indices[0] == 15  # 2 fps of 30
+
+
+def test_steady_rate_leaves_out_the_first_and_last_tenth():
+    from benchmarks.caption_throughput import steady_rate
+
+    class NoGpu:
+        def busy_between(self, start: float, end: float) -> None:
+            return None
+
+    # 10 answers a second in the middle, slow at both ends.
+    times = [0.0, 5.0] + [5.0 + 0.1 * k for k in range(1, 97)] + [30.0, 40.0]
+    rate = steady_rate(times, 60.0, NoGpu())
+    assert rate["steady_windows_per_s"] == pytest.approx(10.0, rel=0.02)
+    assert rate["steady_video_hours_per_gpu_hour"] == pytest.approx(600.0, rel=0.02)
+    assert steady_rate(times[:5], 60.0, NoGpu()) == {}
+
+
+@pytest.mark.parametrize(
+    ("argv", "problem"),
+    [
+        (["--in-flight", "8"], "need --engine async"),
+        (["--engine", "async", "--passes", "0"], "--passes >= 1"),
+    ],
+)
+def test_streaming_options_are_checked(capsys, argv, problem):
+    from benchmarks.caption_throughput import main
+
+    with pytest.raises(SystemExit):
+        main(argv)
+    assert problem in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(
