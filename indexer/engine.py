@@ -17,7 +17,11 @@ when it arrives, in any order. Engines:
 :class:`BoundedEngine` puts a cap on the ingestion windows in flight: a caller that
 submits past it waits until an answer comes back (backpressure, so decoded frames never
 pile up in memory when the model is slower than decoding). Refinement is never held
-back by the cap.
+back by the cap. With ``refine_hold`` it also holds new ingestion windows back while a
+refinement is in the engine, for at most that many seconds: vLLM's priority puts a
+refinement in the next step, but each of its answer's tokens takes a whole step, and
+in an engine kept full most of a step is the prompts of windows that have just come
+in. Without new windows the steps carry only the answers being written.
 
 Priorities follow vLLM: a lower number is served first. :data:`REFINE_PRIORITY` (0) goes
 ahead of :data:`INGEST_PRIORITY` (1).
@@ -229,14 +233,30 @@ class BoundedEngine:
 
     :meth:`submit` of an ingestion window blocks while the cap is reached, until an
     answer frees a place. Windows of a more urgent priority (refinement) pass at once.
+
+    ``refine_hold`` (seconds, 0: off): a refinement submitted while no hold is on starts
+    one, and :meth:`submit` of an ingestion window then also waits until every
+    refinement in the engine has its answer, or the hold has lasted ``refine_hold``
+    seconds. So that back-to-back refinements cannot starve ingestion, a new hold starts
+    only once ingestion has run for as long as the last hold lasted.
     """
 
-    def __init__(self, inner: CaptionEngine, max_in_flight: int) -> None:
+    def __init__(
+        self, inner: CaptionEngine, max_in_flight: int, *, refine_hold: float = 0.0
+    ) -> None:
         if max_in_flight < 1:
             raise ValueError(f"max_in_flight must be >= 1, got {max_in_flight}")
+        if not refine_hold >= 0:
+            raise ValueError(f"refine_hold must be >= 0 seconds, got {refine_hold}")
         self.inner = inner
         self.max_in_flight = max_in_flight
+        self.refine_hold = refine_hold
         self._slots = threading.BoundedSemaphore(max_in_flight)
+        self._hold = threading.Condition()
+        self._refining = 0  # refinement windows in the engine
+        # The current or last hold; it is on while _refining > 0 and before _hold_end.
+        self._hold_start = self._hold_end = 0.0
+        self.holds = 0  # holds started, for tests and metrics
 
     @property
     def model_id(self) -> str:
@@ -248,15 +268,51 @@ class BoundedEngine:
 
     def submit(self, clip: WindowClip, *, priority: int = INGEST_PRIORITY) -> Future[CaptionOutput]:
         if priority < INGEST_PRIORITY:
-            return self.inner.submit(clip, priority=priority)
+            return self._submit_refinement(clip, priority)
         self._slots.acquire()
         try:
+            self._wait_for_hold()  # after the slot: a window that waited for it waits here too
             future = self.inner.submit(clip, priority=priority)
         except BaseException:
             self._slots.release()
             raise
         future.add_done_callback(lambda _: self._slots.release())
         return future
+
+    def _submit_refinement(self, clip: WindowClip, priority: int) -> Future[CaptionOutput]:
+        if not self.refine_hold:
+            return self.inner.submit(clip, priority=priority)
+        with self._hold:
+            now = time.monotonic()
+            self._refining += 1
+            held_last = self._hold_end - self._hold_start
+            if not self._holding(now) and now >= self._hold_end + held_last:
+                self._hold_start, self._hold_end = now, now + self.refine_hold
+                self.holds += 1
+        try:
+            future = self.inner.submit(clip, priority=priority)
+        except BaseException:
+            self._refinement_done()
+            raise
+        future.add_done_callback(lambda _: self._refinement_done())
+        return future
+
+    def _refinement_done(self) -> None:
+        with self._hold:
+            self._refining -= 1
+            if self._refining == 0:
+                self._hold_end = min(self._hold_end, time.monotonic())  # ends the hold
+                self._hold.notify_all()
+
+    def _holding(self, now: float) -> bool:
+        return self._refining > 0 and now < self._hold_end
+
+    def _wait_for_hold(self) -> None:
+        if not self.refine_hold:
+            return
+        with self._hold:
+            while self._holding(now := time.monotonic()):
+                self._hold.wait(self._hold_end - now)
 
     def close(self) -> None:
         self.inner.close()

@@ -62,10 +62,10 @@ from vidseek.indexer.captioner_vllm import (
     window_request,
     window_sampling_params,
 )
-from vidseek.indexer.engine import INGEST_PRIORITY, EngineStats
+from vidseek.indexer.engine import INGEST_PRIORITY, REFINE_PRIORITY, EngineStats
 from vidseek.indexer.types import CaptionOutput, Window, WindowClip
 
-__all__ = ["AsyncVllmEngine", "async_engine_kwargs"]
+__all__ = ["AsyncVllmEngine", "async_engine_kwargs", "engine_seconds"]
 
 log = logging.getLogger(__name__)
 
@@ -132,6 +132,26 @@ def _final_output_kind() -> Any:
     return RequestOutputKind.FINAL_ONLY
 
 
+def engine_seconds(metrics: Any, render: float = 0.0) -> dict[str, float] | None:
+    """A request's time in vLLM, from the engine core's timestamps in its
+    ``RequestOutput.metrics`` (``RequestStateStats``; present when the engine keeps
+    stats, ``disable_log_stats=False``): queued, prefill (to the first token), decode;
+    with ``render``, the seconds its rendering took before it was sent."""
+    try:
+        queued, scheduled = float(metrics.queued_ts), float(metrics.scheduled_ts)
+        first, last = float(metrics.first_token_ts), float(metrics.last_token_ts)
+    except (AttributeError, TypeError, ValueError):
+        return None
+    if not 0 < queued <= scheduled <= first <= last:
+        return None
+    return {
+        "render": render,
+        "queued": scheduled - queued,
+        "prefill": first - scheduled,
+        "decode": last - first,
+    }
+
+
 class AsyncVllmEngine:
     """Qwen3-VL in an in-process ``AsyncLLM`` (implements ``CaptionEngine``).
 
@@ -144,7 +164,10 @@ class AsyncVllmEngine:
     production. ``max_video_tokens`` bounds the windows it will be sent (see
     :func:`~vidseek.indexer.captioner_vllm.engine_kwargs`). Building the engine takes
     minutes on a real model (the processor's first build included); build one per
-    process.
+    process. ``grounding_warm_up`` (``(height, width)``): the build ends with a 2-frame
+    refinement of that frame size through the engine, so that vLLM compiles the vision
+    kernels for it (Triton, on first use of a frame size: "JIT compilation during
+    inference" in its log) and the span grammar then, not in a user's first search.
     """
 
     def __init__(
@@ -166,6 +189,7 @@ class AsyncVllmEngine:
         worker_multiproc_method: str | None = "spawn",
         llm_factory: Callable[[dict[str, Any]], Any] | None = None,
         bare_video_token: bool | None = None,
+        grounding_warm_up: tuple[int, int] | None = None,
     ) -> None:
         self._model_id = model
         self._stats = EngineStats()
@@ -218,6 +242,8 @@ class AsyncVllmEngine:
         self._closed = False
         try:
             self._warm_up()
+            if grounding_warm_up is not None:
+                self._warm_up_grounding(*grounding_warm_up)
         except BaseException:
             self.close()
             raise
@@ -298,6 +324,7 @@ class AsyncVllmEngine:
                 text=str(completion.text),
                 prompt_tokens=len(final.prompt_token_ids or []),
                 output_tokens=len(completion.token_ids),
+                engine_seconds=engine_seconds(getattr(final, "metrics", None), preprocess_s),
             )
             return output
         finally:
@@ -312,6 +339,22 @@ class AsyncVllmEngine:
         render = self._llm.renderer.render_cmpl_async([self.request(clip)])
         asyncio.run_coroutine_threadsafe(render, self._loop).result()
         log.info("vLLM processor built in %.1f s", time.perf_counter() - started)
+
+    def _warm_up_grounding(self, height: int, width: int) -> None:
+        """A 2-frame refinement of ``height`` x ``width`` frames, answered (class doc)."""
+        window = Window(
+            index=0, start_seconds=0.0, end_seconds=1.0, frame_indices=(0, 1), query="warm-up"
+        )
+        frames = np.zeros((2, height, width, 3), np.uint8)
+        clip = WindowClip(window=window, frames=frames, fps=2.0, total_frames=2)
+        started = time.perf_counter()
+        self.submit(clip, priority=REFINE_PRIORITY).result()
+        log.info(
+            "vLLM answered a %dx%d refinement warm-up in %.1f s",
+            width,
+            height,
+            time.perf_counter() - started,
+        )
 
     async def _render(self, prompt: dict[str, Any], priority: int) -> Any:
         if priority >= INGEST_PRIORITY:

@@ -62,11 +62,18 @@ class WindowClip:
 
 @dataclass(frozen=True)
 class CaptionOutput:
-    """The raw answer of a captioner for one window, kept verbatim for audit."""
+    """The raw answer of a captioner for one window, kept verbatim for audit.
+
+    ``engine_seconds``, when the engine reports it (vLLM with its stats on), splits the
+    request's time in the engine: ``render`` (preparing its inputs), ``queued`` (waiting
+    to be scheduled), ``prefill`` (scheduled to first token) and ``decode`` (first to
+    last token).
+    """
 
     text: str
     prompt_tokens: int = 0
     output_tokens: int = 0
+    engine_seconds: dict[str, float] | None = None
 
 
 @dataclass(frozen=True)

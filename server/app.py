@@ -76,6 +76,7 @@ def load_captioner(settings: Settings) -> Captioner | CaptionEngine:
     """The captioning backend the settings select (imported only when selected)."""
     if settings.captioner == "vllm":
         from vidseek.indexer.engine_vllm import AsyncVllmEngine
+        from vidseek.indexer.video import resized_shape
 
         return AsyncVllmEngine(
             settings.model,
@@ -87,6 +88,8 @@ def load_captioner(settings: Settings) -> Captioner | CaptionEngine:
             data_parallel_size=settings.vllm_data_parallel_size,
             max_video_tokens=max_window_video_tokens(settings),
             engine_options=settings.vllm_engine_options,
+            # A 16:9 source's refinement frames: their kernels compile at start.
+            grounding_warm_up=resized_shape(1920, 1080, settings.refine_max_pixels),
         )
     if settings.captioner == "openai":
         from vidseek.indexer.captioner_openai import OpenAICaptioner
@@ -246,6 +249,7 @@ def job_runner(
         workers=settings.ingest_workers,
         model=settings.model,
         max_in_flight=settings.max_in_flight,
+        refine_hold=settings.refine_hold_seconds,
         decode_processes=settings.decode_processes,
         max_queued_jobs=settings.max_queued_jobs,
         accept_jobs=settings.role == "all",

@@ -93,7 +93,9 @@ CAPTIONER_RETRY_S = 300.0
 class JobRunner:
     """Runs queued ingest jobs on ``workers`` background threads.
 
-    ``max_in_flight`` caps the ingestion windows in the shared engine;
+    ``max_in_flight`` caps the ingestion windows in the shared engine; ``refine_hold``
+    holds new ones back while a refinement is in it, for at most that many seconds
+    (:class:`~vidseek.indexer.engine.BoundedEngine`);
     ``decode_processes`` sizes the shared decode pool (0: three quarters of the cores,
     one left at least).
     ``max_queued_jobs`` (0: no cap) bounds the jobs queued or running: a submission
@@ -118,6 +120,7 @@ class JobRunner:
         model: str = "",
         *,
         max_in_flight: int = 64,
+        refine_hold: float = 0.0,
         decode_processes: int = 0,
         max_queued_jobs: int = 0,
         accept_jobs: bool = True,
@@ -130,6 +133,7 @@ class JobRunner:
         self._captioner_factory = captioner_factory
         self._captioner: BoundedEngine | None = None
         self._max_in_flight = max_in_flight
+        self._refine_hold = refine_hold
         self._decode_processes = decode_processes
         self._max_queued_jobs = max_queued_jobs
         self.accept_jobs = accept_jobs
@@ -449,7 +453,9 @@ class JobRunner:
                 if self._stop.is_set():  # loaded after stop(): nobody else will close it
                     engine.close()
                     raise CaptionerUnavailable("the server is stopping")
-                self._captioner = BoundedEngine(engine, self._max_in_flight)
+                self._captioner = BoundedEngine(
+                    engine, self._max_in_flight, refine_hold=self._refine_hold
+                )
                 self._load_failure = None
             return self._captioner
 

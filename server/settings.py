@@ -305,6 +305,13 @@ class Settings:
         "Search refinement: most seconds it may take when the request's deadline is later "
         "(or absent); moments not refined in time are returned coarse.",
     )
+    refine_hold_seconds: float = _s(
+        0.0,
+        "Search refinement: while a refinement is in the captioning engine, hold new "
+        "ingestion windows back for at most this many seconds, so that the engine's steps "
+        "carry no new prompts while its answer is written (0: off); ingestion then runs at "
+        "least as long before the next hold.",
+    )
 
     @property
     def resolved_database_url(self) -> str:
@@ -486,6 +493,7 @@ def _validate(s: Settings) -> None:
         (s.refine_max_frames >= 2, "refine_max_frames", "must be >= 2"),
         (s.refine_max_moments >= 0, "refine_max_moments", "must be >= 0"),
         (s.refine_timeout > 0, "refine_timeout", "must be > 0"),
+        (s.refine_hold_seconds >= 0, "refine_hold_seconds", "must be >= 0"),
         (s.index_kind in INDEX_KINDS, "index_kind", f"must be one of {', '.join(INDEX_KINDS)}"),
         (s.hnsw_ef_search > 0, "hnsw_ef_search", "must be > 0"),
         (s.ivf_nlist > 0, "ivf_nlist", "must be > 0"),

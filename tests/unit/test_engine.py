@@ -268,6 +268,91 @@ def test_bounded_engine_blocks_ingestion_at_the_cap_but_never_refinement():
     assert third and inner.stats.max_in_flight == 3
 
 
+def _submit_in_background(engine: BoundedEngine, index: int) -> tuple[threading.Thread, list]:
+    done: list[float] = []
+
+    def run() -> None:
+        engine.submit(make_clip(index=index))
+        done.append(time.monotonic())
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread, done
+
+
+def test_a_refinement_holds_new_ingestion_windows_until_it_is_answered():
+    inner = HeldEngine()
+    engine = BoundedEngine(inner, max_in_flight=4, refine_hold=30.0)
+    engine.submit(make_clip(index=0))  # in the engine before the refinement: not held
+    refine = engine.submit(make_clip(index=1, query="q"), priority=REFINE_PRIORITY)
+    thread, done = _submit_in_background(engine, 2)
+    time.sleep(0.3)
+    assert not done and [i for i, _ in inner.submitted] == [0, 1]  # held back
+    second = engine.submit(make_clip(index=3, query="q"), priority=REFINE_PRIORITY)
+    assert engine.holds == 1  # one hold for refinements that overlap
+    inner.release(1)  # the second refinement answers; the first is still in the engine
+    time.sleep(0.2)
+    assert second.result(5).text and not done
+    inner.release(1)  # the first refinement answers: the window goes in at once
+    thread.join(5)
+    assert done and refine.result(5).text
+    assert [i for i, _ in inner.submitted] == [0, 1, 3, 2]
+
+
+def test_a_hold_lasts_at_most_refine_hold_and_ingestion_then_runs_as_long():
+    inner = HeldEngine()
+    engine = BoundedEngine(inner, max_in_flight=8, refine_hold=0.4)
+    started = time.monotonic()
+    engine.submit(make_clip(index=0, query="q"), priority=REFINE_PRIORITY)  # never answered
+    thread, done = _submit_in_background(engine, 1)
+    thread.join(5)
+    assert done and 0.35 <= done[0] - started < 2.0  # held for refine_hold, not until answered
+    # A refinement right after the hold ran out starts no new hold: ingestion first
+    # gets as long as the hold lasted.
+    engine.submit(make_clip(index=2, query="q"), priority=REFINE_PRIORITY)
+    thread, done = _submit_in_background(engine, 3)
+    thread.join(5)
+    assert done and done[0] - started < 0.75 and engine.holds == 1
+    inner.release()  # every refinement answers
+    time.sleep(0.5)  # ingestion has now run as long as the hold lasted
+    engine.submit(make_clip(index=4, query="q"), priority=REFINE_PRIORITY)
+    assert engine.holds == 2
+    thread, done = _submit_in_background(engine, 5)
+    time.sleep(0.2)
+    assert not done
+    inner.release(1)
+    thread.join(5)
+    assert done
+
+
+def test_no_hold_by_default_or_after_a_refinement_that_failed_to_submit():
+    inner = HeldEngine()
+    engine = BoundedEngine(inner, max_in_flight=4)
+    engine.submit(make_clip(index=0, query="q"), priority=REFINE_PRIORITY)
+    engine.submit(make_clip(index=1))  # not held: refine_hold is 0
+    assert engine.holds == 0 and len(inner.submitted) == 2
+
+    class Refusing(HeldEngine):
+        def submit(self, clip, *, priority=INGEST_PRIORITY):
+            if priority == REFINE_PRIORITY:
+                raise RuntimeError("engine closed")
+            return super().submit(clip, priority=priority)
+
+    refusing = Refusing()
+    engine = BoundedEngine(refusing, max_in_flight=4, refine_hold=30.0)
+    with pytest.raises(RuntimeError, match="engine closed"):
+        engine.submit(make_clip(index=0, query="q"), priority=REFINE_PRIORITY)
+    thread, done = _submit_in_background(engine, 1)
+    thread.join(5)
+    assert done  # the refinement never reached the engine: nothing holds ingestion
+
+
+@pytest.mark.parametrize("hold", [-1.0, float("nan")])
+def test_a_negative_hold_is_refused(hold):
+    with pytest.raises(ValueError, match="refine_hold"):
+        BoundedEngine(HeldEngine(), max_in_flight=1, refine_hold=hold)
+
+
 def test_as_engine_wraps_a_plain_captioner_and_keeps_an_engine():
     held = HeldEngine(auto_release=1)
     assert as_engine(held) is held

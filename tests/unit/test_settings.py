@@ -171,3 +171,8 @@ def test_vllm_engine_args_reach_the_engine(monkeypatch: pytest.MonkeyPatch):
         {"max_num_batched_tokens": 32768, "max_num_seqs": 256},
         {},
     ]
+    # The engine warms up with a refinement of a 16:9 source at the refinement pixels.
+    assert built[1]["grounding_warm_up"] == (352, 640)
+    environ = {"VIDSEEK_CAPTIONER": "vllm", "VIDSEEK_REFINE_MAX_PIXELS": str(448 * 256)}
+    load_captioner(load_settings(environ=environ))
+    assert built[2]["grounding_warm_up"] == (256, 448)

@@ -60,6 +60,7 @@ class FakeAsyncLLM:
         self.in_engine = 0
         self.most_in_engine = 0
         self.shut_down = False
+        self.metrics: Any = None  # RequestOutput.metrics of the answers
 
     def get_tokenizer(self) -> Any:
         return self.tokenizer
@@ -78,6 +79,7 @@ class FakeAsyncLLM:
             outputs=[
                 types.SimpleNamespace(text=f'{{"events": []}} {request_id}', token_ids=[7, 8])
             ],
+            metrics=self.metrics,
         )
 
     def shutdown(self) -> None:
@@ -200,6 +202,48 @@ def test_an_engine_error_fails_only_its_window(fake_vllm, tokenizer):
     assert good.result(10).text
     engine.close()
     assert engine.stats.failed == 1 and engine.stats.completed == 1
+
+
+def test_the_engine_cores_timestamps_split_a_requests_time(fake_vllm, tokenizer):
+    engine, (llm,) = _engine(tokenizer)
+    engine._loop.call_soon_threadsafe(llm.gate.set)
+    llm.metrics = types.SimpleNamespace(
+        queued_ts=10.0, scheduled_ts=10.5, first_token_ts=11.25, last_token_ts=13.0
+    )
+    timed = engine.submit(make_clip(index=0)).result(10)
+    parts = timed.engine_seconds
+    assert parts is not None and parts.pop("render") >= 0  # the fake renderer's time
+    assert parts == {"queued": 0.5, "prefill": 0.75, "decode": 1.75}
+    # Stats off (the default: no metrics), or timestamps not yet set: no split.
+    for metrics in (None, types.SimpleNamespace(queued_ts=10.0, scheduled_ts=0.0)):
+        llm.metrics = metrics
+        assert engine.submit(make_clip(index=1)).result(10).engine_seconds is None
+    engine.close()
+
+
+def test_the_engine_can_end_its_build_with_a_refinement_of_a_given_frame_size(fake_vllm, tokenizer):
+    made: list[FakeAsyncLLM] = []
+
+    def factory(kwargs: dict[str, Any]) -> FakeAsyncLLM:
+        made.append(FakeAsyncLLM(kwargs, tokenizer))
+        made[-1].gate.set()  # answers at once
+        return made[-1]
+
+    engine = AsyncVllmEngine(
+        "/models/qwen3-vl",
+        llm_factory=factory,
+        bare_video_token=True,
+        grounding_warm_up=(352, 640),
+    )
+    (llm,) = made
+    ((prompt, params, _, priority),) = llm.requests  # answered before the build returned
+    frames = prompt["source"]["multi_modal_data"]["video"][0][0]
+    assert frames.shape == (2, 352, 640, 3) and priority == REFINE_PRIORITY
+    assert params.kwargs["structured_outputs"].kwargs["grammar"] == model_inputs.span_grammar_ebnf()
+    engine.close()
+    plain, made_without = _engine(tokenizer)
+    assert made_without[0].requests == []  # none by default
+    plain.close()
 
 
 def test_async_engine_kwargs_validate_and_carry_data_parallelism():
