@@ -23,7 +23,13 @@ is taken between 10% and 90% of the answers. ``--refine-interval S`` sends a sea
 refinement's grounding clip (``--refine-seconds`` of 640x352 frames at 2 fps, as the
 server's defaults make it, with a query; span grammar, at most 40 tokens) ahead of the
 windows every S seconds, rendered when sent, one at a time, and reports its latency:
-what a refinement waits for in an engine kept full, for a given step size.
+what a refinement waits for in an engine kept full, for a given step size. vLLM then
+keeps its stats, which split each answer's time in the engine (queued, prefill,
+decode; the ``*_p50_s`` fields) and give the time between two of its tokens, one
+engine step (``*_step_p50_ms``). Windows go through the production bound on windows in
+flight (:class:`~vidseek.indexer.engine.BoundedEngine`); ``--refine-hold S [S ...]``
+times a run for each value of its hold for refinements
+(``VIDSEEK_REFINE_HOLD_SECONDS``), one after another on the same engine.
 
 No weights are downloaded: the model directory holds the real Qwen tokenizer and
 processor (built offline by ``tests/support/tiny_qwen.py``) and a ``config.json`` of
@@ -53,9 +59,9 @@ import json
 import shutil
 import sys
 import tempfile
-import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +72,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))  # benchmarks.* and tests.support, when run as a script
 
 from benchmarks.sampling import BackgroundLoop  # noqa: E402
+from vidseek.indexer.engine import INGEST_PRIORITY, BoundedEngine  # noqa: E402
 from vidseek.indexer.types import Window, WindowClip  # noqa: E402
 
 # Qwen3-VL-4B-Instruct's config.json (text_config / vision_config), the fields that
@@ -191,21 +198,47 @@ def dummy_engine_options(args: argparse.Namespace, **fixed: Any) -> dict[str, An
     return options
 
 
-def run_variant(
-    variant: str, clips: Sequence[WindowClip], args: argparse.Namespace
-) -> dict[str, Any]:
-    """Build the engine for one variant, warm it up, and time ``clips`` through it."""
-    model_dir = build_model_dir(Path(args.work_dir) / variant, fp8=(variant == "fp8"))
-    timed = _time_offline if args.engine == "llm" else _time_async
-    # The async passes send windows again: no prefix cache, as in the ingest benchmark.
-    fixed = {"enable_prefix_caching": False} if args.engine == "async" else {}
-    build_seconds, elapsed, outputs, measured = timed(
-        model_dir, dummy_engine_options(args, **fixed), clips, args
-    )
+Timed = tuple[float, list[Any], dict[str, Any]]
+"""One timed run on an engine: seconds, the answers, what else was measured."""
 
+
+def run_variant(
+    variant: str,
+    clips: Sequence[WindowClip],
+    args: argparse.Namespace,
+    emit: Callable[[dict[str, Any]], None] = lambda _: None,
+) -> list[dict[str, Any]]:
+    """Build the engine for one variant, warm it up, and time ``clips`` through it: a
+    row per run (one, or one per ``--refine-hold`` value on the same engine), each
+    given to ``emit`` as soon as its run ends."""
+    model_dir = build_model_dir(Path(args.work_dir) / variant, fp8=(variant == "fp8"))
+    rows: list[dict[str, Any]] = []
+
+    def ended(build_seconds: float, run: Timed) -> None:
+        rows.append(result_row(variant, clips, args, build_seconds, run))
+        emit(rows[-1])
+
+    # The async passes send windows again: no prefix cache, as in the ingest benchmark.
+    if args.engine == "llm":
+        _time_offline(model_dir, dummy_engine_options(args), clips, args, ended)
+    else:
+        options = dummy_engine_options(args, enable_prefix_caching=False)
+        _time_async(model_dir, options, clips, args, ended)
+    return rows
+
+
+def result_row(
+    variant: str,
+    clips: Sequence[WindowClip],
+    args: argparse.Namespace,
+    build_seconds: float,
+    run: Timed,
+) -> dict[str, Any]:
+    """One run's figures, with the engine and the windows it ran."""
     import torch
     import vllm
 
+    elapsed, outputs, measured = run
     sent = len(outputs)  # each window once, or --passes times
     video_seconds = sum(c.window.end_seconds - c.window.start_seconds for c in clips)
     video_seconds *= sent / len(clips)
@@ -242,7 +275,8 @@ def _time_offline(
     engine_options: dict[str, Any],
     clips: Sequence[WindowClip],
     args: argparse.Namespace,
-) -> tuple[float, float, list[Any], dict[str, Any]]:
+    ended: Callable[[float, Timed], None],
+) -> None:
     """Every window in one ``LLM.generate`` call (``VllmCaptioner``), which prepares
     the windows one at a time on its one thread."""
     from benchmarks.sampling import GpuSampler
@@ -268,7 +302,7 @@ def _time_offline(
             elapsed = time.perf_counter() - started
     finally:
         captioner.close()
-    return build_seconds, elapsed, [r.output for r in results], gpu.report()
+    ended(build_seconds, (elapsed, [r.output for r in results], gpu.report()))
 
 
 def _time_async(
@@ -276,12 +310,13 @@ def _time_async(
     engine_options: dict[str, Any],
     clips: Sequence[WindowClip],
     args: argparse.Namespace,
-) -> tuple[float, float, list[Any], dict[str, Any]]:
+    ended: Callable[[float, Timed], None],
+) -> None:
     """The windows through the production engine (``AsyncVllmEngine``), whose renderer
     threads prepare windows in parallel: all at once, or ``--in-flight`` at a time for
-    ``--passes`` passes (module doc). With ``--prerender`` every window is rendered
-    first and only the engine's part is timed."""
-    from benchmarks.sampling import GpuSampler
+    ``--passes`` passes (module doc), once per ``--refine-hold`` value; ``ended`` gets
+    the engine's build time and each run as it ends. With ``--prerender`` every window
+    is rendered first and only the engine's part is timed."""
     from vidseek.indexer.engine_vllm import AsyncVllmEngine
     from vidseek.indexer.model_inputs import max_video_tokens
 
@@ -291,6 +326,8 @@ def _time_async(
         probe = refine_clip(args.refine_seconds, 0)
         largest = max(largest, max_video_tokens(*_pixels(probe)))
     started = time.perf_counter()
+    # With refinement probes vLLM keeps its stats, which time each answer's parts.
+    engine_options = {"disable_log_stats": not args.refine_interval, **engine_options}
     # Captions are forced to --output-tokens unless --constrained; refinement probes
     # always decode as in production, their span grammar ending the answer.
     engine = AsyncVllmEngine(
@@ -304,6 +341,8 @@ def _time_async(
         enforce_eager=args.enforce_eager,
         max_video_tokens=largest,
         engine_options=engine_options,
+        # As the server does: the refinement clips' kernels compile while it builds.
+        grounding_warm_up=REFINE_SIZE if args.refine_interval > 0 else None,
     )
     build_seconds = time.perf_counter() - started
     measured: dict[str, Any] = {"renderer_workers": args.renderer_workers}
@@ -315,24 +354,45 @@ def _time_async(
             started = time.perf_counter()
             rendered = [f.result() for f in [engine.render(clip) for clip in clips]]
             measured["render_s"] = round(time.perf_counter() - started, 2)
-        with GpuSampler() as gpu, RefineProber(engine, args) as prober:
-            started = time.perf_counter()
-            outputs, answered_at = _stream(engine, clips, rendered, args.in_flight, args.passes)
-            elapsed = time.perf_counter() - started
-        window_seconds = clips[0].window.end_seconds - clips[0].window.start_seconds
-        measured.update(steady_rate(answered_at, window_seconds, gpu))
-        measured.update(prober.report())
+        measured.update(
+            prerender=args.prerender,
+            in_flight=args.in_flight or len(clips) * args.passes,
+            passes=args.passes,
+        )
+        source = Prerendered(engine, clips, rendered)
+        for hold in args.refine_hold:
+            ended(build_seconds, _time_pass(source, clips, hold, args, measured))
     finally:
         engine.close()
+
+
+def _time_pass(
+    source: Prerendered,
+    clips: Sequence[WindowClip],
+    hold: float,
+    args: argparse.Namespace,
+    measured: dict[str, Any],
+) -> Timed:
+    """``--passes`` passes over ``clips`` under the production bound on windows in
+    flight and its hold of ``hold`` seconds for refinements, with the probes."""
+    from benchmarks.sampling import GpuSampler
+
+    bounded = BoundedEngine(source, args.in_flight or len(clips) * args.passes, refine_hold=hold)
+    with GpuSampler() as gpu, RefineProber(bounded, args) as prober:
+        started = time.perf_counter()
+        outputs, answered_at = _stream(bounded, clips, args.passes)
+        elapsed = time.perf_counter() - started
+    window_seconds = clips[0].window.end_seconds - clips[0].window.start_seconds
     return (
-        build_seconds,
         elapsed,
         outputs,
         {
             **measured,
-            "prerender": args.prerender,
-            "in_flight": args.in_flight or len(clips),
-            "passes": args.passes,
+            **steady_rate(answered_at, window_seconds, gpu),
+            **prober.report(),
+            **engine_parts("window", outputs),
+            "refine_hold_s": hold,
+            "refine_holds": bounded.holds,
             **gpu.report(),
         },
     )
@@ -343,28 +403,63 @@ def _pixels(clip: WindowClip) -> tuple[int, int]:
     return frames, height * width
 
 
+class Prerendered:
+    """``engine`` (an ``AsyncVllmEngine``) as a plain caption engine that hands each of
+    ``clips`` its render made beforehand (``None``: rendered when submitted)."""
+
+    def __init__(self, engine: Any, clips: Sequence[WindowClip], rendered: Sequence[Any]):
+        self.engine = engine
+        self._rendered = {id(clip): r for clip, r in zip(clips, rendered, strict=True)}
+
+    @property
+    def model_id(self) -> str:
+        return str(self.engine.model_id)
+
+    @property
+    def stats(self) -> Any:
+        return self.engine.stats
+
+    def submit(self, clip: WindowClip, *, priority: int = INGEST_PRIORITY) -> Future[Any]:
+        future: Future[Any] = self.engine.submit(
+            clip, priority=priority, rendered=self._rendered.get(id(clip))
+        )
+        return future
+
+    def close(self) -> None:
+        self.engine.close()
+
+
 def _stream(
-    engine: Any, clips: Sequence[WindowClip], rendered: Sequence[Any], in_flight: int, passes: int
+    engine: BoundedEngine, clips: Sequence[WindowClip], passes: int
 ) -> tuple[list[Any], list[float]]:
-    """Every window ``passes`` times, at most ``in_flight`` in the engine at once (0: all
-    at once): each answer lets the next window in. Returns the answers in submission
-    order and the ``perf_counter`` time of each answer, in the order they came."""
-    total = len(clips) * passes
-    slots = threading.Semaphore(in_flight or total)
+    """Every window ``passes`` times through ``engine``, whose bound holds each back until
+    an answer makes room. Returns the answers in submission order and the
+    ``perf_counter`` time of each answer, in the order they came."""
     answered_at: list[float] = []
-
-    def answered(_: Any) -> None:
-        answered_at.append(time.perf_counter())
-        slots.release()
-
     futures = []
-    for n in range(total):
-        slots.acquire()
-        k = n % len(clips)
-        future = engine.submit(clips[k], rendered=rendered[k])
-        future.add_done_callback(answered)
+    for n in range(len(clips) * passes):
+        future = engine.submit(clips[n % len(clips)])
+        future.add_done_callback(lambda _: answered_at.append(time.perf_counter()))
         futures.append(future)
     return [future.result() for future in futures], answered_at
+
+
+def engine_parts(name: str, outputs: Sequence[Any]) -> dict[str, Any]:
+    """Medians of where answers spent their time (``engine_seconds``: rendering, then vLLM
+    with its stats on), and of the time between two of an answer's tokens: one engine
+    step while it decodes."""
+    from benchmarks.sampling import percentile
+
+    parts = [(o.engine_seconds, o.output_tokens) for o in outputs if o.engine_seconds]
+    if not parts:
+        return {}
+    report = {
+        f"{name}_{part}_p50_s": _round(percentile([p[part] for p, _ in parts], 50))
+        for part in ("render", "queued", "prefill", "decode")
+    }
+    steps = [p["decode"] / (n - 1) * 1000 for p, n in parts if n > 1]
+    report[f"{name}_step_p50_ms"] = _round(percentile(steps, 50))
+    return report
 
 
 def steady_rate(answered_at: Sequence[float], window_seconds: float, gpu: Any) -> dict[str, Any]:
@@ -422,7 +517,7 @@ class RefineProber(BackgroundLoop):
         self._interval = args.refine_interval
         self._seconds = args.refine_seconds
         self.latencies: list[float] = []
-        self.output_tokens: list[int] = []
+        self.outputs: list[Any] = []
 
     def _wanted(self) -> bool:
         return self._interval > 0
@@ -437,7 +532,7 @@ class RefineProber(BackgroundLoop):
             started = time.perf_counter()
             output = self._engine.submit(clip, priority=REFINE_PRIORITY).result()
             self.latencies.append(time.perf_counter() - started)
-            self.output_tokens.append(output.output_tokens)
+            self.outputs.append(output)
 
     def report(self) -> dict[str, Any]:
         from benchmarks.sampling import percentile
@@ -451,11 +546,18 @@ class RefineProber(BackgroundLoop):
             "refine_p50_s": _round(percentile(self.latencies, 50)),
             "refine_p99_s": _round(percentile(self.latencies, 99)),
             "refine_max_s": _round(max(self.latencies, default=None)),
+            "refine_latencies_s": [round(x, 2) for x in self.latencies],
+            # Each probe's parts (render, queued, prefill, decode), in the probes' order.
+            "refine_parts_s": [
+                {k: round(v, 3) for k, v in o.engine_seconds.items()} if o.engine_seconds else None
+                for o in self.outputs
+            ],
             "refine_output_tokens_mean": (
-                round(sum(self.output_tokens) / len(self.output_tokens), 1)
-                if self.output_tokens
+                round(sum(o.output_tokens for o in self.outputs) / len(self.outputs), 1)
+                if self.outputs
                 else None
             ),
+            **engine_parts("refine", self.outputs),
         }
 
 
@@ -530,6 +632,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--refine-seconds", type=float, default=16.0, help="a refinement clip's length"
     )
     parser.add_argument(
+        "--refine-hold",
+        type=float,
+        nargs="+",
+        default=[0.0],
+        help="async: VIDSEEK_REFINE_HOLD_SECONDS (new windows held back while a refinement "
+        "runs); several values: a timed run each, one after another on the same engine",
+    )
+    parser.add_argument(
         "--engine-args",
         type=json_object,
         default={},
@@ -539,10 +649,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--work-dir", default="", help="model directories go here (temp dir)")
     parser.add_argument("--json-out", default="", help="append one JSON line per variant here")
     args = parser.parse_args(argv)
-    if args.engine != "async" and (args.in_flight or args.passes != 1 or args.refine_interval):
-        parser.error("--in-flight, --passes and --refine-interval need --engine async")
-    if args.in_flight < 0 or args.passes < 1 or args.refine_interval < 0:
-        parser.error("--in-flight and --refine-interval must be >= 0, --passes >= 1")
+    streaming = args.in_flight or args.passes != 1 or args.refine_interval or any(args.refine_hold)
+    if args.engine != "async" and streaming:
+        parser.error("--in-flight, --passes, --refine-* options need --engine async")
+    if min(args.in_flight, args.refine_interval, *args.refine_hold) < 0 or args.passes < 1:
+        parser.error("--in-flight, --refine-interval and --refine-hold must be >= 0, --passes >= 1")
 
     if not args.work_dir:
         args.work_dir = tempfile.mkdtemp(prefix="vidseek-bench-")
@@ -550,14 +661,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     clips = synthetic_clips(
         args.windows, args.window_seconds, args.sample_fps, height, width, args.source_fps
     )
-    rows = []
-    for variant in args.variants:
-        row = run_variant(variant, clips, args)
-        rows.append(row)
-        print(json.dumps(row), flush=True)
+
+    def emit(result: dict[str, Any]) -> None:
+        print(json.dumps(result), flush=True)
         if args.json_out:
             with open(args.json_out, "a", encoding="utf-8") as handle:
-                handle.write(json.dumps(row) + "\n")
+                handle.write(json.dumps(result) + "\n")
+
+    rows = [row for variant in args.variants for row in run_variant(variant, clips, args, emit)]
 
     print(
         f"\n{'variant':8} {'video-h/GPU-h':>13} {'prompt tok/s':>12} {'out tok/s':>9} "

@@ -157,6 +157,8 @@ def build_engine(directory: Path, args: argparse.Namespace) -> Any:
     from vidseek.indexer.engine_vllm import AsyncVllmEngine, async_engine_kwargs
     from vidseek.indexer.model_inputs import max_video_tokens
     from vidseek.indexer.planner import max_window_frames
+    from vidseek.indexer.video import resized_shape
+    from vidseek.server.refine import RefineConfig
 
     height, width = args.frame_size
     frames = max_window_frames(max(args.window_seconds), args.sample_fps)
@@ -197,6 +199,8 @@ def build_engine(directory: Path, args: argparse.Namespace) -> Any:
         data_parallel_size=args.data_parallel,
         max_video_tokens=max_video_tokens(frames, height * width),
         fixed_caption_tokens=args.output_tokens,
+        # As the server builds it: a refinement's kernels compile before the first search.
+        grounding_warm_up=resized_shape(1920, 1080, RefineConfig().max_pixels),
         **options,
     )
 
@@ -322,6 +326,7 @@ def run_end_to_end(
             "decode_threads": args.decode_threads,
             "ingest_workers": args.ingest_workers or len(videos),
             "refine_timeout": args.refine_timeout,
+            "refine_hold_seconds": args.refine_hold,
             "grpc_workers": 16,
         },
         environ={},
@@ -418,6 +423,7 @@ def run_end_to_end(
             done.set()
             if prober.is_alive():
                 prober.join()
+            holds = getattr(app.jobs.loaded_engine(), "holds", 0)
     finally:
         done.set()
         client.close()
@@ -446,6 +452,9 @@ def run_end_to_end(
         "refine_late": late,
         "refine_engine_p50_s": _round(percentile(kept.refine_engine_s, 50)),
         "refine_engine_p99_s": _round(percentile(kept.refine_engine_s, 99)),
+        "refine_latencies_s": [round(x, 2) for x in latencies],
+        "refine_hold_s": args.refine_hold,
+        "refine_holds": holds,
         "host_peak_memory_gib": round(host.peak_gib, 1),
         **cpu.report(),
         **steady_state(curve, window_seconds, gpus, gpu),
@@ -584,6 +593,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--refine-interval", type=float, default=1.0, help="0: no probes")
     parser.add_argument("--refine-timeout", type=float, default=30.0)
+    parser.add_argument(
+        "--refine-hold",
+        type=float,
+        default=0.0,
+        help="VIDSEEK_REFINE_HOLD_SECONDS: hold new windows back while a refinement runs",
+    )
     parser.add_argument("--progress-interval", type=float, default=30.0)
     parser.add_argument(
         "--stall-dump", type=float, default=120.0, help="seconds without a window: dump stacks"

@@ -5,15 +5,30 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import time
 import types
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from benchmarks.caption_throughput import _time_async, synthetic_clips
+from benchmarks.caption_throughput import _time_async as _time_async_runs
+from benchmarks.caption_throughput import synthetic_clips
 from tests.support.fake_vllm import install_fake_vllm
 from vidseek.indexer import engine_vllm
+
+
+def _time_async(model_dir: Path, options: dict[str, Any], clips: Any, args: Any):
+    """The benchmark's async timing: the engine's build time and every run, in order."""
+    runs: list[Any] = []
+    built: list[float] = []
+
+    def ended(build_seconds: float, run: Any) -> None:
+        built.append(build_seconds)
+        runs.append(run)
+
+    _time_async_runs(model_dir, options, clips, args, ended)
+    return built[0], runs
 
 
 @pytest.fixture(scope="module")
@@ -79,8 +94,9 @@ def test_every_window_is_rendered_once_and_answered(
         passes=1,
         refine_interval=0.0,
         refine_seconds=16.0,
+        refine_hold=[0.0],
     )
-    _, elapsed, outputs, measured = _time_async(tmp_path, {"load_format": "dummy"}, clips, args)
+    _, [(elapsed, outputs, measured)] = _time_async(tmp_path, {"load_format": "dummy"}, clips, args)
     (llm,) = made
     assert llm.kwargs["renderer_num_workers"] == 3 and llm.kwargs["load_format"] == "dummy"
     assert [o.output_tokens for o in outputs] == [16] * 5  # forced to --output-tokens
@@ -94,22 +110,39 @@ def test_every_window_is_rendered_once_and_answered(
 class SlowLLM(AnsweringLLM):
     """Answers after ``delay`` seconds, counting requests in flight and priorities."""
 
-    def __init__(self, kwargs: dict[str, Any], tokenizer: Any, delay: float) -> None:
+    def __init__(
+        self, kwargs: dict[str, Any], tokenizer: Any, delay: float, probe_delay: float = 0.0
+    ) -> None:
         super().__init__(kwargs, tokenizer)
         self.delay = delay
+        self.probe_delay = probe_delay or delay  # a refinement's, if different
         self.in_flight = 0
         self.most_in_flight = 0
         self.priorities: list[int] = []
         self.params: list[dict[str, Any]] = []
+        self.starts: list[tuple[float, int]] = []  # (when, priority) of each request
+        self.probes: list[tuple[float, float]] = []  # (start, end) of each refinement
 
     async def generate(self, prompt: dict[str, Any], params: Any, request_id: str, *, priority):
         self.in_flight += 1
         self.most_in_flight = max(self.most_in_flight, self.in_flight)
         self.priorities.append(priority)
         self.params.append(params.kwargs)
+        self.starts.append((time.monotonic(), priority))
+        delay = self.probe_delay if priority == 0 else self.delay
         try:
-            await asyncio.sleep(self.delay)
+            queued = time.monotonic()
+            await asyncio.sleep(delay)
             async for out in super().generate(prompt, params, request_id, priority=priority):
+                # The engine core's timestamps, as vLLM gives them with its stats on.
+                out.metrics = types.SimpleNamespace(
+                    queued_ts=queued,
+                    scheduled_ts=queued + delay / 4,
+                    first_token_ts=queued + delay / 2,
+                    last_token_ts=time.monotonic(),
+                )
+                if priority == 0:
+                    self.probes.append((queued, time.monotonic()))
                 yield out
         finally:
             self.in_flight -= 1
@@ -129,17 +162,18 @@ def _streaming_args(**overrides: Any) -> argparse.Namespace:
         passes=2,
         refine_interval=0.0,
         refine_seconds=4.0,
+        refine_hold=[0.0],
     )
     values.update(overrides)
     return argparse.Namespace(**values)
 
 
-def _slow_engine(monkeypatch, tokenizer, delay: float) -> list[SlowLLM]:
+def _slow_engine(monkeypatch, tokenizer, delay: float, probe_delay: float = 0.0) -> list[SlowLLM]:
     install_fake_vllm(monkeypatch)
     made: list[SlowLLM] = []
 
     def factory(kwargs: dict[str, Any]) -> SlowLLM:
-        made.append(SlowLLM(kwargs, tokenizer, delay))
+        made.append(SlowLLM(kwargs, tokenizer, delay, probe_delay))
         return made[-1]
 
     monkeypatch.setattr(engine_vllm, "_default_llm_factory", factory)
@@ -151,7 +185,7 @@ def test_in_flight_keeps_that_many_windows_in_the_engine_over_the_passes(
 ):
     made = _slow_engine(monkeypatch, tokenizer, delay=0.02)
     clips = synthetic_clips(5, 4.0, 1.0, 32, 64, 30.0)
-    _, _, outputs, measured = _time_async(tmp_path, {}, clips, _streaming_args())
+    _, [(_, outputs, measured)] = _time_async(tmp_path, {}, clips, _streaming_args())
     (llm,) = made
     assert len(outputs) == 10 and len(llm.requests) == 10  # 5 windows, 2 passes
     assert llm.renders == 1 + 5  # the warm-up render, then each window once
@@ -168,13 +202,16 @@ def test_refinement_probes_go_ahead_of_the_windows_and_are_timed(
     made = _slow_engine(monkeypatch, tokenizer, delay=0.05)
     clips = synthetic_clips(8, 4.0, 1.0, 32, 64, 30.0)
     args = _streaming_args(in_flight=2, passes=3, refine_interval=0.1, output_tokens=256)
-    _, elapsed, outputs, measured = _time_async(tmp_path, {}, clips, args)
+    _, [(elapsed, outputs, measured)] = _time_async(tmp_path, {}, clips, args)
     (llm,) = made
     probes = measured["refine_probes"]
     assert len(outputs) == 24 and probes >= 2
     assert {o.output_tokens for o in outputs} == {256}
-    assert len(llm.requests) == 24 + probes
-    assert sorted(llm.priorities) == [0] * probes + [1] * 24
+    # First the engine's warm-up: a 2-frame refinement of the probes' frame size.
+    warm_up = llm.requests[0]["rendered"]["multi_modal_data"]["video"][0][0]
+    assert warm_up.shape == (2, 352, 640, 3) and llm.priorities[0] == 0
+    assert len(llm.requests) == 1 + 24 + probes
+    assert sorted(llm.priorities) == [0] * (1 + probes) + [1] * 24
     # Probes decode as refinement does (under the span grammar), windows as forced.
     for params, priority in zip(llm.params, llm.priorities, strict=True):
         grammar = params.get("structured_outputs")
@@ -184,6 +221,47 @@ def test_refinement_probes_go_ahead_of_the_windows_and_are_timed(
             assert grammar is None and params["ignore_eos"] and params["max_tokens"] == 256
     assert 0.05 <= measured["refine_p50_s"] <= measured["refine_max_s"] < elapsed
     assert measured["refine_frames"] == 8  # 4 s at 2 fps
+    assert len(measured["refine_latencies_s"]) == probes
+    # vLLM keeps its stats while probing: each answer's time splits into its parts.
+    assert llm.kwargs["disable_log_stats"] is False
+    for name in ("refine", "window"):
+        assert 0 < measured[f"{name}_prefill_p50_s"] < measured[f"{name}_decode_p50_s"]
+        assert measured[f"{name}_step_p50_ms"] > 0 and measured[f"{name}_render_p50_s"] >= 0
+    assert len(measured["refine_parts_s"]) == probes
+    assert all(p["decode"] > p["prefill"] > 0 for p in measured["refine_parts_s"])
+    assert measured["refine_holds"] == 0  # --refine-hold 0: off
+
+
+def test_refine_hold_holds_the_windows_back_while_a_probe_runs(
+    monkeypatch, tmp_path: Path, tokenizer
+):
+    # Probes take 10 windows' time: without the hold, windows keep coming in meanwhile.
+    made = _slow_engine(monkeypatch, tokenizer, delay=0.02, probe_delay=0.2)
+    clips = synthetic_clips(8, 4.0, 1.0, 32, 64, 30.0)
+    # Probes further apart than a hold lasts: each starts one (no cooldown left).
+    args = _streaming_args(in_flight=4, passes=24, refine_interval=0.3, refine_hold=[5.0, 0.0])
+    _, runs = _time_async(tmp_path, {}, clips, args)  # two timed runs on one engine
+    (llm,) = made
+    joined = {}
+    starts, probes = llm.starts[1:], llm.probes[1:]  # after the engine's warm-up
+    for _, outputs, measured in runs:
+        hold, count = measured["refine_hold_s"], measured["refine_probes"]
+        assert len(outputs) == 192 and count >= 1
+        assert (measured["refine_holds"] >= 1) is (hold > 0)
+        # Windows that came into the engine while a probe was in it, per probe (one
+        # already on its way when the hold began may arrive just after).
+        mine, starts = starts[: 192 + count], starts[192 + count :]
+        spans, probes = probes[:count], probes[count:]
+        joined[hold] = (
+            sum(
+                any(start + 0.01 < when < end for start, end in spans)
+                for when, priority in mine
+                if priority == 1
+            )
+            / count
+        )
+    assert [m["refine_hold_s"] for _, _, m in runs] == [5.0, 0.0]
+    assert joined[5.0] <= 1 and joined[0.0] >= 3
 
 
 def test_the_engine_is_sized_for_a_refinement_clip_larger_than_a_window(
@@ -194,7 +272,7 @@ def test_the_engine_is_sized_for_a_refinement_clip_larger_than_a_window(
     args = _streaming_args(
         passes=1, refine_interval=100.0, refine_seconds=80.0, max_model_len=32768
     )
-    _, _, _, measured = _time_async(tmp_path, {}, clips, args)
+    _, [(_, _, measured)] = _time_async(tmp_path, {}, clips, args)
     (llm,) = made
     # 160 frames of 640x352: 80 pairs of 220 tokens, past the 16,384-token default step.
     assert llm.kwargs["max_num_batched_tokens"] == 80 * 220
@@ -229,6 +307,8 @@ def test_steady_rate_leaves_out_the_first_and_last_tenth():
     ("argv", "problem"),
     [
         (["--in-flight", "8"], "need --engine async"),
+        (["--refine-hold", "2"], "need --engine async"),
+        (["--engine", "async", "--refine-hold", "-1"], "must be >= 0"),
         (["--engine", "async", "--passes", "0"], "--passes >= 1"),
     ],
 )
