@@ -61,7 +61,6 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
@@ -71,8 +70,17 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))  # benchmarks.* and tests.support, when run as a script
 
-from benchmarks.sampling import BackgroundLoop  # noqa: E402
-from vidseek.indexer.engine import INGEST_PRIORITY, BoundedEngine  # noqa: E402
+from benchmarks.engine_load import (  # noqa: E402
+    REFINE_SIZE,
+    Prerendered,
+    RefineProber,
+    engine_parts,
+    pixels,
+    refine_clip,
+    steady_rate,
+    stream,
+)
+from vidseek.indexer.engine import BoundedEngine  # noqa: E402
 from vidseek.indexer.types import Window, WindowClip  # noqa: E402
 
 # Qwen3-VL-4B-Instruct's config.json (text_config / vision_config), the fields that
@@ -324,7 +332,7 @@ def _time_async(
     largest = max_video_tokens(frames, height * width)
     if args.refine_interval > 0:
         probe = refine_clip(args.refine_seconds, 0)
-        largest = max(largest, max_video_tokens(*_pixels(probe)))
+        largest = max(largest, max_video_tokens(*pixels(probe)))
     started = time.perf_counter()
     # With refinement probes vLLM keeps its stats, which time each answer's parts.
     engine_options = {"disable_log_stats": not args.refine_interval, **engine_options}
@@ -380,7 +388,7 @@ def _time_pass(
     bounded = BoundedEngine(source, args.in_flight or len(clips) * args.passes, refine_hold=hold)
     with GpuSampler() as gpu, RefineProber(bounded, args) as prober:
         started = time.perf_counter()
-        outputs, answered_at = _stream(bounded, clips, args.passes)
+        outputs, answered_at = stream(bounded, clips, args.passes)
         elapsed = time.perf_counter() - started
     window_seconds = clips[0].window.end_seconds - clips[0].window.start_seconds
     return (
@@ -396,173 +404,6 @@ def _time_pass(
             **gpu.report(),
         },
     )
-
-
-def _pixels(clip: WindowClip) -> tuple[int, int]:
-    frames, height, width = clip.frames.shape[:3]
-    return frames, height * width
-
-
-class Prerendered:
-    """``engine`` (an ``AsyncVllmEngine``) as a plain caption engine that hands each of
-    ``clips`` its render made beforehand (``None``: rendered when submitted)."""
-
-    def __init__(self, engine: Any, clips: Sequence[WindowClip], rendered: Sequence[Any]):
-        self.engine = engine
-        self._rendered = {id(clip): r for clip, r in zip(clips, rendered, strict=True)}
-
-    @property
-    def model_id(self) -> str:
-        return str(self.engine.model_id)
-
-    @property
-    def stats(self) -> Any:
-        return self.engine.stats
-
-    def submit(self, clip: WindowClip, *, priority: int = INGEST_PRIORITY) -> Future[Any]:
-        future: Future[Any] = self.engine.submit(
-            clip, priority=priority, rendered=self._rendered.get(id(clip))
-        )
-        return future
-
-    def close(self) -> None:
-        self.engine.close()
-
-
-def _stream(
-    engine: BoundedEngine, clips: Sequence[WindowClip], passes: int
-) -> tuple[list[Any], list[float]]:
-    """Every window ``passes`` times through ``engine``, whose bound holds each back until
-    an answer makes room. Returns the answers in submission order and the
-    ``perf_counter`` time of each answer, in the order they came."""
-    answered_at: list[float] = []
-    futures = []
-    for n in range(len(clips) * passes):
-        future = engine.submit(clips[n % len(clips)])
-        future.add_done_callback(lambda _: answered_at.append(time.perf_counter()))
-        futures.append(future)
-    return [future.result() for future in futures], answered_at
-
-
-def engine_parts(name: str, outputs: Sequence[Any]) -> dict[str, Any]:
-    """Medians of where answers spent their time (``engine_seconds``: rendering, then vLLM
-    with its stats on), and of the time between two of an answer's tokens: one engine
-    step while it decodes."""
-    from benchmarks.sampling import percentile
-
-    parts = [(o.engine_seconds, o.output_tokens) for o in outputs if o.engine_seconds]
-    if not parts:
-        return {}
-    report = {
-        f"{name}_{part}_p50_s": _round(percentile([p[part] for p, _ in parts], 50))
-        for part in ("render", "queued", "prefill", "decode")
-    }
-    steps = [p["decode"] / (n - 1) * 1000 for p, n in parts if n > 1]
-    report[f"{name}_step_p50_ms"] = _round(percentile(steps, 50))
-    return report
-
-
-def steady_rate(answered_at: Sequence[float], window_seconds: float, gpu: Any) -> dict[str, Any]:
-    """Windows a second, video-hours per GPU-hour and GPU busy fraction between the
-    answers at 10% and 90% of the pass (the engine filling and emptying left out)."""
-    times = sorted(answered_at)
-    if len(times) < 10:
-        return {}
-    first, last = round(0.1 * (len(times) - 1)), round(0.9 * (len(times) - 1))
-    seconds = times[last] - times[first]
-    if seconds <= 0:
-        return {}
-    rate = (last - first) / seconds
-    return {
-        "steady_s": round(seconds, 2),
-        "steady_windows_per_s": round(rate, 2),
-        "steady_video_hours_per_gpu_hour": round(rate * window_seconds, 1),
-        "steady_gpu_busy": gpu.busy_between(times[first], times[last]),
-    }
-
-
-REFINE_QUERY = "a person in a red jacket opens the door of a car"
-REFINE_FPS = 2.0
-REFINE_SIZE = (352, 640)  # a 360p source within the server's 640x360 refinement pixels
-
-
-def refine_clip(seconds: float, index: int, seed: int = 1) -> WindowClip:
-    """A search refinement's grounding clip as the server makes it by default: ``seconds``
-    of a 30 fps source at 2 fps, 640x352 frames, absolute frame indices, a query."""
-    count = max(2, round(seconds * REFINE_FPS))
-    count += count % 2
-    source_fps = 30.0
-    start = 600.0 + 37.0 * index  # moments somewhere in a long video
-    indices = tuple(round((start + k / REFINE_FPS) * source_fps) for k in range(count))
-    rng = np.random.default_rng(seed + index)
-    frames = rng.integers(0, 256, size=(count, *REFINE_SIZE, 3), dtype=np.uint8)
-    window = Window(
-        index=index,
-        start_seconds=start,
-        end_seconds=start + count / REFINE_FPS,
-        frame_indices=indices,
-        query=REFINE_QUERY,
-    )
-    return WindowClip(window=window, frames=frames, fps=source_fps, total_frames=7200 * 30)
-
-
-class RefineProber(BackgroundLoop):
-    """Sends a refinement's grounding clip ahead of the windows every ``--refine-interval``
-    seconds, one at a time, while the pass runs, and times each from submission to
-    answer (rendering included: the server renders a refinement when it is asked)."""
-
-    def __init__(self, engine: Any, args: argparse.Namespace) -> None:
-        super().__init__()
-        self._engine = engine
-        self._interval = args.refine_interval
-        self._seconds = args.refine_seconds
-        self.latencies: list[float] = []
-        self.outputs: list[Any] = []
-
-    def _wanted(self) -> bool:
-        return self._interval > 0
-
-    def _run(self) -> None:
-        from vidseek.indexer.engine import REFINE_PRIORITY
-
-        n = 0
-        while not self._stop.wait(self._interval):
-            clip = refine_clip(self._seconds, n)
-            n += 1
-            started = time.perf_counter()
-            output = self._engine.submit(clip, priority=REFINE_PRIORITY).result()
-            self.latencies.append(time.perf_counter() - started)
-            self.outputs.append(output)
-
-    def report(self) -> dict[str, Any]:
-        from benchmarks.sampling import percentile
-
-        if self._interval <= 0:
-            return {}
-        return {
-            "refine_probes": len(self.latencies),
-            "refine_interval_s": self._interval,
-            "refine_frames": refine_clip(self._seconds, 0).frames.shape[0],
-            "refine_p50_s": _round(percentile(self.latencies, 50)),
-            "refine_p99_s": _round(percentile(self.latencies, 99)),
-            "refine_max_s": _round(max(self.latencies, default=None)),
-            "refine_latencies_s": [round(x, 2) for x in self.latencies],
-            # Each probe's parts (render, queued, prefill, decode), in the probes' order.
-            "refine_parts_s": [
-                {k: round(v, 3) for k, v in o.engine_seconds.items()} if o.engine_seconds else None
-                for o in self.outputs
-            ],
-            "refine_output_tokens_mean": (
-                round(sum(o.output_tokens for o in self.outputs) / len(self.outputs), 1)
-                if self.outputs
-                else None
-            ),
-            **engine_parts("refine", self.outputs),
-        }
-
-
-def _round(value: float | None) -> float | None:
-    return None if value is None else round(value, 2)
 
 
 def json_object(text: str) -> dict[str, Any]:

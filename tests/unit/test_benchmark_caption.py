@@ -280,7 +280,7 @@ def test_the_engine_is_sized_for_a_refinement_clip_larger_than_a_window(
 
 
 def test_refinement_clip_is_the_servers_default_shape():
-    from benchmarks.caption_throughput import refine_clip
+    from benchmarks.engine_load import refine_clip
 
     clip = refine_clip(16.0, 3)
     assert clip.frames.shape == (32, 352, 640, 3)
@@ -289,7 +289,7 @@ def test_refinement_clip_is_the_servers_default_shape():
 
 
 def test_steady_rate_leaves_out_the_first_and_last_tenth():
-    from benchmarks.caption_throughput import steady_rate
+    from benchmarks.engine_load import steady_rate
 
     class NoGpu:
         def busy_between(self, start: float, end: float) -> None:
