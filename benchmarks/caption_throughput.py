@@ -17,8 +17,9 @@ bound on windows in flight does, instead of submitting all at once: the pass is 
 the engine's steady state (a full batch of windows at every stage of their answers),
 not one wave of prefills followed by one wave of decoding. ``--passes P`` goes P times
 over the windows (each window is rendered once and sent P times; vLLM's prefix cache
-is off, and its encoder cache, sized to one step's tokens, holds a few windows, so a
-window sent again ``--windows`` submissions later is encoded again). The steady rate
+is off, and its encoder cache, shared by requests and sized to one step's tokens,
+holds a few windows, so a window sent again ``--windows`` submissions later is encoded
+again: more than twice the windows the cache holds are required). The steady rate
 is taken between 10% and 90% of the answers. ``--refine-interval S`` sends a search
 refinement's grounding clip (``--refine-seconds`` of 640x352 frames at 2 fps, as the
 server's defaults make it, with a query; span grammar, at most 40 tokens) ahead of the
@@ -56,6 +57,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import shutil
 import sys
 import tempfile
@@ -406,6 +408,19 @@ def _time_pass(
     )
 
 
+def encoder_cache_windows(args: argparse.Namespace, pixels: int) -> int:
+    """How many windows vLLM's encoder cache holds: it is sized to one step's tokens
+    (``max_num_batched_tokens``; vidseek's default below a larger window's)."""
+    from vidseek.indexer.captioner_vllm import DEFAULT_STEP_TOKENS
+    from vidseek.indexer.model_inputs import max_video_tokens
+    from vidseek.indexer.planner import max_window_frames
+
+    window = max_video_tokens(max_window_frames(args.window_seconds, args.sample_fps), pixels)
+    step = args.engine_args.get("max_num_batched_tokens") or args.max_num_batched_tokens
+    step = max(step or DEFAULT_STEP_TOKENS, window)
+    return -(-step // window)
+
+
 def json_object(text: str) -> dict[str, Any]:
     try:
         value = json.loads(text)
@@ -493,12 +508,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     streaming = args.in_flight or args.passes != 1 or args.refine_interval or any(args.refine_hold)
     if args.engine != "async" and streaming:
         parser.error("--in-flight, --passes, --refine-* options need --engine async")
-    if min(args.in_flight, args.refine_interval, *args.refine_hold) < 0 or args.passes < 1:
+    values = (args.in_flight, args.refine_interval, *args.refine_hold)
+    if not all(0 <= v < math.inf for v in values) or args.passes < 1:  # NaN fails too
         parser.error("--in-flight, --refine-interval and --refine-hold must be >= 0, --passes >= 1")
+    height, width = args.frame_size
+    if args.passes > 1 and args.windows <= 2 * encoder_cache_windows(args, height * width):
+        parser.error(
+            f"--passes {args.passes} sends each of --windows {args.windows} again, and "
+            "vLLM's encoder cache (one step's tokens) would still hold some of them: "
+            f"give more than {2 * encoder_cache_windows(args, height * width)} windows"
+        )
 
     if not args.work_dir:
         args.work_dir = tempfile.mkdtemp(prefix="vidseek-bench-")
-    height, width = args.frame_size
     clips = synthetic_clips(
         args.windows, args.window_seconds, args.sample_fps, height, width, args.source_fps
     )

@@ -72,8 +72,8 @@ def engine_parts(name: str, outputs: Sequence[Any]) -> dict[str, Any]:
     if not parts:
         return {}
     report = {
-        f"{name}_{part}_p50_s": _round(percentile([p[part] for p, _ in parts], 50))
-        for part in ("render", "queued", "prefill", "decode")
+        f"{name}_{part}_p50_s": _round(percentile([p.get(part, 0.0) for p, _ in parts], 50))
+        for part in ("render", "queued", "prefill", "decode", "transit")
     }
     steps = [p["decode"] / (n - 1) * 1000 for p, n in parts if n > 1]
     report[f"{name}_step_p50_ms"] = _round(percentile(steps, 50))

@@ -21,7 +21,8 @@ back by the cap. With ``refine_hold`` it also holds new ingestion windows back w
 refinement is in the engine, for at most that many seconds: vLLM's priority puts a
 refinement in the next step, but each of its answer's tokens takes a whole step, and
 in an engine kept full most of a step is the prompts of windows that have just come
-in. Without new windows the steps carry only the answers being written.
+in. No new window enters while it holds; windows already sent go on (some still
+rendering, some waiting in vLLM or part-way through their prompts).
 
 Priorities follow vLLM: a lower number is served first. :data:`REFINE_PRIORITY` (0) goes
 ahead of :data:`INGEST_PRIORITY` (1).
@@ -246,8 +247,8 @@ class BoundedEngine:
     ) -> None:
         if max_in_flight < 1:
             raise ValueError(f"max_in_flight must be >= 1, got {max_in_flight}")
-        if not refine_hold >= 0:
-            raise ValueError(f"refine_hold must be >= 0 seconds, got {refine_hold}")
+        if not 0 <= refine_hold <= threading.TIMEOUT_MAX:  # NaN and infinity refused
+            raise ValueError(f"refine_hold must be >= 0 seconds and finite, got {refine_hold}")
         self.inner = inner
         self.max_in_flight = max_in_flight
         self.refine_hold = refine_hold

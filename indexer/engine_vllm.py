@@ -132,11 +132,16 @@ def _final_output_kind() -> Any:
     return RequestOutputKind.FINAL_ONLY
 
 
-def engine_seconds(metrics: Any, render: float = 0.0) -> dict[str, float] | None:
+def engine_seconds(
+    metrics: Any, render: float = 0.0, generate: float | None = None
+) -> dict[str, float] | None:
     """A request's time in vLLM, from the engine core's timestamps in its
     ``RequestOutput.metrics`` (``RequestStateStats``; present when the engine keeps
-    stats, ``disable_log_stats=False``): queued, prefill (to the first token), decode;
-    with ``render``, the seconds its rendering took before it was sent."""
+    stats, ``disable_log_stats=False``): queued, prefill (to the first token), decode.
+    ``render`` is the seconds its rendering took before it was sent; with ``generate``
+    (the seconds from sending it to its answer), ``transit`` is what the engine core's
+    timestamps leave out of that: the hand-over to the engine core and the answer's
+    way back."""
     try:
         queued, scheduled = float(metrics.queued_ts), float(metrics.scheduled_ts)
         first, last = float(metrics.first_token_ts), float(metrics.last_token_ts)
@@ -144,12 +149,23 @@ def engine_seconds(metrics: Any, render: float = 0.0) -> dict[str, float] | None
         return None
     if not 0 < queued <= scheduled <= first <= last:
         return None
-    return {
+    parts = {
         "render": render,
         "queued": scheduled - queued,
         "prefill": first - scheduled,
         "decode": last - first,
     }
+    if generate is not None:
+        parts["transit"] = max(0.0, generate - (last - queued))
+    return parts
+
+
+GROUNDING_WARM_UP_TIMEOUT_S = 300.0
+"""The longest the refinement warm-up may add to an engine's build."""
+
+
+def _since(started: float) -> float:
+    return time.perf_counter() - started
 
 
 class AsyncVllmEngine:
@@ -165,9 +181,10 @@ class AsyncVllmEngine:
     :func:`~vidseek.indexer.captioner_vllm.engine_kwargs`). Building the engine takes
     minutes on a real model (the processor's first build included); build one per
     process. ``grounding_warm_up`` (``(height, width)``): the build ends with a 2-frame
-    refinement of that frame size through the engine, so that vLLM compiles the vision
-    kernels for it (Triton, on first use of a frame size: "JIT compilation during
-    inference" in its log) and the span grammar then, not in a user's first search.
+    refinement of that frame size through the engine (one per engine core), so that
+    vLLM compiles the vision kernels for it (Triton, on first use of a frame size: "JIT
+    compilation during inference" in its log) and the span grammar then, not in a
+    user's first search.
     """
 
     def __init__(
@@ -192,6 +209,7 @@ class AsyncVllmEngine:
         grounding_warm_up: tuple[int, int] | None = None,
     ) -> None:
         self._model_id = model
+        self._cores = data_parallel_size
         self._stats = EngineStats()
         self._ids = itertools.count()
         kwargs = async_engine_kwargs(
@@ -285,16 +303,21 @@ class AsyncVllmEngine:
         """Caption ``clip``; ``rendered`` is its :meth:`render` result, if already made."""
         if self._closed:
             raise RuntimeError("the captioning engine is closed")
+        return self._submit(clip, priority, rendered, self._stats)
+
+    def _submit(
+        self, clip: WindowClip, priority: int, rendered: Any, stats: EngineStats
+    ) -> Future[CaptionOutput]:
         prompt = self.request(clip)  # validates the clip here, in the caller's thread
         params = self._grounding_params if model_inputs.is_grounding(clip.window) else self._params
         request_id = f"vidseek-{next(self._ids)}"
-        self._stats.started()
+        stats.started()
         try:
             return asyncio.run_coroutine_threadsafe(
-                self._generate(request_id, prompt, params, priority, rendered), self._loop
+                self._generate(request_id, prompt, params, priority, rendered, stats), self._loop
             )
         except BaseException:
-            self._stats.finished(None)
+            stats.finished(None)
             raise
 
     async def _generate(
@@ -303,7 +326,8 @@ class AsyncVllmEngine:
         prompt: dict[str, Any],
         params: Any,
         priority: int,
-        rendered: Any = None,
+        rendered: Any,
+        stats: EngineStats,
     ) -> CaptionOutput:
         output: CaptionOutput | None = None
         preprocess_s = generate_s = 0.0
@@ -324,11 +348,13 @@ class AsyncVllmEngine:
                 text=str(completion.text),
                 prompt_tokens=len(final.prompt_token_ids or []),
                 output_tokens=len(completion.token_ids),
-                engine_seconds=engine_seconds(getattr(final, "metrics", None), preprocess_s),
+                engine_seconds=engine_seconds(
+                    getattr(final, "metrics", None), preprocess_s, generate_s
+                ),
             )
             return output
         finally:
-            self._stats.finished(output, preprocess_s=preprocess_s, generate_s=generate_s)
+            stats.finished(output, preprocess_s=preprocess_s, generate_s=generate_s)
 
     def _warm_up(self) -> None:
         """Render a 2-frame window once, so vLLM builds its processor now (module doc)."""
@@ -341,19 +367,28 @@ class AsyncVllmEngine:
         log.info("vLLM processor built in %.1f s", time.perf_counter() - started)
 
     def _warm_up_grounding(self, height: int, width: int) -> None:
-        """A 2-frame refinement of ``height`` x ``width`` frames, answered (class doc)."""
+        """2-frame refinements of ``height`` x ``width`` frames, one for each engine core
+        (vLLM's data parallelism sends each to the least busy), answered (class doc).
+
+        Best effort: the engine is kept if they fail or take longer than
+        :data:`GROUNDING_WARM_UP_TIMEOUT_S`, and they are not counted in :attr:`stats`.
+        """
         window = Window(
             index=0, start_seconds=0.0, end_seconds=1.0, frame_indices=(0, 1), query="warm-up"
         )
         frames = np.zeros((2, height, width, 3), np.uint8)
         clip = WindowClip(window=window, frames=frames, fps=2.0, total_frames=2)
         started = time.perf_counter()
-        self.submit(clip, priority=REFINE_PRIORITY).result()
+        aside = EngineStats()
+        try:
+            futures = [self._submit(clip, REFINE_PRIORITY, None, aside) for _ in range(self._cores)]
+            for future in futures:
+                future.result(timeout=max(0.0, GROUNDING_WARM_UP_TIMEOUT_S - _since(started)))
+        except Exception as exc:  # a timeout included: the first refinement compiles instead
+            log.warning("vLLM refinement warm-up (%dx%d) did not finish: %r", width, height, exc)
+            return
         log.info(
-            "vLLM answered a %dx%d refinement warm-up in %.1f s",
-            width,
-            height,
-            time.perf_counter() - started,
+            "vLLM answered a %dx%d refinement warm-up in %.1f s", width, height, _since(started)
         )
 
     async def _render(self, prompt: dict[str, Any], priority: int) -> Any:

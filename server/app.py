@@ -89,7 +89,11 @@ def load_captioner(settings: Settings) -> Captioner | CaptionEngine:
             max_video_tokens=max_window_video_tokens(settings),
             engine_options=settings.vllm_engine_options,
             # A 16:9 source's refinement frames: their kernels compile at start.
-            grounding_warm_up=resized_shape(1920, 1080, settings.refine_max_pixels),
+            grounding_warm_up=(
+                resized_shape(1920, 1080, settings.refine_max_pixels)
+                if settings.refine_max_moments > 0
+                else None
+            ),
         )
     if settings.captioner == "openai":
         from vidseek.indexer.captioner_openai import OpenAICaptioner

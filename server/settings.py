@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -308,8 +309,8 @@ class Settings:
     refine_hold_seconds: float = _s(
         0.0,
         "Search refinement: while a refinement is in the captioning engine, hold new "
-        "ingestion windows back for at most this many seconds, so that the engine's steps "
-        "carry no new prompts while its answer is written (0: off); ingestion then runs at "
+        "ingestion windows back for at most this many seconds, so that no new prompts join "
+        "the engine's steps while its answer is written (0: off); ingestion then runs at "
         "least as long before the next hold.",
     )
 
@@ -493,7 +494,11 @@ def _validate(s: Settings) -> None:
         (s.refine_max_frames >= 2, "refine_max_frames", "must be >= 2"),
         (s.refine_max_moments >= 0, "refine_max_moments", "must be >= 0"),
         (s.refine_timeout > 0, "refine_timeout", "must be > 0"),
-        (s.refine_hold_seconds >= 0, "refine_hold_seconds", "must be >= 0"),
+        (
+            0 <= s.refine_hold_seconds <= threading.TIMEOUT_MAX,
+            "refine_hold_seconds",
+            "must be >= 0 and finite",
+        ),
         (s.index_kind in INDEX_KINDS, "index_kind", f"must be one of {', '.join(INDEX_KINDS)}"),
         (s.hnsw_ef_search > 0, "hnsw_ef_search", "must be > 0"),
         (s.ivf_nlist > 0, "ivf_nlist", "must be > 0"),

@@ -227,6 +227,7 @@ def test_refinement_probes_go_ahead_of_the_windows_and_are_timed(
     for name in ("refine", "window"):
         assert 0 < measured[f"{name}_prefill_p50_s"] < measured[f"{name}_decode_p50_s"]
         assert measured[f"{name}_step_p50_ms"] > 0 and measured[f"{name}_render_p50_s"] >= 0
+        assert measured[f"{name}_transit_p50_s"] >= 0
     assert len(measured["refine_parts_s"]) == probes
     assert all(p["decode"] > p["prefill"] > 0 for p in measured["refine_parts_s"])
     assert measured["refine_holds"] == 0  # --refine-hold 0: off
@@ -308,6 +309,8 @@ def test_steady_rate_leaves_out_the_first_and_last_tenth():
     [
         (["--in-flight", "8"], "need --engine async"),
         (["--refine-hold", "2"], "need --engine async"),
+        (["--engine", "async", "--refine-hold", "nan"], "must be >= 0"),
+        (["--engine", "async", "--passes", "2", "--windows", "10"], "encoder cache"),
         (["--engine", "async", "--refine-hold", "-1"], "must be >= 0"),
         (["--engine", "async", "--passes", "0"], "--passes >= 1"),
     ],

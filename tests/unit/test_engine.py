@@ -347,7 +347,21 @@ def test_no_hold_by_default_or_after_a_refinement_that_failed_to_submit():
     assert done  # the refinement never reached the engine: nothing holds ingestion
 
 
-@pytest.mark.parametrize("hold", [-1.0, float("nan")])
+def test_after_a_hold_that_ended_early_ingestion_runs_only_as_long_as_it_lasted():
+    inner = HeldEngine()
+    engine = BoundedEngine(inner, max_in_flight=8, refine_hold=30.0)
+    engine.submit(make_clip(index=0, query="q"), priority=REFINE_PRIORITY)
+    time.sleep(0.2)
+    inner.release()  # answered after about 0.2 s: the hold lasted that long, not 30 s
+    engine.submit(make_clip(index=1, query="q"), priority=REFINE_PRIORITY)
+    assert engine.holds == 1  # at once: within the 0.2 s that ingestion is owed
+    inner.release()
+    time.sleep(0.4)
+    engine.submit(make_clip(index=2, query="q"), priority=REFINE_PRIORITY)
+    assert engine.holds == 2  # 0.4 s later, well under the 30 s limit: a new hold
+
+
+@pytest.mark.parametrize("hold", [-1.0, float("nan"), float("inf")])
 def test_a_negative_hold_is_refused(hold):
     with pytest.raises(ValueError, match="refine_hold"):
         BoundedEngine(HeldEngine(), max_in_flight=1, refine_hold=hold)

@@ -50,6 +50,8 @@ def test_unknown_setting_fails_with_its_name():
         ("VIDSEEK_DECODE_BACKEND", "nvdec+ffmpeg", "unknown video backend 'ffmpeg'"),
         ("VIDSEEK_VLLM_ENGINE_ARGS", "max_num_seqs=4", "vllm_engine_args"),
         ("VIDSEEK_VLLM_ENGINE_ARGS", "[1, 2]", "must be a JSON object"),
+        ("VIDSEEK_REFINE_HOLD_SECONDS", "-1", "must be >= 0 and finite"),
+        ("VIDSEEK_REFINE_HOLD_SECONDS", "inf", "must be >= 0 and finite"),
     ],
 )
 def test_bad_values_fail_clearly(name: str, value: str, problem: str):
@@ -176,3 +178,6 @@ def test_vllm_engine_args_reach_the_engine(monkeypatch: pytest.MonkeyPatch):
     environ = {"VIDSEEK_CAPTIONER": "vllm", "VIDSEEK_REFINE_MAX_PIXELS": str(448 * 256)}
     load_captioner(load_settings(environ=environ))
     assert built[2]["grounding_warm_up"] == (256, 448)
+    # No refinement, no warm-up for it.
+    load_captioner(load_settings(environ={**environ, "VIDSEEK_REFINE_MAX_MOMENTS": "0"}))
+    assert built[3]["grounding_warm_up"] is None

@@ -213,6 +213,7 @@ def test_the_engine_cores_timestamps_split_a_requests_time(fake_vllm, tokenizer)
     timed = engine.submit(make_clip(index=0)).result(10)
     parts = timed.engine_seconds
     assert parts is not None and parts.pop("render") >= 0  # the fake renderer's time
+    assert parts.pop("transit") >= 0  # what the engine core's timestamps leave out
     assert parts == {"queued": 0.5, "prefill": 0.75, "decode": 1.75}
     # Stats off (the default: no metrics), or timestamps not yet set: no split.
     for metrics in (None, types.SimpleNamespace(queued_ts=10.0, scheduled_ts=0.0)):
@@ -234,16 +235,56 @@ def test_the_engine_can_end_its_build_with_a_refinement_of_a_given_frame_size(fa
         llm_factory=factory,
         bare_video_token=True,
         grounding_warm_up=(352, 640),
+        data_parallel_size=2,
     )
     (llm,) = made
-    ((prompt, params, _, priority),) = llm.requests  # answered before the build returned
-    frames = prompt["source"]["multi_modal_data"]["video"][0][0]
-    assert frames.shape == (2, 352, 640, 3) and priority == REFINE_PRIORITY
-    assert params.kwargs["structured_outputs"].kwargs["grammar"] == model_inputs.span_grammar_ebnf()
+    assert len(llm.requests) == 2  # one per engine core, answered before the build returned
+    for prompt, params, _, priority in llm.requests:
+        frames = prompt["source"]["multi_modal_data"]["video"][0][0]
+        assert frames.shape == (2, 352, 640, 3) and priority == REFINE_PRIORITY
+        grammar = params.kwargs["structured_outputs"].kwargs["grammar"]
+        assert grammar == model_inputs.span_grammar_ebnf()
+    assert engine.stats.snapshot()["submitted"] == 0  # not counted as windows
     engine.close()
     plain, made_without = _engine(tokenizer)
     assert made_without[0].requests == []  # none by default
     plain.close()
+
+
+@pytest.mark.parametrize("failure", ["hangs", "fails"])
+def test_a_refinement_warm_up_that_fails_or_hangs_leaves_a_working_engine(
+    fake_vllm, tokenizer, monkeypatch, caplog, failure
+):
+    from vidseek.indexer import engine_vllm
+
+    monkeypatch.setattr(engine_vllm, "GROUNDING_WARM_UP_TIMEOUT_S", 0.3)
+
+    async def broken(prompt, params, request_id, *, priority):
+        raise RuntimeError("no kernel")
+        yield  # an async generator
+
+    made: list[FakeAsyncLLM] = []
+
+    def factory(kwargs: dict[str, Any]) -> FakeAsyncLLM:
+        made.append(FakeAsyncLLM(kwargs, tokenizer))  # its gate stays shut: no answer
+        if failure == "fails":
+            made[-1].generate = broken  # type: ignore[method-assign]
+        return made[-1]
+
+    with caplog.at_level("WARNING", logger=engine_vllm.__name__):
+        engine = AsyncVllmEngine(
+            "/models/qwen3-vl",
+            llm_factory=factory,
+            bare_video_token=True,
+            grounding_warm_up=(352, 640),
+        )
+    assert "refinement warm-up (640x352) did not finish" in caplog.text
+    (llm,) = made
+    if failure == "hangs":
+        window = engine.submit(make_clip(index=0))
+        engine._loop.call_soon_threadsafe(llm.gate.set)
+        assert window.result(10).text  # the engine serves windows all the same
+    engine.close()
 
 
 def test_async_engine_kwargs_validate_and_carry_data_parallelism():
