@@ -152,6 +152,21 @@ def test_the_task_queue_needs_postgresql(tmp_path: Path):
         worker_main(sqlite)
 
 
+def test_the_refinement_hold_reaches_the_engine_that_jobs_and_refinement_share(
+    tmp_path: Path, embedder
+):
+    from tests.support.engines import HeldEngine
+    from vidseek.server.app import build_app
+
+    environ = {"VIDSEEK_DATA_DIR": str(tmp_path), "VIDSEEK_REFINE_HOLD_SECONDS": "1.5"}
+    app = build_app(load_settings(environ=environ), embedder=embedder, captioner_factory=HeldEngine)
+    try:
+        engine = app.jobs.captioner()
+        assert engine.refine_hold == 1.5 and engine is app.jobs.captioner()
+    finally:
+        app.shutdown()
+
+
 def test_vllm_engine_args_reach_the_engine(monkeypatch: pytest.MonkeyPatch):
     from vidseek.indexer import engine_vllm
     from vidseek.server.app import load_captioner
