@@ -103,27 +103,19 @@ class GpuSampler(BackgroundLoop):
         }
 
 
-class HostMemory:
+class HostMemory(BackgroundLoop):
     """Peak resident memory of this process and its children (decoders, engine core)."""
 
     def __init__(self, period: float = 0.5) -> None:
         import psutil
 
+        super().__init__()
         self._process = psutil.Process()
+        self._period = period
         self.peak_gib = 0.0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, args=(period,), daemon=True)
 
-    def __enter__(self) -> HostMemory:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    def _run(self, period: float) -> None:
-        while not self._stop.wait(period):
+    def _run(self) -> None:
+        while not self._stop.wait(self._period):
             total = 0
             for proc in [self._process, *self._process.children(recursive=True)]:
                 with contextlib.suppress(Exception):  # a child that just exited
@@ -131,7 +123,7 @@ class HostMemory:
             self.peak_gib = max(self.peak_gib, total / 2**30)
 
 
-class HostCpu:
+class HostCpu(BackgroundLoop):
     """CPU-seconds this process and its descendants used while the block ran, by part.
 
     Parts: ``decoders`` (the processes named ``vidseek-decode``: the ingest pool,
@@ -147,6 +139,8 @@ class HostCpu:
 
         from vidseek.indexer.video.worker import PROCESS_NAME
 
+        super().__init__()
+        self._period = period
         self._psutil = psutil
         self._decoder_name = PROCESS_NAME
         self._process = psutil.Process()
@@ -156,18 +150,14 @@ class HostCpu:
         self._last: dict[int, tuple[str, float]] = {}  # part and CPU-seconds, last seen
         self._started = 0.0
         self._elapsed = 0.0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, args=(period,), daemon=True)
 
-    def __enter__(self) -> HostCpu:
+    def __enter__(self) -> Self:
         self._started = time.monotonic()
         self._sample(first=True)
-        self._thread.start()
-        return self
+        return super().__enter__()
 
     def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
+        super().__exit__(*exc)
         self._sample()
         self._elapsed = time.monotonic() - self._started
 
@@ -190,8 +180,8 @@ class HostCpu:
                     self._first[proc.pid] = used
                 self._last[proc.pid] = (self._part(proc), used)
 
-    def _run(self, period: float) -> None:
-        while not self._stop.wait(period):
+    def _run(self) -> None:
+        while not self._stop.wait(self._period):
             self._sample()
 
     def report(self) -> dict[str, Any]:
