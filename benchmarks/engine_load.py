@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.sampling import BackgroundLoop, percentile
+from benchmarks.sampling import BackgroundLoop, percentile, steady_span
 from vidseek.indexer.engine import INGEST_PRIORITY, REFINE_PRIORITY, BoundedEngine
 from vidseek.indexer.types import Window, WindowClip
 
@@ -82,20 +82,18 @@ def engine_parts(name: str, outputs: Sequence[Any]) -> dict[str, Any]:
 
 def steady_rate(answered_at: Sequence[float], window_seconds: float, gpu: Any) -> dict[str, Any]:
     """Windows a second, video-hours per GPU-hour and GPU busy fraction between the
-    answers at 10% and 90% of the pass (the engine filling and emptying left out)."""
-    times = sorted(answered_at)
-    if len(times) < 10:
+    answers at 10% and 90% of the pass (the engine filling and emptying left out), as
+    the ingest benchmark takes its steady part (:func:`~benchmarks.sampling.steady_span`)."""
+    span = steady_span([(t, n) for n, t in enumerate(sorted(answered_at), start=1)])
+    if span is None:
         return {}
-    first, last = round(0.1 * (len(times) - 1)), round(0.9 * (len(times) - 1))
-    seconds = times[last] - times[first]
-    if seconds <= 0:
-        return {}
-    rate = (last - first) / seconds
+    (t0, n0), (t1, n1) = span
+    rate = (n1 - n0) / (t1 - t0)
     return {
-        "steady_s": round(seconds, 2),
+        "steady_s": round(t1 - t0, 2),
         "steady_windows_per_s": round(rate, 2),
         "steady_video_hours_per_gpu_hour": round(rate * window_seconds, 1),
-        "steady_gpu_busy": gpu.busy_between(times[first], times[last]),
+        "steady_gpu_busy": gpu.busy_between(t0, t1),
     }
 
 

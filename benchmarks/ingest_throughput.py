@@ -73,7 +73,13 @@ from benchmarks.caption_throughput import (  # noqa: E402
 )
 from benchmarks.make_videos import make_videos, with_copies  # noqa: E402
 from benchmarks.mps import mps_daemon  # noqa: E402
-from benchmarks.sampling import GpuSampler, HostCpu, HostMemory, percentile  # noqa: E402
+from benchmarks.sampling import (  # noqa: E402
+    GpuSampler,
+    HostCpu,
+    HostMemory,
+    percentile,
+    steady_span,
+)
 from vidseek.indexer.engine import INGEST_PRIORITY, EngineStats  # noqa: E402
 from vidseek.indexer.types import CaptionOutput, WindowClip  # noqa: E402
 
@@ -471,13 +477,10 @@ def steady_state(
     video, when the engine empties) are left out. Windows count as ``window_seconds``
     of video each (only a video's last window is shorter).
     """
-    if len(curve) < 2 or curve[-1][1] < 10:
+    span = steady_span(curve)
+    if span is None:
         return {}
-    total = curve[-1][1]
-    start = next(p for p in curve if p[1] >= 0.1 * total)
-    end = next(p for p in curve if p[1] >= 0.9 * total)
-    if end[0] <= start[0]:
-        return {}
+    start, end = span
     hours = (end[1] - start[1]) * window_seconds / 3600
     return {
         "steady_s": round(end[0] - start[0], 1),

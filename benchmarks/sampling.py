@@ -196,6 +196,20 @@ class HostCpu(BackgroundLoop):
         }
 
 
+def steady_span(
+    curve: Sequence[tuple[float, int]],
+) -> tuple[tuple[float, int], tuple[float, int]] | None:
+    """The points of a ``(time, windows done)`` curve where 10% and 90% of its windows
+    were done: the steady part of a run, without start-up and tail. None for fewer than
+    10 windows or no time between the two."""
+    if len(curve) < 2 or curve[-1][1] < 10:
+        return None
+    total = curve[-1][1]
+    start = next(p for p in curve if p[1] >= 0.1 * total)
+    end = next(p for p in curve if p[1] >= 0.9 * total)
+    return (start, end) if end[0] > start[0] else None
+
+
 def percentile(values: Sequence[float], q: float) -> float | None:
     if not values:
         return None
