@@ -168,6 +168,13 @@ def _since(started: float) -> float:
     return time.perf_counter() - started
 
 
+def _blank_clip(height: int, width: int, query: str | None = None) -> WindowClip:
+    """A black 2-frame clip of the first second, for warming the engine up."""
+    window = Window(index=0, start_seconds=0.0, end_seconds=1.0, frame_indices=(0, 1), query=query)
+    frames = np.zeros((2, height, width, 3), np.uint8)
+    return WindowClip(window=window, frames=frames, fps=2.0, total_frames=2)
+
+
 class AsyncVllmEngine:
     """Qwen3-VL in an in-process ``AsyncLLM`` (implements ``CaptionEngine``).
 
@@ -358,13 +365,10 @@ class AsyncVllmEngine:
 
     def _warm_up(self) -> None:
         """Render a 2-frame window once, so vLLM builds its processor now (module doc)."""
-        window = Window(index=0, start_seconds=0.0, end_seconds=1.0, frame_indices=(0, 1))
-        frames = np.zeros((2, 64, 64, 3), np.uint8)
-        clip = WindowClip(window=window, frames=frames, fps=1.0, total_frames=2)
         started = time.perf_counter()
-        render = self._llm.renderer.render_cmpl_async([self.request(clip)])
+        render = self._llm.renderer.render_cmpl_async([self.request(_blank_clip(64, 64))])
         asyncio.run_coroutine_threadsafe(render, self._loop).result()
-        log.info("vLLM processor built in %.1f s", time.perf_counter() - started)
+        log.info("vLLM processor built in %.1f s", _since(started))
 
     def _warm_up_grounding(self, height: int, width: int) -> None:
         """2-frame refinements of ``height`` x ``width`` frames, one for each engine core
@@ -373,11 +377,7 @@ class AsyncVllmEngine:
         Best effort: the engine is kept if they fail or take longer than
         :data:`GROUNDING_WARM_UP_TIMEOUT_S`, and they are not counted in :attr:`stats`.
         """
-        window = Window(
-            index=0, start_seconds=0.0, end_seconds=1.0, frame_indices=(0, 1), query="warm-up"
-        )
-        frames = np.zeros((2, height, width, 3), np.uint8)
-        clip = WindowClip(window=window, frames=frames, fps=2.0, total_frames=2)
+        clip = _blank_clip(height, width, query="warm-up")
         started = time.perf_counter()
         aside = EngineStats()
         try:

@@ -66,8 +66,8 @@ class CaptionOutput:
 
     ``engine_seconds``, when the engine reports it (vLLM with its stats on), splits the
     request's time in the engine: ``render`` (preparing its inputs), ``queued`` (waiting
-    to be scheduled), ``prefill`` (scheduled to first token) and ``decode`` (first to
-    last token).
+    to be scheduled), ``prefill`` (scheduled to first token), ``decode`` (first to last
+    token) and ``transit`` (the rest: the hand-over to the engine core and back).
     """
 
     text: str
