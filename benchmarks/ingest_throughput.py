@@ -163,8 +163,7 @@ def build_engine(directory: Path, args: argparse.Namespace) -> Any:
     from vidseek.indexer.engine_vllm import AsyncVllmEngine, async_engine_kwargs
     from vidseek.indexer.model_inputs import max_video_tokens
     from vidseek.indexer.planner import max_window_frames
-    from vidseek.indexer.video import resized_shape
-    from vidseek.server.refine import RefineConfig
+    from vidseek.server.settings import load_settings, refine_warm_up_shape
 
     height, width = args.frame_size
     frames = max_window_frames(max(args.window_seconds), args.sample_fps)
@@ -206,7 +205,7 @@ def build_engine(directory: Path, args: argparse.Namespace) -> Any:
         max_video_tokens=max_video_tokens(frames, height * width),
         fixed_caption_tokens=args.output_tokens,
         # As the server builds it: a refinement's kernels compile before the first search.
-        grounding_warm_up=resized_shape(1920, 1080, RefineConfig().max_pixels),
+        grounding_warm_up=refine_warm_up_shape(load_settings(environ={})),
         **options,
     )
 

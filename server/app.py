@@ -30,7 +30,7 @@ from vidseek.server.refine import RefineConfig, Refiner
 from vidseek.server.search import SearchService
 from vidseek.server.search.video_ranker import VideoRanker, default_ranker
 from vidseek.server.service import VideoSearchServicer
-from vidseek.server.settings import Settings, max_window_video_tokens
+from vidseek.server.settings import Settings, max_window_video_tokens, refine_warm_up_shape
 from vidseek.storage.errors import ConfigError
 from vidseek.storage.locks import DirectoryLock
 from vidseek.storage.store import Store, rebuild_snapshot
@@ -76,7 +76,6 @@ def load_captioner(settings: Settings) -> Captioner | CaptionEngine:
     """The captioning backend the settings select (imported only when selected)."""
     if settings.captioner == "vllm":
         from vidseek.indexer.engine_vllm import AsyncVllmEngine
-        from vidseek.indexer.video import resized_shape
 
         return AsyncVllmEngine(
             settings.model,
@@ -88,12 +87,7 @@ def load_captioner(settings: Settings) -> Captioner | CaptionEngine:
             data_parallel_size=settings.vllm_data_parallel_size,
             max_video_tokens=max_window_video_tokens(settings),
             engine_options=settings.vllm_engine_options,
-            # A 16:9 source's refinement frames: their kernels compile at start.
-            grounding_warm_up=(
-                resized_shape(1920, 1080, settings.refine_max_pixels)
-                if settings.refine_max_moments > 0
-                else None
-            ),
+            grounding_warm_up=refine_warm_up_shape(settings),
         )
     if settings.captioner == "openai":
         from vidseek.indexer.captioner_openai import OpenAICaptioner

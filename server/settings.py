@@ -21,7 +21,7 @@ from typing import Any
 from vidseek.indexer.embedder import EMBEDDER_BACKENDS
 from vidseek.indexer.model_inputs import max_video_tokens
 from vidseek.indexer.planner import max_window_frames
-from vidseek.indexer.video import BACKENDS, pool_backends
+from vidseek.indexer.video import BACKENDS, pool_backends, resized_shape
 from vidseek.storage.errors import ConfigError
 from vidseek.storage.vector_index import INDEX_KINDS
 
@@ -532,6 +532,12 @@ def _validate(s: Settings) -> None:
             "or refine_max_frames and refine_max_pixels) does not fit; raise it or make the "
             "windows smaller"
         )
+
+
+def refine_warm_up_shape(s: Settings) -> tuple[int, int] | None:
+    """The ``(h, w)`` of a 16:9 source's refinement frames, which the engine warms up
+    with at start; None when refinement is off."""
+    return resized_shape(1920, 1080, s.refine_max_pixels) if s.refine_max_moments > 0 else None
 
 
 def max_window_video_tokens(s: Settings) -> int:
