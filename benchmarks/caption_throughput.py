@@ -58,6 +58,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import shutil
 import sys
 import tempfile
@@ -78,6 +79,7 @@ from benchmarks.engine_load import (  # noqa: E402
     RefineProber,
     engine_parts,
     pixels,
+    profiled_pass,
     refine_clip,
     steady_rate,
     stream,
@@ -335,6 +337,8 @@ def _time_async(
     if args.refine_interval > 0:
         probe = refine_clip(args.refine_seconds, 0)
         largest = max(largest, max_video_tokens(*pixels(probe)))
+    if args.profile_steps:
+        engine_options = {**profiler_options(args), **engine_options}
     started = time.perf_counter()
     # With refinement probes vLLM keeps its stats, which time each answer's parts.
     engine_options = {"disable_log_stats": not args.refine_interval, **engine_options}
@@ -372,8 +376,30 @@ def _time_async(
         source = Prerendered(engine, clips, rendered)
         for hold in args.refine_hold:
             ended(build_seconds, _time_pass(source, clips, hold, args, measured))
+        if args.profile_steps:
+            profiled_pass(source, clips, args.passes, args.in_flight)
+            print(f"vLLM's profile of {args.profile_steps} steps: {args.profile_dir}", flush=True)
     finally:
         engine.close()
+
+
+def profiler_options(args: argparse.Namespace) -> dict[str, Any]:
+    """vLLM's torch profiler for ``--profile-steps`` engine steps into ``--profile-dir``,
+    with vLLM's scopes (input preparation, forward, sampling) marked in the trace so
+    that ``benchmarks/engine_profile.py`` can tell the vision encoder's kernels from
+    the language model's."""
+    from vllm.config import ProfilerConfig
+
+    # Read by the engine core process, which inherits the environment.
+    os.environ["VLLM_CUSTOM_SCOPES_FOR_PROFILING"] = "1"
+    config = ProfilerConfig(
+        profiler="torch",
+        torch_profiler_dir=str(Path(args.profile_dir).resolve()),
+        torch_profiler_with_stack=False,
+        ignore_frontend=True,
+        max_iterations=args.profile_steps,
+    )
+    return {"profiler_config": config}
 
 
 def _time_pass(
@@ -399,7 +425,7 @@ def _time_pass(
         {
             **measured,
             **steady_rate(answered_at, window_seconds, gpu),
-            **prober.report(),
+            **prober.report(answered_at),
             **engine_parts("window", outputs),
             "refine_hold_s": hold,
             "refine_holds": bounded.holds,
@@ -496,6 +522,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         "runs); several values: a timed run each, one after another on the same engine",
     )
     parser.add_argument(
+        "--profile-steps",
+        type=int,
+        default=0,
+        help="async: after the timed runs, one more pass with vLLM's torch profiler on for "
+        "this many engine steps in its steady part (summary: benchmarks/engine_profile.py)",
+    )
+    parser.add_argument("--profile-dir", default="", help="the profiler's traces (work dir)")
+    parser.add_argument(
         "--engine-args",
         type=json_object,
         default={},
@@ -505,9 +539,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--work-dir", default="", help="model directories go here (temp dir)")
     parser.add_argument("--json-out", default="", help="append one JSON line per variant here")
     args = parser.parse_args(argv)
-    streaming = args.in_flight or args.passes != 1 or args.refine_interval or any(args.refine_hold)
+    streaming = (
+        args.in_flight
+        or args.passes != 1
+        or args.refine_interval
+        or any(args.refine_hold)
+        or args.profile_steps
+    )
     if args.engine != "async" and streaming:
-        parser.error("--in-flight, --passes, --refine-* options need --engine async")
+        parser.error("--in-flight, --passes, --refine-*, --profile-* options need --engine async")
+    if args.profile_steps < 0:
+        parser.error("--profile-steps must be >= 0")
     values = (args.in_flight, args.refine_interval, *args.refine_hold)
     if not all(0 <= v < math.inf for v in values) or args.passes < 1:  # NaN fails too
         parser.error("--in-flight, --refine-interval and --refine-hold must be >= 0, --passes >= 1")
@@ -521,6 +563,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     if not args.work_dir:
         args.work_dir = tempfile.mkdtemp(prefix="vidseek-bench-")
+    args.profile_dir = args.profile_dir or str(Path(args.work_dir) / "profile")
     clips = synthetic_clips(
         args.windows, args.window_seconds, args.sample_fps, height, width, args.source_fps
     )

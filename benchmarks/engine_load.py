@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import time
 from collections.abc import Sequence
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -50,18 +50,47 @@ class Prerendered:
 
 
 def stream(
-    engine: BoundedEngine, clips: Sequence[WindowClip], passes: int
+    engine: BoundedEngine,
+    clips: Sequence[WindowClip],
+    passes: int,
+    answered_at: list[float] | None = None,
 ) -> tuple[list[Any], list[float]]:
     """Every window ``passes`` times through ``engine``, whose bound holds each back until
     an answer makes room. Returns the answers in submission order and the
-    ``perf_counter`` time of each answer, in the order they came."""
-    answered_at: list[float] = []
+    ``perf_counter`` time of each answer, in the order they came (appended to
+    ``answered_at`` as they come, when given)."""
+    answered_at = [] if answered_at is None else answered_at
     futures = []
     for n in range(len(clips) * passes):
         future = engine.submit(clips[n % len(clips)])
         future.add_done_callback(lambda _: answered_at.append(time.perf_counter()))
         futures.append(future)
     return [future.result() for future in futures], answered_at
+
+
+PROFILE_FROM = 0.3
+"""The share of a profiled pass's answers in before the profiler starts: the engine
+is then past its first wave of prefills (``--in-flight`` windows at once)."""
+
+
+def profiled_pass(
+    source: Prerendered, clips: Sequence[WindowClip], passes: int, in_flight: int
+) -> None:
+    """A pass like a timed one, with vLLM's profiler started once :data:`PROFILE_FROM`
+    of its answers are in and stopped at its end (vLLM's ``max_iterations`` usually
+    stops it first). It is not timed: the profiler slows the engine."""
+    bounded = BoundedEngine(source, in_flight or len(clips) * passes)
+    answered_at: list[float] = []
+    total = len(clips) * passes
+    with ThreadPoolExecutor(1) as pool:
+        running = pool.submit(stream, bounded, clips, passes, answered_at)
+        while len(answered_at) < PROFILE_FROM * total and not running.done():
+            time.sleep(0.05)
+        source.engine.profile(True)
+        try:
+            running.result()
+        finally:
+            source.engine.profile(False)
 
 
 def engine_parts(name: str, outputs: Sequence[Any]) -> dict[str, Any]:
@@ -80,11 +109,21 @@ def engine_parts(name: str, outputs: Sequence[Any]) -> dict[str, Any]:
     return report
 
 
+Bound = tuple[float, int]
+"""A point in a pass: ``(time, answers in by then)``."""
+
+
+def steady_bounds(answered_at: Sequence[float]) -> tuple[Bound, Bound] | None:
+    """``((time, answers), (time, answers))`` at 10% and 90% of a pass's answers
+    (:func:`~benchmarks.sampling.steady_span`), or ``None`` when too few came."""
+    return steady_span([(t, n) for n, t in enumerate(sorted(answered_at), start=1)])
+
+
 def steady_rate(answered_at: Sequence[float], window_seconds: float, gpu: Any) -> dict[str, Any]:
     """Windows a second, video-hours per GPU-hour and GPU busy fraction between the
     answers at 10% and 90% of the pass (the engine filling and emptying left out), as
     the ingest benchmark takes its steady part (:func:`~benchmarks.sampling.steady_span`)."""
-    span = steady_span([(t, n) for n, t in enumerate(sorted(answered_at), start=1)])
+    span = steady_bounds(answered_at)
     if span is None:
         return {}
     (t0, n0), (t1, n1) = span
@@ -132,6 +171,7 @@ class RefineProber(BackgroundLoop):
         self._engine = engine
         self._interval = args.refine_interval
         self._seconds = args.refine_seconds
+        self.sent_at: list[float] = []
         self.latencies: list[float] = []
         self.outputs: list[Any] = []
 
@@ -145,12 +185,22 @@ class RefineProber(BackgroundLoop):
             n += 1
             started = time.perf_counter()
             output = self._engine.submit(clip, priority=REFINE_PRIORITY).result()
+            self.sent_at.append(started)
             self.latencies.append(time.perf_counter() - started)
             self.outputs.append(output)
 
-    def report(self) -> dict[str, Any]:
+    def report(self, answered_at: Sequence[float] = ()) -> dict[str, Any]:
+        """The probes' latencies, over the whole pass and over the probes sent in its
+        steady part (:func:`steady_bounds` of the windows' ``answered_at``), where the
+        engine holds ``--in-flight`` windows at every stage of their answers."""
         if self._interval <= 0:
             return {}
+        span = steady_bounds(answered_at)
+        steady = [
+            latency
+            for sent, latency in zip(self.sent_at, self.latencies, strict=True)
+            if span is not None and span[0][0] <= sent <= span[1][0]
+        ]
         return {
             "refine_probes": len(self.latencies),
             "refine_interval_s": self._interval,
@@ -158,6 +208,9 @@ class RefineProber(BackgroundLoop):
             "refine_p50_s": _round(percentile(self.latencies, 50)),
             "refine_p99_s": _round(percentile(self.latencies, 99)),
             "refine_max_s": _round(max(self.latencies, default=None)),
+            "refine_steady_probes": len(steady),
+            "refine_steady_p50_s": _round(percentile(steady, 50)),
+            "refine_steady_p99_s": _round(percentile(steady, 99)),
             "refine_latencies_s": [round(x, 2) for x in self.latencies],
             # Each probe's parts (render, queued, prefill, decode), in the probes' order.
             "refine_parts_s": [

@@ -400,6 +400,17 @@ class AsyncVllmEngine:
                 return await self._llm.renderer.render_cmpl_async([prompt])
         return await self._llm.renderer.render_cmpl_async([prompt])
 
+    def profile(self, on: bool) -> None:
+        """Start (``on``) or stop vLLM's profiler in its engine cores.
+
+        The engine must be built with vLLM's ``profiler_config`` among
+        ``engine_options`` (e.g. ``{"profiler": "torch", "torch_profiler_dir": ...}``);
+        vLLM writes its traces there when the profiler stops (``benchmarks/engine_profile.py``
+        reads them).
+        """
+        call = self._llm.start_profile() if on else self._llm.stop_profile()
+        asyncio.run_coroutine_threadsafe(call, self._loop).result()
+
     def _stop_loop(self) -> None:
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=30)

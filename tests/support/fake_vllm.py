@@ -30,9 +30,16 @@ def install_fake_vllm(monkeypatch: pytest.MonkeyPatch) -> types.ModuleType:
     class StructuredOutputsParams(RecordedParams):
         pass
 
+    class ProfilerConfig(RecordedParams):
+        pass
+
+    config = types.ModuleType("vllm.config")
+    config.ProfilerConfig = ProfilerConfig  # type: ignore[attr-defined]
     module.SamplingParams = SamplingParams  # type: ignore[attr-defined]
     sampling.StructuredOutputsParams = StructuredOutputsParams  # type: ignore[attr-defined]
     module.sampling_params = sampling  # type: ignore[attr-defined]
+    module.config = config  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "vllm", module)
     monkeypatch.setitem(sys.modules, "vllm.sampling_params", sampling)
+    monkeypatch.setitem(sys.modules, "vllm.config", config)
     return module

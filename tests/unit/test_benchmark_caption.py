@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import time
 import types
 from pathlib import Path
@@ -95,6 +96,7 @@ def test_every_window_is_rendered_once_and_answered(
         refine_interval=0.0,
         refine_seconds=16.0,
         refine_hold=[0.0],
+        profile_steps=0,
     )
     _, [(elapsed, outputs, measured)] = _time_async(tmp_path, {"load_format": "dummy"}, clips, args)
     (llm,) = made
@@ -163,6 +165,8 @@ def _streaming_args(**overrides: Any) -> argparse.Namespace:
         refine_interval=0.0,
         refine_seconds=4.0,
         refine_hold=[0.0],
+        profile_steps=0,
+        profile_dir="",
     )
     values.update(overrides)
     return argparse.Namespace(**values)
@@ -280,6 +284,71 @@ def test_the_engine_is_sized_for_a_refinement_clip_larger_than_a_window(
     assert measured["refine_probes"] == 0 and measured["refine_p50_s"] is None
 
 
+class ProfiledLLM(SlowLLM):
+    """Also records, at each start and stop of the profiler, how many answers were out."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.answered = 0
+        self.profiler: list[tuple[str, int]] = []
+
+    async def generate(self, prompt: dict[str, Any], params: Any, request_id: str, *, priority):
+        async for out in super().generate(prompt, params, request_id, priority=priority):
+            self.answered += 1
+            yield out
+
+    async def start_profile(self) -> None:
+        self.profiler.append(("start", self.answered))
+
+    async def stop_profile(self) -> None:
+        self.profiler.append(("stop", self.answered))
+
+
+def test_profile_steps_profile_a_pass_after_the_timed_runs_past_its_first_wave(
+    monkeypatch, tmp_path: Path, tokenizer
+):
+    install_fake_vllm(monkeypatch)
+    made: list[ProfiledLLM] = []
+
+    def factory(kwargs: dict[str, Any]) -> ProfiledLLM:
+        made.append(ProfiledLLM(kwargs, tokenizer, 0.01))
+        return made[-1]
+
+    monkeypatch.setattr(engine_vllm, "_default_llm_factory", factory)
+    monkeypatch.setenv("VLLM_CUSTOM_SCOPES_FOR_PROFILING", "0")  # restored after the test
+    clips = synthetic_clips(10, 4.0, 1.0, 32, 64, 30.0)
+    args = _streaming_args(profile_steps=40, profile_dir=str(tmp_path / "prof"))
+    _, runs = _time_async(tmp_path, {}, clips, args)
+    (llm,) = made
+    assert len(runs) == 1  # the profiled pass is not a timed run
+    config = llm.kwargs["profiler_config"].kwargs
+    assert config["profiler"] == "torch" and config["max_iterations"] == 40
+    assert config["torch_profiler_dir"] == str((tmp_path / "prof").resolve())
+    assert config["torch_profiler_with_stack"] is False
+    # vLLM's scopes (forward, sampling) are marked for the engine core it spawns.
+    assert os.environ["VLLM_CUSTOM_SCOPES_FOR_PROFILING"] == "1"
+    # 20 timed answers, then the profiled pass's: started 30% in, stopped at its end.
+    (start, at), (stop, end) = llm.profiler
+    assert (start, stop) == ("start", "stop")
+    assert 20 + 6 <= at < 20 + 20 and end == 40
+
+
+def test_refinement_latency_in_the_steady_part_counts_probes_sent_in_it():
+    from benchmarks.engine_load import RefineProber
+
+    prober = RefineProber(None, argparse.Namespace(refine_interval=1.0, refine_seconds=4.0))
+    # Windows answered at t = 1..100: the steady part runs from answer 10 to answer 90.
+    answered_at = [float(t) for t in range(1, 101)]
+    prober.sent_at = [2.0, 20.0, 50.0, 89.0, 95.0]
+    prober.latencies = [30.0, 1.0, 2.0, 3.0, 40.0]
+    prober.outputs = [types.SimpleNamespace(engine_seconds=None, output_tokens=10)] * 5
+    report = prober.report(answered_at)
+    assert report["refine_probes"] == 5 and report["refine_steady_probes"] == 3
+    assert report["refine_steady_p50_s"] == 2.0 and report["refine_steady_p99_s"] == 3.0
+    assert report["refine_p99_s"] == 40.0
+    assert prober.report([1.0])["refine_steady_probes"] == 0  # no steady part
+
+
 def test_refinement_clip_is_the_servers_default_shape():
     from benchmarks.engine_load import refine_clip
 
@@ -313,6 +382,8 @@ def test_steady_rate_leaves_out_the_first_and_last_tenth():
         (["--engine", "async", "--passes", "2", "--windows", "10"], "encoder cache"),
         (["--engine", "async", "--refine-hold", "-1"], "must be >= 0"),
         (["--engine", "async", "--passes", "0"], "--passes >= 1"),
+        (["--profile-steps", "5"], "need --engine async"),
+        (["--engine", "async", "--profile-steps", "-1"], "--profile-steps must be >= 0"),
     ],
 )
 def test_streaming_options_are_checked(capsys, argv, problem):
