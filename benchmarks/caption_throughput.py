@@ -343,11 +343,12 @@ def _time_async(
     # With refinement probes vLLM keeps its stats, which time each answer's parts.
     engine_options = {"disable_log_stats": not args.refine_interval, **engine_options}
     # Captions are forced to --output-tokens unless --constrained; refinement probes
-    # always decode as in production, their span grammar ending the answer.
+    # decode as in production, their span grammar ending the answer, unless
+    # --refine-unconstrained (no grammar, at most REFINE_FREE_TOKENS tokens).
     engine = AsyncVllmEngine(
         str(model_dir),
-        max_new_tokens=args.output_tokens,
-        constrained_json=True,
+        max_new_tokens=REFINE_FREE_TOKENS if args.refine_unconstrained else args.output_tokens,
+        constrained_json=not args.refine_unconstrained,
         fixed_caption_tokens=0 if args.constrained else args.output_tokens,
         gpu_memory_utilization=args.gpu_memory_utilization,
         max_model_len=args.max_model_len,
@@ -381,6 +382,10 @@ def _time_async(
             print(f"vLLM's profile of {args.profile_steps} steps: {args.profile_dir}", flush=True)
     finally:
         engine.close()
+
+
+REFINE_FREE_TOKENS = 40
+"""A refinement probe's answer length without its grammar: the span grammar's bound."""
 
 
 def profiler_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -520,6 +525,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=[0.0],
         help="async: VIDSEEK_REFINE_HOLD_SECONDS (new windows held back while a refinement "
         "runs); several values: a timed run each, one after another on the same engine",
+    )
+    parser.add_argument(
+        "--refine-unconstrained",
+        action="store_true",
+        help=f"async: refinement probes decode without the span grammar, "
+        f"{REFINE_FREE_TOKENS} tokens at most (what the grammar costs a refinement)",
     )
     parser.add_argument(
         "--profile-steps",

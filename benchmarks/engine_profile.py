@@ -114,8 +114,10 @@ def summarize(events: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """The split of the GPU's time in one trace (module doc); times in milliseconds."""
     scoped = _scopes_of_launches(events)
     annotations = [e for e in events if e.get("cat") == "user_annotation"]
-    matches = [STEP.match(e["name"]) for e in annotations]
-    counts = [tuple(int(x) for x in m.groups()) for m in matches if m]
+    marked = sorted(
+        ((e["ts"], m) for e in annotations if (m := STEP.match(e["name"]))), key=lambda x: x[0]
+    )
+    counts = [tuple(int(x) for x in m.groups()) for _, m in marked]
     gpu = [e for e in events if e.get("cat") in GPU_CATEGORIES]
     if not counts or not gpu:
         raise SystemExit("the trace has no vLLM step (execute_context_*) or no GPU work")
@@ -150,6 +152,12 @@ def summarize(events: Sequence[dict[str, Any]]) -> dict[str, Any]:
             scope: {k: round(v / steps, 2) for k, v in sorted(kinds.items())}
             for scope, kinds in sorted(by_kind.items())
         },
+        # Each step: requests prefilling, their prompt tokens, requests decoding, and the
+        # milliseconds from its start to the next step's (on the CPU: one step's period).
+        "step_timeline": [
+            [c[0], c[1], c[2], round((after - ts) / 1000, 2)]
+            for c, (ts, _), (after, _) in zip(counts, marked, marked[1:], strict=False)
+        ],
         "top_kernels": [
             {"scope": scope, "kernel": name[:120], "ms_per_step": round(ms / steps, 3)}
             for (scope, name), ms in sorted(by_name.items(), key=lambda item: -item[1])[:15]

@@ -97,6 +97,7 @@ def test_every_window_is_rendered_once_and_answered(
         refine_seconds=16.0,
         refine_hold=[0.0],
         profile_steps=0,
+        refine_unconstrained=False,
     )
     _, [(elapsed, outputs, measured)] = _time_async(tmp_path, {"load_format": "dummy"}, clips, args)
     (llm,) = made
@@ -167,6 +168,7 @@ def _streaming_args(**overrides: Any) -> argparse.Namespace:
         refine_hold=[0.0],
         profile_steps=0,
         profile_dir="",
+        refine_unconstrained=False,
     )
     values.update(overrides)
     return argparse.Namespace(**values)
@@ -235,6 +237,20 @@ def test_refinement_probes_go_ahead_of_the_windows_and_are_timed(
     assert len(measured["refine_parts_s"]) == probes
     assert all(p["decode"] > p["prefill"] > 0 for p in measured["refine_parts_s"])
     assert measured["refine_holds"] == 0  # --refine-hold 0: off
+
+
+def test_refinement_probes_can_decode_without_their_grammar(monkeypatch, tmp_path, tokenizer):
+    made = _slow_engine(monkeypatch, tokenizer, delay=0.02)
+    clips = synthetic_clips(8, 4.0, 1.0, 32, 64, 30.0)
+    args = _streaming_args(refine_interval=0.05, output_tokens=256, refine_unconstrained=True)
+    _, [(_, _, measured)] = _time_async(tmp_path, {}, clips, args)
+    (llm,) = made
+    assert measured["refine_probes"] >= 1
+    for params, priority in zip(llm.params, llm.priorities, strict=True):
+        if priority == 0:  # the probes (and the warm-up): no grammar, the grammar's bound
+            assert "structured_outputs" not in params and params["max_tokens"] == 40
+        else:
+            assert params["ignore_eos"] and params["max_tokens"] == 256
 
 
 def test_refine_hold_holds_the_windows_back_while_a_probe_runs(

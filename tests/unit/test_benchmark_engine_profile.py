@@ -84,6 +84,7 @@ def test_gpu_time_splits_by_the_vllm_scope_that_launched_it_and_by_kind():
     assert summary["prompt_tokens_per_step_p50"] == 4000
     assert summary["decoding_requests_per_step_p50"] == 151
     assert summary["top_kernels"][0]["kernel"].startswith("sm90_xmma")
+    assert summary["step_timeline"] == [[2, 4000, 150, 1.05], [2, 4000, 151, 1.05]]
 
 
 def test_a_kernel_launched_outside_vllms_scopes_is_other_and_an_unmatched_one_unknown():
