@@ -1,0 +1,140 @@
+"""vLLM's block-FP8 matrix multiplications at Qwen3-VL-4B's language-model shapes.
+
+The engine's profile (``engine_profile.py``) showed the language model's FP8 GEMMs of a
+prefill step taking several times longer in some steps than in others of as many
+tokens, with a different CUTLASS kernel (a 128x16 tile with A and B swapped, meant for
+few tokens). This times, for a step of M tokens, the four GEMMs of one decoder layer
+(QKV, output, gate+up, down projections; 128x128 weight blocks, activations quantized
+per 1x128 group, as the FP8 checkpoint runs) with the kernels vLLM can pick:
+
+- ``cutlass``: ``ops.cutlass_scaled_mm`` (vLLM's default on Hopper without DeepGEMM);
+- ``triton``: ``w8a8_triton_block_scaled_mm`` (what vLLM uses when the CUTLASS kernel
+  is disabled, ``VLLM_DISABLED_KERNELS``).
+
+Each M is timed with CUDA events after a warm-up; the two kernels' outputs are
+compared. Token counts that are and are not multiples of 4 are interleaved.
+
+    python benchmarks/fp8_gemm.py [--tokens 4096 4097 ...] [--json-out FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from benchmarks.caption_throughput import TEXT_CONFIG  # noqa: E402
+
+BLOCK = 128
+DEFAULT_TOKENS = (2048, 2049, 3988, 3989, 8192, 8195, 15416, 15419, 19356, 19358, 30800, 30802)
+
+
+def layer_shapes(config: dict[str, Any]) -> dict[str, tuple[int, int]]:
+    """``{name: (N, K)}`` of one decoder layer's linear layers (output x input features)."""
+    hidden = config["hidden_size"]
+    head = config["head_dim"]
+    qkv = (config["num_attention_heads"] + 2 * config["num_key_value_heads"]) * head
+    mlp = config["intermediate_size"]
+    return {
+        "qkv": (qkv, hidden),
+        "o": (hidden, config["num_attention_heads"] * head),
+        "gate_up": (2 * mlp, hidden),
+        "down": (hidden, mlp),
+    }
+
+
+def _time_ms(fn: Any, repeats: int) -> float:
+    import torch
+
+    for _ in range(3):
+        fn()
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    for _ in range(repeats):
+        fn()
+    end.record()
+    torch.cuda.synchronize()
+    return float(start.elapsed_time(end)) / repeats
+
+
+def run(tokens: Sequence[int], repeats: int) -> list[dict[str, Any]]:
+    import torch
+    import vllm
+    from vllm import _custom_ops as ops
+    from vllm.model_executor.layers.quantization.utils.fp8_utils import (
+        per_token_group_quant_fp8,
+        w8a8_triton_block_scaled_mm,
+    )
+
+    torch.manual_seed(0)
+    weights = {}
+    for name, (n, k) in layer_shapes(TEXT_CONFIG).items():
+        w = (torch.randn(n, k, device="cuda") / k**0.5).to(torch.float8_e4m3fn)
+        scales = torch.rand(n // BLOCK, k // BLOCK, device="cuda") * 0.01 + 0.001
+        weights[name] = (w, scales, k)
+    rows = []
+    for m in tokens:
+        per_kernel = {"cutlass": 0.0, "triton": 0.0}
+        worst = 0.0
+        for w, ws, k in weights.values():
+            x = torch.randn(m, k, device="cuda", dtype=torch.bfloat16)
+            xq, xs_col = per_token_group_quant_fp8(x, BLOCK, column_major_scales=True)
+            _, xs_row = per_token_group_quant_fp8(x, BLOCK)
+
+            def cutlass(xq=xq, xs_col=xs_col, w=w, ws=ws) -> Any:
+                return ops.cutlass_scaled_mm(
+                    xq, w.T, out_dtype=torch.bfloat16, scale_a=xs_col, scale_b=ws.T
+                )
+
+            def triton(xq=xq, xs_row=xs_row, w=w, ws=ws) -> Any:
+                return w8a8_triton_block_scaled_mm(
+                    xq, w, xs_row, ws, [BLOCK, BLOCK], output_dtype=torch.bfloat16
+                )
+
+            a, b = cutlass().float(), triton().float()
+            worst = max(worst, float((a - b).abs().max() / b.abs().max().clamp(min=1e-6)))
+            per_kernel["cutlass"] += _time_ms(cutlass, repeats)
+            per_kernel["triton"] += _time_ms(triton, repeats)
+        layers = TEXT_CONFIG["num_hidden_layers"]
+        rows.append(
+            {
+                "tokens": m,
+                "tokens_mod_4": m % 4,
+                "device": torch.cuda.get_device_name(0),
+                "vllm": vllm.__version__,
+                "cutlass_layer_ms": round(per_kernel["cutlass"], 3),
+                "triton_layer_ms": round(per_kernel["triton"], 3),
+                # The 36 decoder layers' GEMMs of one engine step of m tokens.
+                "cutlass_step_ms": round(per_kernel["cutlass"] * layers, 1),
+                "triton_step_ms": round(per_kernel["triton"] * layers, 1),
+                "max_relative_difference": round(worst, 4),
+            }
+        )
+    return rows
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--tokens", type=int, nargs="+", default=list(DEFAULT_TOKENS))
+    parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--json-out", default="")
+    args = parser.parse_args(argv)
+    if any(m < 1 for m in args.tokens) or args.repeats < 1:
+        parser.error("--tokens and --repeats must be >= 1")
+    for row in run(args.tokens, args.repeats):
+        print(json.dumps(row), flush=True)
+        if args.json_out:
+            with open(args.json_out, "a", encoding="utf-8") as handle:
+                handle.write(json.dumps(row) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
