@@ -22,7 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -64,7 +64,8 @@ def _time_ms(fn: Any, repeats: int) -> float:
     return float(start.elapsed_time(end)) / repeats
 
 
-def run(tokens: Sequence[int], repeats: int) -> list[dict[str, Any]]:
+def run(tokens: Sequence[int], repeats: int) -> Iterator[dict[str, Any]]:
+    """One row per token count, as each is timed."""
     import torch
     import vllm
     from vllm import _custom_ops as ops
@@ -79,7 +80,6 @@ def run(tokens: Sequence[int], repeats: int) -> list[dict[str, Any]]:
         w = (torch.randn(n, k, device="cuda") / k**0.5).to(torch.float8_e4m3fn)
         scales = torch.rand(n // BLOCK, k // BLOCK, device="cuda") * 0.01 + 0.001
         weights[name] = (w, scales, k)
-    rows = []
     for m in tokens:
         per_kernel = {"cutlass": 0.0, "triton": 0.0}
         worst = 0.0
@@ -103,7 +103,7 @@ def run(tokens: Sequence[int], repeats: int) -> list[dict[str, Any]]:
             per_kernel["cutlass"] += _time_ms(cutlass, repeats)
             per_kernel["triton"] += _time_ms(triton, repeats)
         layers = TEXT_CONFIG["num_hidden_layers"]
-        rows.append(
+        yield (
             {
                 "tokens": m,
                 "tokens_mod_4": m % 4,
@@ -117,7 +117,6 @@ def run(tokens: Sequence[int], repeats: int) -> list[dict[str, Any]]:
                 "max_relative_difference": round(worst, 4),
             }
         )
-    return rows
 
 
 def main(argv: Sequence[str] | None = None) -> int:
