@@ -9,10 +9,14 @@ per 1x128 group, as the FP8 checkpoint runs) with the kernels vLLM can pick:
 
 - ``cutlass``: ``ops.cutlass_scaled_mm`` (vLLM's default on Hopper without DeepGEMM);
 - ``triton``: ``w8a8_triton_block_scaled_mm`` (what vLLM uses when the CUTLASS kernel
-  is disabled, ``VLLM_DISABLED_KERNELS``).
+  is disabled, ``VLLM_DISABLED_KERNELS``);
+- ``aligned``: the CUTLASS kernel through vidseek's vLLM plugin
+  (``VIDSEEK_FP8_ALIGN_ROWS=1``, ``indexer/vllm_plugin.py``), rows padded to a multiple
+  of 4, the padding's copies included.
 
-Each M is timed with CUDA events after a warm-up; the two kernels' outputs are
-compared. Token counts that are and are not multiples of 4 are interleaved.
+Each M is timed with CUDA events after a warm-up; the kernels' outputs are compared
+(``max_relative_difference``: the largest against Triton's). Token counts that are
+and are not multiples of 4 are interleaved.
 
     python benchmarks/fp8_gemm.py [--tokens 4096 4097 ...] [--json-out FILE]
 """
@@ -31,6 +35,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from benchmarks.caption_throughput import TEXT_CONFIG  # noqa: E402
+from vidseek.indexer.vllm_plugin import aligned_rows  # noqa: E402
 
 BLOCK = 128
 DEFAULT_TOKENS = (2048, 2049, 3988, 3989, 8192, 8195, 15416, 15419, 19356, 19358, 30800, 30802)
@@ -81,7 +86,7 @@ def run(tokens: Sequence[int], repeats: int) -> Iterator[dict[str, Any]]:
         scales = torch.rand(n // BLOCK, k // BLOCK, device="cuda") * 0.01 + 0.001
         weights[name] = (w, scales, k)
     for m in tokens:
-        per_kernel = {"cutlass": 0.0, "triton": 0.0}
+        per_kernel = {"cutlass": 0.0, "triton": 0.0, "aligned": 0.0}
         worst = 0.0
         for w, ws, k in weights.values():
             x = torch.randn(m, k, device="cuda", dtype=torch.bfloat16)
@@ -98,10 +103,21 @@ def run(tokens: Sequence[int], repeats: int) -> Iterator[dict[str, Any]]:
                     xq, w, xs_row, ws, [BLOCK, BLOCK], output_dtype=torch.bfloat16
                 )
 
-            a, b = cutlass().float(), triton().float()
-            worst = max(worst, float((a - b).abs().max() / b.abs().max().clamp(min=1e-6)))
+            aligned_mm = aligned_rows(
+                lambda _, a, b, a_s, b_s: ops.cutlass_scaled_mm(
+                    a, b.T, out_dtype=torch.bfloat16, scale_a=a_s, scale_b=b_s.T
+                )
+            )
+
+            def aligned(xq=xq, xs_col=xs_col, w=w, ws=ws, mm=aligned_mm) -> Any:
+                return mm(None, xq, w, xs_col, ws)
+
+            b = triton().float()
+            for a in (cutlass().float(), aligned().float()):
+                worst = max(worst, float((a - b).abs().max() / b.abs().max().clamp(min=1e-6)))
             per_kernel["cutlass"] += _time_ms(cutlass, repeats)
             per_kernel["triton"] += _time_ms(triton, repeats)
+            per_kernel["aligned"] += _time_ms(aligned, repeats)
         layers = TEXT_CONFIG["num_hidden_layers"]
         yield (
             {
@@ -111,9 +127,11 @@ def run(tokens: Sequence[int], repeats: int) -> Iterator[dict[str, Any]]:
                 "vllm": vllm.__version__,
                 "cutlass_layer_ms": round(per_kernel["cutlass"], 3),
                 "triton_layer_ms": round(per_kernel["triton"], 3),
+                "aligned_layer_ms": round(per_kernel["aligned"], 3),
                 # The 36 decoder layers' GEMMs of one engine step of m tokens.
                 "cutlass_step_ms": round(per_kernel["cutlass"] * layers, 1),
                 "triton_step_ms": round(per_kernel["triton"] * layers, 1),
+                "aligned_step_ms": round(per_kernel["aligned"] * layers, 1),
                 "max_relative_difference": round(worst, 4),
             }
         )

@@ -1,0 +1,77 @@
+"""vidseek's vLLM plugin: whole-tile FP8 matrix multiplications for any step size.
+
+vLLM loads every ``vllm.general_plugins`` entry point in each of its processes (the
+engine core and its workers included); vidseek's is :func:`register`. It changes
+nothing unless ``VIDSEEK_FP8_ALIGN_ROWS=1`` is set.
+
+Why: with block-FP8 weights (the Qwen3-VL-4B-Instruct-FP8 checkpoint) on Hopper
+without DeepGEMM, vLLM 0.26 multiplies with its CUTLASS blockwise kernel, which takes
+a slow variant (A and B swapped, a 128x16 tile, meant for a few tokens) whenever the
+step's token count is not a multiple of 4 (the activations' per-group scales must be
+16-byte aligned for TMA). Measured on an H200 (``benchmarks/fp8_gemm.py``): one decoder
+layer's four GEMMs take 2.56 ms at 15,416 tokens and 11.86 ms at 15,419. Three of four
+prefill steps have such counts, and in the engine's profile those steps' GEMMs were
+the largest part of the GPU's time.
+
+With the setting, the plugin wraps that kernel's ``apply_block_scaled_mm``: the
+quantized activations get zero rows (scale 1) up to the next multiple of 4, the
+product is computed on the padded matrix and its extra rows are dropped. The result
+is the same; the cost is a copy of the step's quantized activations.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+ALIGN_ENV = "VIDSEEK_FP8_ALIGN_ROWS"
+ROW_ALIGNMENT = 4
+
+
+def aligned_rows(
+    apply: Callable[..., Any],
+) -> Callable[..., Any]:
+    """``apply(self, A, B, As, Bs)`` (a block-scaled GEMM: ``A`` quantized activations,
+    one row per token, ``As`` their per-group scales, column-major) called with ``A``
+    and ``As`` padded to a multiple of :data:`ROW_ALIGNMENT` rows; returns its first
+    ``len(A)`` rows."""
+
+    def padded(self: Any, A: Any, B: Any, As: Any, Bs: Any) -> Any:
+        import torch
+        import torch.nn.functional as F
+
+        rows = A.shape[0]
+        # No branch on the row count: under torch.compile vLLM keeps one graph for all
+        # step sizes, so the padding (of 0 rows, too) is always there.
+        pad = -rows % ROW_ALIGNMENT
+        # FP8 is padded as bytes (zero bytes are FP8 zeros).
+        A = F.pad(A.view(torch.uint8), (0, 0, 0, pad)).view(A.dtype)
+        # Column-major scales: pad the rows of the transposed (row-major) view.
+        As = F.pad(As.t(), (0, pad), value=1.0).t()
+        return apply(self, A, B, As, Bs)[:rows]
+
+    padded.__wrapped__ = apply  # type: ignore[attr-defined]
+    return padded
+
+
+def register() -> None:
+    """vLLM's entry point (``vllm.general_plugins``): wrap the CUTLASS block-FP8 kernel
+    when ``VIDSEEK_FP8_ALIGN_ROWS=1`` (module doc)."""
+    if os.environ.get(ALIGN_ENV, "0") != "1":
+        return
+    try:
+        from vllm.model_executor.kernels.linear.scaled_mm.cutlass import (
+            CutlassFp8BlockScaledMMKernel,
+        )
+    except ImportError:
+        log.warning("%s=1: this vLLM has no CutlassFp8BlockScaledMMKernel; unchanged", ALIGN_ENV)
+        return
+    current = CutlassFp8BlockScaledMMKernel.apply_block_scaled_mm
+    if getattr(current, "__wrapped__", None) is not None:
+        return  # registered already in this process
+    CutlassFp8BlockScaledMMKernel.apply_block_scaled_mm = aligned_rows(current)  # type: ignore[method-assign]
+    log.info("%s=1: block-FP8 GEMMs padded to %d rows", ALIGN_ENV, ROW_ALIGNMENT)

@@ -1,0 +1,107 @@
+"""vidseek's vLLM plugin (``indexer/vllm_plugin.py``): block-FP8 GEMMs on whole row
+tiles. The GEMM here is a reference on CPU with the CUTLASS kernel's layouts (scales
+column-major), standing in for vLLM's; the plugin's wrapping of vLLM's class is tested
+on a stand-in class of the same name and place."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import sys
+import types
+from typing import Any
+
+import pytest
+import torch
+
+from vidseek.indexer import vllm_plugin
+
+GROUP = 128
+
+
+def _reference_gemm(calls: list[tuple[int, bool]]):
+    """A block-scaled GEMM as the CUTLASS kernel computes it, recording (rows, whether
+    the scales were column-major) of each call."""
+
+    def apply(self: Any, A: torch.Tensor, B: torch.Tensor, As: torch.Tensor, Bs: torch.Tensor):
+        calls.append((A.shape[0], As.stride(0) == 1 and As.shape[0] > 1))
+        a = A.float() * As.repeat_interleave(GROUP, dim=1)
+        b = B.float() * Bs.repeat_interleave(GROUP, 0).repeat_interleave(GROUP, 1)
+        return (a @ b.T).to(torch.bfloat16)
+
+    return apply
+
+
+def _operands(rows: int, n: int = 256, k: int = 256):
+    torch.manual_seed(rows)
+    A = (torch.randn(rows, k) * 4).to(torch.float8_e4m3fn)
+    As = torch.rand(k // GROUP, rows).t() + 0.5  # column-major, as vLLM's quantizer makes it
+    B = torch.randn(n, k).to(torch.float8_e4m3fn)
+    Bs = torch.rand(n // GROUP, k // GROUP) + 0.5
+    return A, B, As, Bs
+
+
+@pytest.mark.parametrize("rows", [1, 2, 3, 4, 5, 7, 8, 13])
+def test_the_gemm_runs_on_a_multiple_of_4_rows_and_gives_the_same_product(rows):
+    calls: list[tuple[int, bool]] = []
+    apply = _reference_gemm(calls)
+    A, B, As, Bs = _operands(rows)
+    expected = apply(None, A, B, As, Bs)
+    out = vllm_plugin.aligned_rows(apply)(None, A, B, As, Bs)
+    padded_rows, column_major = calls[-1]
+    assert padded_rows % 4 == 0 and padded_rows - rows < 4
+    assert column_major or rows == 1  # the padded scales keep the kernel's layout
+    assert out.shape == expected.shape and torch.equal(out, expected)
+
+
+def _stand_in_vllm(monkeypatch) -> type:
+    class CutlassFp8BlockScaledMMKernel:
+        seen: list[int] = []
+
+        def apply_block_scaled_mm(self, A, B, As, Bs):
+            self.seen.append(A.shape[0])
+            return torch.zeros(A.shape[0], B.shape[0])
+
+    names = ["vllm", "model_executor", "kernels", "linear", "scaled_mm", "cutlass"]
+    for depth in range(1, len(names) + 1):
+        module = types.ModuleType(".".join(names[:depth]))
+        monkeypatch.setitem(sys.modules, module.__name__, module)
+    sys.modules[".".join(names)].CutlassFp8BlockScaledMMKernel = CutlassFp8BlockScaledMMKernel
+    return CutlassFp8BlockScaledMMKernel
+
+
+def test_register_changes_nothing_unless_asked(monkeypatch):
+    kernel = _stand_in_vllm(monkeypatch)
+    original = kernel.apply_block_scaled_mm
+    monkeypatch.delenv(vllm_plugin.ALIGN_ENV, raising=False)
+    vllm_plugin.register()
+    assert kernel.apply_block_scaled_mm is original
+
+
+def test_register_wraps_the_cutlass_kernel_once(monkeypatch):
+    kernel = _stand_in_vllm(monkeypatch)
+    original = kernel.apply_block_scaled_mm
+    monkeypatch.setenv(vllm_plugin.ALIGN_ENV, "1")
+    vllm_plugin.register()
+    vllm_plugin.register()  # vLLM loads plugins more than once in a process
+    wrapped = kernel.apply_block_scaled_mm
+    assert wrapped.__wrapped__ is original
+    A, B, As, Bs = _operands(5)
+    assert kernel().apply_block_scaled_mm(A, B, As, Bs).shape == (5, 256)
+    assert kernel.seen == [8]  # the kernel multiplied 8 rows
+
+
+def test_register_warns_when_vllm_has_no_such_kernel(monkeypatch, caplog):
+    monkeypatch.setitem(sys.modules, "vllm", types.ModuleType("vllm"))
+    monkeypatch.setenv(vllm_plugin.ALIGN_ENV, "1")
+    vllm_plugin.register()
+    assert "no CutlassFp8BlockScaledMMKernel" in caplog.text
+
+
+def test_the_package_declares_the_plugin_to_vllm():
+    (plugin,) = [
+        e
+        for e in importlib.metadata.entry_points(group="vllm.general_plugins")
+        if e.name == "vidseek"
+    ]
+    assert plugin.value == "vidseek.indexer.vllm_plugin:register"
+    assert plugin.load() is vllm_plugin.register
