@@ -86,6 +86,7 @@ from benchmarks.engine_load import (  # noqa: E402
 )
 from vidseek.indexer.engine import BoundedEngine  # noqa: E402
 from vidseek.indexer.types import Window, WindowClip  # noqa: E402
+from vidseek.indexer.vllm_plugin import ALIGN_ENV  # noqa: E402
 
 # Qwen3-VL-4B-Instruct's config.json (text_config / vision_config), the fields that
 # decide compute; the rest are Qwen3VLConfig defaults.
@@ -262,6 +263,8 @@ def result_row(
         "engine": args.engine,
         "device": torch.cuda.get_device_name(0),
         "vllm": vllm.__version__,
+        # vidseek's vLLM plugin (indexer/vllm_plugin.py), read in vLLM's processes.
+        "fp8_align_rows": os.environ.get(ALIGN_ENV, "0"),
         "windows": len(clips),
         "windows_sent": sent,
         "window_seconds": clips[0].window.end_seconds - clips[0].window.start_seconds,
@@ -389,14 +392,10 @@ REFINE_FREE_TOKENS = 40
 
 
 def profiler_options(args: argparse.Namespace) -> dict[str, Any]:
-    """vLLM's torch profiler for ``--profile-steps`` engine steps into ``--profile-dir``,
-    with vLLM's scopes (input preparation, forward, sampling) marked in the trace so
-    that ``benchmarks/engine_profile.py`` can tell the vision encoder's kernels from
-    the language model's."""
+    """vLLM's torch profiler for ``--profile-steps`` engine steps into ``--profile-dir``
+    (read by ``benchmarks/engine_profile.py``), without Python stacks."""
     from vllm.config import ProfilerConfig
 
-    # Read by the engine core process, which inherits the environment.
-    os.environ["VLLM_CUSTOM_SCOPES_FOR_PROFILING"] = "1"
     config = ProfilerConfig(
         profiler="torch",
         torch_profiler_dir=str(Path(args.profile_dir).resolve()),

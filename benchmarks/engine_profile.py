@@ -1,20 +1,17 @@
 """Where the captioning engine's GPU time goes: a summary of vLLM's torch profile.
 
 ``caption_throughput.py --engine async --profile-steps N`` profiles N engine steps in
-the steady part of a pass (vLLM's ``profiler_config``, with its scopes marked:
-``VLLM_CUSTOM_SCOPES_FOR_PROFILING=1``). This reads the trace vLLM's engine core
-wrote and splits the GPU's time over those steps:
+the steady part of a pass (vLLM's ``profiler_config``). vLLM marks each step on the
+GPU's timeline (``execute_context_P(T)_generation_D(G)``: P requests prefilling T
+prompt tokens, D decoding). This reads the trace vLLM's engine core wrote and gives:
 
-- by the vLLM scope whose CPU code launched each kernel: ``preprocess`` (the vision
-  encoder, which vLLM runs while it prepares a step's inputs, and the input
-  preparation), ``forward`` (the language model), ``sample``, and ``other``;
-- by kind of kernel: attention, matrix multiplication (GEMM), the rest;
-- and the GPU's idle time between kernels over the profiled span: what the engine's
-  CPU side (scheduling, input preparation) costs a GPU that waits for it.
-
-Kernels are tied to their launch through the trace's correlation ids (kernels of a CUDA
-graph share their graph launch's). A step is one ``execute_context_*`` annotation
-(vLLM's name for a step, with its prompt and decoding tokens).
+- each step as (requests prefilling, their prompt tokens, requests decoding, its GPU
+  milliseconds);
+- the GPU's time in prefill steps (some prompt tokens; the vision encoder runs in
+  them) and in decode-only steps, by kind of kernel: attention, matrix
+  multiplication (GEMM), the rest;
+- the GPU's idle time between kernels over the profiled span;
+- the kernels that took the most time.
 
     python benchmarks/engine_profile.py PROFILE_DIR_OR_TRACE [--json-out FILE]
 """
@@ -22,6 +19,7 @@ graph share their graph launch's). A step is one ``execute_context_*`` annotatio
 from __future__ import annotations
 
 import argparse
+import bisect
 import gzip
 import json
 import re
@@ -32,22 +30,17 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-SCOPES = {
-    "gpu_model_runner: preprocess": "preprocess",
-    "gpu_model_runner: forward": "forward",
-    "gpu_model_runner: sample": "sample",
-}
 STEP = re.compile(r"^execute_context_(\d+)\((\d+)\)_generation_(\d+)\((\d+)\)")
 KINDS = (
     ("attention", re.compile(r"flash|fmha|attn|attention", re.I)),
     ("gemm", re.compile(r"gemm|cutlass|nvjet|matmul|scaled_mm|w8a8|xmma|cublas|gemv", re.I)),
 )
 GPU_CATEGORIES = {"kernel", "gpu_memcpy", "gpu_memset"}
-LAUNCH_CATEGORIES = {"cuda_runtime", "cuda_driver"}
 
 
 def kernel_kind(name: str) -> str:
-    """``attention``, ``gemm`` or ``other``, from a kernel's name."""
+    """``attention``, ``gemm`` or ``other``, from a kernel's name (attention first:
+    FlashAttention's kernels are CUTLASS kernels too)."""
     for kind, pattern in KINDS:
         if pattern.search(name):
             return kind
@@ -72,34 +65,6 @@ def load_events(path: Path) -> list[dict[str, Any]]:
     return [e for e in events if e.get("ph") == "X" and "dur" in e]
 
 
-def _scopes_of_launches(events: Sequence[dict[str, Any]]) -> dict[int, str]:
-    """For each launch's correlation id, the innermost vLLM scope its CPU code ran in
-    (``other`` outside them): annotations of a thread nest, as its calls do."""
-    per_thread: dict[Any, list[tuple[float, int, dict[str, Any]]]] = defaultdict(list)
-    for event in events:
-        category = event.get("cat")
-        if category == "user_annotation":
-            per_thread[event.get("pid"), event.get("tid")].append((event["ts"], 0, event))
-        elif category in LAUNCH_CATEGORIES and "correlation" in event.get("args", {}):
-            per_thread[event.get("pid"), event.get("tid")].append((event["ts"], 1, event))
-    scoped: dict[int, str] = {}
-    for timeline in per_thread.values():
-        # At one time, a range opens before a launch in it, and an outer range first.
-        timeline.sort(key=lambda item: (item[0], item[1], -item[2]["dur"]))
-        open_ranges: list[dict[str, Any]] = []
-        for ts, kind, event in timeline:
-            while open_ranges and open_ranges[-1]["ts"] + open_ranges[-1]["dur"] <= ts:
-                open_ranges.pop()
-            if kind == 0:
-                open_ranges.append(event)
-            else:
-                scoped[event["args"]["correlation"]] = next(
-                    (SCOPES[r["name"]] for r in reversed(open_ranges) if r["name"] in SCOPES),
-                    "other",
-                )
-    return scoped
-
-
 def busy_time(intervals: Iterable[tuple[float, float]]) -> float:
     """The length of the union of ``(start, end)`` intervals."""
     total, reach = 0.0, float("-inf")
@@ -112,55 +77,55 @@ def busy_time(intervals: Iterable[tuple[float, float]]) -> float:
 
 def summarize(events: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """The split of the GPU's time in one trace (module doc); times in milliseconds."""
-    scoped = _scopes_of_launches(events)
-    annotations = [e for e in events if e.get("cat") == "user_annotation"]
-    marked = sorted(
-        ((e["ts"], m) for e in annotations if (m := STEP.match(e["name"]))), key=lambda x: x[0]
+    steps = sorted(
+        (e["ts"], e["ts"] + e["dur"], tuple(int(x) for x in m.groups()))
+        for e in events
+        if e.get("cat") == "gpu_user_annotation" and (m := STEP.match(e["name"]))
     )
-    counts = [tuple(int(x) for x in m.groups()) for _, m in marked]
     gpu = [e for e in events if e.get("cat") in GPU_CATEGORIES]
-    if not counts or not gpu:
+    if not steps or not gpu:
         raise SystemExit("the trace has no vLLM step (execute_context_*) or no GPU work")
-    steps = len(counts)
-    by_scope: dict[str, float] = defaultdict(float)
+    starts = [start for start, _, _ in steps]
     by_kind: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
     by_name: dict[tuple[str, str], float] = defaultdict(float)
     for event in gpu:
-        scope = scoped.get(event.get("args", {}).get("correlation"), "unknown")
-        ms = event["dur"] / 1000
-        by_scope[scope] += ms
+        at = bisect.bisect_right(starts, event["ts"]) - 1
+        inside = at >= 0 and event["ts"] < steps[at][1]
+        phase = ("prefill" if steps[at][2][0] else "decode") if inside else "between"
         kind = kernel_kind(event["name"]) if event["cat"] == "kernel" else "memory"
-        by_kind[scope][kind] += ms
-        by_name[scope, event["name"]] += ms
-    start = min(e["ts"] for e in gpu)
-    span = (max(e["ts"] + e["dur"] for e in gpu) - start) / 1000
+        by_kind[phase][kind] += event["dur"] / 1000
+        by_name[phase, event["name"]] += event["dur"] / 1000
+    count = {
+        "prefill": sum(1 for *_, c in steps if c[0]),
+        "decode": sum(1 for *_, c in steps if not c[0]),
+    }
+    span = (max(e["ts"] + e["dur"] for e in gpu) - min(e["ts"] for e in gpu)) / 1000
     busy = busy_time((e["ts"], e["ts"] + e["dur"]) for e in gpu) / 1000
-    kernel_ms = sum(by_scope.values())
     return {
-        "steps": steps,
+        "steps": len(steps),
+        "prefill_steps": count["prefill"],
         "span_ms": round(span, 2),
         "gpu_busy_ms": round(busy, 2),
         "gpu_idle_share": round(1 - busy / span, 3) if span else None,
-        "step_ms_mean": round(span / steps, 2),
-        "prompt_tokens_per_step_p50": _median(c[1] for c in counts),
-        "prefilling_requests_per_step_p50": _median(c[0] for c in counts),
-        "decoding_requests_per_step_p50": _median(c[2] for c in counts),
-        "kernel_ms": round(kernel_ms, 1),
-        "scope_share": {k: round(v / kernel_ms, 3) for k, v in sorted(by_scope.items())},
-        "scope_ms_per_step": {k: round(v / steps, 2) for k, v in sorted(by_scope.items())},
-        "kind_ms_per_step": {
-            scope: {k: round(v / steps, 2) for k, v in sorted(kinds.items())}
-            for scope, kinds in sorted(by_kind.items())
+        "prompt_tokens_per_prefill_step_p50": _median(c[1] for *_, c in steps if c[0]),
+        "decoding_requests_per_step_p50": _median(c[2] for *_, c in steps),
+        "gpu_ms": {
+            phase: round(sum(kinds.values()), 2) for phase, kinds in sorted(by_kind.items())
         },
-        # Each step: requests prefilling, their prompt tokens, requests decoding, and the
-        # milliseconds from its start to the next step's (on the CPU: one step's period).
+        # Per step of the kind: what the GPU spent its time on (``gpu_ms`` also has the
+        # kernels that ran between two steps' annotations, as ``between``).
+        "kind_ms_per_step": {
+            phase: {k: round(v / count[phase], 2) for k, v in sorted(by_kind[phase].items())}
+            for phase in ("prefill", "decode")
+            if count[phase]
+        },
+        # Each step: requests prefilling, their prompt tokens, requests decoding, GPU ms.
         "step_timeline": [
-            [c[0], c[1], c[2], round((after - ts) / 1000, 2)]
-            for c, (ts, _), (after, _) in zip(counts, marked, marked[1:], strict=False)
+            [c[0], c[1], c[2], round((end - start) / 1000, 2)] for start, end, c in steps
         ],
         "top_kernels": [
-            {"scope": scope, "kernel": name[:120], "ms_per_step": round(ms / steps, 3)}
-            for (scope, name), ms in sorted(by_name.items(), key=lambda item: -item[1])[:15]
+            {"phase": phase, "kernel": name[:160], "ms": round(ms, 2)}
+            for (phase, name), ms in sorted(by_name.items(), key=lambda item: -item[1])[:15]
         ],
     }
 

@@ -1,6 +1,6 @@
 """The engine profile's summary (``benchmarks/engine_profile.py``) on a small trace in
-the torch profiler's format: CPU annotations and launches, GPU kernels tied to them
-by correlation id."""
+the torch profiler's format: vLLM's step annotations on the GPU's timeline and the
+kernels that ran in them."""
 
 from __future__ import annotations
 
@@ -13,89 +13,56 @@ import pytest
 
 from benchmarks.engine_profile import busy_time, kernel_kind, main, summarize
 
-CPU = {"pid": 100, "tid": 7}
 GPU = {"pid": 0, "tid": 7}
 
 
-def _range(name: str, ts: float, dur: float) -> dict[str, Any]:
-    return {"ph": "X", "cat": "user_annotation", "name": name, "ts": ts, "dur": dur, **CPU}
+def _step(name: str, ts: float, dur: float) -> dict[str, Any]:
+    return {"ph": "X", "cat": "gpu_user_annotation", "name": name, "ts": ts, "dur": dur, **GPU}
 
 
-def _launch(ts: float, correlation: int) -> dict[str, Any]:
-    args = {"correlation": correlation}
-    return {
-        "ph": "X",
-        "cat": "cuda_runtime",
-        "name": "cudaLaunchKernel",
-        "ts": ts,
-        "dur": 2,
-        "args": args,
-        **CPU,
-    }
+def _kernel(name: str, ts: float, dur: float, category: str = "kernel") -> dict[str, Any]:
+    return {"ph": "X", "cat": category, "name": name, "ts": ts, "dur": dur, **GPU}
 
 
-def _kernel(name: str, ts: float, dur: float, correlation: int) -> dict[str, Any]:
-    return {
-        "ph": "X",
-        "cat": "kernel",
-        "name": name,
-        "ts": ts,
-        "dur": dur,
-        "args": {"correlation": correlation},
-        **GPU,
-    }
-
-
-def _step(n: int, t0: float) -> list[dict[str, Any]]:
-    """One engine step of 1000 us on the GPU: a 300 us vision encoder GEMM (launched in
-    preprocess), 400 us of language model (attention 100, GEMM 250, norm 50), a 50 us
-    sampling kernel, then 200 us idle."""
-    c = 10 * n
+def _prefill(t0: float) -> list[dict[str, Any]]:
+    """A 1000 us prefill step: GEMMs 600, attention 200, a norm 100, a copy 50."""
     return [
-        _range(f"execute_context_2(4000)_generation_{150 + n}(150)", t0, 900),
-        _range("gpu_model_runner: preprocess", t0 + 10, 300),
-        _range("Torch-Compiled Region", t0 + 20, 100),  # an unknown range inside one
-        _launch(t0 + 30, c + 1),
-        _range("gpu_model_runner: forward", t0 + 400, 300),
-        _range("Torch-Compiled Region", t0 + 410, 200),
-        _launch(t0 + 420, c + 2),
-        _launch(t0 + 430, c + 3),
-        _launch(t0 + 440, c + 4),
-        _range("gpu_model_runner: sample", t0 + 750, 100),
-        _launch(t0 + 760, c + 5),
-        _kernel("sm90_xmma_gemm_bf16bf16_vision", t0 + 100, 300, c + 1),
-        _kernel("flash_fwd_splitkv_kernel", t0 + 400, 100, c + 2),
-        _kernel("cutlass::device_kernel<w8a8_block>", t0 + 500, 250, c + 3),
-        _kernel("triton_red_fused_rms_norm_0", t0 + 750, 50, c + 4),
-        _kernel("topk_topp_sampler", t0 + 800, 50, c + 5),
+        _step("execute_context_2(4000)_generation_150(150)", t0, 1000),
+        _kernel("cutlass::device_kernel<vllm::cutlass_3x_gemm_fp8_blockwise<128, 1>>", t0, 600),
+        _kernel("cutlass::device_kernel<flash::FlashAttnFwdSm90>", t0 + 600, 200),
+        _kernel("triton_red_fused_rms_norm_0", t0 + 800, 100),
+        _kernel("Memcpy HtoD", t0 + 900, 50, "gpu_memcpy"),
     ]
 
 
-def test_gpu_time_splits_by_the_vllm_scope_that_launched_it_and_by_kind():
-    events = _step(0, 0.0) + _step(1, 1050.0) + _step(2, 2100.0)
+def _decode(t0: float) -> list[dict[str, Any]]:
+    """A 20 us decode-only step of 160 sequences: attention 15, GEMM 4."""
+    return [
+        _step("execute_context_0(0)_generation_160(160)", t0, 20),
+        _kernel("cutlass::device_kernel<flash::FlashAttnFwdSm90>", t0, 15),
+        _kernel("cutlass_3x_gemm_fp8_blockwise<1, 128>", t0 + 15, 4),
+    ]
+
+
+def test_gpu_time_splits_into_prefill_and_decode_steps_by_kind_of_kernel():
+    events = _prefill(0.0) + _decode(1000.0) + _decode(1100.0) + _decode(1200.0)
+    events.append(_kernel("orphan", 5000.0, 10))  # outside every step
     summary = summarize(events)
-    assert summary["steps"] == 3
-    assert summary["span_ms"] == pytest.approx(2.85)  # 100 us to 2950 us
-    assert summary["gpu_busy_ms"] == pytest.approx(2.25)  # 750 us a step
-    assert summary["gpu_idle_share"] == pytest.approx(1 - 2.25 / 2.85, abs=1e-3)
-    assert summary["scope_ms_per_step"] == {"forward": 0.4, "preprocess": 0.3, "sample": 0.05}
-    assert summary["kind_ms_per_step"]["forward"] == {"attention": 0.1, "gemm": 0.25, "other": 0.05}
-    assert summary["kind_ms_per_step"]["preprocess"] == {"gemm": 0.3}
-    assert summary["prompt_tokens_per_step_p50"] == 4000
-    assert summary["decoding_requests_per_step_p50"] == 151
-    assert summary["top_kernels"][0]["kernel"].startswith("sm90_xmma")
-    assert summary["step_timeline"] == [[2, 4000, 150, 1.05], [2, 4000, 151, 1.05]]
-
-
-def test_a_kernel_launched_outside_vllms_scopes_is_other_and_an_unmatched_one_unknown():
-    events = [
-        *_step(0, 0.0),
-        _launch(950.0, 99),  # after the step's scopes closed
-        _kernel("memcpy_like", 960.0, 20, 99),
-        _kernel("orphan", 990.0, 10, 12345),  # its launch is not in the trace
-    ]
-    shares = summarize(events)["scope_ms_per_step"]
-    assert shares["other"] == 0.02 and shares["unknown"] == 0.01
+    assert summary["steps"] == 4 and summary["prefill_steps"] == 1
+    assert summary["span_ms"] == pytest.approx(5.01)
+    assert summary["gpu_busy_ms"] == pytest.approx(0.95 + 3 * 0.019 + 0.01, abs=0.005)
+    assert summary["gpu_ms"] == {"between": 0.01, "decode": 0.06, "prefill": 0.95}
+    assert summary["kind_ms_per_step"]["prefill"] == {
+        "attention": 0.2,
+        "gemm": 0.6,
+        "memory": 0.05,
+        "other": 0.1,
+    }
+    assert summary["kind_ms_per_step"]["decode"] == {"attention": 0.01, "gemm": 0.0}
+    assert summary["step_timeline"][:2] == [[2, 4000, 150, 1.0], [0, 0, 160, 0.02]]
+    assert summary["prompt_tokens_per_prefill_step_p50"] == 4000
+    assert summary["decoding_requests_per_step_p50"] == 160
+    assert summary["top_kernels"][0]["kernel"].startswith("cutlass::device_kernel<vllm")
 
 
 def test_busy_time_counts_overlaps_once():
@@ -114,7 +81,7 @@ def test_the_command_reads_a_folder_of_gzipped_traces(tmp_path: Path, capsys):
     trace = tmp_path / "prof" / "worker_rank0.123.pt.trace.json.gz"
     trace.parent.mkdir()
     with gzip.open(trace, "wt", encoding="utf-8") as handle:
-        json.dump({"traceEvents": _step(0, 0.0), "deviceProperties": []}, handle)
+        json.dump({"traceEvents": _prefill(0.0), "deviceProperties": []}, handle)
     out = tmp_path / "summary.jsonl"
     assert main([str(trace.parent), "--json-out", str(out)]) == 0
     (line,) = out.read_text().splitlines()
@@ -125,7 +92,7 @@ def test_a_folder_without_traces_or_a_trace_without_steps_is_refused(tmp_path: P
     with pytest.raises(SystemExit, match="no torch profiler trace"):
         main([str(tmp_path)])
     with pytest.raises(SystemExit, match="no vLLM step"):
-        summarize([_kernel("k", 0, 1, 1)])
+        summarize([_kernel("k", 0, 1)])
 
 
 def test_the_gemm_benchmark_times_the_4b_models_four_layer_shapes():
