@@ -347,10 +347,12 @@ def _time_async(
     engine_options = {"disable_log_stats": not args.refine_interval, **engine_options}
     # Captions are forced to --output-tokens unless --constrained; refinement probes
     # decode as in production, their span grammar ending the answer, unless
-    # --refine-unconstrained (no grammar, at most REFINE_FREE_TOKENS tokens).
+    # --refine-unconstrained (no grammar, at most REFINE_UNCONSTRAINED_MAX_TOKENS tokens).
     engine = AsyncVllmEngine(
         str(model_dir),
-        max_new_tokens=REFINE_FREE_TOKENS if args.refine_unconstrained else args.output_tokens,
+        max_new_tokens=REFINE_UNCONSTRAINED_MAX_TOKENS
+        if args.refine_unconstrained
+        else args.output_tokens,
         constrained_json=not args.refine_unconstrained,
         fixed_caption_tokens=0 if args.constrained else args.output_tokens,
         gpu_memory_utilization=args.gpu_memory_utilization,
@@ -387,7 +389,7 @@ def _time_async(
         engine.close()
 
 
-REFINE_FREE_TOKENS = 40
+REFINE_UNCONSTRAINED_MAX_TOKENS = 40
 """A refinement probe's answer length without its grammar: the span grammar's bound."""
 
 
@@ -529,7 +531,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--refine-unconstrained",
         action="store_true",
         help=f"async: refinement probes decode without the span grammar, "
-        f"{REFINE_FREE_TOKENS} tokens at most (what the grammar costs a refinement)",
+        f"{REFINE_UNCONSTRAINED_MAX_TOKENS} tokens at most (what the grammar costs a refinement)",
     )
     parser.add_argument(
         "--profile-steps",
@@ -560,6 +562,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--in-flight, --passes, --refine-*, --profile-* options need --engine async")
     if args.profile_steps < 0:
         parser.error("--profile-steps must be >= 0")
+    if args.refine_unconstrained and args.constrained:
+        # Windows under their grammar share the engine's grammar switch with the probes.
+        parser.error("--refine-unconstrained cannot be combined with --constrained")
     values = (args.in_flight, args.refine_interval, *args.refine_hold)
     if not all(0 <= v < math.inf for v in values) or args.passes < 1:  # NaN fails too
         parser.error("--in-flight, --refine-interval and --refine-hold must be >= 0, --passes >= 1")

@@ -175,6 +175,10 @@ def _blank_clip(height: int, width: int, query: str | None = None) -> WindowClip
     return WindowClip(window=window, frames=frames, fps=2.0, total_frames=2)
 
 
+PROFILE_TIMEOUT_S = 600.0
+"""How long :meth:`AsyncVllmEngine.profile` waits for vLLM (stopping writes the trace)."""
+
+
 class AsyncVllmEngine:
     """Qwen3-VL in an in-process ``AsyncLLM`` (implements ``CaptionEngine``).
 
@@ -409,7 +413,7 @@ class AsyncVllmEngine:
         reads them).
         """
         call = self._llm.start_profile() if on else self._llm.stop_profile()
-        asyncio.run_coroutine_threadsafe(call, self._loop).result()
+        asyncio.run_coroutine_threadsafe(call, self._loop).result(timeout=PROFILE_TIMEOUT_S)
 
     def _stop_loop(self) -> None:
         self._loop.call_soon_threadsafe(self._loop.stop)

@@ -7,16 +7,17 @@ nothing unless ``VIDSEEK_FP8_ALIGN_ROWS=1`` is set.
 Why: with block-FP8 weights (the Qwen3-VL-4B-Instruct-FP8 checkpoint) on Hopper
 without DeepGEMM, vLLM 0.26 multiplies with its CUTLASS blockwise kernel, which takes
 a slow variant (A and B swapped, a 128x16 tile, meant for a few tokens) whenever the
-step's token count is not a multiple of 4 (the activations' per-group scales must be
-16-byte aligned for TMA). Measured on an H200 (``benchmarks/fp8_gemm.py``): one decoder
-layer's four GEMMs take 2.56 ms at 15,416 tokens and 11.86 ms at 15,419. Three of four
-prefill steps have such counts, and in the engine's profile those steps' GEMMs were
-the largest part of the GPU's time.
+step's token count is not a multiple of 4 (seen in the engine's profile and in the
+benchmark below; vLLM's SM100 dispatch states the same rule in its source).
+Measured on an H200 (``benchmarks/fp8_gemm.py``): one decoder layer's four GEMMs
+take 2.56 ms at 15,416 tokens and 11.86 ms at 15,419. Three of every four token
+counts are not multiples of 4, and in the engine's profile the prefill steps' GEMMs
+were the largest part of the GPU's time.
 
 With the setting, the plugin wraps that kernel's ``apply_block_scaled_mm``: the
 quantized activations get zero rows (scale 1) up to the next multiple of 4, the
-product is computed on the padded matrix and its extra rows are dropped. The result
-is the same; the cost is a copy of the step's quantized activations.
+product is computed on the padded matrix and its extra rows are dropped. The product
+is the same up to rounding; the cost is a copy of the step's quantized activations.
 """
 
 from __future__ import annotations
@@ -30,23 +31,25 @@ log = logging.getLogger(__name__)
 
 ALIGN_ENV = "VIDSEEK_FP8_ALIGN_ROWS"
 ROW_ALIGNMENT = 4
+_PADDED = "_vidseek_padded_rows"  # marks a wrapped method (and holds the original)
 
 
-def aligned_rows(
-    apply: Callable[..., Any],
-) -> Callable[..., Any]:
+def with_padded_rows(apply: Callable[..., Any]) -> Callable[..., Any]:
     """``apply(self, A, B, As, Bs)`` (a block-scaled GEMM: ``A`` quantized activations,
-    one row per token, ``As`` their per-group scales, column-major) called with ``A``
-    and ``As`` padded to a multiple of :data:`ROW_ALIGNMENT` rows; returns its first
-    ``len(A)`` rows."""
+    one row per token, ``As`` their per-group scales, ``[rows, groups]`` column-major)
+    called with ``A`` and ``As`` padded to a multiple of :data:`ROW_ALIGNMENT` rows;
+    returns its first ``len(A)`` rows. Other scale shapes go to ``apply`` unchanged."""
 
     def padded(self: Any, A: Any, B: Any, As: Any, Bs: Any) -> Any:
         import torch
         import torch.nn.functional as F
 
+        if As.dim() != 2:  # not per-group scales (static under torch.compile)
+            return apply(self, A, B, As, Bs)
         rows = A.shape[0]
         # No branch on the row count: under torch.compile vLLM keeps one graph for all
-        # step sizes, so the padding (of 0 rows, too) is always there.
+        # step sizes, so the padding (of 0 rows, too) is always there: a copy of the
+        # activations in every step, decode steps included.
         pad = -rows % ROW_ALIGNMENT
         # FP8 is padded as bytes (zero bytes are FP8 zeros).
         A = F.pad(A.view(torch.uint8), (0, 0, 0, pad)).view(A.dtype)
@@ -54,13 +57,20 @@ def aligned_rows(
         As = F.pad(As.t(), (0, pad), value=1.0).t()
         return apply(self, A, B, As, Bs)[:rows]
 
-    padded.__wrapped__ = apply  # type: ignore[attr-defined]
+    setattr(padded, _PADDED, apply)
     return padded
 
 
 def register() -> None:
     """vLLM's entry point (``vllm.general_plugins``): wrap the CUTLASS block-FP8 kernel
-    when ``VIDSEEK_FP8_ALIGN_ROWS=1`` (module doc)."""
+    when ``VIDSEEK_FP8_ALIGN_ROWS=1`` (module doc).
+
+    vLLM's saved torch.compile graphs are keyed by its own settings and the traced
+    source, not by this one: a graph saved without the padding would be loaded with it,
+    and the reverse. So with the padding on, vLLM's compile cache is turned off
+    (``VLLM_DISABLE_COMPILE_CACHE=1``, set here in the process that builds the engine,
+    before it starts its engine core, which inherits it); a build then compiles again.
+    """
     if os.environ.get(ALIGN_ENV, "0") != "1":
         return
     try:
@@ -70,8 +80,19 @@ def register() -> None:
     except ImportError:
         log.warning("%s=1: this vLLM has no CutlassFp8BlockScaledMMKernel; unchanged", ALIGN_ENV)
         return
+    if os.environ.setdefault("VLLM_DISABLE_COMPILE_CACHE", "1") != "1":
+        log.warning(
+            "%s=1 with VLLM_DISABLE_COMPILE_CACHE=%s: a compiled graph saved without "
+            "the padding may be loaded",
+            ALIGN_ENV,
+            os.environ["VLLM_DISABLE_COMPILE_CACHE"],
+        )
     current = CutlassFp8BlockScaledMMKernel.apply_block_scaled_mm
-    if getattr(current, "__wrapped__", None) is not None:
+    if hasattr(current, _PADDED):
         return  # registered already in this process
-    CutlassFp8BlockScaledMMKernel.apply_block_scaled_mm = aligned_rows(current)  # type: ignore[method-assign]
-    log.info("%s=1: block-FP8 GEMMs padded to %d rows", ALIGN_ENV, ROW_ALIGNMENT)
+    CutlassFp8BlockScaledMMKernel.apply_block_scaled_mm = with_padded_rows(current)  # type: ignore[method-assign]
+    log.warning(
+        "%s=1: vLLM's CUTLASS block-FP8 GEMMs get their rows padded to a multiple of %d",
+        ALIGN_ENV,
+        ROW_ALIGNMENT,
+    )

@@ -396,6 +396,10 @@ def test_steady_rate_leaves_out_the_first_and_last_tenth():
         (["--engine", "async", "--passes", "0"], "--passes >= 1"),
         (["--profile-steps", "5"], "need --engine async"),
         (["--engine", "async", "--profile-steps", "-1"], "--profile-steps must be >= 0"),
+        (
+            ["--engine", "async", "--refine-unconstrained", "--constrained"],
+            "cannot be combined with --constrained",
+        ),
     ],
 )
 def test_streaming_options_are_checked(capsys, argv, problem):

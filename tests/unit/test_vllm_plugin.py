@@ -6,6 +6,7 @@ on a stand-in class of the same name and place."""
 from __future__ import annotations
 
 import importlib.metadata
+import os
 import sys
 import types
 from typing import Any
@@ -51,10 +52,10 @@ def test_the_gemm_runs_on_a_multiple_of_4_rows_and_gives_the_same_product(rows):
     apply = _reference_gemm(calls)
     A, B, As, Bs = _operands(rows)
     expected = apply(None, A, B, As, Bs)
-    out = vllm_plugin.aligned_rows(apply)(None, A, B, As, Bs)
+    out = vllm_plugin.with_padded_rows(apply)(None, A, B, As, Bs)
     padded_rows, column_major = calls[-1]
     assert padded_rows % 4 == 0 and padded_rows - rows < 4
-    assert column_major or rows == 1  # the padded scales keep the kernel's layout
+    assert column_major  # the padded scales keep the kernel's layout
     # The same product; bfloat16 rounding may differ where the matmul blocks rows differently.
     torch.testing.assert_close(out, expected, rtol=1e-2, atol=1e-2)
 
@@ -68,11 +69,11 @@ def test_under_torch_compile_one_graph_serves_every_row_count():
     counters.clear()
     apply = _block_scaled_gemm
     _, B, _, Bs = _operands(4)
-    padded = vllm_plugin.aligned_rows(apply)
+    padded = vllm_plugin.with_padded_rows(apply)
     compiled = torch.compile(
         lambda A, As: padded(None, A, B, As, Bs), backend="aot_eager", dynamic=True
     )
-    for rows in (5, 6, 7, 8, 9, 13):
+    for rows in (8, 5, 6, 7, 9, 13):  # traced first at a multiple of 4, as vLLM does
         A, _, As, _ = _operands(rows)
         torch.testing.assert_close(compiled(A, As), apply(None, A, B, As, Bs), rtol=1e-2, atol=1e-2)
     assert counters["stats"]["unique_graphs"] == 1
@@ -106,13 +107,28 @@ def test_register_wraps_the_cutlass_kernel_once(monkeypatch):
     kernel = _stand_in_vllm(monkeypatch)
     original = kernel.apply_block_scaled_mm
     monkeypatch.setenv(vllm_plugin.ALIGN_ENV, "1")
+    monkeypatch.delenv("VLLM_DISABLE_COMPILE_CACHE", raising=False)
     vllm_plugin.register()
     vllm_plugin.register()  # vLLM loads plugins more than once in a process
     wrapped = kernel.apply_block_scaled_mm
-    assert wrapped.__wrapped__ is original
+    assert wrapped._vidseek_padded_rows is original
     A, B, As, Bs = _operands(5)
     assert kernel().apply_block_scaled_mm(A, B, As, Bs).shape == (5, 256)
     assert kernel.seen == [8]  # the kernel multiplied 8 rows
+    # vLLM's compile cache does not key on the setting: off, for the engine core too.
+    assert os.environ["VLLM_DISABLE_COMPILE_CACHE"] == "1"
+
+
+def test_scales_that_are_not_per_group_go_through_unpadded():
+    seen: list[int] = []
+
+    def apply(self: Any, A: torch.Tensor, B: Any, As: Any, Bs: Any) -> torch.Tensor:
+        seen.append(A.shape[0])
+        return A
+
+    A, B, _, Bs = _operands(5)
+    out = vllm_plugin.with_padded_rows(apply)(None, A, B, torch.ones(1), Bs)  # per tensor
+    assert seen == [5] and out.shape[0] == 5
 
 
 def test_register_warns_when_vllm_has_no_such_kernel(monkeypatch, caplog):
