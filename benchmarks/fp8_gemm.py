@@ -10,6 +10,9 @@ per 1x128 group, as the FP8 checkpoint runs) with the kernels vLLM can pick:
 - ``cutlass``: ``ops.cutlass_scaled_mm`` (vLLM's default on Hopper without DeepGEMM);
 - ``triton``: ``w8a8_triton_block_scaled_mm`` (what vLLM uses when the CUTLASS kernel
   is disabled, ``VLLM_DISABLED_KERNELS``);
+- ``deepgemm``: DeepGEMM (``vllm.utils.deep_gemm.fp8_gemm_nt``, vLLM's first choice on
+  Hopper), when ``VLLM_USE_DEEP_GEMM=1`` and it runs there (it compiles its kernels
+  at first use); otherwise the row says why not (``deepgemm_error``);
 - ``aligned``: the CUTLASS kernel through vidseek's vLLM plugin
   (``VIDSEEK_FP8_ALIGN_ROWS=1``, ``indexer/vllm_plugin.py``), rows padded to a multiple
   of 4, the padding's copies included.
@@ -19,7 +22,7 @@ outputs are compared with CUTLASS's (largest difference relative to the largest
 value), and the run stops if the padded one is more than 1% off. Token counts that are
 and are not multiples of 4 are interleaved.
 
-    python benchmarks/fp8_gemm.py [--tokens 4096 4097 ...] [--json-out FILE]
+    VLLM_USE_DEEP_GEMM=1 python benchmarks/fp8_gemm.py [--tokens 4096 4097 ...] [--json-out FILE]
 """
 
 from __future__ import annotations
@@ -88,9 +91,10 @@ def run(tokens: Sequence[int], repeats: int) -> Iterator[dict[str, Any]]:
         w = (torch.randn(n, k, device="cuda") / k**0.5).to(torch.float8_e4m3fn)
         scales = torch.rand(n // BLOCK, k // BLOCK, device="cuda") * 0.01 + 0.001
         weights[name] = (w, scales, k)
+    deep_gemm, deep_error = _deep_gemm()
     for m in tokens:
-        per_kernel = {"cutlass": 0.0, "triton": 0.0, "aligned": 0.0}
-        worst = padded_off = 0.0
+        per_kernel = {"cutlass": 0.0, "triton": 0.0, "aligned": 0.0, "deepgemm": 0.0}
+        worst = padded_off = deep_off = 0.0
         for w, ws, k in weights.values():
             x = torch.randn(m, k, device="cuda", dtype=torch.bfloat16)
             xq, xs_col = per_token_group_quant_fp8(x, BLOCK, column_major_scales=True)
@@ -121,6 +125,21 @@ def run(tokens: Sequence[int], repeats: int) -> Iterator[dict[str, Any]]:
             per_kernel["cutlass"] += _time_ms(cutlass, repeats)
             per_kernel["triton"] += _time_ms(triton, repeats)
             per_kernel["aligned"] += _time_ms(aligned, repeats)
+            if deep_gemm is not None:
+                xq_tma, xs_tma = per_token_group_quant_fp8(
+                    x, BLOCK, column_major_scales=True, tma_aligned_scales=True
+                )
+                out = torch.empty(m, w.shape[0], device="cuda", dtype=torch.bfloat16)
+
+                def deep(xq=xq_tma, xs=xs_tma, w=w, ws=ws, out=out, mm=deep_gemm) -> Any:
+                    mm((xq, xs), (w, ws), out)
+                    return out
+
+                try:
+                    deep_off = max(deep_off, _relative_difference(deep().float(), reference))
+                    per_kernel["deepgemm"] += _time_ms(deep, repeats)
+                except Exception as exc:  # its JIT or a shape it refuses: say so, go on
+                    deep_gemm, deep_error = None, f"{type(exc).__name__}: {exc}"[:300]
         layers = TEXT_CONFIG["num_hidden_layers"]
         yield (
             {
@@ -139,10 +158,28 @@ def run(tokens: Sequence[int], repeats: int) -> Iterator[dict[str, Any]]:
                 # nothing is padded: the same kernel on the same rows).
                 "triton_relative_difference": round(worst, 4),
                 "aligned_relative_difference": round(padded_off, 4),
+                **(
+                    {
+                        "deepgemm_layer_ms": round(per_kernel["deepgemm"], 3),
+                        "deepgemm_step_ms": round(per_kernel["deepgemm"] * layers, 1),
+                        "deepgemm_relative_difference": round(deep_off, 4),
+                    }
+                    if deep_gemm is not None
+                    else {"deepgemm_error": deep_error}
+                ),
             }
         )
         if padded_off > PADDED_TOLERANCE:
             raise SystemExit(f"{m} tokens: the padded GEMM is {padded_off:.3f} off CUTLASS's")
+
+
+def _deep_gemm() -> tuple[Any, str]:
+    """vLLM's DeepGEMM entry point, or ``None`` and why it cannot run here."""
+    from vllm.utils.deep_gemm import fp8_gemm_nt, is_deep_gemm_supported
+
+    if not is_deep_gemm_supported():
+        return None, "not supported here (VLLM_USE_DEEP_GEMM=0, no deep_gemm, or not Hopper)"
+    return fp8_gemm_nt, ""
 
 
 def _relative_difference(a: Any, b: Any) -> float:
