@@ -271,6 +271,7 @@ def result_row(
         "frames_per_window": int(clips[0].frames.shape[0]),
         "frame_size": f"{width}x{height}",
         "output_tokens_per_window": args.output_tokens,
+        "output_tokens_spread": args.output_tokens_spread,
         "constrained": args.constrained,
         "enforce_eager": args.enforce_eager,
         "engine_args": args.engine_args,
@@ -355,6 +356,7 @@ def _time_async(
         else args.output_tokens,
         constrained_json=not args.refine_unconstrained,
         fixed_caption_tokens=0 if args.constrained else args.output_tokens,
+        caption_tokens_spread=args.output_tokens_spread,
         gpu_memory_utilization=args.gpu_memory_utilization,
         max_model_len=args.max_model_len,
         renderer_workers=args.renderer_workers,
@@ -481,6 +483,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--source-fps", type=float, default=30.0)
     parser.add_argument("--output-tokens", type=int, default=256)
     parser.add_argument("--constrained", action="store_true", help="grammar on, no forced length")
+    parser.add_argument(
+        "--output-tokens-spread",
+        type=float,
+        default=0.0,
+        help="async: each window's forced answer length drawn from --output-tokens x "
+        "[1 - F, 1 + F] (fixed per window), as a real model's answers differ in length",
+    )
     parser.add_argument("--gpu-memory-utilization", type=float, default=0.85)
     parser.add_argument("--max-model-len", type=int, default=16384)
     parser.add_argument("--max-num-batched-tokens", type=int, default=0)
@@ -562,6 +571,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--in-flight, --passes, --refine-*, --profile-* options need --engine async")
     if args.profile_steps < 0:
         parser.error("--profile-steps must be >= 0")
+    if not 0 <= args.output_tokens_spread < 1:  # NaN fails too
+        parser.error("--output-tokens-spread must be in [0, 1)")
+    if args.output_tokens_spread and (args.engine != "async" or args.constrained):
+        parser.error("--output-tokens-spread needs --engine async and forced answers")
     if args.refine_unconstrained and args.constrained:
         # Windows under their grammar share the engine's grammar switch with the probes.
         parser.error("--refine-unconstrained cannot be combined with --constrained")

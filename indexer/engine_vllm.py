@@ -45,6 +45,7 @@ import itertools
 import logging
 import threading
 import time
+import zlib
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from typing import Any
@@ -175,6 +176,14 @@ def _blank_clip(height: int, width: int, query: str | None = None) -> WindowClip
     return WindowClip(window=window, frames=frames, fps=2.0, total_frames=2)
 
 
+def spread_tokens(tokens: int, spread: float, window: Window) -> int:
+    """``tokens`` x a factor in [1 - ``spread``, 1 + ``spread``], uniform over windows and
+    fixed for each (from its position in its video), at least 1."""
+    key = f"{window.index}:{window.start_seconds:.3f}".encode()
+    unit = zlib.crc32(key) / 0xFFFFFFFF
+    return max(1, round(tokens * (1.0 - spread + 2.0 * spread * unit)))
+
+
 PROFILE_TIMEOUT_S = 600.0
 """How long :meth:`AsyncVllmEngine.profile` waits for vLLM (stopping writes the trace)."""
 
@@ -188,7 +197,10 @@ class AsyncVllmEngine:
     ``SamplingParams``. ``fixed_caption_tokens`` (benchmarks with random weights, which
     never end an answer) makes every captioning window's answer exactly that many
     tokens, unconstrained, while grounding windows (refinement) decode as in
-    production. ``max_video_tokens`` bounds the windows it will be sent (see
+    production; with ``caption_tokens_spread`` F each window's length is instead drawn
+    from ``fixed_caption_tokens`` x [1 - F, 1 + F] (:func:`spread_tokens`: the same
+    for a window every time), as a real model's answers differ in length.
+    ``max_video_tokens`` bounds the windows it will be sent (see
     :func:`~vidseek.indexer.captioner_vllm.engine_kwargs`). Building the engine takes
     minutes on a real model (the processor's first build included); build one per
     process. ``grounding_warm_up`` (``(height, width)``): the build ends with a 2-frame
@@ -214,6 +226,7 @@ class AsyncVllmEngine:
         engine_options: Mapping[str, Any] | None = None,
         sampling_options: Mapping[str, Any] | None = None,
         fixed_caption_tokens: int = 0,
+        caption_tokens_spread: float = 0.0,
         worker_multiproc_method: str | None = "spawn",
         llm_factory: Callable[[dict[str, Any]], Any] | None = None,
         bare_video_token: bool | None = None,
@@ -245,11 +258,16 @@ class AsyncVllmEngine:
         self._params, self._grounding_params = window_sampling_params(
             max_new_tokens, constrained_json, sampling_extra
         )
-        if fixed_caption_tokens:
-            self._params = sampling_params(
-                DecodingSpec(max_tokens=fixed_caption_tokens),
-                {**sampling_extra, "ignore_eos": True},
+        if not 0.0 <= caption_tokens_spread < 1.0:
+            raise ValueError(
+                f"caption_tokens_spread must be in [0, 1), got {caption_tokens_spread}"
             )
+        self._fixed_tokens = fixed_caption_tokens
+        self._tokens_spread = caption_tokens_spread if fixed_caption_tokens else 0.0
+        self._fixed_extra = {**sampling_extra, "ignore_eos": True}
+        self._fixed_params: dict[int, Any] = {}  # forced answer length -> its params
+        if fixed_caption_tokens:
+            self._params = self._forced(fixed_caption_tokens)
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(
             target=self._loop.run_forever, name="vllm-async-engine", daemon=True
@@ -320,7 +338,14 @@ class AsyncVllmEngine:
         self, clip: WindowClip, priority: int, rendered: Any, stats: EngineStats
     ) -> Future[CaptionOutput]:
         prompt = self.request(clip)  # validates the clip here, in the caller's thread
-        params = self._grounding_params if model_inputs.is_grounding(clip.window) else self._params
+        if model_inputs.is_grounding(clip.window):
+            params = self._grounding_params
+        elif self._tokens_spread:
+            params = self._forced(
+                spread_tokens(self._fixed_tokens, self._tokens_spread, clip.window)
+            )
+        else:
+            params = self._params
         request_id = f"vidseek-{next(self._ids)}"
         stats.started()
         try:
@@ -366,6 +391,14 @@ class AsyncVllmEngine:
             return output
         finally:
             stats.finished(output, preprocess_s=preprocess_s, generate_s=generate_s)
+
+    def _forced(self, tokens: int) -> Any:
+        """Sampling params forcing an answer of exactly ``tokens`` tokens (one per length)."""
+        params = self._fixed_params.get(tokens)
+        if params is None:
+            params = sampling_params(DecodingSpec(max_tokens=tokens), self._fixed_extra)
+            self._fixed_params[tokens] = params
+        return params
 
     def _warm_up(self) -> None:
         """Render a 2-frame window once, so vLLM builds its processor now (module doc)."""

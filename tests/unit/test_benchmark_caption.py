@@ -97,6 +97,7 @@ def test_every_window_is_rendered_once_and_answered(
         refine_hold=[0.0],
         profile_steps=0,
         refine_unconstrained=False,
+        output_tokens_spread=0.0,
     )
     _, [(elapsed, outputs, measured)] = _time_async(tmp_path, {"load_format": "dummy"}, clips, args)
     (llm,) = made
@@ -168,6 +169,7 @@ def _streaming_args(**overrides: Any) -> argparse.Namespace:
         profile_steps=0,
         profile_dir="",
         refine_unconstrained=False,
+        output_tokens_spread=0.0,
     )
     values.update(overrides)
     return argparse.Namespace(**values)
@@ -250,6 +252,21 @@ def test_refinement_probes_can_decode_without_their_grammar(monkeypatch, tmp_pat
             assert "structured_outputs" not in params and params["max_tokens"] == 40
         else:
             assert params["ignore_eos"] and params["max_tokens"] == 256
+
+
+def test_output_tokens_spread_gives_windows_answers_of_different_fixed_lengths(
+    monkeypatch, tmp_path, tokenizer
+):
+    made = _slow_engine(monkeypatch, tokenizer, delay=0.0)
+    clips = synthetic_clips(40, 4.0, 1.0, 32, 64, 30.0)
+    args = _streaming_args(in_flight=8, output_tokens=100, output_tokens_spread=0.5)
+    _, [(_, outputs, _)] = _time_async(tmp_path, {}, clips, args)
+    (llm,) = made
+    lengths = [o.output_tokens for o in outputs]
+    assert all(50 <= n <= 150 for n in lengths) and len(set(lengths)) > 10
+    assert 85 <= sum(lengths) / len(lengths) <= 115  # about --output-tokens on average
+    assert lengths[:40] == lengths[40:]  # a window's length is the same each pass
+    assert all(p["ignore_eos"] for p in llm.params)
 
 
 def test_refine_hold_holds_the_windows_back_while_a_probe_runs(
@@ -396,6 +413,8 @@ def test_steady_rate_leaves_out_the_first_and_last_tenth():
         (["--engine", "async", "--passes", "0"], "--passes >= 1"),
         (["--profile-steps", "5"], "need --engine async"),
         (["--engine", "async", "--profile-steps", "-1"], "--profile-steps must be >= 0"),
+        (["--engine", "async", "--output-tokens-spread", "1"], "must be in [0, 1)"),
+        (["--output-tokens-spread", "0.5"], "needs --engine async and forced answers"),
         (
             ["--engine", "async", "--refine-unconstrained", "--constrained"],
             "cannot be combined with --constrained",

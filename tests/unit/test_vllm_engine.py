@@ -185,6 +185,33 @@ def test_fixed_length_captions_leave_grounding_decoding_as_in_production(fake_vl
     assert grounding["structured_outputs"].kwargs["grammar"] == model_inputs.span_grammar_ebnf()
 
 
+def test_a_caption_length_spread_keeps_grounding_as_in_production(fake_vllm, tokenizer):
+    engine, (llm,) = _engine(
+        tokenizer, max_new_tokens=512, fixed_caption_tokens=256, caption_tokens_spread=0.5
+    )
+    by_priority = _ingest_and_refine(engine, llm)
+    caption = by_priority[INGEST_PRIORITY].kwargs
+    assert 128 <= caption["max_tokens"] <= 384 and caption["ignore_eos"] is True
+    assert by_priority[REFINE_PRIORITY].kwargs["max_tokens"] == 512
+
+
+@pytest.mark.parametrize("spread", [-0.1, 1.0, float("nan")])
+def test_a_caption_length_spread_outside_0_1_is_refused(fake_vllm, tokenizer, spread):
+    with pytest.raises(ValueError, match="caption_tokens_spread"):
+        _engine(tokenizer, fixed_caption_tokens=256, caption_tokens_spread=spread)
+
+
+def test_spread_tokens_is_fixed_per_window_and_uniform_over_windows():
+    from vidseek.indexer.engine_vllm import spread_tokens
+
+    windows = [make_clip(index=i).window for i in range(400)]
+    lengths = [spread_tokens(256, 0.5, w) for w in windows]
+    assert lengths == [spread_tokens(256, 0.5, w) for w in windows]
+    assert min(lengths) >= 128 and max(lengths) <= 384
+    assert abs(sum(lengths) / len(lengths) - 256) < 15
+    assert sum(n < 256 for n in lengths) > 150 and sum(n > 256 for n in lengths) > 150
+
+
 def test_an_engine_error_fails_only_its_window(fake_vllm, tokenizer):
     engine, (llm,) = _engine(tokenizer)
 
