@@ -191,6 +191,7 @@ def build_engine(directory: Path, args: argparse.Namespace) -> Any:
             gpus_each=args.data_parallel,
             api_servers=args.api_servers,
             caption_tokens=args.output_tokens,
+            caption_tokens_spread=args.output_tokens_spread,
             max_new_tokens=args.output_tokens,
             max_concurrency=args.max_in_flight,
             log_dir=directory.parent,
@@ -205,6 +206,7 @@ def build_engine(directory: Path, args: argparse.Namespace) -> Any:
         data_parallel_size=args.data_parallel,
         max_video_tokens=max_video_tokens(frames, height * width),
         fixed_caption_tokens=args.output_tokens,
+        caption_tokens_spread=args.output_tokens_spread,
         # As the server builds it: a refinement's kernels compile before the first search.
         grounding_warm_up=refine_warm_up_shape(load_settings(environ={})),
         **options,
@@ -571,6 +573,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--sample-fps", type=float, default=1.0)
     parser.add_argument("--frame-size", type=_size, default=(256, 448), help="HxW")
     parser.add_argument("--output-tokens", type=int, default=256)
+    parser.add_argument(
+        "--output-tokens-spread",
+        type=float,
+        default=0.0,
+        help="vllm/serve: each window's forced answer length drawn from --output-tokens x "
+        "[1 - F, 1 + F] (fixed per window), as a real model's answers differ in length",
+    )
     parser.add_argument("--baseline-windows", type=int, default=64, help="0: no baseline")
     parser.add_argument("--copies", type=int, default=1, help="remuxed copies of each video")
     parser.add_argument("--ingest-workers", type=int, default=0, help="0: one per video")
@@ -626,6 +635,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.copies < 1:
         parser.error(f"--copies must be at least 1, got {args.copies}")
+    if not 0 <= args.output_tokens_spread < 1:  # NaN fails too
+        parser.error("--output-tokens-spread must be in [0, 1)")
+    if args.output_tokens_spread and args.engine == "tiny":
+        parser.error("--output-tokens-spread needs --engine vllm or serve")
 
     work = Path(args.work_dir or tempfile.mkdtemp(prefix="vidseek-ingest-bench-"))
     work.mkdir(parents=True, exist_ok=True)

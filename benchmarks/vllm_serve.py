@@ -36,6 +36,7 @@ from typing import Any
 
 from vidseek.indexer.captioner_openai import OpenAICaptioner
 from vidseek.indexer.engine import INGEST_PRIORITY, EngineStats
+from vidseek.indexer.engine_vllm import spread_tokens
 from vidseek.indexer.types import CaptionOutput, WindowClip
 
 SERVED_NAME = "bench"
@@ -83,18 +84,27 @@ def serve_command(engine_kwargs: Mapping[str, Any], port: int, api_servers: int)
 
 
 class ForcedCaptions(OpenAICaptioner):
-    """The OpenAI captioner with caption answers of exactly ``caption_tokens`` tokens."""
+    """The OpenAI captioner with caption answers of exactly ``caption_tokens`` tokens, or
+    with ``caption_tokens_spread`` F of a length drawn per window from
+    ``caption_tokens`` x [1 - F, 1 + F] (as the in-process engine draws it)."""
 
-    def __init__(self, *args: Any, caption_tokens: int, **kwargs: Any) -> None:
+    def __init__(
+        self, *args: Any, caption_tokens: int, caption_tokens_spread: float = 0.0, **kwargs: Any
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.caption_tokens = caption_tokens
+        self.caption_tokens_spread = caption_tokens_spread
 
     def request_body(self, clip: WindowClip, priority: int = INGEST_PRIORITY) -> dict[str, Any]:
         body = super().request_body(clip, priority)
         if clip.window.query is None:  # a captioning window, not a refinement's grounding
             body.pop("structured_outputs", None)
             body.pop("response_format", None)
-            body["max_tokens"] = self.caption_tokens
+            body["max_tokens"] = (
+                spread_tokens(self.caption_tokens, self.caption_tokens_spread, clip.window)
+                if self.caption_tokens_spread
+                else self.caption_tokens
+            )
             body["ignore_eos"] = True
         return body
 
@@ -114,6 +124,7 @@ class ServedEngine:
         max_new_tokens: int,
         max_concurrency: int,
         log_dir: Path,
+        caption_tokens_spread: float = 0.0,
         first_port: int = 8100,
         ready_timeout: float = 900.0,
     ) -> None:
@@ -150,6 +161,7 @@ class ServedEngine:
             urls,
             SERVED_NAME,
             caption_tokens=caption_tokens,
+            caption_tokens_spread=caption_tokens_spread,
             max_new_tokens=max_new_tokens,
             max_concurrency=max_concurrency,
             send_priority=True,

@@ -454,3 +454,18 @@ def test_both_benchmarks_build_engine_arguments_alike_with_engine_args_last():
     assert engine_options(args) == {**common, **args.engine_args}  # overrides the cache's off
     args.engine_args = {}
     assert engine_options(args) == {**common, "enable_prefix_caching": False}
+
+
+@pytest.mark.parametrize(
+    ("argv", "problem"),
+    [
+        (["--output-tokens-spread", "1"], "must be in [0, 1)"),
+        (["--engine", "tiny", "--output-tokens-spread", "0.5"], "needs --engine vllm or serve"),
+    ],
+)
+def test_the_ingest_benchmark_checks_its_answer_length_spread(capsys, argv, problem):
+    from benchmarks.ingest_throughput import main
+
+    with pytest.raises(SystemExit):
+        main(argv)
+    assert problem in capsys.readouterr().err

@@ -54,8 +54,9 @@ def test_a_server_gets_the_in_process_engines_arguments():
     assert "--disable-log-stats" not in command  # the log shows the server's queue
 
 
-def _clip(query: str | None) -> WindowClip:
-    window = Window(0, 0.0, 4.0, [0, 30, 60, 90], query=query)
+def _clip(query: str | None, start: float = 0.0) -> WindowClip:
+    frames = [round((start + k) * 30) for k in range(4)]
+    window = Window(0, start, start + 4.0, frames, query=query)
     return WindowClip(window, np.zeros((4, 32, 32, 3), np.uint8), fps=30.0, total_frames=120)
 
 
@@ -69,6 +70,21 @@ def test_captions_are_forced_and_grounding_decodes_as_in_production():
     grounding = captioner.request_body(_clip("a dog"), priority=0)
     assert grounding["max_tokens"] == 64 and "ignore_eos" not in grounding
     assert "grammar" in grounding["structured_outputs"]
+
+
+def test_a_spread_gives_each_caption_its_own_fixed_length():
+    captioner = ForcedCaptions(
+        "http://127.0.0.1:9/v1",
+        "bench",
+        caption_tokens=256,
+        caption_tokens_spread=0.5,
+        max_new_tokens=64,
+    )
+    clips = [_clip(None, start=4.0 * k) for k in range(50)]
+    lengths = [captioner.request_body(c, priority=1)["max_tokens"] for c in clips]
+    assert all(128 <= n <= 384 for n in lengths) and len(set(lengths)) > 20
+    assert lengths == [captioner.request_body(c, priority=1)["max_tokens"] for c in clips]
+    assert captioner.request_body(_clip("a dog"), priority=0)["max_tokens"] == 64
 
 
 def test_a_server_that_dies_starting_is_reported_with_its_log(tmp_path: Path):
