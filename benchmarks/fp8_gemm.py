@@ -92,6 +92,11 @@ def run(tokens: Sequence[int], repeats: int) -> Iterator[dict[str, Any]]:
         scales = torch.rand(n // BLOCK, k // BLOCK, device="cuda") * 0.01 + 0.001
         weights[name] = (w, scales, k)
     deep_gemm, deep_error = _deep_gemm()
+    aligned_mm = with_padded_rows(
+        lambda _, a, b, a_s, b_s: ops.cutlass_scaled_mm(
+            a, b.T, out_dtype=torch.bfloat16, scale_a=a_s, scale_b=b_s.T
+        )
+    )
     for m in tokens:
         per_kernel = {"cutlass": 0.0, "triton": 0.0, "aligned": 0.0, "deepgemm": 0.0}
         worst = padded_off = deep_off = 0.0
@@ -109,12 +114,6 @@ def run(tokens: Sequence[int], repeats: int) -> Iterator[dict[str, Any]]:
                 return w8a8_triton_block_scaled_mm(
                     xq, w, xs_row, ws, [BLOCK, BLOCK], output_dtype=torch.bfloat16
                 )
-
-            aligned_mm = with_padded_rows(
-                lambda _, a, b, a_s, b_s: ops.cutlass_scaled_mm(
-                    a, b.T, out_dtype=torch.bfloat16, scale_a=a_s, scale_b=b_s.T
-                )
-            )
 
             def aligned(xq=xq, xs_col=xs_col, w=w, ws=ws, mm=aligned_mm) -> Any:
                 return mm(None, xq, w, xs_col, ws)

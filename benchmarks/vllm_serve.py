@@ -100,10 +100,9 @@ class ForcedCaptions(OpenAICaptioner):
         if clip.window.query is None:  # a captioning window, not a refinement's grounding
             body.pop("structured_outputs", None)
             body.pop("response_format", None)
-            body["max_tokens"] = (
-                spread_tokens(self.caption_tokens, self.caption_tokens_spread, clip.window)
-                if self.caption_tokens_spread
-                else self.caption_tokens
+            # A spread of 0 leaves every answer at caption_tokens.
+            body["max_tokens"] = spread_tokens(
+                self.caption_tokens, self.caption_tokens_spread, clip.window
             )
             body["ignore_eos"] = True
         return body

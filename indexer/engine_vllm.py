@@ -440,10 +440,10 @@ class AsyncVllmEngine:
     def profile(self, on: bool) -> None:
         """Start (``on``) or stop vLLM's profiler in its engine cores.
 
-        The engine must be built with vLLM's ``profiler_config`` among
-        ``engine_options`` (e.g. ``{"profiler": "torch", "torch_profiler_dir": ...}``);
-        vLLM writes its traces there when the profiler stops (``benchmarks/engine_profile.py``
-        reads them).
+        The engine must be built with a ``vllm.config.ProfilerConfig`` as
+        ``engine_options["profiler_config"]`` (``profiler="torch"``,
+        ``torch_profiler_dir=...``); vLLM writes its traces there when the profiler stops
+        (``benchmarks/engine_profile.py`` reads them).
         """
         call = self._llm.start_profile() if on else self._llm.stop_profile()
         asyncio.run_coroutine_threadsafe(call, self._loop).result(timeout=PROFILE_TIMEOUT_S)
