@@ -58,7 +58,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import shutil
 import sys
 import tempfile
@@ -86,7 +85,7 @@ from benchmarks.engine_load import (  # noqa: E402
 )
 from vidseek.indexer.engine import BoundedEngine  # noqa: E402
 from vidseek.indexer.types import Window, WindowClip  # noqa: E402
-from vidseek.indexer.vllm_plugin import ALIGN_ENV  # noqa: E402
+from vidseek.indexer.vllm_plugin import align_rows  # noqa: E402
 
 # Qwen3-VL-4B-Instruct's config.json (text_config / vision_config), the fields that
 # decide compute; the rest are Qwen3VLConfig defaults.
@@ -264,7 +263,7 @@ def result_row(
         "device": torch.cuda.get_device_name(0),
         "vllm": vllm.__version__,
         # vidseek's vLLM plugin (indexer/vllm_plugin.py), read in vLLM's processes.
-        "fp8_align_rows": os.environ.get(ALIGN_ENV, "0"),
+        "fp8_align_rows": "1" if align_rows() else "0",
         "windows": len(clips),
         "windows_sent": sent,
         "window_seconds": clips[0].window.end_seconds - clips[0].window.start_seconds,
@@ -578,6 +577,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.refine_unconstrained and args.constrained:
         # Windows under their grammar share the engine's grammar switch with the probes.
         parser.error("--refine-unconstrained cannot be combined with --constrained")
+    try:
+        align_rows()  # its setting read now, not after the runs
+    except ValueError as exc:
+        parser.error(str(exc))
     values = (args.in_flight, args.refine_interval, *args.refine_hold)
     if not all(0 <= v < math.inf for v in values) or args.passes < 1:  # NaN fails too
         parser.error("--in-flight, --refine-interval and --refine-hold must be >= 0, --passes >= 1")

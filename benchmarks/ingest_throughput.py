@@ -82,7 +82,7 @@ from benchmarks.sampling import (  # noqa: E402
 )
 from vidseek.indexer.engine import INGEST_PRIORITY, EngineStats  # noqa: E402
 from vidseek.indexer.types import CaptionOutput, WindowClip  # noqa: E402
-from vidseek.indexer.vllm_plugin import ALIGN_ENV  # noqa: E402
+from vidseek.indexer.vllm_plugin import align_rows  # noqa: E402
 
 # ---------------------------------------------------------------------------- engines
 
@@ -558,7 +558,7 @@ def versions() -> dict[str, Any]:
             info[name] = importlib.metadata.version(name)
     info["cpus"] = len(os.sched_getaffinity(0))
     # vidseek's vLLM plugin (indexer/vllm_plugin.py), read in vLLM's processes.
-    info["fp8_align_rows"] = os.environ.get(ALIGN_ENV, "0")
+    info["fp8_align_rows"] = "1" if align_rows() else "0"
     return info
 
 

@@ -1,8 +1,8 @@
 """vidseek's vLLM plugin: whole-tile FP8 matrix multiplications for any step size.
 
 vLLM loads every ``vllm.general_plugins`` entry point in each of its processes (the
-engine core and its workers included); vidseek's is :func:`register`. It changes
-nothing unless ``VIDSEEK_FP8_ALIGN_ROWS=1`` is set.
+engine core and its workers included); vidseek's is :func:`register`. It is on unless
+``VIDSEEK_FP8_ALIGN_ROWS=0``.
 
 Why: with block-FP8 weights (the Qwen3-VL-4B-Instruct-FP8 checkpoint) on Hopper
 without DeepGEMM, vLLM 0.26 multiplies with its CUTLASS blockwise kernel, which takes
@@ -14,10 +14,14 @@ take 2.56 ms at 15,416 tokens and 11.86 ms at 15,419. Three of every four token
 counts are not multiples of 4, and in the engine's profile the prefill steps' GEMMs
 were the largest part of the GPU's time.
 
-With the setting, the plugin wraps that kernel's ``apply_block_scaled_mm``: the
+The plugin wraps that kernel's ``apply_block_scaled_mm``: the
 quantized activations get zero rows (scale 1) up to the next multiple of 4, the
 product is computed on the padded matrix and its extra rows are dropped. The product
 is the same up to rounding; the cost is a copy of the step's quantized activations.
+In the engine (an H200, runs AI/AJ in the README) it cut the prefill steps' GEMMs from
+397 to 123 ms a step and raised the steady rate 1.69x; decode steps were unchanged.
+Where vLLM multiplies with DeepGEMM instead (``VLLM_USE_DEEP_GEMM=1`` on Hopper, when
+it is installed) the wrapped kernel is not called.
 """
 
 from __future__ import annotations
@@ -61,9 +65,18 @@ def with_padded_rows(apply: Callable[..., Any]) -> Callable[..., Any]:
     return padded
 
 
+def align_rows() -> bool:
+    """Whether the padding is on: ``VIDSEEK_FP8_ALIGN_ROWS`` unset or ``1`` (the
+    default), off with ``0``; any other value is an error naming the variable."""
+    value = os.environ.get(ALIGN_ENV, "1").strip()
+    if value not in ("0", "1"):
+        raise ValueError(f"{ALIGN_ENV} must be 0 or 1, got {value!r}")
+    return value == "1"
+
+
 def register() -> None:
     """vLLM's entry point (``vllm.general_plugins``): wrap the CUTLASS block-FP8 kernel
-    when ``VIDSEEK_FP8_ALIGN_ROWS=1`` (module doc).
+    unless ``VIDSEEK_FP8_ALIGN_ROWS=0`` (module doc).
 
     vLLM's saved torch.compile graphs are keyed by its own settings and the traced
     source, not by this one: a graph saved without the padding would be loaded with it,
@@ -71,18 +84,18 @@ def register() -> None:
     (``VLLM_DISABLE_COMPILE_CACHE=1``, set here in the process that builds the engine,
     before it starts its engine core, which inherits it); a build then compiles again.
     """
-    if os.environ.get(ALIGN_ENV, "0") != "1":
+    if not align_rows():
         return
     try:
         from vllm.model_executor.kernels.linear.scaled_mm.cutlass import (
             CutlassFp8BlockScaledMMKernel,
         )
     except ImportError:
-        log.warning("%s=1: this vLLM has no CutlassFp8BlockScaledMMKernel; unchanged", ALIGN_ENV)
+        log.warning("%s: this vLLM has no CutlassFp8BlockScaledMMKernel; unchanged", ALIGN_ENV)
         return
     if os.environ.setdefault("VLLM_DISABLE_COMPILE_CACHE", "1") != "1":
         log.warning(
-            "%s=1 with VLLM_DISABLE_COMPILE_CACHE=%s: a compiled graph saved without "
+            "%s on with VLLM_DISABLE_COMPILE_CACHE=%s: a compiled graph saved without "
             "the padding may be loaded",
             ALIGN_ENV,
             os.environ["VLLM_DISABLE_COMPILE_CACHE"],
@@ -91,8 +104,9 @@ def register() -> None:
     if hasattr(current, _PADDED):
         return  # registered already in this process
     CutlassFp8BlockScaledMMKernel.apply_block_scaled_mm = with_padded_rows(current)  # type: ignore[method-assign]
-    log.warning(
-        "%s=1: vLLM's CUTLASS block-FP8 GEMMs get their rows padded to a multiple of %d",
-        ALIGN_ENV,
+    log.info(
+        "vLLM's CUTLASS block-FP8 GEMMs get their rows padded to a multiple of %d "
+        "(%s=0 turns this off)",
         ROW_ALIGNMENT,
+        ALIGN_ENV,
     )

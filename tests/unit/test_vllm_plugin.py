@@ -95,18 +95,33 @@ def _stand_in_vllm(monkeypatch) -> type:
     return CutlassFp8BlockScaledMMKernel
 
 
-def test_register_changes_nothing_unless_asked(monkeypatch):
+def test_register_changes_nothing_when_turned_off(monkeypatch):
     kernel = _stand_in_vllm(monkeypatch)
     original = kernel.apply_block_scaled_mm
-    monkeypatch.delenv(vllm_plugin.ALIGN_ENV, raising=False)
+    monkeypatch.setenv(vllm_plugin.ALIGN_ENV, "0")
+    monkeypatch.delenv("VLLM_DISABLE_COMPILE_CACHE", raising=False)
     vllm_plugin.register()
+    assert kernel.apply_block_scaled_mm is original
+    assert "VLLM_DISABLE_COMPILE_CACHE" not in os.environ
+
+
+def test_a_bad_setting_is_an_error_naming_it(monkeypatch):
+    kernel = _stand_in_vllm(monkeypatch)
+    original = kernel.apply_block_scaled_mm
+    monkeypatch.setenv(vllm_plugin.ALIGN_ENV, "yes")
+    with pytest.raises(ValueError, match="VIDSEEK_FP8_ALIGN_ROWS must be 0 or 1, got 'yes'"):
+        vllm_plugin.register()
     assert kernel.apply_block_scaled_mm is original
 
 
-def test_register_wraps_the_cutlass_kernel_once(monkeypatch):
+@pytest.mark.parametrize("setting", [None, "1"])
+def test_register_wraps_the_cutlass_kernel_once(monkeypatch, setting):
     kernel = _stand_in_vllm(monkeypatch)
     original = kernel.apply_block_scaled_mm
-    monkeypatch.setenv(vllm_plugin.ALIGN_ENV, "1")
+    if setting is None:  # on by default
+        monkeypatch.delenv(vllm_plugin.ALIGN_ENV, raising=False)
+    else:
+        monkeypatch.setenv(vllm_plugin.ALIGN_ENV, setting)
     monkeypatch.delenv("VLLM_DISABLE_COMPILE_CACHE", raising=False)
     vllm_plugin.register()
     vllm_plugin.register()  # vLLM loads plugins more than once in a process
