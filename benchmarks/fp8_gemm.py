@@ -13,9 +13,9 @@ per 1x128 group, as the FP8 checkpoint runs) with the kernels vLLM can pick:
 - ``deepgemm``: DeepGEMM (``vllm.utils.deep_gemm.fp8_gemm_nt``, vLLM's first choice on
   Hopper), when ``VLLM_USE_DEEP_GEMM=1`` and it runs there (it compiles its kernels
   at first use); otherwise the row says why not (``deepgemm_error``);
-- ``aligned``: the CUTLASS kernel through vidseek's vLLM plugin
-  (``VIDSEEK_FP8_ALIGN_ROWS=1``, ``indexer/vllm_plugin.py``), rows padded to a multiple
-  of 4, the padding's copies included.
+- ``aligned``: the CUTLASS kernel through vidseek's vLLM plugin's padding
+  (``indexer/vllm_plugin.py``; timed whatever ``VIDSEEK_FP8_ALIGN_ROWS`` says), rows
+  padded to a multiple of 4, the padding's copies included.
 
 Each M is timed with CUDA events after a warm-up; Triton's and the padded GEMM's
 outputs are compared with CUTLASS's (largest difference relative to the largest
@@ -102,8 +102,12 @@ def run(tokens: Sequence[int], repeats: int) -> Iterator[dict[str, Any]]:
         worst = padded_off = deep_off = 0.0
         for w, ws, k in weights.values():
             x = torch.randn(m, k, device="cuda", dtype=torch.bfloat16)
-            xq, xs_col = per_token_group_quant_fp8(x, BLOCK, column_major_scales=True)
-            _, xs_row = per_token_group_quant_fp8(x, BLOCK)
+            # Scales as vLLM's CUTLASS and Triton paths quantize (not the power-of-two
+            # scales that vLLM defaults to when DeepGEMM is on).
+            xq, xs_col = per_token_group_quant_fp8(
+                x, BLOCK, column_major_scales=True, use_ue8m0=False
+            )
+            _, xs_row = per_token_group_quant_fp8(x, BLOCK, use_ue8m0=False)
 
             def cutlass(xq=xq, xs_col=xs_col, w=w, ws=ws) -> Any:
                 return ops.cutlass_scaled_mm(
@@ -124,7 +128,7 @@ def run(tokens: Sequence[int], repeats: int) -> Iterator[dict[str, Any]]:
             per_kernel["cutlass"] += _time_ms(cutlass, repeats)
             per_kernel["triton"] += _time_ms(triton, repeats)
             per_kernel["aligned"] += _time_ms(aligned, repeats)
-            if deep_gemm is not None:
+            if deep_gemm is not None:  # its scales as vLLM quantizes for DeepGEMM
                 xq_tma, xs_tma = per_token_group_quant_fp8(
                     x, BLOCK, column_major_scales=True, tma_aligned_scales=True
                 )

@@ -95,11 +95,17 @@ def _stand_in_vllm(monkeypatch) -> type:
     return CutlassFp8BlockScaledMMKernel
 
 
+def _unset_compile_cache_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Unset for the test, and unset again after it (whatever register() sets)."""
+    monkeypatch.setenv("VLLM_DISABLE_COMPILE_CACHE", "")
+    monkeypatch.delenv("VLLM_DISABLE_COMPILE_CACHE")
+
+
 def test_register_changes_nothing_when_turned_off(monkeypatch):
     kernel = _stand_in_vllm(monkeypatch)
     original = kernel.apply_block_scaled_mm
     monkeypatch.setenv(vllm_plugin.ALIGN_ENV, "0")
-    monkeypatch.delenv("VLLM_DISABLE_COMPILE_CACHE", raising=False)
+    _unset_compile_cache_setting(monkeypatch)
     vllm_plugin.register()
     assert kernel.apply_block_scaled_mm is original
     assert "VLLM_DISABLE_COMPILE_CACHE" not in os.environ
@@ -122,14 +128,16 @@ def test_register_wraps_the_cutlass_kernel_once(monkeypatch, setting):
         monkeypatch.delenv(vllm_plugin.ALIGN_ENV, raising=False)
     else:
         monkeypatch.setenv(vllm_plugin.ALIGN_ENV, setting)
-    monkeypatch.delenv("VLLM_DISABLE_COMPILE_CACHE", raising=False)
+    _unset_compile_cache_setting(monkeypatch)
     vllm_plugin.register()
     vllm_plugin.register()  # vLLM loads plugins more than once in a process
     wrapped = kernel.apply_block_scaled_mm
     assert wrapped._vidseek_padded_rows is original
     A, B, As, Bs = _operands(5)
     assert kernel().apply_block_scaled_mm(A, B, As, Bs).shape == (5, 256)
-    assert kernel.seen == [8]  # the kernel multiplied 8 rows
+    # vLLM calls it with keywords
+    assert kernel().apply_block_scaled_mm(A=A, B=B, As=As, Bs=Bs).shape == (5, 256)
+    assert kernel.seen == [8, 8]  # the kernel multiplied 8 rows each time
     # vLLM's compile cache does not key on the setting: off, for the engine core too.
     assert os.environ["VLLM_DISABLE_COMPILE_CACHE"] == "1"
 
@@ -148,7 +156,7 @@ def test_scales_that_are_not_per_group_go_through_unpadded():
 
 def test_register_warns_when_vllm_has_no_such_kernel(monkeypatch, caplog):
     monkeypatch.setitem(sys.modules, "vllm", types.ModuleType("vllm"))
-    monkeypatch.setenv(vllm_plugin.ALIGN_ENV, "1")
+    monkeypatch.delenv(vllm_plugin.ALIGN_ENV, raising=False)  # on by default
     vllm_plugin.register()
     assert "no CutlassFp8BlockScaledMMKernel" in caplog.text
 
