@@ -249,6 +249,7 @@ def result_row(
     """One run's figures, with the engine and the windows it ran."""
     import torch
     import vllm
+    import vllm.envs
 
     elapsed, outputs, measured = run
     sent = len(outputs)  # each window once, or --passes times
@@ -264,6 +265,7 @@ def result_row(
         "vllm": vllm.__version__,
         # vidseek's vLLM plugin (indexer/vllm_plugin.py), read in vLLM's processes.
         "fp8_align_rows": "1" if align_rows() else "0",
+        "vllm_use_deep_gemm": int(vllm.envs.VLLM_USE_DEEP_GEMM),  # where it applies
         "windows": len(clips),
         "windows_sent": sent,
         "window_seconds": clips[0].window.end_seconds - clips[0].window.start_seconds,

@@ -559,6 +559,7 @@ def versions() -> dict[str, Any]:
     info["cpus"] = len(os.sched_getaffinity(0))
     # vidseek's vLLM plugin (indexer/vllm_plugin.py), read in vLLM's processes.
     info["fp8_align_rows"] = "1" if align_rows() else "0"
+    info["vllm_use_deep_gemm"] = os.environ.get("VLLM_USE_DEEP_GEMM", "1")  # vLLM's default: 1
     return info
 
 
