@@ -85,7 +85,7 @@ from benchmarks.engine_load import (  # noqa: E402
 )
 from vidseek.indexer.engine import BoundedEngine  # noqa: E402
 from vidseek.indexer.types import Window, WindowClip  # noqa: E402
-from vidseek.indexer.vllm_plugin import align_rows  # noqa: E402
+from vidseek.indexer.vllm_plugin import align_rows, gemm_settings  # noqa: E402
 
 # Qwen3-VL-4B-Instruct's config.json (text_config / vision_config), the fields that
 # decide compute; the rest are Qwen3VLConfig defaults.
@@ -249,7 +249,6 @@ def result_row(
     """One run's figures, with the engine and the windows it ran."""
     import torch
     import vllm
-    import vllm.envs
 
     elapsed, outputs, measured = run
     sent = len(outputs)  # each window once, or --passes times
@@ -263,9 +262,7 @@ def result_row(
         "engine": args.engine,
         "device": torch.cuda.get_device_name(0),
         "vllm": vllm.__version__,
-        # vidseek's vLLM plugin (indexer/vllm_plugin.py), read in vLLM's processes.
-        "fp8_align_rows": "1" if align_rows() else "0",
-        "vllm_use_deep_gemm": int(vllm.envs.VLLM_USE_DEEP_GEMM),  # where it applies
+        **gemm_settings(),
         "windows": len(clips),
         "windows_sent": sent,
         "window_seconds": clips[0].window.end_seconds - clips[0].window.start_seconds,
@@ -466,6 +463,15 @@ def json_object(text: str) -> dict[str, Any]:
     return value
 
 
+def answer_spread(text: str) -> float:
+    """``--output-tokens-spread``: a fraction F in [0, 1) (answers of --output-tokens x
+    [1 - F, 1 + F])."""
+    value = float(text)
+    if not 0 <= value < 1:  # NaN fails too
+        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {text}")
+    return value
+
+
 def _size(text: str) -> tuple[int, int]:
     height, width = (int(part) for part in text.lower().split("x"))
     if height % 32 or width % 32:
@@ -486,7 +492,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--constrained", action="store_true", help="grammar on, no forced length")
     parser.add_argument(
         "--output-tokens-spread",
-        type=float,
+        type=answer_spread,
         default=0.0,
         help="async: each window's forced answer length drawn from --output-tokens x "
         "[1 - F, 1 + F] (fixed per window), as a real model's answers differ in length",
@@ -572,8 +578,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--in-flight, --passes, --refine-*, --profile-* options need --engine async")
     if args.profile_steps < 0:
         parser.error("--profile-steps must be >= 0")
-    if not 0 <= args.output_tokens_spread < 1:  # NaN fails too
-        parser.error("--output-tokens-spread must be in [0, 1)")
     if args.output_tokens_spread and (args.engine != "async" or args.constrained):
         parser.error("--output-tokens-spread needs --engine async and forced answers")
     if args.refine_unconstrained and args.constrained:

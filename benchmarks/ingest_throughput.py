@@ -68,6 +68,7 @@ if str(REPO) not in sys.path:
 
 from benchmarks.caption_throughput import (  # noqa: E402
     _size,
+    answer_spread,
     dummy_engine_options,
     json_object,
 )
@@ -82,7 +83,7 @@ from benchmarks.sampling import (  # noqa: E402
 )
 from vidseek.indexer.engine import INGEST_PRIORITY, EngineStats  # noqa: E402
 from vidseek.indexer.types import CaptionOutput, WindowClip  # noqa: E402
-from vidseek.indexer.vllm_plugin import align_rows  # noqa: E402
+from vidseek.indexer.vllm_plugin import gemm_settings  # noqa: E402
 
 # ---------------------------------------------------------------------------- engines
 
@@ -557,9 +558,7 @@ def versions() -> dict[str, Any]:
         with contextlib.suppress(Exception):  # not installed: not reported
             info[name] = importlib.metadata.version(name)
     info["cpus"] = len(os.sched_getaffinity(0))
-    # vidseek's vLLM plugin (indexer/vllm_plugin.py), read in vLLM's processes.
-    info["fp8_align_rows"] = "1" if align_rows() else "0"
-    info["vllm_use_deep_gemm"] = os.environ.get("VLLM_USE_DEEP_GEMM", "1")  # vLLM's default: 1
+    info.update(gemm_settings())
     return info
 
 
@@ -576,7 +575,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--output-tokens", type=int, default=256)
     parser.add_argument(
         "--output-tokens-spread",
-        type=float,
+        type=answer_spread,
         default=0.0,
         help="vllm/serve: each window's forced answer length drawn from --output-tokens x "
         "[1 - F, 1 + F] (fixed per window), as a real model's answers differ in length",
@@ -636,8 +635,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.copies < 1:
         parser.error(f"--copies must be at least 1, got {args.copies}")
-    if not 0 <= args.output_tokens_spread < 1:  # NaN fails too
-        parser.error("--output-tokens-spread must be in [0, 1)")
     if args.output_tokens_spread and args.engine == "tiny":
         parser.error("--output-tokens-spread needs --engine vllm or serve")
 

@@ -78,6 +78,17 @@ def align_rows() -> bool:
     return value == "1"
 
 
+def gemm_settings() -> dict[str, str]:
+    """The settings that decide which block-FP8 GEMM vLLM's processes run, as a
+    benchmark's results record them: this plugin's padding (``fp8_align_rows``) and
+    vLLM's ``VLLM_USE_DEEP_GEMM`` (vLLM's default 1; with DeepGEMM the padded kernel is
+    not called)."""
+    return {
+        "fp8_align_rows": "1" if align_rows() else "0",
+        "vllm_use_deep_gemm": os.environ.get("VLLM_USE_DEEP_GEMM", "1"),
+    }
+
+
 def register() -> None:
     """vLLM's entry point (``vllm.general_plugins``): wrap the CUTLASS block-FP8 kernel
     unless ``VIDSEEK_FP8_ALIGN_ROWS=0`` (module doc).

@@ -169,3 +169,12 @@ def test_the_package_declares_the_plugin_to_vllm():
     ]
     assert plugin.value == "vidseek.indexer.vllm_plugin:register"
     assert plugin.load() is vllm_plugin.register
+
+
+def test_gemm_settings_record_the_padding_and_deep_gemm(monkeypatch):
+    monkeypatch.delenv(vllm_plugin.ALIGN_ENV, raising=False)
+    monkeypatch.delenv("VLLM_USE_DEEP_GEMM", raising=False)
+    assert vllm_plugin.gemm_settings() == {"fp8_align_rows": "1", "vllm_use_deep_gemm": "1"}
+    monkeypatch.setenv(vllm_plugin.ALIGN_ENV, "0")
+    monkeypatch.setenv("VLLM_USE_DEEP_GEMM", "0")
+    assert vllm_plugin.gemm_settings() == {"fp8_align_rows": "0", "vllm_use_deep_gemm": "0"}
