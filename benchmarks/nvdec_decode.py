@@ -8,7 +8,8 @@ hands them to the model, two ways in the same run:
   ``pyav-1thread``, PyAV decoding each file on one thread, as ingestion's pool does,
   and as they were before: ``nvdec-3files``, NVDEC keeping 3 files' decoders a
   thread, ``nvdec-1request``, NVDEC's process taking one window at a time split
-  over its threads, and ``pyav-no-index-cache``, PyAV demuxing a file again whenever
+  over its threads, ``nvdec-auto-wait``, NVDEC's threads waiting for the GPU as CUDA
+  chooses (spinning), and ``pyav-no-index-cache``, PyAV demuxing a file again whenever
   it switches; ``pyav`` is PyAV with FFmpeg's own threading; ``nvdec-processes``,
   NVDEC in ``--processes`` processes of one decoder thread each, whole windows): the
   project's :class:`~vidseek.indexer.decode_pool.DecodePool` with ``--processes``
@@ -16,11 +17,12 @@ hands them to the model, two ways in the same run:
   the video's windows are decoded from K files (the video and remuxed copies)
   taking turns, as K ingest jobs at once ask for them; the first window of each file
   (at least one a process) opens the decoders (``warm_s``) and the rest are timed;
-  ``gpu_memory_gib`` is what the pool took on the GPU. ``mean_abs_diff`` is how
-  far a backend's first window is from the first backend's, per pixel (0-255), and
-  ``diff_vs_bt601`` / ``diff_vs_bt709`` how far it is from PyAV's frames converted
-  from YUV with each colour matrix (which one a decoder applies to a file that names
-  none shows there);
+  ``gpu_memory_gib`` is what the pool took on the GPU and ``decoder_cpu_s`` the
+  CPU-seconds its processes used in the timed part (``_per_window``: a window's
+  share). ``mean_abs_diff`` is how far a backend's first window is from the first
+  backend's, per pixel (0-255), and ``diff_vs_bt601`` / ``diff_vs_bt709`` how far it
+  is from PyAV's frames converted from YUV with each colour matrix (which one a
+  decoder applies to a file that names none shows there);
 * ``nvdec threads``: NVIDIA's ``PyNvVideoCodec`` ``SimpleDecoder`` called directly,
   RGB out in device memory, resized on the GPU (``torch`` bilinear with
   antialiasing), then copied to the host; ``--threads`` decoders in parallel in this
@@ -58,7 +60,7 @@ if str(REPO) not in sys.path:
 from benchmarks.caption_throughput import _size  # noqa: E402
 from benchmarks.make_videos import with_copies  # noqa: E402
 from benchmarks.mps import mps_daemon  # noqa: E402
-from benchmarks.sampling import visible_gpus  # noqa: E402
+from benchmarks.sampling import HostCpu, visible_gpus  # noqa: E402
 from vidseek.indexer.video.backend_nvdec import NvdecBackend  # noqa: E402
 from vidseek.indexer.video.backend_pyav import PyAVBackend  # noqa: E402
 from vidseek.indexer.video.frames import FrameBackend  # noqa: E402
@@ -152,9 +154,11 @@ def time_pool(
         started = time.perf_counter()
         first = decode(work[:warm])[0]
         warm_s = time.perf_counter() - started
-        started = time.perf_counter()
-        decode(work[warm:])
-        elapsed = time.perf_counter() - started
+        with HostCpu(period=0.5) as cpu:
+            started = time.perf_counter()
+            decode(work[warm:])
+            elapsed = time.perf_counter() - started
+        decoders_cpu_s = cpu.report()["cpu_seconds"].get("decoders", 0.0)
         after = gpu_memory_gib()
         memory = None if before is None or after is None else round(after - before, 2)
         return {
@@ -164,6 +168,8 @@ def time_pool(
             "size": pool.size,
             "processes": pool.processes,
             "gpu_memory_gib": memory,
+            "decoder_cpu_s": decoders_cpu_s,
+            "decoder_cpu_s_per_window": round(decoders_cpu_s / max(1, len(work) - warm), 3),
         }
     finally:
         pool.close()
@@ -173,6 +179,13 @@ class NvdecThreeFiles(NvdecBackend):
     """The NVDEC backend keeping 3 files' decoders a thread (its setting until 2026-11-30)."""
 
     open_files = 3
+
+
+class NvdecAutoWait(NvdecBackend):
+    """The NVDEC backend with CUDA's default wait for the GPU (threads spin when the
+    process has fewer contexts than cores; its setting until 2026-12-01)."""
+
+    gpu_wait = "auto"
 
 
 class PyAVNoIndexCache(PyAVBackend):
@@ -210,6 +223,7 @@ POOL_BACKENDS: dict[str, str | type[FrameBackend]] = {
     "pyav-no-index-cache": PyAVNoIndexCache,
     "nvdec": "nvdec",
     "nvdec-3files": NvdecThreeFiles,
+    "nvdec-auto-wait": NvdecAutoWait,
     "nvdec-1request": NvdecOneRequest,
     "nvdec-processes": NvdecProcesses,
 }
@@ -321,6 +335,8 @@ def run(args: argparse.Namespace) -> int:
                     **rate(hours, run["elapsed"]),
                     "warm_s": run["warm_s"],
                     "gpu_memory_gib": run["gpu_memory_gib"],
+                    "decoder_cpu_s": run["decoder_cpu_s"],
+                    "decoder_cpu_s_per_window": run["decoder_cpu_s_per_window"],
                 }
                 for m, frames in matrices.items():
                     row[f"diff_vs_bt{m[3:]}"] = round(float(abs(first - frames).mean()), 2)

@@ -707,3 +707,89 @@ def test_out_of_memory_sends_requests_to_pyav_for_a_while_and_keeps_the_process(
     result, by = _read_naming(pool, h264, _SPREAD, on_error="skip")
     assert result.complete
     assert list(faults.iterdir()) and by == "pyav" and _pid(pool) == first
+
+
+class _Driver:
+    """CUDA's driver library as :func:`set_gpu_wait` calls it: ``gpus`` devices, each
+    call's status from ``fail`` (0 where not named), the flags it set by device."""
+
+    def __init__(self, gpus: int, fail: dict[str, int] | None = None, v2: bool = True) -> None:
+        self.gpus, self.fail, self.flags = gpus, fail or {}, {}
+        if not v2:
+            self.cuDevicePrimaryCtxSetFlags_v2 = None
+
+    def cuInit(self, flags: int) -> int:
+        assert flags == 0
+        return self.fail.get("cuInit", 0)
+
+    def cuDeviceGetCount(self, count) -> int:
+        count._obj.value = self.gpus
+        return self.fail.get("cuDeviceGetCount", 0)
+
+    def cuDeviceGet(self, device, ordinal: int) -> int:
+        device._obj.value = 100 + ordinal  # a handle, not the ordinal
+        return 0
+
+    def _set(self, name: str, device, flags) -> int:
+        status = self.fail.get(f"{name} {device.value}", 0)
+        if not status:
+            self.flags[device.value] = (name, flags.value)
+        return status
+
+    def cuDevicePrimaryCtxSetFlags_v2(self, device, flags) -> int:
+        return self._set("v2", device, flags)
+
+    def cuDevicePrimaryCtxSetFlags(self, device, flags) -> int:
+        return self._set("v1", device, flags)
+
+
+def test_the_gpu_wait_is_set_on_every_gpus_primary_context():
+    from vidseek.indexer.video.backend_nvdec import set_gpu_wait
+
+    driver = _Driver(gpus=2)
+    assert set_gpu_wait("blocking", driver) is None
+    assert driver.flags == {100: ("v2", 0x4), 101: ("v2", 0x4)}  # CU_CTX_SCHED_BLOCKING_SYNC
+    assert set_gpu_wait("spin", driver) is None
+    assert driver.flags == {100: ("v2", 0x1), 101: ("v2", 0x1)}
+    old = _Driver(gpus=1, v2=False)  # a driver before CUDA 11: the first entry point
+    assert set_gpu_wait("blocking", old) is None and old.flags == {100: ("v1", 0x4)}
+
+
+def test_a_gpu_wait_the_driver_refuses_is_reported_and_an_unknown_one_raises():
+    from vidseek.indexer.video.backend_nvdec import set_gpu_wait
+
+    assert set_gpu_wait("blocking", _Driver(2, {"cuInit": 100})) == (
+        "cuInit returned CUDA error 100"
+    )
+    driver = _Driver(2, {"v2 101": 201})
+    assert set_gpu_wait("blocking", driver) == "setting GPU 1's wait returned CUDA error 201"
+    assert driver.flags == {100: ("v2", 0x4)}
+    with pytest.raises(ValueError, match="unknown GPU wait 'sleep'"):
+        set_gpu_wait("sleep", _Driver(1))
+
+
+def test_a_backend_on_the_gpu_sets_its_wait_and_starts_when_the_driver_refuses(monkeypatch, caplog):
+    import torch
+
+    import vidseek.indexer.video.backend_nvdec as nvdec
+
+    asked: list[str] = []
+
+    def refuse(policy: str, driver=None) -> str:
+        asked.append(policy)
+        return "cuInit returned CUDA error 100"
+
+    monkeypatch.setattr(nvdec, "set_gpu_wait", refuse)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+
+    class OnGpu(NvdecOnCpu):
+        device = "cuda"
+
+    with caplog.at_level(logging.WARNING, logger=nvdec.__name__):
+        backend = OnGpu()
+    backend.close()
+    assert asked == ["blocking"]
+    assert "wait for the GPU as CUDA chooses: cuInit returned CUDA error 100" in caplog.text
+    asked.clear()
+    NvdecOnCpu().close()  # on the CPU: no CUDA setting
+    assert asked == []
