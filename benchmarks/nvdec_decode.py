@@ -8,8 +8,7 @@ hands them to the model, two ways in the same run:
   ``pyav-1thread``, PyAV decoding each file on one thread, as ingestion's pool does,
   and as they were before: ``nvdec-3files``, NVDEC keeping 3 files' decoders a
   thread, ``nvdec-1request``, NVDEC's process taking one window at a time split
-  over its threads, ``nvdec-auto-wait``, NVDEC's threads waiting for the GPU as CUDA
-  chooses (spinning), and ``pyav-no-index-cache``, PyAV demuxing a file again whenever
+  over its threads, and ``pyav-no-index-cache``, PyAV demuxing a file again whenever
   it switches; ``pyav`` is PyAV with FFmpeg's own threading; ``nvdec-processes``,
   NVDEC in ``--processes`` processes of one decoder thread each, whole windows): the
   project's :class:`~vidseek.indexer.decode_pool.DecodePool` with ``--processes``
@@ -181,13 +180,6 @@ class NvdecThreeFiles(NvdecBackend):
     open_files = 3
 
 
-class NvdecAutoWait(NvdecBackend):
-    """The NVDEC backend with CUDA's default wait for the GPU (threads spin when the
-    process has fewer contexts than cores; its setting until 2026-12-01)."""
-
-    gpu_wait = "auto"
-
-
 class PyAVNoIndexCache(PyAVBackend):
     """PyAV without its stream-index cache: each switch of file demuxes it again."""
 
@@ -223,7 +215,6 @@ POOL_BACKENDS: dict[str, str | type[FrameBackend]] = {
     "pyav-no-index-cache": PyAVNoIndexCache,
     "nvdec": "nvdec",
     "nvdec-3files": NvdecThreeFiles,
-    "nvdec-auto-wait": NvdecAutoWait,
     "nvdec-1request": NvdecOneRequest,
     "nvdec-processes": NvdecProcesses,
 }

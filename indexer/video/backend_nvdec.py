@@ -48,18 +48,12 @@ memory ran out of it, and retrying on the GPU lost those windows' frames), then
 NVDEC tries again. :attr:`decoded_by` names the backend that decoded the last
 request, so a pool can count what NVDEC itself decoded.
 
-Threads that wait for the GPU (the decoders' frames, the copies to host memory)
-sleep until it is done (:attr:`NvdecBackend.gpu_wait`, ``"blocking"``): CUDA's default
-for a process with fewer contexts than cores is to spin, and eight decoder threads
-spinning take cores that the PyAV processes beside them decode with.
-
 ``PyNvVideoCodec`` and CUDA are needed where the worker starts (the ``gpu`` extra);
 without them the worker fails to start with a message naming what is missing.
 """
 
 from __future__ import annotations
 
-import ctypes
 import importlib
 import itertools
 import logging
@@ -123,43 +117,6 @@ _MATRICES: dict[int, tuple[float, float]] = {
 }
 _BT601 = (0.299, 0.114)
 _NV12_FORMATS = frozenset({"yuv420p", "yuvj420p", "nv12"})  # 8-bit 4:2:0: NVDEC gives NV12
-
-
-# How a thread waiting for the GPU waits (CUDA's CU_CTX_SCHED_* flags of a context):
-# "auto" is CUDA's default (spin when the process has fewer contexts than cores).
-GPU_WAITS: dict[str, int] = {"auto": 0x0, "spin": 0x1, "yield": 0x2, "blocking": 0x4}
-
-
-def set_gpu_wait(policy: str, driver: Any = None) -> str | None:
-    """Make this process's threads wait for the GPU as ``policy`` (a key of
-    :data:`GPU_WAITS`) says, on every visible GPU's primary context: the one that
-    torch and PyNvVideoCodec use. Call it before they start CUDA work. ``driver`` is CUDA's
-    driver library (``libcuda.so.1`` when None). Returns None, or why the setting
-    could not be made (CUDA's default then holds)."""
-    if policy not in GPU_WAITS:
-        raise ValueError(f"unknown GPU wait {policy!r} (known: {', '.join(GPU_WAITS)})")
-    if driver is None:
-        try:
-            driver = ctypes.CDLL("libcuda.so.1")
-        except OSError as exc:
-            return f"cannot load CUDA's driver: {exc}"
-    # The _v2 entry point (CUDA 11+) may change a context that is already active.
-    set_flags = getattr(driver, "cuDevicePrimaryCtxSetFlags_v2", None)
-    if set_flags is None:
-        set_flags = driver.cuDevicePrimaryCtxSetFlags
-    count = ctypes.c_int(0)
-    for call, args in (("cuInit", (0,)), ("cuDeviceGetCount", (ctypes.byref(count),))):
-        status = getattr(driver, call)(*args)
-        if status:
-            return f"{call} returned CUDA error {status}"
-    for ordinal in range(count.value):
-        device = ctypes.c_int(0)
-        status = driver.cuDeviceGet(ctypes.byref(device), ordinal)
-        if not status:
-            status = set_flags(device, ctypes.c_uint(GPU_WAITS[policy]))
-        if status:
-            return f"setting GPU {ordinal}'s wait returned CUDA error {status}"
-    return None
 
 
 class _Picture(NamedTuple):
@@ -229,8 +186,6 @@ class NvdecBackend(FrameBackend):
     # 8-bit 4:2:0 files decoded to NV12 and converted here with FFmpeg's matrix; off,
     # NVDEC converts to RGB itself (its matrix: BT.709 for HD when the file names none).
     native_output: ClassVar[bool] = True
-    # How threads wait for the GPU (a key of GPU_WAITS; see the module docstring).
-    gpu_wait: ClassVar[str] = "blocking"
 
     def __init__(self) -> None:
         try:
@@ -242,12 +197,8 @@ class NvdecBackend(FrameBackend):
                 f"cannot import {self.module} ({type(exc).__name__}: "
                 f"{_clean_message(str(exc))}); install the gpu extra"
             ) from None
-        if self.device.startswith("cuda"):
-            if not torch.cuda.is_available():
-                raise RuntimeError("CUDA is not available for NVDEC decoding")
-            problem = set_gpu_wait(self.gpu_wait)
-            if problem:
-                log.warning("NVDEC's threads wait for the GPU as CUDA chooses: %s", problem)
+        if self.device.startswith("cuda") and not torch.cuda.is_available():
+            raise RuntimeError("CUDA is not available for NVDEC decoding")
         self._torch: Any = torch
         # Guards what request threads share: the files' facts, the counts and deadlines.
         self._lock = threading.Lock()

@@ -105,25 +105,3 @@ def test_nvdec_colours_of_an_hd_file_naming_no_matrix_are_ffmpegs(tmp_path: Path
         diffs[name] = float(np.abs(frames.astype(np.int16) - reference).mean())
     assert diffs["nv12"] < diffs["rgb"], diffs
     assert diffs["nv12"] < 4.0, diffs
-
-
-def test_nvdec_threads_sleep_while_they_wait_for_the_gpu(tmp_path: Path):
-    """The backend's setting reaches the primary context that torch and the decoders use:
-    the context, active after a decode, has CUDA's blocking-sync flag."""
-    import ctypes
-
-    from vidseek.indexer.video.backend_nvdec import GPU_WAITS, NvdecBackend
-
-    path = write_video(tmp_path / "w.mp4", seconds=2, codec="libx264", width=320, height=192)
-    backend = NvdecBackend()
-    try:
-        out = np.zeros((2, 96, 160, 3), np.uint8)
-        assert backend.read(path, [0, 30], (96, 160), out) == {}
-        driver = ctypes.CDLL("libcuda.so.1")
-        device, flags, active = ctypes.c_int(), ctypes.c_uint(), ctypes.c_int()
-        assert driver.cuDeviceGet(ctypes.byref(device), 0) == 0
-        state = driver.cuDevicePrimaryCtxGetState(device, ctypes.byref(flags), ctypes.byref(active))
-        assert state == 0 and active.value == 1
-        assert flags.value & 0x7 == GPU_WAITS["blocking"]
-    finally:
-        backend.close()
