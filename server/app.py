@@ -126,6 +126,7 @@ def ingest_config(settings: Settings) -> IngestConfig:
         decode_timeout=settings.decode_timeout,
         decode_nice=settings.decode_nice,
         decode_threads=settings.decode_threads,
+        decode_lookahead=settings.decode_lookahead,
         batch_windows=settings.batch_windows,
         max_in_flight=settings.max_in_flight,
     )

@@ -344,6 +344,7 @@ class JobRunner:
                         self._decode_processes,
                         nice=self.config.decode_nice,
                         codec_threads=self.config.decode_threads,
+                        lookahead=self.config.decode_lookahead,
                     )
                 ingestor = Ingestor(
                     self.store,

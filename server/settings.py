@@ -188,6 +188,12 @@ class Settings:
         "best while the pool keeps them busy; 0 lets FFmpeg thread each decode over the "
         "cores (a window sooner, more CPU a window). Refinement's decoders use FFmpeg's.",
     )
+    decode_lookahead: int = _s(
+        2,
+        "In a decode pool mixing GPU and CPU decoders ('nvdec+pyav'), how far down the "
+        "queue of windows a decoder looks for the largest (GPU) or smallest (CPU), in "
+        "windows per decode the pool runs at once; 0 takes windows oldest first.",
+    )
     max_queued_jobs: int = _s(
         10_000,
         "Ingest jobs queued or running at once; a submission past it gets RESOURCE_EXHAUSTED "
@@ -202,7 +208,8 @@ class Settings:
         "Video decoder: 'pyav' (fastest on the CPU), 'decord', 'torchcodec' (needs the "
         "system FFmpeg libraries), 'torchcodec-cuda' or 'nvdec' (GPU decoders; 'nvdec' "
         "needs the gpu extra's PyNvVideoCodec); several joined by '+' share the work "
-        "('nvdec+pyav': NVDEC's process and PyAV processes decode at once), and "
+        "('nvdec+pyav': NVDEC's process and PyAV processes decode at once, NVDEC taking "
+        "the largest windows waiting and PyAV the smallest), and "
         "'name:N' fixes a backend's processes ('nvdec:2+pyav', for a GPU shared through "
         "NVIDIA MPS).",
     )
@@ -474,6 +481,7 @@ def _validate(s: Settings) -> None:
         (s.decode_processes >= 0, "decode_processes", "must be >= 0"),
         (0 <= s.decode_nice <= 19, "decode_nice", "must be 0-19"),
         (s.decode_threads >= 0, "decode_threads", "must be >= 0 (0: FFmpeg's choice)"),
+        (s.decode_lookahead >= 0, "decode_lookahead", "must be >= 0 (0: oldest first)"),
         (s.vllm_renderer_workers > 0, "vllm_renderer_workers", "must be > 0"),
         (s.vllm_data_parallel_size > 0, "vllm_data_parallel_size", "must be > 0"),
         (

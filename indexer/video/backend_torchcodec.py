@@ -195,3 +195,4 @@ class TorchCodecCudaBackend(TorchCodecBackend):
 
     name = "torchcodec-cuda"
     device: ClassVar[str] = "cuda"
+    prefers_large_windows = True  # NVDEC too: see FrameBackend

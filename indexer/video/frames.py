@@ -215,6 +215,10 @@ class FrameBackend(abc.ABC):
     # Requests one process decodes at once, each on its own thread of the process (the
     # backend's read must then be safe to call from several threads); 1: one at a time.
     concurrent_requests: ClassVar[int] = 1
+    # A hardware decoder, whose time grows less with a window's pixels than a CPU's: in a
+    # decode pool beside CPU backends its processes take the costliest windows waiting,
+    # the others the cheapest (see vidseek.indexer.decode_pool).
+    prefers_large_windows: ClassVar[bool] = False
     # The backend of decoder processes beside the shared pool (probing, refinement)
     # where this one should run no more processes ("": this one).
     side_backend: ClassVar[str] = ""

@@ -442,7 +442,7 @@ def test_engine_arguments_that_are_not_a_json_object_are_refused(capsys, text, p
 
 def test_both_benchmarks_build_engine_arguments_alike_with_engine_args_last():
     from benchmarks.caption_throughput import dummy_engine_options
-    from benchmarks.ingest_throughput import engine_options
+    from benchmarks.ingest_engines import engine_options
 
     args = argparse.Namespace(
         max_num_batched_tokens=32768,

@@ -97,9 +97,9 @@ def test_decoding_stops_while_the_engine_is_full(store, embedder, video):
     decoded: list[int] = []
     decode = ingestor.decode_pool.submit
 
-    def counting_submit(fn):  # every window's decode goes through the pool
+    def counting_submit(fn, **kwargs):  # every window's decode goes through the pool
         decoded.append(1)
-        return decode(fn)
+        return decode(fn, **kwargs)
 
     ingestor.decode_pool.submit = counting_submit  # type: ignore[method-assign]
     try:
@@ -124,11 +124,11 @@ def test_an_answer_commits_while_the_next_window_is_still_decoding(store, embedd
     gate = threading.Event()
     decode = ingestor.decode_pool.submit
 
-    def gated_submit(fn):  # window 1 and later decode only once the gate opens
+    def gated_submit(fn, **kwargs):  # window 1 and later decode only once the gate opens
         window = getattr(fn, "keywords", {}).get("w")
         if window is None or window.index == 0:
-            return decode(fn)
-        return decode(lambda worker: gate.wait(30) and fn(worker))
+            return decode(fn, **kwargs)
+        return decode(lambda worker: gate.wait(30) and fn(worker), **kwargs)
 
     ingestor.decode_pool.submit = gated_submit  # type: ignore[method-assign]
     try:
