@@ -34,9 +34,9 @@ On the lent GPU machine (vLLM 0.26; see the README's GPU section)::
         --videos 360p:3600 360p:3600 360p:3600 1080p:3600 --variants fp8 \\
         --json-out benchmarks/results/ingest_throughput_h200.jsonl
 
-``--decode-lookahead 2 0`` runs end to end once per value of ``VIDSEEK_DECODE_LOOKAHEAD``
-on the same engine (2: a pool mixing NVDEC and PyAV sends the largest windows to NVDEC;
-0: oldest first), as several ``--decode-backend`` values do.
+``--decode-lookahead 0 2`` runs end to end once per value of ``VIDSEEK_DECODE_LOOKAHEAD``
+on the same engine (0: oldest first, the default; 2: a pool mixing NVDEC and PyAV sends
+the largest windows to NVDEC), as several ``--decode-backend`` values do.
 
 ``--engine serve`` captions through ``vllm serve`` instead (``benchmarks/vllm_serve.py``:
 the production OpenAI captioner in front of ``--serve-replicas`` servers, each over
@@ -451,7 +451,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--decode-nice", type=int, default=5, help="VIDSEEK_DECODE_NICE")
     parser.add_argument(
-        "--decode-lookahead", type=int, nargs="+", default=[2], help="several: a run each"
+        "--decode-lookahead",
+        type=int,
+        nargs="+",
+        default=[0],
+        help="VIDSEEK_DECODE_LOOKAHEAD (0: oldest first); several: a run each",
     )
     parser.add_argument(
         "--decode-threads", type=int, default=1, help="VIDSEEK_DECODE_THREADS (0: FFmpeg's)"
@@ -495,6 +499,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.copies < 1:
         parser.error(f"--copies must be at least 1, got {args.copies}")
+    if min(args.decode_lookahead) < 0:
+        parser.error(f"--decode-lookahead must be >= 0, got {min(args.decode_lookahead)}")
     if args.output_tokens_spread and args.engine == "tiny":
         parser.error("--output-tokens-spread needs --engine vllm or serve")
 

@@ -31,18 +31,20 @@ share the rest of the processes (at least one each).
 
 Which call an idle process takes. A call may say what it costs
 (:meth:`DecodePool.submit`'s ``cost``: ingestion gives a window's source pixels times
-its seconds). In a pool mixing a backend that
-:attr:`~vidseek.indexer.video.FrameBackend.prefers_large_windows` (a hardware decoder)
-with ones that do not, the first takes the costliest of the oldest calls and the others
-the cheapest: a hardware decoder's time grows less with the pixels than a CPU's (NVDEC
-on the H200 took 3.2x as long for a 1080p window as for a 360p one, a PyAV process on a
-Xeon core 6.7x as long), so the same cores decode more when the largest windows go to
-the GPU.
-A process looks at the oldest ``lookahead`` calls per decode the pool runs at once
-(``VIDSEEK_DECODE_LOOKAHEAD``, 2), and once the oldest call has been passed over
-:attr:`~DecodePool.size` times the next idle process takes it, so no call waits behind
-others for ever. Otherwise (one kind of backend, no costs given, or a lookahead of 0)
-calls are taken oldest first.
+its seconds). With a ``lookahead`` above 0 (``VIDSEEK_DECODE_LOOKAHEAD``; 0, oldest
+first, is the default until its effect end to end is measured), in a pool mixing a
+backend that :attr:`~vidseek.indexer.video.FrameBackend.prefers_large_windows` (a
+hardware decoder) with ones that do not, the first takes the costliest of the oldest
+``lookahead`` calls per decode the pool runs at once and the others the cheapest. A
+hardware decoder's cost grows less with the pixels than a CPU's: a 1080p window took a
+PyAV process 6.7x the CPU-seconds of a 360p one (on a Xeon core) and NVDEC's process
+1.1-1.5x the CPU-seconds and 3.6-4.0x the time of one of its slots (on the H200), so
+the same cores decode more when the largest windows go to the GPU. Once the oldest
+call has been passed over :attr:`~DecodePool.size` times the next idle process takes
+it, so no call waits for ever. It matters when windows of different sizes wait at
+once: several videos of different resolutions ingested together
+(``VIDSEEK_INGEST_WORKERS`` above 1). Otherwise (one kind of backend, no costs given,
+or a lookahead of 0) calls are taken oldest first.
 """
 
 from __future__ import annotations
@@ -102,6 +104,16 @@ class _Call:
     cost: float
 
 
+def _run(call: _Call, worker: DecodeWorker) -> None:
+    """``call`` on ``worker``, its result or error into its future."""
+    try:
+        result = call.fn(worker)
+    except BaseException as exc:
+        call.future.set_exception(exc)
+    else:
+        call.future.set_result(result)
+
+
 Take = Literal["oldest", "costliest", "cheapest"]
 
 
@@ -128,7 +140,7 @@ class DecodePool:
         *,
         nice: int = 0,
         codec_threads: int = 0,
-        lookahead: int = 2,
+        lookahead: int = 0,
     ) -> None:
         if processes < 0:
             raise ValueError(f"processes must be >= 0 (0: sized to the machine), got {processes}")
@@ -206,14 +218,9 @@ class DecodePool:
                 if self._closed:
                     return
                 call = self._pending.pop(self._pick(take))
-            if not call.future.set_running_or_notify_cancel():
-                continue  # cancelled while it waited
-            try:
-                result = call.fn(worker)
-            except BaseException as exc:
-                call.future.set_exception(exc)
-            else:
-                call.future.set_result(result)
+            if call.future.set_running_or_notify_cancel():  # else cancelled while it waited
+                _run(call, worker)
+            del call  # an idle slot holds no frames
 
     def close(self) -> None:
         """Stop every worker process (waiting calls are cancelled)."""

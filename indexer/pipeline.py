@@ -118,7 +118,7 @@ class IngestConfig:
     """Niceness added to ingestion's decoder processes (0-19)."""
     decode_threads: int = 0
     """Threads each of ingestion's decodes uses (PyAV; 0: FFmpeg's choice)."""
-    decode_lookahead: int = 2
+    decode_lookahead: int = 0
     """How far down the decode pool's queue its processes look for the windows they
     prefer (see :class:`~vidseek.indexer.decode_pool.DecodePool`; 0: oldest first)."""
     decode_ahead: int = 0

@@ -189,10 +189,12 @@ class Settings:
         "cores (a window sooner, more CPU a window). Refinement's decoders use FFmpeg's.",
     )
     decode_lookahead: int = _s(
-        2,
+        0,
         "In a decode pool mixing GPU and CPU decoders ('nvdec+pyav'), how far down the "
         "queue of windows a decoder looks for the largest (GPU) or smallest (CPU), in "
-        "windows per decode the pool runs at once; 0 takes windows oldest first.",
+        "windows per decode the pool runs at once (2 is the setting to try; it matters "
+        "when videos of different resolutions are ingested at once); 0 takes windows "
+        "oldest first.",
     )
     max_queued_jobs: int = _s(
         10_000,
@@ -208,8 +210,8 @@ class Settings:
         "Video decoder: 'pyav' (fastest on the CPU), 'decord', 'torchcodec' (needs the "
         "system FFmpeg libraries), 'torchcodec-cuda' or 'nvdec' (GPU decoders; 'nvdec' "
         "needs the gpu extra's PyNvVideoCodec); several joined by '+' share the work "
-        "('nvdec+pyav': NVDEC's process and PyAV processes decode at once, NVDEC taking "
-        "the largest windows waiting and PyAV the smallest), and "
+        "('nvdec+pyav': NVDEC's process and PyAV processes decode at once; see "
+        "decode_lookahead), and "
         "'name:N' fixes a backend's processes ('nvdec:2+pyav', for a GPU shared through "
         "NVIDIA MPS).",
     )

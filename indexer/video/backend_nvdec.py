@@ -143,9 +143,9 @@ class NvdecBackend(FrameBackend):
 
     name = "nvdec"
     max_processes = 1
-    # Beside PyAV, the largest windows: a 1080p window took this process 3.2x a 360p
-    # one's time on the H200, and a PyAV process 6.7x on a Xeon core (benchmarks/
-    # results/ingest_throughput_h200_2026-12-01.md).
+    # Beside PyAV, the largest windows (with a decode pool's lookahead): a 1080p window
+    # cost this process 1.1-1.5x the CPU-seconds of a 360p one on the H200, a PyAV
+    # process 6.7x on a Xeon core (benchmarks/results/ingest_throughput_h200_2026-12-01.md).
     prefers_large_windows = True
     side_backend = "pyav"
     device: ClassVar[str] = "cuda"

@@ -461,9 +461,10 @@ def test_both_benchmarks_build_engine_arguments_alike_with_engine_args_last():
     [
         (["--output-tokens-spread", "1"], "must be in [0, 1)"),
         (["--engine", "tiny", "--output-tokens-spread", "0.5"], "needs --engine vllm or serve"),
+        (["--decode-lookahead", "2", "-1"], "--decode-lookahead must be >= 0, got -1"),
     ],
 )
-def test_the_ingest_benchmark_checks_its_answer_length_spread(capsys, argv, problem):
+def test_the_ingest_benchmark_checks_its_arguments(capsys, argv, problem):
     from benchmarks.ingest_throughput import main
 
     with pytest.raises(SystemExit):

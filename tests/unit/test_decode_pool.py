@@ -9,8 +9,11 @@ order in which processes become idle is the test's.
 
 from __future__ import annotations
 
+import gc
 import queue
 import threading
+import time
+import weakref
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -91,8 +94,12 @@ def _busy(calls: Calls, size: int) -> list[str]:
 
 @pytest.mark.parametrize(
     ("backend", "options"),
-    [("pyav", {}), ([OnGpu, "pyav"], {"lookahead": 0})],
-    ids=["one backend", "mixed, lookahead 0"],
+    [
+        ("pyav", {"lookahead": 2}),
+        ([OnGpu, "pyav"], {"lookahead": 0}),
+        ([OnGpu, "pyav"], {}),
+    ],
+    ids=["one backend", "mixed, lookahead 0", "mixed, by default"],
 )
 def test_a_pool_takes_calls_oldest_first_whatever_they_cost(pools, backend, options):
     calls = pools(backend, 2, **options)
@@ -100,7 +107,8 @@ def test_a_pool_takes_calls_oldest_first_whatever_they_cost(pools, backend, opti
     for name, cost in [("small", 1), ("large", 9), ("middle", 5)]:
         calls.submit(name, cost)
     order = []
-    for name in [*busy, "small"]:
+    # A process preferring large windows, if any, is idle first: it would take "large".
+    for name in [*sorted(busy, key=lambda n: calls.by[n] != "on-gpu"), "small"]:
         calls.finish(name)
         order.append(calls.next_taken()[0])
     assert order == ["small", "large", "middle"]
@@ -114,7 +122,7 @@ def test_a_negative_lookahead_is_refused_naming_it():
 def test_in_a_mixed_pool_the_hardware_decoder_takes_the_costliest_and_the_cpu_the_cheapest(
     pools,
 ):
-    calls = pools([OnGpu, "pyav"], 3)  # one OnGpu process, two PyAV
+    calls = pools([OnGpu, "pyav"], 3, lookahead=2)  # one OnGpu process, two PyAV
     busy = _busy(calls, 3)
     on_gpu = next(n for n in busy if calls.by[n] == "on-gpu")
     on_cpu = [n for n in busy if calls.by[n] == "pyav"]
@@ -134,7 +142,7 @@ def test_in_a_mixed_pool_the_hardware_decoder_takes_the_costliest_and_the_cpu_th
 
 
 def test_a_call_passed_over_as_many_times_as_the_pool_runs_decodes_is_taken_next(pools):
-    calls = pools([OnGpu, "pyav"], 2)  # size 2: one OnGpu, one PyAV
+    calls = pools([OnGpu, "pyav"], 2, lookahead=2)  # size 2: one OnGpu, one PyAV
     busy = _busy(calls, 2)
     on_cpu = next(n for n in busy if calls.by[n] == "pyav")
     calls.submit("large", 9)  # the oldest; the OnGpu process stays busy
@@ -150,13 +158,69 @@ def test_a_call_passed_over_as_many_times_as_the_pool_runs_decodes_is_taken_next
     assert calls.next_taken() == ("small-2", "pyav")
 
 
-def test_closing_a_pool_cancels_the_calls_still_waiting(pools):
+def test_a_process_looks_only_as_far_down_the_queue_as_the_lookahead(pools):
+    calls = pools([OnGpu, "pyav"], 2, lookahead=1)  # looks at the oldest 2 calls
+    busy = _busy(calls, 2)
+    on_gpu = next(n for n in busy if calls.by[n] == "on-gpu")
+    for name, cost in [("s1", 1), ("s2", 2), ("large", 9)]:
+        calls.submit(name, cost)
+    calls.finish(on_gpu)
+    assert calls.next_taken() == ("s2", "on-gpu")  # "large" is third: out of its sight
+
+
+def test_a_call_cancelled_while_it_waits_is_skipped_and_a_failing_one_fails_alone(pools):
+    calls = pools("pyav", 1)
+    (busy,) = _busy(calls, 1)
+    cancelled = calls.submit("cancelled")
+    assert cancelled.cancel()
+
+    def fail(worker: Any) -> None:
+        raise SystemExit("a call's own exit")
+
+    failing = calls.pool.submit(fail)
+    after = calls.submit("after")
+    calls.finish(busy)
+    assert calls.next_taken() == ("after", "pyav")  # the slot lived through the failure
+    calls.finish("after")
+    assert after.result(10) == "after" and cancelled.cancelled()
+    with pytest.raises(SystemExit, match="own exit"):
+        failing.result(10)
+
+
+def test_an_idle_process_holds_on_to_no_result(pools):
+    """A call's frames are freed once its caller lets go of them, not kept by the slot
+    that decoded them until its next call."""
+    calls = pools("pyav", 1)
+
+    class Frames:
+        pass
+
+    made: list[weakref.ref[Frames]] = []
+
+    def decode(worker: Any) -> Frames:
+        frames = Frames()
+        made.append(weakref.ref(frames))
+        return frames
+
+    future = calls.pool.submit(decode)
+    assert isinstance(future.result(10), Frames)
+    del future
+    deadline = time.monotonic() + 5
+    while made[0]() is not None and time.monotonic() < deadline:
+        gc.collect()
+        time.sleep(0.01)
+    assert made[0]() is None
+
+
+def test_closing_a_pool_waits_for_running_calls_and_cancels_the_waiting(pools):
     calls = pools("pyav", 1)
     (busy,) = _busy(calls, 1)
     waiting = calls.submit("waiting", 1)
     closing = threading.Thread(target=calls.pool.close)
     closing.start()
-    calls.finish(busy)  # close waits for the running call
+    closing.join(0.3)
+    assert closing.is_alive()  # the running call holds it
+    calls.finish(busy)
     closing.join(10)
     assert not closing.is_alive()
     assert waiting.cancelled()
