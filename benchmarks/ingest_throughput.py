@@ -162,7 +162,7 @@ def run_end_to_end(
     args: argparse.Namespace,
     work: Path,
     emit: Any = print,
-    lookahead: int = 2,
+    lookahead: int = 0,
 ) -> dict[str, Any]:
     """Ingest every video at once through the server, decoding with ``decode_backend``;
     refinement probes meanwhile."""
